@@ -1,0 +1,86 @@
+#!/usr/bin/env bash
+# Build (once) the real control-plane binaries from their Go modules into a cache keyed
+# by component and version:  $MLMODEL_CACHE/bin/<component>-<version>/
+# A component whose directory already holds its binaries is never rebuilt.
+# Prometheus and promtool come from Debian's package.
+set -euo pipefail
+
+HACK="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+# shellcheck source=versions.env
+source "$HACK/versions.env"
+CACHE="${MLMODEL_CACHE:-$HOME/.cache/mlmodel-lifecycle}"
+BIN="$CACHE/bin"
+mkdir -p "$BIN"
+export CGO_ENABLED=0 GOFLAGS=-buildvcs=false
+
+log() { printf '[build-tools %s] %s\n' "$(date +%H:%M:%S)" "$*"; }
+
+# run_build NAME VERSION BINARY... -- COMMAND...: runs COMMAND with $OUT set to a fresh
+# staging directory, then moves it into place atomically so a killed build leaves no
+# half-filled cache entry.
+run_build() {
+  local name="$1" version="$2"; shift 2
+  local bins=()
+  while [[ "$1" != "--" ]]; do bins+=("$1"); shift; done; shift
+  local dest="$BIN/$name-$version" missing=0
+  for b in "${bins[@]}"; do [[ -x "$dest/$b" ]] || missing=1; done
+  if [[ $missing -eq 0 ]]; then log "$name $version: cached in $dest"; return 0; fi
+  log "$name $version: building ..."
+  local start=$SECONDS
+  OUT="$(mktemp -d "$BIN/.$name-$version.XXXX")"
+  export OUT
+  if ! "$@"; then rm -rf "$OUT"; log "$name $version: FAILED"; return 1; fi
+  rm -rf "$dest"; mv "$OUT" "$dest"
+  log "$name $version: built in $((SECONDS - start))s -> $dest"
+}
+
+build_kubernetes() {
+  local v="$KUBERNETES_VERSION" minor
+  minor="$(echo "$v" | cut -d. -f2)"
+  local pkg=k8s.io/component-base/version
+  local ld="-s -w -X $pkg.gitVersion=$v -X $pkg.gitMajor=1 -X $pkg.gitMinor=$minor -X $pkg.gitTreeState=clean -X $pkg.buildDate=1970-01-01T00:00:00Z"
+  ld="$ld -X k8s.io/client-go/pkg/version.gitVersion=$v -X k8s.io/client-go/pkg/version.gitMajor=1 -X k8s.io/client-go/pkg/version.gitMinor=$minor"
+  (cd "$HACK/go/kubernetes" && go build -trimpath -ldflags "$ld" -o "$OUT/" \
+    k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager \
+    k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubectl)
+}
+
+build_etcd() {
+  (cd "$HACK/go/etcd" && go build -trimpath -ldflags "-s -w" -o "$OUT/etcd" go.etcd.io/etcd/server/v3)
+}
+
+build_kwok() {
+  GOBIN="$OUT" go install -trimpath -ldflags "-s -w -X sigs.k8s.io/kwok/pkg/consts.Version=$KWOK_VERSION" \
+    "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION"
+}
+
+build_minio() {
+  GOBIN="$OUT" go install -trimpath -ldflags "-s -w" "github.com/minio/minio@$MINIO_VERSION"
+}
+
+install_prometheus() {
+  if command -v prometheus >/dev/null && command -v promtool >/dev/null; then
+    log "prometheus: installed ($(prometheus --version 2>&1 | head -1))"; return 0
+  fi
+  log "prometheus: installing Debian's package ..."
+  local start=$SECONDS
+  if [[ "$(id -u)" -ne 0 ]]; then SUDO=sudo; else SUDO=; fi
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+  # The package starts a system service where systemd runs; the harness runs its own.
+  log "prometheus: installed in $((SECONDS - start))s"
+}
+
+want="${*:-etcd kubernetes kwok minio prometheus}"
+total=$SECONDS
+for c in $want; do
+  case "$c" in
+    etcd) run_build etcd "$ETCD_VERSION" etcd -- build_etcd ;;
+    kubernetes) run_build kubernetes "$KUBERNETES_VERSION" kube-apiserver kube-controller-manager kube-scheduler kubectl -- build_kubernetes ;;
+    kwok) run_build kwok "$KWOK_VERSION" kwok -- build_kwok ;;
+    minio) run_build minio "$MINIO_VERSION" minio -- build_minio ;;
+    prometheus) install_prometheus ;;
+    *) echo "unknown component: $c (accepted: etcd kubernetes kwok minio prometheus)" >&2; exit 2 ;;
+  esac
+done
+log "all tools ready in $((SECONDS - total))s (cache: $BIN)"
