@@ -1,0 +1,762 @@
+"""A real, local, Docker-free Kubernetes control plane for tests and the demo.
+
+envtest-style: etcd, kube-apiserver, kube-controller-manager, kube-scheduler and kwok
+(fake nodes whose Pods become Running and Ready) built from their Go modules by
+``hack/build-tools.sh``, plus a real MinIO server and Debian's Prometheus. Every process
+listens on a free 127.0.0.1 port, is waited for with a time limit, and is stopped on
+exit; all data lives in one temporary directory.
+
+Used by the pytest fixtures (tests/conftest.py) and by ``make demo``.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import datetime as dt
+import ipaddress
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import tempfile
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+VERSIONS_FILE = REPO_ROOT / "hack" / "versions.env"
+
+
+class HarnessError(RuntimeError):
+    """A local server could not be started; the message names it and shows its log."""
+
+
+def cache_dir() -> Path:
+    """Where hack/build-tools.sh puts the binaries (``$MLMODEL_CACHE`` overrides)."""
+    env = os.environ.get("MLMODEL_CACHE")
+    return Path(env) if env else Path.home() / ".cache" / "mlmodel-lifecycle"
+
+
+def read_versions(path: Path = VERSIONS_FILE) -> dict[str, str]:
+    """Parse hack/versions.env (KEY=VALUE lines, # comments)."""
+    versions: dict[str, str] = {}
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if line and not line.startswith("#") and "=" in line:
+            key, value = line.split("=", 1)
+            versions[key.strip()] = value.strip()
+    return versions
+
+
+def binary(component: str, name: str | None = None) -> Path:
+    """Path of a cached binary, e.g. ``binary("kubernetes", "kube-apiserver")``."""
+    versions = read_versions()
+    key = f"{component.upper()}_VERSION"
+    if key not in versions:
+        raise HarnessError(f"hack/versions.env has no {key}")
+    path = cache_dir() / "bin" / f"{component}-{versions[key]}" / (name or component)
+    if not path.is_file():
+        raise HarnessError(f"{path} is missing: run `make tools` (hack/build-tools.sh) first")
+    return path
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_until(what: str, check: Callable[[], bool], timeout: float, interval: float = 0.1) -> None:
+    """Poll ``check`` until it returns True; raise TimeoutError naming ``what``."""
+    deadline = time.monotonic() + timeout
+    last_error: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            if check():
+                return
+        except Exception as exc:  # a server that is still starting refuses connections
+            last_error = exc
+        time.sleep(interval)
+    suffix = f" (last error: {last_error})" if last_error else ""
+    raise TimeoutError(f"{what} not ready after {timeout:.0f}s{suffix}")
+
+
+# --------------------------------------------------------------------------- processes
+
+
+@dataclass
+class Process:
+    """One child process with its log file; stopped by :meth:`stop`."""
+
+    name: str
+    argv: Sequence[str]
+    log_path: Path
+    env: Mapping[str, str] | None = None
+    popen: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        log = self.log_path.open("ab")
+        env = dict(os.environ)
+        env.update(self.env or {})
+        self.popen = subprocess.Popen(
+            list(self.argv),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            start_new_session=True,  # its own process group: Ctrl-C reaches us, not it
+        )
+        log.close()
+
+    def running(self) -> bool:
+        return self.popen is not None and self.popen.poll() is None
+
+    def log_tail(self, lines: int = 25) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return "(no log)"
+        return "\n".join(text.splitlines()[-lines:])
+
+    def wait_ready(self, check: Callable[[], bool], timeout: float) -> None:
+        def ready() -> bool:
+            if not self.running():
+                code = self.popen.returncode if self.popen else None
+                raise HarnessError(
+                    f"{self.name} exited with code {code} while starting; last lines of "
+                    f"{self.log_path}:\n{self.log_tail()}"
+                )
+            return check()
+
+        try:
+            wait_until(self.name, ready, timeout)
+        except TimeoutError as exc:
+            raise HarnessError(
+                f"{exc}; last lines of {self.log_path}:\n{self.log_tail()}"
+            ) from None
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if self.popen is None or self.popen.poll() is not None:
+            return
+        pgid = self.popen.pid
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pgid, signal.SIGTERM)
+        try:
+            self.popen.wait(timeout)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pgid, signal.SIGKILL)
+            self.popen.wait(5)
+
+    def kill(self) -> None:
+        """Stop at once, as a crash would (SIGKILL to the whole process group)."""
+        if self.popen is not None and self.popen.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.popen.pid, signal.SIGKILL)
+            self.popen.wait(5)
+
+
+_LIVE: list[Process] = []
+
+
+def _stop_all_at_exit() -> None:
+    for proc in reversed(_LIVE):
+        with contextlib.suppress(Exception):
+            proc.stop(timeout=5)
+
+
+atexit.register(_stop_all_at_exit)
+
+
+def _start(proc: Process) -> Process:
+    proc.start()
+    _LIVE.append(proc)
+    return proc
+
+
+def _http_ok(url: str, context: ssl.SSLContext | None = None, timeout: float = 2.0) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout, context=context) as resp:
+            return bool(200 <= resp.status < 300)
+    except urllib.error.HTTPError:
+        return False
+
+
+# --------------------------------------------------------------------------- PKI
+
+
+@dataclass(frozen=True)
+class Pki:
+    """Certificates for one local cluster, all made here, all under ``directory``."""
+
+    directory: Path
+
+    @property
+    def ca_cert(self) -> Path:
+        return self.directory / "ca.crt"
+
+    @property
+    def server_cert(self) -> Path:
+        return self.directory / "apiserver.crt"
+
+    @property
+    def server_key(self) -> Path:
+        return self.directory / "apiserver.key"
+
+    @property
+    def admin_cert(self) -> Path:
+        return self.directory / "admin.crt"
+
+    @property
+    def admin_key(self) -> Path:
+        return self.directory / "admin.key"
+
+    @property
+    def sa_key(self) -> Path:
+        return self.directory / "sa.key"
+
+    @property
+    def sa_pub(self) -> Path:
+        return self.directory / "sa.pub"
+
+
+def make_pki(directory: Path) -> Pki:
+    """A CA, an apiserver serving cert for 127.0.0.1, an admin client cert in
+    ``system:masters`` and a service-account signing key pair."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    directory.mkdir(parents=True, exist_ok=True)
+    pki = Pki(directory)
+    now = dt.datetime.now(dt.UTC)
+    not_after = now + dt.timedelta(days=2)
+
+    def key() -> ec.EllipticCurvePrivateKey:
+        return ec.generate_private_key(ec.SECP256R1())
+
+    def write_key(path: Path, k: ec.EllipticCurvePrivateKey) -> None:
+        path.write_bytes(
+            k.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+        )
+        path.chmod(0o600)
+
+    ca_key = key()
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "mlmodel-local-ca")])
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(not_after)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                key_cert_sign=True,
+                crl_sign=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    pki.ca_cert.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+
+    def leaf(
+        cert_path: Path,
+        key_path: Path,
+        subject: x509.Name,
+        usage: x509.ObjectIdentifier,
+        sans: list[x509.GeneralName] | None = None,
+    ) -> None:
+        k = key()
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(subject)
+            .issuer_name(ca_name)
+            .public_key(k.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(minutes=5))
+            .not_valid_after(not_after)
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+        )
+        if sans:
+            builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
+        cert = builder.sign(ca_key, hashes.SHA256())
+        cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        write_key(key_path, k)
+
+    leaf(
+        pki.server_cert,
+        pki.server_key,
+        x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "kube-apiserver")]),
+        ExtendedKeyUsageOID.SERVER_AUTH,
+        [
+            x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+            x509.DNSName("localhost"),
+            x509.DNSName("kubernetes.default.svc"),
+        ],
+    )
+    leaf(
+        pki.admin_cert,
+        pki.admin_key,
+        x509.Name(
+            [
+                x509.NameAttribute(NameOID.ORGANIZATION_NAME, "system:masters"),
+                x509.NameAttribute(NameOID.COMMON_NAME, "mlmodel-admin"),
+            ]
+        ),
+        ExtendedKeyUsageOID.CLIENT_AUTH,
+    )
+    sa = key()
+    write_key(pki.sa_key, sa)
+    pki.sa_pub.write_bytes(
+        sa.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
+    return pki
+
+
+def write_kubeconfig(path: Path, server: str, pki: Pki) -> None:
+    """A kubeconfig for the admin user, with absolute paths to the PKI files."""
+    import yaml
+
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [
+            {
+                "name": "mlmodel-local",
+                "cluster": {"server": server, "certificate-authority": str(pki.ca_cert)},
+            }
+        ],
+        "users": [
+            {
+                "name": "mlmodel-admin",
+                "user": {
+                    "client-certificate": str(pki.admin_cert),
+                    "client-key": str(pki.admin_key),
+                },
+            }
+        ],
+        "contexts": [
+            {
+                "name": "mlmodel-local",
+                "context": {"cluster": "mlmodel-local", "user": "mlmodel-admin"},
+            }
+        ],
+        "current-context": "mlmodel-local",
+    }
+    path.write_text(yaml.safe_dump(config))
+    path.chmod(0o600)
+
+
+# --------------------------------------------------------------------------- servers
+
+
+@dataclass
+class MinioServer:
+    """A real MinIO server on a free loopback port, with generated credentials."""
+
+    workdir: Path
+    access_key: str = field(default_factory=lambda: "mlmodel-" + secrets.token_hex(4))
+    secret_key: str = field(default_factory=lambda: secrets.token_urlsafe(24))
+    port: int = field(default_factory=free_port)
+    process: Process | None = None
+
+    @property
+    def endpoint(self) -> str:
+        """``host:port``, the form the ``minio`` client takes."""
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.endpoint}"
+
+    def start(self, timeout: float = 60.0) -> MinioServer:
+        data = self.workdir / "minio-data"
+        data.mkdir(parents=True, exist_ok=True)
+        console = free_port()
+        self.process = _start(
+            Process(
+                "minio",
+                [
+                    str(binary("minio")),
+                    "server",
+                    str(data),
+                    "--address",
+                    self.endpoint,
+                    "--console-address",
+                    f"127.0.0.1:{console}",
+                    "--quiet",
+                ],
+                self.workdir / "logs" / "minio.log",
+                env={
+                    "MINIO_ROOT_USER": self.access_key,
+                    "MINIO_ROOT_PASSWORD": self.secret_key,
+                    "MINIO_BROWSER": "off",
+                    "MINIO_UPDATE": "off",
+                    "MINIO_CI_CD": "1",
+                },
+            )
+        )
+        self.process.wait_ready(lambda: _http_ok(f"{self.url}/minio/health/ready"), timeout)
+        return self
+
+    def stop(self) -> None:
+        if self.process:
+            self.process.stop()
+
+    def client(self) -> Any:
+        """A ``minio.Minio`` client for this server."""
+        from minio import Minio
+
+        return Minio(
+            self.endpoint, access_key=self.access_key, secret_key=self.secret_key, secure=False
+        )
+
+
+@dataclass
+class PrometheusServer:
+    """Debian's Prometheus with a config the caller writes."""
+
+    workdir: Path
+    config: str
+    port: int = field(default_factory=free_port)
+    process: Process | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 60.0) -> PrometheusServer:
+        exe = shutil.which("prometheus")
+        if exe is None:
+            raise HarnessError("prometheus is not installed: run `make tools`")
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        config_path = self.workdir / "prometheus.yml"
+        config_path.write_text(self.config)
+        self.process = _start(
+            Process(
+                "prometheus",
+                [
+                    exe,
+                    f"--config.file={config_path}",
+                    f"--storage.tsdb.path={self.workdir / 'tsdb'}",
+                    f"--web.listen-address=127.0.0.1:{self.port}",
+                    "--web.enable-lifecycle",
+                ],
+                self.workdir / "prometheus.log",
+            )
+        )
+        self.process.wait_ready(lambda: _http_ok(f"{self.url}/-/ready"), timeout)
+        return self
+
+    def query(self, promql: str, timeout: float = 10.0) -> list[dict[str, Any]]:
+        """Run an instant query; returns the result vector."""
+        url = f"{self.url}/api/v1/query?" + urllib.parse.urlencode({"query": promql})
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
+            body = json.load(resp)
+        if body.get("status") != "success":
+            raise HarnessError(f"query {promql!r} failed: {body}")
+        result: list[dict[str, Any]] = body["data"]["result"]
+        return result
+
+    def stop(self) -> None:
+        if self.process:
+            self.process.stop()
+
+
+@dataclass
+class LocalCluster:
+    """etcd + kube-apiserver + controller-manager + scheduler + kwok, all on loopback.
+
+    ``with LocalCluster.up() as cluster:`` starts everything and stops it on exit.
+    ``cluster.kubeconfig`` is a kubeconfig for a ``system:masters`` user.
+    """
+
+    workdir: Path
+    nodes: int = 1
+    processes: dict[str, Process] = field(default_factory=dict)
+    apiserver_port: int = 0
+    pki: Pki | None = None
+
+    @property
+    def kubeconfig(self) -> Path:
+        return self.workdir / "kubeconfig"
+
+    @property
+    def server(self) -> str:
+        return f"https://127.0.0.1:{self.apiserver_port}"
+
+    @property
+    def logs(self) -> Path:
+        return self.workdir / "logs"
+
+    @classmethod
+    @contextlib.contextmanager
+    def up(cls, workdir: Path | None = None, nodes: int = 1) -> Iterator[LocalCluster]:
+        own_tmp = workdir is None
+        path = Path(tempfile.mkdtemp(prefix="mlmodel-cluster-")) if workdir is None else workdir
+        cluster = cls(path, nodes=nodes)
+        try:
+            cluster.start()
+            yield cluster
+        finally:
+            cluster.stop()
+            if own_tmp and not os.environ.get("MLMODEL_KEEP_CLUSTER_DIR"):
+                shutil.rmtree(path, ignore_errors=True)
+
+    # -- lifecycle
+
+    def start(self, timeout: float = 90.0) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.pki = make_pki(self.workdir / "pki")
+        self._start_etcd(timeout)
+        self._start_apiserver(timeout)
+        write_kubeconfig(self.kubeconfig, self.server, self.pki)
+        self._start_controller_manager(timeout)
+        self._start_scheduler(timeout)
+        self._start_kwok(timeout)
+        for i in range(self.nodes):
+            self.create_node(f"kwok-node-{i}")
+        wait_until(
+            "a Ready kwok node", lambda: self.ready_nodes() >= self.nodes, timeout, interval=0.25
+        )
+
+    def stop(self) -> None:
+        for name in ("kwok", "kube-scheduler", "kube-controller-manager", "kube-apiserver", "etcd"):
+            proc = self.processes.get(name)
+            if proc:
+                proc.stop()
+
+    def _ssl(self) -> ssl.SSLContext:
+        assert self.pki is not None
+        ctx = ssl.create_default_context(cafile=str(self.pki.ca_cert))
+        ctx.load_cert_chain(str(self.pki.admin_cert), str(self.pki.admin_key))
+        return ctx
+
+    def _insecure_ssl(self) -> ssl.SSLContext:
+        # controller-manager and scheduler serve /healthz with self-signed certs
+        ctx = ssl.create_default_context()
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        return ctx
+
+    def _add(self, proc: Process) -> Process:
+        self.processes[proc.name] = _start(proc)
+        return proc
+
+    def _start_etcd(self, timeout: float) -> None:
+        client, peer = free_port(), free_port()
+        self.etcd_url = f"http://127.0.0.1:{client}"
+        proc = self._add(
+            Process(
+                "etcd",
+                [
+                    str(binary("etcd")),
+                    "--name=mlmodel-local",
+                    f"--data-dir={self.workdir / 'etcd'}",
+                    f"--listen-client-urls={self.etcd_url}",
+                    f"--advertise-client-urls={self.etcd_url}",
+                    f"--listen-peer-urls=http://127.0.0.1:{peer}",
+                    f"--initial-advertise-peer-urls=http://127.0.0.1:{peer}",
+                    f"--initial-cluster=mlmodel-local=http://127.0.0.1:{peer}",
+                    "--unsafe-no-fsync",  # test data: durability is not the point
+                    "--log-level=warn",
+                ],
+                self.logs / "etcd.log",
+            )
+        )
+        proc.wait_ready(lambda: _http_ok(f"{self.etcd_url}/health"), timeout)
+
+    def _start_apiserver(self, timeout: float) -> None:
+        assert self.pki is not None
+        self.apiserver_port = free_port()
+        pki = self.pki
+        proc = self._add(
+            Process(
+                "kube-apiserver",
+                [
+                    str(binary("kubernetes", "kube-apiserver")),
+                    f"--etcd-servers={self.etcd_url}",
+                    "--bind-address=127.0.0.1",
+                    "--advertise-address=127.0.0.1",
+                    f"--secure-port={self.apiserver_port}",
+                    f"--cert-dir={self.workdir / 'apiserver-certs'}",
+                    f"--tls-cert-file={pki.server_cert}",
+                    f"--tls-private-key-file={pki.server_key}",
+                    f"--client-ca-file={pki.ca_cert}",
+                    f"--service-account-key-file={pki.sa_pub}",
+                    f"--service-account-signing-key-file={pki.sa_key}",
+                    "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+                    "--api-audiences=https://kubernetes.default.svc.cluster.local",
+                    "--authorization-mode=RBAC",
+                    "--service-cluster-ip-range=10.96.0.0/16",
+                    # a loopback advertise address cannot be put in the `kubernetes`
+                    # Endpoints object, so nothing reconciles it (as in envtest)
+                    "--endpoint-reconciler-type=none",
+                    "--allow-privileged=false",
+                    "--profiling=false",
+                    "--v=1",
+                ],
+                self.logs / "kube-apiserver.log",
+            )
+        )
+        ctx = self._ssl()
+        proc.wait_ready(lambda: _http_ok(f"{self.server}/readyz", ctx), timeout)
+
+    def _start_controller_manager(self, timeout: float) -> None:
+        assert self.pki is not None
+        port = free_port()
+        proc = self._add(
+            Process(
+                "kube-controller-manager",
+                [
+                    str(binary("kubernetes", "kube-controller-manager")),
+                    f"--kubeconfig={self.kubeconfig}",
+                    f"--authentication-kubeconfig={self.kubeconfig}",
+                    f"--authorization-kubeconfig={self.kubeconfig}",
+                    "--bind-address=127.0.0.1",
+                    f"--secure-port={port}",
+                    f"--cert-dir={self.workdir / 'kcm-certs'}",
+                    f"--service-account-private-key-file={self.pki.sa_key}",
+                    f"--root-ca-file={self.pki.ca_cert}",
+                    "--use-service-account-credentials=false",
+                    "--leader-elect=false",
+                    "--controllers=*,-nodeipam,-cloud-node-lifecycle,-service-lb-controller,-node-route-controller",
+                    "--v=1",
+                ],
+                self.logs / "kube-controller-manager.log",
+            )
+        )
+        ctx = self._insecure_ssl()
+        proc.wait_ready(lambda: _http_ok(f"https://127.0.0.1:{port}/healthz", ctx), timeout)
+
+    def _start_scheduler(self, timeout: float) -> None:
+        port = free_port()
+        proc = self._add(
+            Process(
+                "kube-scheduler",
+                [
+                    str(binary("kubernetes", "kube-scheduler")),
+                    f"--kubeconfig={self.kubeconfig}",
+                    f"--authentication-kubeconfig={self.kubeconfig}",
+                    f"--authorization-kubeconfig={self.kubeconfig}",
+                    "--bind-address=127.0.0.1",
+                    f"--secure-port={port}",
+                    f"--cert-dir={self.workdir / 'scheduler-certs'}",
+                    "--leader-elect=false",
+                    "--v=1",
+                ],
+                self.logs / "kube-scheduler.log",
+            )
+        )
+        ctx = self._insecure_ssl()
+        proc.wait_ready(lambda: _http_ok(f"https://127.0.0.1:{port}/healthz", ctx), timeout)
+
+    def _start_kwok(self, timeout: float) -> None:
+        port = free_port()
+        proc = self._add(
+            Process(
+                "kwok",
+                [
+                    str(binary("kwok")),
+                    f"--kubeconfig={self.kubeconfig}",
+                    "--manage-all-nodes=false",
+                    "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake",
+                    "--cidr=10.244.0.0/16",
+                    "--node-ip=10.244.0.1",
+                    f"--server-address=127.0.0.1:{port}",
+                    "--node-lease-duration-seconds=40",
+                    "--v=1",
+                ],
+                self.logs / "kwok.log",
+            )
+        )
+        proc.wait_ready(lambda: _http_ok(f"http://127.0.0.1:{port}/healthz"), timeout)
+
+    # -- API helpers (plain HTTPS, so the harness needs no client library)
+
+    def api(self, method: str, path: str, body: Any = None, timeout: float = 10.0) -> Any:
+        """One request to the apiserver as the admin user; returns the decoded JSON."""
+        data = None if body is None else json.dumps(body).encode()
+        req = urllib.request.Request(
+            f"{self.server}{path}",
+            data=data,
+            method=method,
+            headers={"Content-Type": "application/json", "Accept": "application/json"},
+        )
+        with urllib.request.urlopen(req, timeout=timeout, context=self._ssl()) as resp:
+            return json.load(resp)
+
+    def create_node(self, name: str) -> None:
+        """A fake Node that kwok keeps Ready and whose Pods kwok makes Running."""
+        node = {
+            "apiVersion": "v1",
+            "kind": "Node",
+            "metadata": {
+                "name": name,
+                "annotations": {"kwok.x-k8s.io/node": "fake", "node.alpha.kubernetes.io/ttl": "0"},
+                "labels": {
+                    "kubernetes.io/hostname": name,
+                    "kubernetes.io/os": "linux",
+                    "kubernetes.io/arch": "amd64",
+                    "type": "kwok",
+                },
+            },
+            "status": {
+                "allocatable": {"cpu": "32", "memory": "256Gi", "pods": "250"},
+                "capacity": {"cpu": "32", "memory": "256Gi", "pods": "250"},
+            },
+        }
+        self.api("POST", "/api/v1/nodes", node)
+
+    def ready_nodes(self) -> int:
+        nodes = self.api("GET", "/api/v1/nodes")
+        count = 0
+        for node in nodes.get("items", []):
+            for cond in node.get("status", {}).get("conditions", []):
+                if cond.get("type") == "Ready" and cond.get("status") == "True":
+                    count += 1
+        return count
+
+    def kubectl(self, *args: str, check: bool = True, timeout: float = 60.0) -> str:
+        """Run the kubectl built from the same release against this cluster."""
+        result = subprocess.run(
+            [str(binary("kubernetes", "kubectl")), f"--kubeconfig={self.kubeconfig}", *args],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+        if check and result.returncode != 0:
+            raise HarnessError(f"kubectl {' '.join(args)} failed: {result.stderr.strip()}")
+        return result.stdout
