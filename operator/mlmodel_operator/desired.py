@@ -1,0 +1,259 @@
+"""Pure builders: a parsed MLModel -> the Kubernetes objects that should exist.
+
+No I/O and no environment reads: everything comes from the `ModelSpec` and the
+`Settings`. The objects are plain dicts, ready for server-side apply.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Final
+
+from mlmodel_operator.settings import Settings
+from mlmodel_operator.spec import API_GROUP, API_VERSION, KIND, ModelSpec
+
+SHA256_ANNOTATION: Final = f"{API_GROUP}/sha256"
+MODEL_LABEL: Final = f"{API_GROUP}/model"
+VERSION_LABEL: Final = f"{API_GROUP}/version"
+
+CONTAINER_NAME: Final = "server"
+PORT_NAME: Final = "http"
+CACHE_DIR: Final = "/var/cache/mlmodel"
+RUN_AS_USER: Final = 10001
+READY_PATH: Final = "/v2/health/ready"
+LIVE_PATH: Final = "/v2/health/live"
+METRICS_PATH: Final = "/metrics"
+STARTUP_PERIOD_SECONDS: Final = 5
+DIGEST_PREFIX_LENGTH: Final = 12
+
+
+def deployment_name(model_name: str, version: str) -> str:
+    return f"{model_name}-v{version}"
+
+
+def model_labels(model: ModelSpec, version: str | None) -> dict[str, str]:
+    """Recommended app.kubernetes.io labels plus the model and (if given) version."""
+    labels = {
+        "app.kubernetes.io/name": "mlmodel-serving",
+        "app.kubernetes.io/instance": model.ref.name,
+        "app.kubernetes.io/component": "model-server",
+        "app.kubernetes.io/part-of": "mlmodel-lifecycle",
+        "app.kubernetes.io/managed-by": "mlmodel-operator",
+        MODEL_LABEL: model.ref.name,
+    }
+    if version is not None:
+        labels["app.kubernetes.io/version"] = version
+        labels[VERSION_LABEL] = version
+    return labels
+
+
+def selector_labels(model_name: str, version: str) -> dict[str, str]:
+    """The labels that pick one version's pods; never change for a live Deployment."""
+    return {MODEL_LABEL: model_name, VERSION_LABEL: version}
+
+
+def owner_reference(model: ModelSpec) -> dict[str, Any]:
+    return {
+        "apiVersion": f"{API_GROUP}/{API_VERSION}",
+        "kind": KIND,
+        "name": model.ref.name,
+        "uid": model.ref.uid,
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def endpoint_url(model: ModelSpec, settings: Settings) -> str:
+    """The in-cluster Open Inference Protocol URL of the model."""
+    return (
+        f"http://{model.ref.name}.{model.ref.namespace}.svc:{settings.serving_port}"
+        f"/v2/models/{model.ref.name}"
+    )
+
+
+def service_fqdn(model: ModelSpec, settings: Settings) -> str:
+    return f"{model.ref.name}.{model.ref.namespace}.svc.{settings.cluster_domain}"
+
+
+def digest_prefix(sha256: str) -> str:
+    """What `status.digestPrefix` (the wide Digest column) shows for a digest."""
+    return sha256[:DIGEST_PREFIX_LENGTH]
+
+
+def ready_summary(ready_replicas: int | None, replicas: int) -> str:
+    """What `status.ready` (the Ready column) shows: "ready/desired", e.g. "2/2"."""
+    return f"{ready_replicas or 0}/{replicas}"
+
+
+def build_deployment(model: ModelSpec, settings: Settings) -> dict[str, Any]:
+    """The Deployment serving `model.version`, named `<model>-v<version>`."""
+    name = deployment_name(model.ref.name, model.version)
+    labels = model_labels(model, model.version)
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {
+            "name": name,
+            "namespace": model.ref.namespace,
+            "labels": labels,
+            "annotations": {SHA256_ANNOTATION: model.artifact.sha256},
+            "ownerReferences": [owner_reference(model)],
+        },
+        "spec": {
+            "replicas": model.serving.replicas,
+            "revisionHistoryLimit": 2,
+            # A version's Deployment only ever changes in place (replicas, resources);
+            # keep the full capacity while it does.
+            "strategy": {
+                "type": "RollingUpdate",
+                "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0},
+            },
+            # The Deployment's own Progressing condition then agrees with the operator's
+            # rollout timeout.
+            "progressDeadlineSeconds": model.rollout.ready_timeout_seconds,
+            "selector": {"matchLabels": selector_labels(model.ref.name, model.version)},
+            "template": {
+                "metadata": {
+                    "labels": labels,
+                    "annotations": {
+                        SHA256_ANNOTATION: model.artifact.sha256,
+                        "prometheus.io/scrape": "true",
+                        "prometheus.io/port": str(settings.serving_port),
+                        "prometheus.io/path": METRICS_PATH,
+                    },
+                },
+                "spec": _pod_spec(model, settings),
+            },
+        },
+    }
+
+
+def build_service(model: ModelSpec, active_version: str, settings: Settings) -> dict[str, Any]:
+    """The model's one Service, selecting the pods of `active_version`."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {
+            "name": model.ref.name,
+            "namespace": model.ref.namespace,
+            "labels": model_labels(model, active_version),
+            "ownerReferences": [owner_reference(model)],
+        },
+        "spec": {
+            "type": "ClusterIP",
+            "selector": selector_labels(model.ref.name, active_version),
+            "ports": [
+                {
+                    "name": PORT_NAME,
+                    "port": settings.serving_port,
+                    "targetPort": PORT_NAME,
+                    "protocol": "TCP",
+                    "appProtocol": "http",
+                }
+            ],
+        },
+    }
+
+
+def _pod_spec(model: ModelSpec, settings: Settings) -> dict[str, Any]:
+    return {
+        "automountServiceAccountToken": False,
+        # Service links put a dozen variables per Service into the environment; the
+        # server needs none of them.
+        "enableServiceLinks": False,
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": RUN_AS_USER,
+            "runAsGroup": RUN_AS_USER,
+            "fsGroup": RUN_AS_USER,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "containers": [_container(model, settings)],
+        "volumes": [
+            {"name": "model-cache", "emptyDir": {}},
+            {"name": "tmp", "emptyDir": {}},
+        ],
+    }
+
+
+def _container(model: ModelSpec, settings: Settings) -> dict[str, Any]:
+    resources = model.serving.resources
+    return {
+        "name": CONTAINER_NAME,
+        "image": model.serving.image or settings.serving_image,
+        "imagePullPolicy": settings.image_pull_policy,
+        "ports": [{"name": PORT_NAME, "containerPort": settings.serving_port, "protocol": "TCP"}],
+        "env": _env(model, settings),
+        "resources": {kind: dict(values) for kind, values in resources.items() if values},
+        # The startup probe covers download, digest check and load; the rollout timeout
+        # bounds it anyway, so it may take that long before liveness restarts the pod.
+        "startupProbe": {
+            "httpGet": {"path": LIVE_PATH, "port": PORT_NAME},
+            "periodSeconds": STARTUP_PERIOD_SECONDS,
+            "timeoutSeconds": 2,
+            "failureThreshold": max(
+                1, math.ceil(model.rollout.ready_timeout_seconds / STARTUP_PERIOD_SECONDS)
+            ),
+        },
+        "readinessProbe": {
+            "httpGet": {"path": READY_PATH, "port": PORT_NAME},
+            "periodSeconds": 5,
+            "timeoutSeconds": 2,
+            "failureThreshold": 3,
+        },
+        "livenessProbe": {
+            "httpGet": {"path": LIVE_PATH, "port": PORT_NAME},
+            "periodSeconds": 10,
+            "timeoutSeconds": 2,
+            "failureThreshold": 3,
+        },
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": RUN_AS_USER,
+            "runAsGroup": RUN_AS_USER,
+            "readOnlyRootFilesystem": True,
+            "allowPrivilegeEscalation": False,
+            "privileged": False,
+            "capabilities": {"drop": ["ALL"]},
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "volumeMounts": [
+            {"name": "model-cache", "mountPath": CACHE_DIR},
+            {"name": "tmp", "mountPath": "/tmp"},
+        ],
+    }
+
+
+def _env(model: ModelSpec, settings: Settings) -> list[dict[str, Any]]:
+    env: list[dict[str, Any]] = [
+        {"name": "MLMODEL_MODEL_NAME", "value": model.ref.name},
+        {"name": "MLMODEL_MODEL_VERSION", "value": model.version},
+        {"name": "MLMODEL_ARTIFACT_URI", "value": model.artifact.uri},
+        {"name": "MLMODEL_ARTIFACT_SHA256", "value": model.artifact.sha256},
+        {"name": "MLMODEL_ARTIFACT_FORMAT", "value": model.artifact.format},
+        {"name": "MLMODEL_S3_ENDPOINT", "value": settings.s3_endpoint},
+        {"name": "MLMODEL_S3_SECURE", "value": "true" if settings.s3_secure else "false"},
+        {"name": "MLMODEL_CACHE_DIR", "value": CACHE_DIR},
+    ]
+    batching = model.serving.batching
+    if batching.max_batch_size is not None:
+        env.append({"name": "MLMODEL_MAX_BATCH_SIZE", "value": str(batching.max_batch_size)})
+    if batching.max_batch_latency_ms is not None:
+        env.append(
+            {"name": "MLMODEL_MAX_BATCH_LATENCY_MS", "value": str(batching.max_batch_latency_ms)}
+        )
+    drift = model.monitoring.drift
+    if model.monitoring.enabled and drift.baseline_uri is not None:
+        env.append({"name": "MLMODEL_DRIFT_BASELINE_URI", "value": drift.baseline_uri})
+    # Credentials only ever by reference: the operator never reads or copies them.
+    for variable, key in (
+        ("MLMODEL_S3_ACCESS_KEY", settings.s3_access_key_key),
+        ("MLMODEL_S3_SECRET_KEY", settings.s3_secret_key_key),
+    ):
+        env.append(
+            {
+                "name": variable,
+                "valueFrom": {"secretKeyRef": {"name": settings.s3_credentials_secret, "key": key}},
+            }
+        )
+    return env

@@ -1,0 +1,191 @@
+"""The operator's configuration, read from the environment once at startup.
+
+`Settings.from_env` takes the mapping it reads (``os.environ`` in production, a plain
+dict in tests), so nothing here touches the process environment by itself.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Final
+
+GROUP: Final = "ml.lifecycle.io"
+FINALIZER: Final = f"{GROUP}/archive"
+DEFAULT_SERVING_IMAGE: Final = "ghcr.io/mlmodel-lifecycle/mlmodel-serving:0.1.0"
+DEFAULT_S3_ENDPOINT: Final = "minio.mlmodel-system.svc:9000"
+DEFAULT_S3_SECRET_NAME: Final = "mlmodel-s3-credentials"
+DEFAULT_ARCHIVE_BUCKET: Final = "model-archive"
+DEFAULT_CLUSTER_DOMAIN: Final = "cluster.local"
+SERVING_PORT: Final = 8080
+
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off", ""})
+_PULL_POLICIES = ("Always", "IfNotPresent", "Never")
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+_DNS_SUBDOMAIN = re.compile(
+    r"^(?=.{1,253}$)[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+)
+_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+_HOST_PORT = re.compile(
+    r"^(?P<host>\[[0-9a-fA-F:.]+\]|[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?)(:(?P<port>\d{1,5}))?$"
+)
+# A reference as `docker pull` takes it: [registry[:port]/]path[:tag][@sha256:digest].
+_IMAGE = re.compile(
+    r"^[a-z0-9]+([._-][a-z0-9]+)*(:[0-9]+)?(/[a-z0-9]+([._-][a-z0-9]+|__[a-z0-9]+)*)*"
+    r"(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(@sha256:[a-f0-9]{64})?$"
+)
+
+
+class SettingsError(ValueError):
+    """An environment variable the operator cannot use.
+
+    The message names the variable, the value and what would be accepted.
+    """
+
+    def __init__(self, variable: str, value: str, accepted: str) -> None:
+        self.variable = variable
+        self.value = value
+        self.accepted = accepted
+        super().__init__(f"{variable}={value!r} is not accepted; expected {accepted}")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the operator reads from its environment, validated."""
+
+    serving_image: str = DEFAULT_SERVING_IMAGE
+    image_pull_policy: str = "IfNotPresent"
+    s3_endpoint: str = DEFAULT_S3_ENDPOINT
+    s3_secure: bool = False
+    s3_credentials_secret: str = DEFAULT_S3_SECRET_NAME
+    s3_access_key_key: str = "accessKey"
+    s3_secret_key_key: str = "secretKey"
+    archive_bucket: str = DEFAULT_ARCHIVE_BUCKET
+    # Empty means every namespace.
+    namespaces: tuple[str, ...] = ()
+    finalizer: str = FINALIZER
+    cluster_domain: str = DEFAULT_CLUSTER_DOMAIN
+    serving_port: int = SERVING_PORT
+    reconcile_interval_seconds: float = 30.0
+
+    @property
+    def all_namespaces(self) -> bool:
+        return not self.namespaces
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> Settings:
+        """Parse the operator's settings from `env`; raise SettingsError on a bad value.
+
+        Unset and empty variables take their defaults.
+        """
+
+        def get(name: str, default: str) -> str:
+            value = env.get(name, "").strip()
+            return value if value else default
+
+        serving_image = get("MLMODEL_SERVING_IMAGE", DEFAULT_SERVING_IMAGE)
+        if not _IMAGE.match(serving_image):
+            raise SettingsError(
+                "MLMODEL_SERVING_IMAGE",
+                serving_image,
+                "a container image reference such as registry.example/org/name:tag",
+            )
+
+        pull_policy = get("MLMODEL_IMAGE_PULL_POLICY", "IfNotPresent")
+        if pull_policy not in _PULL_POLICIES:
+            raise SettingsError(
+                "MLMODEL_IMAGE_PULL_POLICY", pull_policy, "one of " + ", ".join(_PULL_POLICIES)
+            )
+
+        s3_endpoint = get("MLMODEL_S3_ENDPOINT", DEFAULT_S3_ENDPOINT)
+        endpoint = _HOST_PORT.match(s3_endpoint)
+        if not endpoint or (endpoint["port"] and not 0 < int(endpoint["port"]) < 65536):
+            raise SettingsError(
+                "MLMODEL_S3_ENDPOINT",
+                s3_endpoint,
+                "host[:port] without a scheme, e.g. minio.mlmodel-system.svc:9000 "
+                "(set MLMODEL_S3_SECURE=true for TLS)",
+            )
+
+        s3_secure = _parse_bool(env, "MLMODEL_S3_SECURE", default=False)
+
+        secret = get("MLMODEL_S3_SECRET_NAME", DEFAULT_S3_SECRET_NAME)
+        if not _DNS_SUBDOMAIN.match(secret):
+            raise SettingsError(
+                "MLMODEL_S3_SECRET_NAME",
+                secret,
+                "a Secret name: lowercase letters, digits, '-' and '.', at most 253 characters",
+            )
+
+        bucket = get("MLMODEL_ARCHIVE_BUCKET", DEFAULT_ARCHIVE_BUCKET)
+        if not _BUCKET.match(bucket) or ".." in bucket:
+            raise SettingsError(
+                "MLMODEL_ARCHIVE_BUCKET",
+                bucket,
+                "an S3 bucket name: 3-63 lowercase letters, digits, '.' and '-', "
+                "starting and ending with a letter or digit",
+            )
+
+        namespaces = _parse_namespaces(env.get("MLMODEL_NAMESPACES", ""))
+
+        cluster_domain = get("MLMODEL_CLUSTER_DOMAIN", DEFAULT_CLUSTER_DOMAIN)
+        if not _DNS_SUBDOMAIN.match(cluster_domain):
+            raise SettingsError(
+                "MLMODEL_CLUSTER_DOMAIN", cluster_domain, "a DNS domain such as cluster.local"
+            )
+
+        raw_interval = get("MLMODEL_RECONCILE_INTERVAL", "30")
+        try:
+            interval = float(raw_interval)
+        except ValueError:
+            interval = math.nan
+        if not 0.1 <= interval <= 86400:  # also rejects NaN
+            raise SettingsError(
+                "MLMODEL_RECONCILE_INTERVAL",
+                raw_interval,
+                "a number of seconds from 0.1 to 86400",
+            )
+
+        return cls(
+            serving_image=serving_image,
+            image_pull_policy=pull_policy,
+            s3_endpoint=s3_endpoint,
+            s3_secure=s3_secure,
+            s3_credentials_secret=secret,
+            archive_bucket=bucket,
+            namespaces=namespaces,
+            cluster_domain=cluster_domain,
+            reconcile_interval_seconds=interval,
+        )
+
+
+def _parse_bool(env: Mapping[str, str], name: str, *, default: bool) -> bool:
+    raw = env.get(name)
+    if raw is None:
+        return default
+    value = raw.strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False if value else default
+    raise SettingsError(name, raw, "true or false (also 1/0, yes/no, on/off)")
+
+
+def _parse_namespaces(raw: str) -> tuple[str, ...]:
+    seen: dict[str, None] = {}
+    for part in raw.split(","):
+        name = part.strip()
+        if not name:
+            continue
+        if not _DNS_LABEL.match(name):
+            raise SettingsError(
+                "MLMODEL_NAMESPACES",
+                raw,
+                "a comma-separated list of namespace names (lowercase letters, digits and '-', "
+                f"at most 63 characters each; {name!r} is not one), or empty for all namespaces",
+            )
+        seen[name] = None
+    return tuple(seen)

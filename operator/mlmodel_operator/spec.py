@@ -1,0 +1,547 @@
+"""A typed, validated view of an MLModel, parsed once per reconcile.
+
+The CRD schema rejects most bad input at the apiserver; `parse_model` checks it all
+again (an object may predate a schema change, or come from a file in the CLI) and adds
+the checks a schema cannot express: name lengths across fields, quantities that must
+compare, S3 naming rules. Every rejection is a `SpecError` naming the field, the value
+and what would be accepted.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from fractions import Fraction
+from typing import Any, Final, Generic, TypeVar
+
+API_GROUP: Final = "ml.lifecycle.io"
+API_VERSION: Final = "v1alpha1"
+KIND: Final = "MLModel"
+
+ARTIFACT_FORMATS: Final = ("joblib",)
+
+# Kept in step with crds/mlmodels.ml.lifecycle.io.yaml (tests/unit/operator/test_crd.py
+# checks that they are the same strings).
+VERSION_PATTERN: Final = r"^[a-z0-9]([a-z0-9.-]{0,30}[a-z0-9])?$"
+SHA256_PATTERN: Final = r"^[a-f0-9]{64}$"
+BUCKET_PATTERN: Final = r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$"
+S3_URI_PATTERN: Final = r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]/[^/\s]([^\s]*[^/\s])?$"
+QUANTITY_PATTERN: Final = r"^([0-9]+(\.[0-9]*)?|\.[0-9]+)([KMGTPE]i|[numkMGTPE]|[eE][+-]?[0-9]+)?$"
+# The Service is named after the model, so the name must be a DNS-1035 label.
+MODEL_NAME_PATTERN: Final = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
+MAX_NAME_LENGTH: Final = 63
+
+DEFAULT_REQUESTS: Final[Mapping[str, str]] = {"cpu": "100m", "memory": "256Mi"}
+DEFAULT_LIMITS: Final[Mapping[str, str]] = {"memory": "1Gi"}
+DEFAULT_PSI_THRESHOLD: Final = 0.2
+
+_VERSION = re.compile(VERSION_PATTERN)
+_SHA256 = re.compile(SHA256_PATTERN)
+_BUCKET = re.compile(BUCKET_PATTERN)
+_S3_URI = re.compile(S3_URI_PATTERN)
+_QUANTITY = re.compile(QUANTITY_PATTERN)
+_MODEL_NAME = re.compile(MODEL_NAME_PATTERN)
+_IPV4 = re.compile(r"^\d{1,3}(\.\d{1,3}){3}$")
+_RESOURCE_NAME = re.compile(
+    r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
+    r"[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"
+)
+_SUFFIXES: Final[Mapping[str, Fraction]] = {
+    "": Fraction(1),
+    "n": Fraction(1, 10**9),
+    "u": Fraction(1, 10**6),
+    "m": Fraction(1, 10**3),
+    "k": Fraction(10**3),
+    "M": Fraction(10**6),
+    "G": Fraction(10**9),
+    "T": Fraction(10**12),
+    "P": Fraction(10**15),
+    "E": Fraction(10**18),
+    "Ki": Fraction(2**10),
+    "Mi": Fraction(2**20),
+    "Gi": Fraction(2**30),
+    "Ti": Fraction(2**40),
+    "Pi": Fraction(2**50),
+    "Ei": Fraction(2**60),
+}
+
+_S3_URI_ACCEPTED = (
+    "s3://<bucket>/<key>: a bucket name of 3-63 lowercase letters, digits, '.' and '-', "
+    "then an object key with no spaces that neither starts nor ends with '/'"
+)
+_BUCKET_ACCEPTED = (
+    "an S3 bucket name: 3-63 lowercase letters, digits, '.' and '-', starting and "
+    "ending with a letter or digit, no '..', not an IP address"
+)
+
+
+class SpecError(ValueError):
+    """A field of an MLModel the operator cannot act on.
+
+    `field` is the path as a person would write it (``spec.artifact.uri``), `value` the
+    offending value (None when the field is missing) and `accepted` what would do.
+    """
+
+    def __init__(self, field: str, value: Any, accepted: str) -> None:
+        self.field = field
+        self.value = value
+        self.accepted = accepted
+        if value is None:
+            message = f"{field} is required; expected {accepted}"
+        else:
+            message = f"{field}: {value!r} is not accepted; expected {accepted}"
+        super().__init__(message)
+
+
+K = TypeVar("K")
+V_co = TypeVar("V_co", covariant=True)
+
+
+class FrozenMap(Mapping[K, V_co], Generic[K, V_co]):
+    """A read-only, hashable mapping, so that the spec dataclasses stay hashable."""
+
+    __slots__ = ("_data",)
+
+    def __init__(self, data: Mapping[K, V_co] | Iterable[tuple[K, V_co]] = ()) -> None:
+        self._data: dict[K, V_co] = dict(data)
+
+    def __getitem__(self, key: K) -> V_co:
+        return self._data[key]
+
+    def __iter__(self) -> Iterator[K]:
+        return iter(self._data)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def __hash__(self) -> int:
+        return hash(frozenset(self._data.items()))
+
+    def __repr__(self) -> str:
+        return f"FrozenMap({self._data!r})"
+
+
+@dataclass(frozen=True)
+class ArtifactSpec:
+    uri: str
+    sha256: str
+    format: str = "joblib"
+
+    @property
+    def bucket(self) -> str:
+        return self.uri.removeprefix("s3://").split("/", 1)[0]
+
+    @property
+    def key(self) -> str:
+        return self.uri.removeprefix("s3://").split("/", 1)[1]
+
+
+@dataclass(frozen=True)
+class BatchingSpec:
+    max_batch_size: int | None = None
+    max_batch_latency_ms: int | None = None
+
+
+def _default_resources() -> Mapping[str, Mapping[str, str]]:
+    return FrozenMap({"requests": FrozenMap(DEFAULT_REQUESTS), "limits": FrozenMap(DEFAULT_LIMITS)})
+
+
+@dataclass(frozen=True)
+class ServingSpec:
+    replicas: int = 1
+    # None: the operator's default serving image (Settings.serving_image).
+    image: str | None = None
+    # {"requests": {name: quantity}, "limits": {name: quantity}}, defaults filled in.
+    resources: Mapping[str, Mapping[str, str]] = field(default_factory=_default_resources)
+    batching: BatchingSpec = field(default_factory=BatchingSpec)
+
+
+@dataclass(frozen=True)
+class RolloutSpec:
+    ready_timeout_seconds: int = 600
+
+
+@dataclass(frozen=True)
+class RetirementSpec:
+    drain_seconds: int = 30
+
+
+@dataclass(frozen=True)
+class SloSpec:
+    p99_latency_ms: float | None = None
+    error_ratio: float | None = None
+
+
+@dataclass(frozen=True)
+class DriftSpec:
+    baseline_uri: str | None = None
+    psi_threshold: float = DEFAULT_PSI_THRESHOLD
+
+    @property
+    def enabled(self) -> bool:
+        return self.baseline_uri is not None
+
+
+@dataclass(frozen=True)
+class MonitoringSpec:
+    enabled: bool = True
+    slo: SloSpec = field(default_factory=SloSpec)
+    drift: DriftSpec = field(default_factory=DriftSpec)
+
+
+@dataclass(frozen=True)
+class ArchiveSpec:
+    # None: the operator's default archive bucket (Settings.archive_bucket).
+    bucket: str | None = None
+    # None: keep archives for ever.
+    retain_days: int | None = None
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    name: str
+    namespace: str
+    uid: str
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    ref: ModelRef
+    generation: int
+    version: str
+    artifact: ArtifactSpec
+    serving: ServingSpec = field(default_factory=ServingSpec)
+    rollout: RolloutSpec = field(default_factory=RolloutSpec)
+    retirement: RetirementSpec = field(default_factory=RetirementSpec)
+    monitoring: MonitoringSpec = field(default_factory=MonitoringSpec)
+    archive: ArchiveSpec = field(default_factory=ArchiveSpec)
+
+    @property
+    def name(self) -> str:
+        return self.ref.name
+
+    @property
+    def namespace(self) -> str:
+        return self.ref.namespace
+
+
+def parse_model(body: Mapping[str, Any]) -> ModelSpec:
+    """Parse a whole MLModel object (as kopf's `body` or a loaded manifest).
+
+    Raises SpecError for the first field that cannot work.
+    """
+    metadata = _object(body.get("metadata"), "metadata")
+    name = metadata.get("name")
+    if not isinstance(name, str) or not name:
+        raise SpecError("metadata.name", name, "the MLModel's name")
+    if not _MODEL_NAME.match(name) or len(name) > MAX_NAME_LENGTH:
+        raise SpecError(
+            "metadata.name",
+            name,
+            "a DNS-1035 label (lowercase letters, digits and '-', starting with a letter, "
+            f"at most {MAX_NAME_LENGTH} characters), since the model's Service takes its name",
+        )
+    namespace = metadata.get("namespace") or "default"
+    if not isinstance(namespace, str):
+        raise SpecError("metadata.namespace", namespace, "a namespace name")
+    uid = metadata.get("uid") or ""
+    if not isinstance(uid, str):
+        raise SpecError("metadata.uid", uid, "a string")
+    generation = metadata.get("generation", 0)
+    if not isinstance(generation, int) or isinstance(generation, bool) or generation < 0:
+        raise SpecError("metadata.generation", generation, "a non-negative integer")
+
+    spec = body.get("spec")
+    if spec is None:
+        raise SpecError("spec", None, "an object with at least version and artifact")
+    spec = _object(spec, "spec")
+
+    version = _required_string(spec, "version", "spec.version")
+    if not _VERSION.match(version):
+        raise SpecError(
+            "spec.version",
+            version,
+            "1-32 lowercase letters, digits, '.' and '-', starting and ending with a letter "
+            "or digit (e.g. '3' or '2024.06.1')",
+        )
+    deployment = f"{name}-v{version}"
+    if len(deployment) > MAX_NAME_LENGTH:
+        raise SpecError(
+            "spec.version",
+            version,
+            f"a shorter version or model name: the Deployment name {deployment!r} has "
+            f"{len(deployment)} characters, at most {MAX_NAME_LENGTH} are allowed",
+        )
+
+    return ModelSpec(
+        ref=ModelRef(name=name, namespace=namespace, uid=uid),
+        generation=generation,
+        version=version,
+        artifact=_parse_artifact(_object(spec.get("artifact"), "spec.artifact", required=True)),
+        serving=_parse_serving(_object(spec.get("serving"), "spec.serving")),
+        rollout=RolloutSpec(
+            ready_timeout_seconds=_integer(
+                _object(spec.get("rollout"), "spec.rollout"),
+                "readyTimeoutSeconds",
+                "spec.rollout.readyTimeoutSeconds",
+                default=600,
+                low=10,
+                high=86400,
+            )
+        ),
+        retirement=RetirementSpec(
+            drain_seconds=_integer(
+                _object(spec.get("retirement"), "spec.retirement"),
+                "drainSeconds",
+                "spec.retirement.drainSeconds",
+                default=30,
+                low=0,
+                high=3600,
+            )
+        ),
+        monitoring=_parse_monitoring(_object(spec.get("monitoring"), "spec.monitoring")),
+        archive=_parse_archive(_object(spec.get("archive"), "spec.archive")),
+    )
+
+
+def check_version_reuse(model: ModelSpec, history: Iterable[Mapping[str, Any]]) -> None:
+    """Reject a version that `status.history` records with another digest.
+
+    The CRD's CEL rule enforces this at the apiserver on every spec change; this check
+    lets the operator report it too (e.g. for an object written before the rule existed).
+    """
+    for entry in history:
+        recorded = entry.get("sha256")
+        if entry.get("version") == model.version and recorded and recorded != model.artifact.sha256:
+            raise SpecError(
+                "spec.artifact.sha256",
+                model.artifact.sha256,
+                f"{recorded}, the digest version {model.version!r} was served with before "
+                "(status.history): a version's digest never changes, publish a new version",
+            )
+
+
+def parse_quantity(value: str) -> Fraction:
+    """A Kubernetes resource quantity ('100m', '1Gi', '2e3') as an exact number."""
+    match = _QUANTITY.match(value)
+    if not match:
+        raise ValueError(f"not a Kubernetes quantity: {value!r}")
+    number, suffix = Fraction(match.group(1)), match.group(3) or ""
+    if suffix[:1] in ("e", "E"):
+        return number * Fraction(10) ** int(suffix[1:])
+    return number * _SUFFIXES[suffix]
+
+
+# --- the parts of the spec ---------------------------------------------------------
+
+
+def _parse_artifact(raw: Mapping[str, Any]) -> ArtifactSpec:
+    uri = _required_string(raw, "uri", "spec.artifact.uri")
+    _check_s3_uri(uri, "spec.artifact.uri")
+    sha256 = _required_string(raw, "sha256", "spec.artifact.sha256")
+    if not _SHA256.match(sha256):
+        raise SpecError(
+            "spec.artifact.sha256",
+            sha256,
+            "the artifact's SHA-256 digest as 64 lowercase hexadecimal characters",
+        )
+    fmt = _string(raw, "format", "spec.artifact.format") or "joblib"
+    if fmt not in ARTIFACT_FORMATS:
+        raise SpecError("spec.artifact.format", fmt, "one of " + ", ".join(ARTIFACT_FORMATS))
+    return ArtifactSpec(uri=uri, sha256=sha256, format=fmt)
+
+
+def _parse_serving(raw: Mapping[str, Any]) -> ServingSpec:
+    replicas = _integer(raw, "replicas", "spec.serving.replicas", default=1, low=0, high=100)
+    image = _string(raw, "image", "spec.serving.image")
+    if image is not None and (not image or any(c.isspace() for c in image)):
+        raise SpecError(
+            "spec.serving.image", image, "a container image reference with no spaces, or unset"
+        )
+    batching_raw = _object(raw.get("batching"), "spec.serving.batching")
+    batching = BatchingSpec(
+        max_batch_size=_optional_integer(
+            batching_raw, "maxBatchSize", "spec.serving.batching.maxBatchSize", low=0, high=4096
+        ),
+        max_batch_latency_ms=_optional_integer(
+            batching_raw,
+            "maxBatchLatencyMs",
+            "spec.serving.batching.maxBatchLatencyMs",
+            low=0,
+            high=1000,
+        ),
+    )
+    resources = _parse_resources(_object(raw.get("resources"), "spec.serving.resources"))
+    return ServingSpec(replicas=replicas, image=image, resources=resources, batching=batching)
+
+
+def _parse_resources(raw: Mapping[str, Any]) -> Mapping[str, Mapping[str, str]]:
+    for key in raw:
+        if key not in ("requests", "limits"):
+            raise SpecError(f"spec.serving.resources.{key}", raw[key], "only requests and limits")
+    user_requests = _quantities(raw.get("requests"), "spec.serving.resources.requests")
+    user_limits = _quantities(raw.get("limits"), "spec.serving.resources.limits")
+
+    # Defaults fill what the user left out, but never make a spec invalid: a default
+    # request above a user's limit drops to that limit, and a default limit below a
+    # user's request rises to that request.
+    requests = dict(DEFAULT_REQUESTS)
+    for name, quantity in DEFAULT_REQUESTS.items():
+        limit = user_limits.get(name)
+        if limit is not None and parse_quantity(quantity) > parse_quantity(limit):
+            requests[name] = limit
+    requests.update(user_requests)
+    limits = dict(DEFAULT_LIMITS)
+    for name, quantity in DEFAULT_LIMITS.items():
+        request = user_requests.get(name)
+        if request is not None and parse_quantity(request) > parse_quantity(quantity):
+            limits[name] = request
+    limits.update(user_limits)
+
+    for name, request in requests.items():
+        limit = limits.get(name)
+        if limit is not None and parse_quantity(request) > parse_quantity(limit):
+            raise SpecError(
+                f"spec.serving.resources.requests.{name}",
+                request,
+                f"at most the limit spec.serving.resources.limits.{name} ({limit})",
+            )
+    return FrozenMap({"requests": FrozenMap(requests), "limits": FrozenMap(limits)})
+
+
+def _quantities(raw: Any, path: str) -> dict[str, str]:
+    values = _object(raw, path)
+    out: dict[str, str] = {}
+    for name, value in values.items():
+        where = f"{path}.{name}"
+        if not isinstance(name, str) or not _RESOURCE_NAME.match(name):
+            raise SpecError(where, name, "a resource name such as cpu, memory or nvidia.com/gpu")
+        if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+            out[name] = str(value)
+        elif isinstance(value, str) and _QUANTITY.match(value):
+            out[name] = value
+        else:
+            raise SpecError(
+                where, value, "a non-negative Kubernetes quantity such as 500m, 2, 256Mi or 1Gi"
+            )
+    return out
+
+
+def _parse_monitoring(raw: Mapping[str, Any]) -> MonitoringSpec:
+    enabled = raw.get("enabled", True)
+    if not isinstance(enabled, bool):
+        raise SpecError("spec.monitoring.enabled", enabled, "true or false")
+    slo_raw = _object(raw.get("slo"), "spec.monitoring.slo")
+    slo = SloSpec(
+        p99_latency_ms=_optional_number(
+            slo_raw, "p99LatencyMs", "spec.monitoring.slo.p99LatencyMs", low=0, high=600000
+        ),
+        error_ratio=_optional_number(
+            slo_raw, "errorRatio", "spec.monitoring.slo.errorRatio", low=0, high=1
+        ),
+    )
+    if slo.p99_latency_ms == 0:
+        raise SpecError(
+            "spec.monitoring.slo.p99LatencyMs", 0, "a latency above 0 and at most 600000 ms"
+        )
+    drift_raw = _object(raw.get("drift"), "spec.monitoring.drift")
+    baseline = _string(drift_raw, "baselineUri", "spec.monitoring.drift.baselineUri")
+    if baseline is not None:
+        _check_s3_uri(baseline, "spec.monitoring.drift.baselineUri")
+    threshold = _optional_number(
+        drift_raw, "psiThreshold", "spec.monitoring.drift.psiThreshold", low=0, high=10
+    )
+    if threshold == 0:
+        raise SpecError(
+            "spec.monitoring.drift.psiThreshold", 0, "a PSI threshold above 0 and at most 10"
+        )
+    drift = DriftSpec(
+        baseline_uri=baseline,
+        psi_threshold=DEFAULT_PSI_THRESHOLD if threshold is None else threshold,
+    )
+    return MonitoringSpec(enabled=enabled, slo=slo, drift=drift)
+
+
+def _parse_archive(raw: Mapping[str, Any]) -> ArchiveSpec:
+    bucket = _string(raw, "bucket", "spec.archive.bucket")
+    if bucket is not None:
+        _check_bucket(bucket, "spec.archive.bucket", bucket)
+    retain = _optional_integer(raw, "retainDays", "spec.archive.retainDays", low=0, high=36500)
+    return ArchiveSpec(bucket=bucket, retain_days=retain)
+
+
+# --- checks and readers ------------------------------------------------------------
+
+
+def _check_bucket(bucket: str, path: str, value: str) -> None:
+    if not _BUCKET.match(bucket) or ".." in bucket or _IPV4.match(bucket):
+        raise SpecError(path, value, _BUCKET_ACCEPTED)
+
+
+def _check_s3_uri(uri: str, path: str) -> None:
+    if not _S3_URI.match(uri):
+        raise SpecError(path, uri, _S3_URI_ACCEPTED)
+    bucket, key = uri.removeprefix("s3://").split("/", 1)
+    _check_bucket(bucket, path, uri)
+    if any(part in ("", ".", "..") for part in key.split("/")):
+        raise SpecError(path, uri, "an object key without empty, '.' or '..' path segments")
+
+
+def _object(value: Any, path: str, *, required: bool = False) -> Mapping[str, Any]:
+    if value is None:
+        if required:
+            raise SpecError(path, None, "an object")
+        return {}
+    if not isinstance(value, Mapping):
+        raise SpecError(path, value, "an object")
+    return value
+
+
+def _string(raw: Mapping[str, Any], key: str, path: str) -> str | None:
+    value = raw.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise SpecError(path, value, 'a string (quote numbers in YAML, e.g. "3")')
+    return value
+
+
+def _required_string(raw: Mapping[str, Any], key: str, path: str) -> str:
+    value = _string(raw, key, path)
+    if value is None:
+        raise SpecError(path, None, "a string")
+    return value
+
+
+def _optional_integer(
+    raw: Mapping[str, Any], key: str, path: str, *, low: int, high: int
+) -> int | None:
+    value = raw.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+        raise SpecError(path, value, f"an integer from {low} to {high}")
+    return value
+
+
+def _integer(
+    raw: Mapping[str, Any], key: str, path: str, *, default: int, low: int, high: int
+) -> int:
+    value = _optional_integer(raw, key, path, low=low, high=high)
+    return default if value is None else value
+
+
+def _optional_number(
+    raw: Mapping[str, Any], key: str, path: str, *, low: float, high: float
+) -> float | None:
+    value = raw.get(key)
+    if value is None:
+        return None
+    if (
+        not isinstance(value, int | float)
+        or isinstance(value, bool)
+        or not low <= value <= high  # also rejects NaN
+    ):
+        raise SpecError(path, value, f"a number from {low:g} to {high:g}")
+    return float(value)
