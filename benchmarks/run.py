@@ -1,0 +1,31 @@
+"""Run the project's benchmarks: `python benchmarks/run.py [SUITE] [SUITE OPTIONS]`.
+
+Suites: `serving` (the model server against KServe, MLServer and plain FastAPI; the
+default). `python benchmarks/run.py serving --help` lists its options, e.g. `--quick`.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+SUITES = ("serving",)
+
+
+def main(argv: list[str]) -> int:
+    suite = "serving"
+    if argv and not argv[0].startswith("-"):
+        suite, argv = argv[0], argv[1:]
+    if suite not in SUITES:
+        print(f"unknown suite {suite!r}; known: {', '.join(SUITES)}", file=sys.stderr)
+        return 2
+    from benchmarks.serving import bench_serving
+
+    command = " ".join(["python", "benchmarks/run.py", suite, *argv])
+    return bench_serving.main(argv, command=command)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))

@@ -1,0 +1,854 @@
+"""Serving benchmark: mlmodel-serve against KServe, MLServer, plain FastAPI and two floors.
+
+One command runs it all (`make bench`, or `python benchmarks/run.py serving`):
+
+1. trains the two models (LogisticRegression on iris; a 100-tree RandomForest on 20
+   features from make_classification), with fixed seeds, and saves them with joblib;
+2. builds (once, cached) a venv per anchor with pinned versions;
+3. per model, starts every server on 127.0.0.1 with one worker process, one at a time,
+   timing process start -> first correct prediction (cold start);
+4. drives them with wrk at each concurrency x batch size, round-robin over servers per
+   configuration, each run preceded by a warm-up;
+5. writes JSON to benchmarks/results/serving-<date>.json and prints markdown tables.
+
+Every process started here is stopped in a `finally`, and every wait is bounded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import hashlib
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from benchmarks.serving import anchors, report
+from benchmarks.serving.procs import JSON, LOOPBACK, Server, free_port, http
+
+REPO = Path(__file__).resolve().parents[2]
+HERE = Path(__file__).resolve().parent
+SERVERS_DIR = HERE / "servers"
+RESULTS_DIR = REPO / "benchmarks" / "results"
+README = REPO / "benchmarks" / "README.md"
+README_BEGIN = "<!-- serving-results:begin -->"
+README_END = "<!-- serving-results:end -->"
+
+ALL_SERVERS = (
+    "ours",
+    "ours-batching",
+    "kserve",
+    "mlserver",
+    "mlserver-batching",
+    "fastapi",
+    "hello",
+)
+OURS = ("ours", "ours-batching")
+BLAS_ENV = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")
+COLD_START_TIMEOUT_S = 180.0
+
+
+@dataclass(frozen=True)
+class ModelCase:
+    """A trained model saved to disk, and the rows requests are made of."""
+
+    name: str
+    description: str
+    path: Path
+    sha256: str
+    rows: Any  # numpy array of request rows
+    model: Any
+
+    def batch(self, size: int) -> Any:
+        reps = -(-size // len(self.rows))
+        import numpy as np
+
+        return np.concatenate([self.rows] * reps)[:size]
+
+    def v2_body(self, size: int) -> bytes:
+        x = self.batch(size)
+        doc = {
+            "inputs": [
+                {
+                    "name": "input-0",
+                    "shape": list(x.shape),
+                    "datatype": "FP64",
+                    "data": [float(v) for v in x.ravel()],
+                }
+            ]
+        }
+        return json.dumps(doc, separators=(",", ":")).encode()
+
+    def expected(self, size: int) -> list[float]:
+        return [float(v) for v in self.model.predict(self.batch(size))]
+
+
+def train_models(workdir: Path) -> list[ModelCase]:
+    import joblib
+    from sklearn.datasets import load_iris, make_classification
+    from sklearn.ensemble import RandomForestClassifier
+    from sklearn.linear_model import LogisticRegression
+
+    cases = []
+    xi, yi = load_iris(return_X_y=True)
+    small = LogisticRegression(max_iter=1000, random_state=0).fit(xi, yi)
+    xf, yf = make_classification(n_samples=2000, n_features=20, n_informative=10, random_state=0)
+    medium = RandomForestClassifier(n_estimators=100, random_state=0).fit(xf, yf)
+    for name, desc, model, rows in (
+        ("iris", "LogisticRegression on iris (4 features)", small, xi),
+        ("forest", "RandomForest, 100 trees, 20 features", medium, xf[:200]),
+    ):
+        path = workdir / "models" / name / "model.joblib"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        joblib.dump(model, path)
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        # Serve and time exactly what is on disk.
+        loaded = joblib.load(path)
+        cases.append(ModelCase(name, desc, path, digest, rows, loaded))
+    return cases
+
+
+def inprocess_predict_ms(case: ModelCase, size: int, budget_s: float = 2.0) -> dict[str, float]:
+    """Median and mean time of `predict` on the same batch, in this process."""
+    x = case.batch(size)
+    for _ in range(5):
+        case.model.predict(x)
+    times: list[float] = []
+    end = time.perf_counter() + budget_s
+    while (time.perf_counter() < end and len(times) < 5000) or len(times) < 20:
+        t0 = time.perf_counter()
+        case.model.predict(x)
+        times.append((time.perf_counter() - t0) * 1000.0)
+    return {
+        "median_ms": statistics.median(times),
+        "mean_ms": statistics.fmean(times),
+        "n": len(times),
+    }
+
+
+def prediction_checker(expected: list[float]) -> Callable[[bytes], bool]:
+    """True when a V2 response carries exactly the expected predictions."""
+
+    def check(body: bytes) -> bool:
+        try:
+            doc = json.loads(body)
+            for out in doc.get("outputs", []):
+                data = out.get("data")
+                if data is not None and [float(v) for v in data] == expected:
+                    return True
+        except (ValueError, TypeError, AttributeError):
+            return False
+        return False
+
+    return check
+
+
+def accept_any(body: bytes) -> bool:
+    return True
+
+
+# ---------------------------------------------------------------------------- servers
+
+
+@dataclass(frozen=True)
+class Options:
+    duration_s: int
+    warmup_s: int
+    concurrency: tuple[int, ...]
+    batches: tuple[int, ...]
+    models: tuple[str, ...]
+    servers: tuple[str, ...]
+    rounds: int
+    ours_bin: Path
+    venv_cache: Path
+    mlserver_batch_size: int
+    mlserver_batch_time_ms: float
+    mlserver_workers: int
+    ours_batch_env: dict[str, str]
+    update_readme: bool
+    keep_workdir: bool
+
+
+def build_server(
+    name: str, case: ModelCase, opts: Options, venvs: dict[str, Path], workdir: Path
+) -> Server:
+    """The command, environment and probe paths for one server on one model."""
+    port = free_port()
+    env = dict(os.environ)
+    cwd = workdir / "run" / f"{case.name}-{name}"
+    cwd.mkdir(parents=True, exist_ok=True)
+    log = workdir / "logs" / f"{case.name}-{name}.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    infer = f"/v2/models/{case.name}/infer"
+    if name in OURS:
+        argv = [
+            str(opts.ours_bin),
+            "--model-name",
+            case.name,
+            "--model-version",
+            "1",
+            "--artifact",
+            str(case.path),
+            "--sha256",
+            case.sha256,
+            "--host",
+            LOOPBACK,
+            "--port",
+            str(port),
+        ]
+        if name == "ours":
+            env["MLMODEL_MAX_BATCH_SIZE"] = "0"
+            env["MLMODEL_MAX_BATCH_LATENCY_MS"] = "0"
+        else:
+            env.update(opts.ours_batch_env)
+        return Server(name, argv, port, infer, env, cwd, log, metrics_path="/metrics")
+    if name == "kserve":
+        py = venvs["kserve"] / "bin" / "python"
+        argv = [
+            str(py),
+            str(SERVERS_DIR / "kserve_server.py"),
+            "--model_name",
+            case.name,
+            "--artifact",
+            str(case.path),
+            "--http_port",
+            str(port),
+            "--grpc_port",
+            str(free_port()),
+            "--enable_grpc",
+            "false",
+            "--workers",
+            "1",
+            "--enable_latency_logging",
+            "false",
+        ]
+        return Server(name, argv, port, infer, env, cwd, log)
+    if name in ("mlserver", "mlserver-batching"):
+        settings = {
+            "debug": False,
+            "host": LOOPBACK,
+            "http_port": port,
+            "grpc_port": free_port(),
+            "metrics_port": free_port(),
+            "parallel_workers": opts.mlserver_workers,
+            "metrics_dir": str(cwd / ".metrics"),
+            "environments_dir": str(cwd / ".envs"),
+        }
+        model_settings: dict[str, Any] = {
+            "name": case.name,
+            "implementation": "mlserver_sklearn.SKLearnModel",
+            "parameters": {"uri": str(case.path)},
+        }
+        if name == "mlserver-batching":
+            model_settings["max_batch_size"] = opts.mlserver_batch_size
+            model_settings["max_batch_time"] = opts.mlserver_batch_time_ms / 1000.0
+        repo = cwd / "repo"
+        (repo / case.name).mkdir(parents=True, exist_ok=True)
+        (repo / "settings.json").write_text(json.dumps(settings, indent=2))
+        (repo / case.name / "model-settings.json").write_text(json.dumps(model_settings, indent=2))
+        argv = [str(venvs["mlserver"] / "bin" / "mlserver"), "start", str(repo)]
+        return Server(name, argv, port, infer, env, cwd, log)
+    if name == "fastapi":
+        py = venvs["fastapi"] / "bin" / "python"
+        argv = [
+            str(py),
+            str(SERVERS_DIR / "fastapi_server.py"),
+            "--artifact",
+            str(case.path),
+            "--model-name",
+            case.name,
+            "--port",
+            str(port),
+        ]
+        return Server(name, argv, port, infer, env, cwd, log)
+    if name == "hello":
+        py = venvs["fastapi"] / "bin" / "python"
+        argv = [str(py), str(SERVERS_DIR / "hello_server.py"), "--port", str(port)]
+        return Server(name, argv, port, infer, env, cwd, log)
+    raise ValueError(f"unknown server {name!r}; known: {', '.join(ALL_SERVERS)}")
+
+
+def needed_venvs(servers: Sequence[str]) -> list[str]:
+    need = []
+    for s in servers:
+        v = {"kserve": "kserve", "mlserver": "mlserver", "mlserver-batching": "mlserver"}.get(
+            s, "fastapi" if s in ("fastapi", "hello") else None
+        )
+        if v and v not in need:
+            need.append(v)
+    return need
+
+
+# ---------------------------------------------------------------------------- wrk
+
+
+def ensure_wrk() -> str:
+    """Path to wrk, installing Debian's package first if it is missing and we are root."""
+    found = shutil.which("wrk")
+    if found:
+        return found
+    if os.geteuid() != 0:
+        raise SystemExit("wrk is not installed; run `sudo apt-get install -y wrk` and try again")
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    for cmd in (
+        ["apt-get", "install", "-y", "-q", "wrk"],
+        ["apt-get", "update", "-q"],
+        ["apt-get", "install", "-y", "-q", "wrk"],
+    ):
+        subprocess.run(cmd, env=env, timeout=600, check=False, stdout=subprocess.DEVNULL)
+        found = shutil.which("wrk")
+        if found:
+            return found
+    raise SystemExit("could not install wrk with apt-get: `apt-get install -y wrk` failed")
+
+
+def run_wrk(
+    wrk: str, url: str, script: Path, concurrency: int, duration_s: int
+) -> tuple[report.WrkResult | None, str]:
+    if not url.startswith(f"http://{LOOPBACK}:"):
+        raise ValueError(f"wrk only ever targets {LOOPBACK}: {url}")
+    cmd = [
+        wrk,
+        "-t1",
+        f"-c{concurrency}",
+        f"-d{duration_s}s",
+        "--latency",
+        "--timeout",
+        "10s",
+        "-s",
+        str(script),
+        url,
+    ]
+    try:
+        proc = subprocess.run(
+            cmd, capture_output=True, text=True, timeout=duration_s + 30, check=False
+        )
+    except subprocess.TimeoutExpired:
+        return None, "wrk timed out"
+    out = proc.stdout + proc.stderr
+    try:
+        return report.parse_wrk(out), out
+    except ValueError as exc:
+        return None, f"{exc}\n{out}"
+
+
+# ---------------------------------------------------------------------------- main run
+
+
+def machine_info() -> dict[str, Any]:
+    cpu = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "cores": os.cpu_count(),
+        "cpu": cpu,
+        "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "loadavg_start": os.getloadavg(),
+        "blas_env": {k: os.environ.get(k) for k in BLAS_ENV},
+    }
+
+
+def anchor_versions(venvs: dict[str, Path]) -> dict[str, str]:
+    pkgs = {
+        "kserve": ["kserve", "fastapi", "uvicorn"],
+        "mlserver": ["mlserver", "mlserver-sklearn", "fastapi", "uvicorn"],
+        "fastapi": ["fastapi", "uvicorn", "pydantic"],
+    }
+    out: dict[str, str] = {}
+    for venv_name, path in venvs.items():
+        code = (
+            "import importlib.metadata as m, json, sys; "
+            "print(json.dumps({p: m.version(p) for p in sys.argv[1:]}))"
+        )
+        proc = subprocess.run(
+            [str(path / "bin" / "python"), "-c", code, *pkgs[venv_name]],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        if proc.returncode == 0:
+            for k, v in json.loads(proc.stdout).items():
+                out[f"{venv_name}:{k}"] = v
+    return out
+
+
+def run(opts: Options, argv_text: str) -> dict[str, Any]:
+    wrk = ensure_wrk()
+    started = dt.datetime.now(dt.UTC)
+    workdir = Path(tempfile.mkdtemp(prefix="mlmodel-bench-"))
+    print(f"# work directory {workdir}", file=sys.stderr)
+    results: dict[str, Any] = {
+        "date": started.strftime("%Y-%m-%d"),
+        "started_utc": started.isoformat(timespec="seconds"),
+        "command": argv_text,
+        "machine": machine_info(),
+        "settings": {
+            "duration_s": opts.duration_s,
+            "warmup_s": opts.warmup_s,
+            "concurrency": list(opts.concurrency),
+            "batches": list(opts.batches),
+            "rounds": opts.rounds,
+            "wrk": subprocess.run(
+                [wrk, "-v"], capture_output=True, text=True, timeout=10, check=False
+            ).stdout.splitlines()[:1],
+            "mlserver": {
+                "parallel_workers": opts.mlserver_workers,
+                "max_batch_size": opts.mlserver_batch_size,
+                "max_batch_time_ms": opts.mlserver_batch_time_ms,
+            },
+            "ours_batching_env": opts.ours_batch_env or "server defaults",
+        },
+        "install_failures": {},
+        "models": {},
+        "runs": [],
+    }
+    pins = anchors.ml_pins()
+    results["ml_pins"] = pins
+    venvs: dict[str, Path] = {}
+    servers = list(opts.servers)
+    for vname in needed_venvs(servers):
+        t0 = time.monotonic()
+        print(f"# venv {vname} ...", file=sys.stderr)
+        try:
+            venvs[vname] = anchors.ensure_venv(
+                anchors.ANCHORS[vname], opts.venv_cache, pins, workdir / f"pip-{vname}.log"
+            )
+            print(f"#   {venvs[vname]} ({time.monotonic() - t0:.0f}s)", file=sys.stderr)
+        except anchors.AnchorInstallError as exc:
+            print(f"# could not install {vname}: {exc}", file=sys.stderr)
+            results["install_failures"][vname] = str(exc)
+    servers = [s for s in servers if not (set(needed_venvs([s])) - set(venvs))]
+    if any(s in OURS for s in servers) and not opts.ours_bin.exists():
+        print(f"# {opts.ours_bin} does not exist: skipping ours", file=sys.stderr)
+        results["install_failures"]["ours"] = f"{opts.ours_bin} not found"
+        servers = [s for s in servers if s not in OURS]
+    results["versions"] = anchor_versions(venvs)
+    results["servers"] = servers
+
+    try:
+        cases = [c for c in train_models(workdir) if c.name in opts.models]
+        for case in cases:
+            results["models"][case.name] = bench_model(
+                case, servers, opts, venvs, workdir, wrk, results["runs"]
+            )
+    finally:
+        if not opts.keep_workdir:
+            shutil.rmtree(workdir / "run", ignore_errors=True)
+    results["machine"]["loadavg_end"] = os.getloadavg()
+    results["finished_utc"] = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+    return results
+
+
+def bench_model(
+    case: ModelCase,
+    servers: list[str],
+    opts: Options,
+    venvs: dict[str, Path],
+    workdir: Path,
+    wrk: str,
+    runs: list[dict[str, Any]],
+) -> dict[str, Any]:
+    print(f"# model {case.name}: {case.description}", file=sys.stderr)
+    info: dict[str, Any] = {
+        "description": case.description,
+        "sha256": case.sha256,
+        "inprocess": {str(b): inprocess_predict_ms(case, b) for b in opts.batches},
+        "servers": {},
+    }
+    live: dict[str, Server] = {}
+    scripts = {}
+    for b in opts.batches:
+        script = workdir / f"{case.name}-b{b}.lua"
+        script.write_text(report.wrk_lua_script(case.v2_body(b).decode()))
+        scripts[b] = script
+    try:
+        # Cold start: one server at a time, so they do not compete for the CPU.
+        for name in servers:
+            srv = build_server(name, case, opts, venvs, workdir)
+            check = accept_any if name == "hello" else prediction_checker(case.expected(1))
+            srv.start()
+            live[name] = srv
+            try:
+                cold = srv.wait_first_prediction(case.v2_body(1), check, COLD_START_TIMEOUT_S)
+            except RuntimeError as exc:
+                print(f"# {name} failed to serve {case.name}: {exc}", file=sys.stderr)
+                info["servers"][name] = {"error": str(exc)}
+                srv.stop()
+                del live[name]
+                continue
+            info["servers"][name] = {"cold_start_s": round(cold, 3), "log": str(srv.log_path)}
+            print(f"#   {name}: first prediction {cold:.2f}s after start", file=sys.stderr)
+            # Larger batches must be right too before we time them.
+            for b in opts.batches:
+                if name == "hello":
+                    break
+                status, out = http("POST", srv.url, case.v2_body(b), timeout=30, headers=JSON)
+                if status != 200 or not prediction_checker(case.expected(b))(out):
+                    raise RuntimeError(f"{name} answered batch {b} wrongly: {status} {out[:300]!r}")
+
+        configs = [(c, b) for c in opts.concurrency for b in opts.batches]
+        order = [s for s in servers if s in live]
+        for rnd in range(opts.rounds):
+            for i, (conc, b) in enumerate(configs):
+                shift = (i + rnd) % len(order)
+                for name in order[shift:] + order[:shift]:
+                    srv = live[name]
+                    if not srv.alive():
+                        continue
+                    run_wrk(wrk, srv.url, scripts[b], conc, opts.warmup_s)
+                    before = scrape_batch(srv) if name == "ours-batching" else None
+                    load0 = os.getloadavg()[0]
+                    res, text = run_wrk(wrk, srv.url, scripts[b], conc, opts.duration_s)
+                    after = scrape_batch(srv) if name == "ours-batching" else None
+                    entry: dict[str, Any] = {
+                        "model": case.name,
+                        "server": name,
+                        "concurrency": conc,
+                        "batch": b,
+                        "round": rnd,
+                        "loadavg1": load0,
+                    }
+                    if res is None:
+                        entry["failed"] = text[-2000:]
+                        print(
+                            f"#   {name} c={conc} b={b}: wrk failed: {text[:200]}", file=sys.stderr
+                        )
+                    else:
+                        entry.update(res.to_dict())
+                        if before and after and after[1] > before[1]:
+                            entry["mean_batch_rows"] = (after[0] - before[0]) / (
+                                after[1] - before[1]
+                            )
+                        print(
+                            f"#   {case.name} c={conc} b={b} {name:18s} {res.rps:9.1f} req/s"
+                            f" p50 {res.p50_ms:8.2f} ms p99 {res.p99_ms:8.2f} ms errors {res.errors}",
+                            file=sys.stderr,
+                        )
+                    runs.append(entry)
+        for name, srv in live.items():
+            info["servers"][name]["rss_mb_after_load"] = round(srv.rss_mb(), 1)
+    finally:
+        for srv in live.values():
+            srv.stop()
+    return info
+
+
+def scrape_batch(srv: Server) -> tuple[float, float] | None:
+    try:
+        return report.histogram_sum_count(srv.scrape_metrics(), "batch_size")
+    except (ValueError, RuntimeError, OSError):
+        return None
+
+
+# ---------------------------------------------------------------------------- output
+
+
+def median_runs(runs: list[dict[str, Any]]) -> dict[tuple[str, int, int, str], dict[str, Any]]:
+    """One run per (model, concurrency, batch, server): the median by req/s over rounds."""
+    grouped: dict[tuple[str, int, int, str], list[dict[str, Any]]] = {}
+    for r in runs:
+        if "rps" in r:
+            grouped.setdefault((r["model"], r["concurrency"], r["batch"], r["server"]), []).append(
+                r
+            )
+    out = {}
+    for key, rs in grouped.items():
+        rs = sorted(rs, key=lambda r: r["rps"])
+        out[key] = rs[len(rs) // 2]
+    return out
+
+
+def render_markdown(results: dict[str, Any]) -> str:
+    runs = median_runs(results["runs"])
+    m = results["machine"]
+    s = results["settings"]
+    lines = [
+        f"### Serving benchmark, {results['date']}",
+        "",
+        f"Command: `{results['command']}`  ",
+        f"Machine: {m['cores']} cores ({m['cpu']}), {m['memory_gib']} GiB, Python {m['python']};"
+        f" load average at start {m['loadavg_start'][0]:.2f}, at end {m['loadavg_end'][0]:.2f}  ",
+        f"wrk: 1 thread, {s['duration_s']} s per run after a {s['warmup_s']} s warm-up,"
+        f" {s['rounds']} round(s), servers interleaved per configuration  ",
+        f"Versions: {', '.join(f'{k} {v}' for k, v in sorted(results.get('versions', {}).items()))};"
+        f" models {', '.join(f'{k} {v}' for k, v in results['ml_pins'].items())}  ",
+        f"BLAS environment: {', '.join(f'{k}={v}' for k, v in m['blas_env'].items() if v) or 'none set'}",
+        "",
+    ]
+    if results.get("install_failures"):
+        lines.append(
+            "Could not run: "
+            + "; ".join(f"{k}: {v.splitlines()[0]}" for k, v in results["install_failures"].items())
+        )
+        lines.append("")
+    summary: list[list[str]] = []
+    for model, info in results["models"].items():
+        lines += [f"#### {model}: {info['description']}", ""]
+        for conc in s["concurrency"]:
+            for b in s["batches"]:
+                rows = [
+                    report.Row(
+                        server=name,
+                        rps=r["rps"],
+                        p50_ms=r["p50_ms"],
+                        p99_ms=r["p99_ms"],
+                        errors=r.get("errors", 0),
+                    )
+                    for name in results["servers"]
+                    if (r := runs.get((model, conc, b, name))) is not None
+                ]
+                inproc = info["inprocess"][str(b)]["median_ms"]
+                comps = []
+                for ours, anchors_ in (
+                    ("ours", report.ANCHORS_UNBATCHED),
+                    ("ours-batching", report.ANCHORS_ALL),
+                ):
+                    c = report.compare(rows, ours, anchors_, 1000.0 / inproc if conc == 1 else None)
+                    if c:
+                        comps.append(c)
+                        summary.append(
+                            [
+                                model,
+                                str(conc),
+                                str(b),
+                                ours,
+                                c.best_anchor or "-",
+                                report.fmt_ratio(c.rps_vs_best_anchor),
+                                report.fmt_ratio(c.p99_vs_best_anchor),
+                            ]
+                        )
+                section = report.config_section(
+                    f"{model}, concurrency {conc}, batch {b}", rows, inproc, comps
+                )
+                batch_rows = runs.get((model, conc, b, "ours-batching"), {}).get("mean_batch_rows")
+                if batch_rows is not None:
+                    section += f"- ours-batching mean rows per predict: {batch_rows:.1f}\n"
+                lines += [section.replace("#### ", "##### ", 1)]
+        srv_rows = [
+            [
+                name,
+                f"{d['cold_start_s']:.2f}" if "cold_start_s" in d else "failed",
+                report.fmt_num(d.get("rss_mb_after_load"), 0),
+            ]
+            for name, d in info["servers"].items()
+        ]
+        lines += [
+            f"Cold start (process start -> first correct prediction) and RSS, {model}:",
+            "",
+            report.markdown_table(["server", "cold start s", "RSS MiB after load"], srv_rows),
+            "",
+        ]
+    lines += [
+        "#### Summary: ours against the best anchor",
+        "",
+        report.markdown_table(
+            ["model", "c", "batch", "ours", "best anchor", "req/s ratio", "p99 ratio"], summary
+        ),
+        "",
+    ]
+    lines += targets_markdown(results, runs)
+    return "\n".join(lines)
+
+
+def targets_markdown(
+    results: dict[str, Any], runs: dict[tuple[str, int, int, str], dict[str, Any]]
+) -> list[str]:
+    """The issue targets, each with what was measured and whether it was met."""
+    out = ["#### Targets", ""]
+
+    def row(model: str, c: int, b: int, server: str) -> report.Row | None:
+        r = runs.get((model, c, b, server))
+        return (
+            report.Row(server, r["rps"], r["p50_ms"], r["p99_ms"], r.get("errors", 0))
+            if r
+            else None
+        )
+
+    def verdict(ok: bool | None) -> str:
+        return "n/a" if ok is None else ("met" if ok else "MISSED")
+
+    def vs_anchor(
+        model: str, ours: str, anchors_: Sequence[str], factor: float, label: str
+    ) -> None:
+        rows = [r for n in results["servers"] if (r := row(model, 32, 1, n))]
+        c = report.compare(rows, ours, anchors_, None)
+        ok = (
+            None
+            if c is None or c.rps_vs_best_anchor is None
+            else (c.rps_vs_best_anchor >= factor and (c.p99_vs_best_anchor or 99) < 1)
+        )
+        out.append(
+            f"- {label}: {report.fmt_ratio(c.rps_vs_best_anchor if c else None)} req/s of {c.best_anchor if c else '-'},"
+            f" p99 {report.fmt_ratio(c.p99_vs_best_anchor if c else None)} -> **{verdict(ok)}**"
+        )
+
+    vs_anchor(
+        "iris",
+        "ours",
+        report.ANCHORS_UNBATCHED,
+        2.0,
+        "Issue 4, small model c=32 b=1, >= 2x best of KServe/MLServer with lower p99",
+    )
+    for b in results["settings"]["batches"]:
+        r = row("forest", 1, b, "ours")
+        info = results["models"].get("forest")
+        if r and info:
+            inproc = info["inprocess"][str(b)]["median_ms"]
+            over = report.overhead_vs_inprocess(1000.0 / r.rps, inproc)
+            out.append(
+                f"- Issue 4, forest c=1 b={b}, server overhead within 10% of in-process predict"
+                f" ({inproc:.2f} ms): mean latency {1000.0 / r.rps:.2f} ms, overhead {over * 100:.0f}%"
+                f" -> **{verdict(over <= 0.10)}**"
+            )
+    vs_anchor(
+        "forest",
+        "ours-batching",
+        report.ANCHORS_ALL,
+        5.0,
+        "Issue 8, forest c=32 b=1 batching on, >= 5x best anchor with lower p99",
+    )
+    vs_anchor(
+        "iris",
+        "ours-batching",
+        report.ANCHORS_ALL,
+        3.0,
+        "Issue 8, small model c=32 b=1 batching on, >= 3x best anchor",
+    )
+    for model in results["models"]:
+        for b in results["settings"]["batches"]:
+            on, off = row(model, 1, b, "ours-batching"), row(model, 1, b, "ours")
+            if on and off:
+                out.append(
+                    f"- Issue 8, added latency at c=1 ({model}, b={b}): p50 {on.p50_ms - off.p50_ms:+.3f} ms,"
+                    f" p99 {on.p99_ms - off.p99_ms:+.3f} ms (batching on minus off)"
+                )
+    out.append("")
+    return out
+
+
+def update_readme(markdown: str) -> None:
+    text = README.read_text() if README.exists() else ""
+    block = f"{README_BEGIN}\n{markdown}\n{README_END}"
+    if README_BEGIN in text and README_END in text:
+        head, rest = text.split(README_BEGIN, 1)
+        _, tail = rest.split(README_END, 1)
+        text = head + block + tail
+    else:
+        text = text.rstrip() + "\n\n" + block + "\n"
+    README.write_text(text)
+
+
+def parse_args(argv: Sequence[str]) -> Options:
+    p = argparse.ArgumentParser(prog="bench_serving", description=__doc__.split("\n\n")[0])
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="3 s runs after 1 s warm-ups (a smoke run, not for the README)",
+    )
+    p.add_argument("--duration", type=int, default=10, help="seconds per measured run")
+    p.add_argument("--warmup", type=int, default=3, help="seconds of warm-up before each run")
+    p.add_argument("--concurrency", default="1,32")
+    p.add_argument("--batch", default="1,100")
+    p.add_argument("--models", default="iris,forest")
+    p.add_argument("--servers", default=",".join(ALL_SERVERS))
+    p.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="repeat every configuration; the median run is reported",
+    )
+    p.add_argument("--ours-bin", default=str(REPO / ".venv" / "bin" / "mlmodel-serve"))
+    p.add_argument("--venv-cache", default=str(anchors.default_cache_root()))
+    p.add_argument("--mlserver-max-batch-size", type=int, default=32)
+    p.add_argument("--mlserver-max-batch-time-ms", type=float, default=5.0)
+    p.add_argument(
+        "--mlserver-workers",
+        type=int,
+        default=0,
+        help="MLServer parallel_workers (0: inference in the server process)",
+    )
+    p.add_argument(
+        "--ours-max-batch-size", type=int, default=None, help="default: the server's own default"
+    )
+    p.add_argument(
+        "--ours-max-batch-latency-ms",
+        type=float,
+        default=None,
+        help="default: the server's own default",
+    )
+    p.add_argument(
+        "--update-readme", action="store_true", help="copy the tables into benchmarks/README.md"
+    )
+    p.add_argument("--keep-workdir", action="store_true")
+    a = p.parse_args(argv)
+    if a.quick:
+        a.duration, a.warmup = 3, 1
+    ours_env = {}
+    if a.ours_max_batch_size is not None:
+        ours_env["MLMODEL_MAX_BATCH_SIZE"] = str(a.ours_max_batch_size)
+    if a.ours_max_batch_latency_ms is not None:
+        ours_env["MLMODEL_MAX_BATCH_LATENCY_MS"] = str(a.ours_max_batch_latency_ms)
+    servers = tuple(s for s in a.servers.split(",") if s)
+    unknown = set(servers) - set(ALL_SERVERS)
+    if unknown:
+        p.error(f"unknown servers {sorted(unknown)}; known: {', '.join(ALL_SERVERS)}")
+    return Options(
+        duration_s=a.duration,
+        warmup_s=a.warmup,
+        concurrency=tuple(int(x) for x in a.concurrency.split(",")),
+        batches=tuple(int(x) for x in a.batch.split(",")),
+        models=tuple(a.models.split(",")),
+        servers=servers,
+        rounds=a.rounds,
+        ours_bin=Path(a.ours_bin),
+        venv_cache=Path(a.venv_cache),
+        mlserver_batch_size=a.mlserver_max_batch_size,
+        mlserver_batch_time_ms=a.mlserver_max_batch_time_ms,
+        mlserver_workers=a.mlserver_workers,
+        ours_batch_env=ours_env,
+        update_readme=a.update_readme,
+        keep_workdir=a.keep_workdir,
+    )
+
+
+def main(argv: Sequence[str] | None = None, command: str | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    opts = parse_args(args)
+    command = command or " ".join(["python", "benchmarks/serving/bench_serving.py", *args])
+    results = run(opts, command)
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H%M")
+    out = RESULTS_DIR / f"serving-{stamp}.json"
+    out.write_text(json.dumps(results, indent=1, default=str) + "\n")
+    md = render_markdown(results)
+    print(md)
+    print(f"# results: {out}", file=sys.stderr)
+    if opts.update_readme:
+        update_readme(md)
+        print(f"# tables copied into {README}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
