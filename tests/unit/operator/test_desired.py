@@ -1,0 +1,389 @@
+"""desired: the built objects, by equality and against the Kubernetes OpenAPI schemas."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import kubernetes_validate
+import pytest
+from kubernetes_validate.utils import all_versions
+from packaging.version import Version
+
+from mlmodel_operator.desired import (
+    build_deployment,
+    build_service,
+    deployment_name,
+    digest_prefix,
+    endpoint_url,
+    model_labels,
+    owner_reference,
+    ready_summary,
+    selector_labels,
+    service_fqdn,
+)
+from mlmodel_operator.settings import Settings
+from mlmodel_operator.spec import ModelSpec, parse_model
+
+SHA = "3b2c6f0e8d4a1957c0f5e2b7a9d8c6e4f1a3b5c7d9e0f2a4b6c8d0e1f3a5b7c9"
+UID = "0b9f6a52-3d1c-4c8e-9a57-2f0e4b1c7d63"
+
+# Every minor version from 1.30 to the newest the installed kubernetes-validate knows.
+KUBERNETES_VERSIONS = sorted(
+    {
+        f"{Version(v).major}.{Version(v).minor}"
+        for v in all_versions()
+        if Version(v) >= Version("1.30")
+    },
+    key=Version,
+)
+
+
+def make_model(**spec: Any) -> ModelSpec:
+    body: dict[str, Any] = {
+        "metadata": {"name": "churn", "namespace": "team-a", "uid": UID, "generation": 2},
+        "spec": {
+            "version": "3",
+            "artifact": {"uri": "s3://models/churn/3/model.joblib", "sha256": SHA},
+        },
+    }
+    body["spec"].update(spec)
+    return parse_model(body)
+
+
+MODEL = make_model()
+SETTINGS = Settings()
+FULL = make_model(
+    version="2024.06.1",
+    serving={
+        "replicas": 0,
+        "image": "registry.local/serving:dev",
+        "resources": {
+            "requests": {"cpu": "1", "nvidia.com/gpu": 1},
+            "limits": {"cpu": "2", "nvidia.com/gpu": 1},
+        },
+        "batching": {"maxBatchSize": 32, "maxBatchLatencyMs": 10},
+    },
+    rollout={"readyTimeoutSeconds": 61},
+    monitoring={"drift": {"baselineUri": "s3://models/churn/baseline.json"}},
+)
+OWNER = {
+    "apiVersion": "ml.lifecycle.io/v1alpha1",
+    "kind": "MLModel",
+    "name": "churn",
+    "uid": UID,
+    "controller": True,
+    "blockOwnerDeletion": True,
+}
+LABELS_V3 = {
+    "app.kubernetes.io/name": "mlmodel-serving",
+    "app.kubernetes.io/instance": "churn",
+    "app.kubernetes.io/version": "3",
+    "app.kubernetes.io/component": "model-server",
+    "app.kubernetes.io/part-of": "mlmodel-lifecycle",
+    "app.kubernetes.io/managed-by": "mlmodel-operator",
+    "ml.lifecycle.io/model": "churn",
+    "ml.lifecycle.io/version": "3",
+}
+
+EXPECTED_DEPLOYMENT: dict[str, Any] = {
+    "apiVersion": "apps/v1",
+    "kind": "Deployment",
+    "metadata": {
+        "name": "churn-v3",
+        "namespace": "team-a",
+        "labels": LABELS_V3,
+        "annotations": {"ml.lifecycle.io/sha256": SHA},
+        "ownerReferences": [OWNER],
+    },
+    "spec": {
+        "replicas": 1,
+        "revisionHistoryLimit": 2,
+        "strategy": {
+            "type": "RollingUpdate",
+            "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0},
+        },
+        "progressDeadlineSeconds": 600,
+        "selector": {
+            "matchLabels": {"ml.lifecycle.io/model": "churn", "ml.lifecycle.io/version": "3"}
+        },
+        "template": {
+            "metadata": {
+                "labels": LABELS_V3,
+                "annotations": {
+                    "ml.lifecycle.io/sha256": SHA,
+                    "prometheus.io/scrape": "true",
+                    "prometheus.io/port": "8080",
+                    "prometheus.io/path": "/metrics",
+                },
+            },
+            "spec": {
+                "automountServiceAccountToken": False,
+                "enableServiceLinks": False,
+                "securityContext": {
+                    "runAsNonRoot": True,
+                    "runAsUser": 10001,
+                    "runAsGroup": 10001,
+                    "fsGroup": 10001,
+                    "seccompProfile": {"type": "RuntimeDefault"},
+                },
+                "containers": [
+                    {
+                        "name": "server",
+                        "image": "ghcr.io/mlmodel-lifecycle/mlmodel-serving:0.1.0",
+                        "imagePullPolicy": "IfNotPresent",
+                        "ports": [{"name": "http", "containerPort": 8080, "protocol": "TCP"}],
+                        "env": [
+                            {"name": "MLMODEL_MODEL_NAME", "value": "churn"},
+                            {"name": "MLMODEL_MODEL_VERSION", "value": "3"},
+                            {
+                                "name": "MLMODEL_ARTIFACT_URI",
+                                "value": "s3://models/churn/3/model.joblib",
+                            },
+                            {"name": "MLMODEL_ARTIFACT_SHA256", "value": SHA},
+                            {"name": "MLMODEL_ARTIFACT_FORMAT", "value": "joblib"},
+                            {
+                                "name": "MLMODEL_S3_ENDPOINT",
+                                "value": "minio.mlmodel-system.svc:9000",
+                            },
+                            {"name": "MLMODEL_S3_SECURE", "value": "false"},
+                            {"name": "MLMODEL_CACHE_DIR", "value": "/var/cache/mlmodel"},
+                            {
+                                "name": "MLMODEL_S3_ACCESS_KEY",
+                                "valueFrom": {
+                                    "secretKeyRef": {
+                                        "name": "mlmodel-s3-credentials",
+                                        "key": "accessKey",
+                                    }
+                                },
+                            },
+                            {
+                                "name": "MLMODEL_S3_SECRET_KEY",
+                                "valueFrom": {
+                                    "secretKeyRef": {
+                                        "name": "mlmodel-s3-credentials",
+                                        "key": "secretKey",
+                                    }
+                                },
+                            },
+                        ],
+                        "resources": {
+                            "requests": {"cpu": "100m", "memory": "256Mi"},
+                            "limits": {"memory": "1Gi"},
+                        },
+                        "startupProbe": {
+                            "httpGet": {"path": "/v2/health/live", "port": "http"},
+                            "periodSeconds": 5,
+                            "timeoutSeconds": 2,
+                            "failureThreshold": 120,
+                        },
+                        "readinessProbe": {
+                            "httpGet": {"path": "/v2/health/ready", "port": "http"},
+                            "periodSeconds": 5,
+                            "timeoutSeconds": 2,
+                            "failureThreshold": 3,
+                        },
+                        "livenessProbe": {
+                            "httpGet": {"path": "/v2/health/live", "port": "http"},
+                            "periodSeconds": 10,
+                            "timeoutSeconds": 2,
+                            "failureThreshold": 3,
+                        },
+                        "securityContext": {
+                            "runAsNonRoot": True,
+                            "runAsUser": 10001,
+                            "runAsGroup": 10001,
+                            "readOnlyRootFilesystem": True,
+                            "allowPrivilegeEscalation": False,
+                            "privileged": False,
+                            "capabilities": {"drop": ["ALL"]},
+                            "seccompProfile": {"type": "RuntimeDefault"},
+                        },
+                        "volumeMounts": [
+                            {"name": "model-cache", "mountPath": "/var/cache/mlmodel"},
+                            {"name": "tmp", "mountPath": "/tmp"},
+                        ],
+                    }
+                ],
+                "volumes": [
+                    {"name": "model-cache", "emptyDir": {}},
+                    {"name": "tmp", "emptyDir": {}},
+                ],
+            },
+        },
+    },
+}
+
+EXPECTED_SERVICE: dict[str, Any] = {
+    "apiVersion": "v1",
+    "kind": "Service",
+    "metadata": {
+        "name": "churn",
+        "namespace": "team-a",
+        "labels": LABELS_V3,
+        "ownerReferences": [OWNER],
+    },
+    "spec": {
+        "type": "ClusterIP",
+        "selector": {"ml.lifecycle.io/model": "churn", "ml.lifecycle.io/version": "3"},
+        "ports": [
+            {
+                "name": "http",
+                "port": 8080,
+                "targetPort": "http",
+                "protocol": "TCP",
+                "appProtocol": "http",
+            }
+        ],
+    },
+}
+
+
+def test_the_version_list_is_computed_from_the_package() -> None:
+    assert KUBERNETES_VERSIONS[0] == "1.30"
+    assert len(KUBERNETES_VERSIONS) >= 2
+    newest = max(Version(v) for v in all_versions())
+    assert KUBERNETES_VERSIONS[-1] == f"{newest.major}.{newest.minor}"
+
+
+def test_names_and_labels() -> None:
+    assert deployment_name("churn", "3") == "churn-v3"
+    assert deployment_name("churn", "2024.06.1") == "churn-v2024.06.1"
+    assert model_labels(MODEL, "3") == LABELS_V3
+    unversioned = model_labels(MODEL, None)
+    assert "app.kubernetes.io/version" not in unversioned
+    assert "ml.lifecycle.io/version" not in unversioned
+    assert unversioned.items() <= LABELS_V3.items()
+    assert selector_labels("churn", "3") == {
+        "ml.lifecycle.io/model": "churn",
+        "ml.lifecycle.io/version": "3",
+    }
+    assert selector_labels("churn", "3").items() <= model_labels(MODEL, "3").items()
+    assert owner_reference(MODEL) == OWNER
+
+
+def test_endpoint_and_status_helpers() -> None:
+    assert endpoint_url(MODEL, SETTINGS) == "http://churn.team-a.svc:8080/v2/models/churn"
+    assert service_fqdn(MODEL, SETTINGS) == "churn.team-a.svc.cluster.local"
+    assert digest_prefix(SHA) == "3b2c6f0e8d4a"
+    assert ready_summary(2, 3) == "2/3"
+    assert ready_summary(None, 1) == "0/1"
+
+
+def test_build_deployment_with_defaults() -> None:
+    assert build_deployment(MODEL, SETTINGS) == EXPECTED_DEPLOYMENT
+
+
+def test_build_deployment_with_every_option() -> None:
+    settings = Settings(
+        serving_image="registry.local/default:1",
+        image_pull_policy="Never",
+        s3_endpoint="127.0.0.1:9000",
+        s3_secure=True,
+        s3_credentials_secret="creds",
+    )
+    deployment = build_deployment(FULL, settings)
+    assert deployment["metadata"]["name"] == "churn-v2024.06.1"
+    assert deployment["spec"]["replicas"] == 0
+    assert deployment["spec"]["progressDeadlineSeconds"] == 61
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    assert container["image"] == "registry.local/serving:dev"  # the spec's override wins
+    assert container["imagePullPolicy"] == "Never"
+    assert container["startupProbe"]["failureThreshold"] == 13  # ceil(61 / 5)
+    assert container["resources"] == {
+        "requests": {"cpu": "1", "memory": "256Mi", "nvidia.com/gpu": "1"},
+        "limits": {"cpu": "2", "memory": "1Gi", "nvidia.com/gpu": "1"},
+    }
+    env = {e["name"]: e for e in container["env"]}
+    assert env["MLMODEL_MODEL_VERSION"]["value"] == "2024.06.1"
+    assert env["MLMODEL_S3_ENDPOINT"]["value"] == "127.0.0.1:9000"
+    assert env["MLMODEL_S3_SECURE"]["value"] == "true"
+    assert env["MLMODEL_MAX_BATCH_SIZE"]["value"] == "32"
+    assert env["MLMODEL_MAX_BATCH_LATENCY_MS"]["value"] == "10"
+    assert env["MLMODEL_DRIFT_BASELINE_URI"]["value"] == "s3://models/churn/baseline.json"
+    assert env["MLMODEL_S3_ACCESS_KEY"] == {
+        "name": "MLMODEL_S3_ACCESS_KEY",
+        "valueFrom": {"secretKeyRef": {"name": "creds", "key": "accessKey"}},
+    }
+    assert env["MLMODEL_S3_SECRET_KEY"]["valueFrom"]["secretKeyRef"] == {
+        "name": "creds",
+        "key": "secretKey",
+    }
+
+
+def test_credentials_only_ever_by_secret_reference() -> None:
+    for model in (MODEL, FULL):
+        container = build_deployment(model, SETTINGS)["spec"]["template"]["spec"]["containers"][0]
+        for entry in container["env"]:
+            if "KEY" in entry["name"] and "S3" in entry["name"]:
+                assert "value" not in entry
+                assert set(entry["valueFrom"]) == {"secretKeyRef"}
+
+
+def test_drift_baseline_only_when_monitoring_is_on() -> None:
+    model = make_model(
+        monitoring={"enabled": False, "drift": {"baselineUri": "s3://models/b.json"}}
+    )
+    container = build_deployment(model, SETTINGS)["spec"]["template"]["spec"]["containers"][0]
+    assert "MLMODEL_DRIFT_BASELINE_URI" not in {e["name"] for e in container["env"]}
+
+
+def test_the_selector_never_depends_on_mutable_fields() -> None:
+    """A Deployment's selector is immutable: replicas, resources or image must not move it."""
+    changed = make_model(
+        serving={"replicas": 5, "image": "other:1", "resources": {"limits": {"cpu": "3"}}}
+    )
+    assert (
+        build_deployment(changed, SETTINGS)["spec"]["selector"]
+        == build_deployment(MODEL, SETTINGS)["spec"]["selector"]
+    )
+    assert build_deployment(changed, SETTINGS)["metadata"]["name"] == "churn-v3"
+
+
+def test_building_is_pure() -> None:
+    first = build_deployment(MODEL, SETTINGS)
+    mutated = copy.deepcopy(first)
+    mutated["metadata"]["labels"]["x"] = "y"
+    mutated["spec"]["template"]["spec"]["containers"][0]["env"].clear()
+    assert build_deployment(MODEL, SETTINGS) == first == EXPECTED_DEPLOYMENT
+    # Results do not share mutable parts with each other or with the spec.
+    first["spec"]["template"]["spec"]["containers"][0]["resources"]["requests"]["cpu"] = "9"
+    assert MODEL.serving.resources["requests"]["cpu"] == "100m"
+    assert build_deployment(MODEL, SETTINGS) == EXPECTED_DEPLOYMENT
+
+
+def test_build_service() -> None:
+    assert build_service(MODEL, "3", SETTINGS) == EXPECTED_SERVICE
+
+
+def test_the_service_selects_the_active_version_not_the_spec() -> None:
+    """While v3 rolls out, the Service keeps pointing at v2."""
+    service = build_service(MODEL, "2", SETTINGS)
+    assert service["spec"]["selector"] == selector_labels("churn", "2")
+    assert service["metadata"]["labels"]["ml.lifecycle.io/version"] == "2"
+    assert service["metadata"]["name"] == "churn"
+
+
+def _all_built() -> list[tuple[str, dict[str, Any]]]:
+    return [
+        ("deployment-defaults", build_deployment(MODEL, SETTINGS)),
+        ("deployment-full", build_deployment(FULL, Settings(s3_secure=True))),
+        ("service", build_service(MODEL, "3", SETTINGS)),
+        ("service-full", build_service(FULL, "2024.06.1", SETTINGS)),
+    ]
+
+
+@pytest.mark.parametrize("kubernetes_version", KUBERNETES_VERSIONS)
+@pytest.mark.parametrize(("name", "obj"), _all_built(), ids=[n for n, _ in _all_built()])
+def test_built_objects_validate_against_kubernetes_schema(
+    kubernetes_version: str, name: str, obj: dict[str, Any]
+) -> None:
+    # strict: unknown fields are errors too, so a typo in a field name cannot hide.
+    kubernetes_validate.validate(obj, kubernetes_version, strict=True)
+
+
+def test_the_schema_check_catches_a_bad_object() -> None:
+    broken = build_deployment(MODEL, SETTINGS)
+    broken["spec"]["template"]["spec"]["containers"][0]["livenesProbe"] = {}
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(broken, KUBERNETES_VERSIONS[-1], strict=True)
