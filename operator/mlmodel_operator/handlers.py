@@ -1,0 +1,128 @@
+"""kopf registrations, and nothing else: each handler hands the object to the reconciler,
+posts the Events it returns and writes the status once.
+
+No side effects at import time: :func:`build_registry` makes a registry that
+``mlmodel run`` passes to kopf; the clients are made in the startup handler.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from typing import Any
+
+import kopf
+from prometheus_client import CollectorRegistry, start_http_server
+
+from mlmodel_operator import GROUP, PLURAL, VERSION
+from mlmodel_operator.archive import ArchiveError, no_archive
+from mlmodel_operator.kube import Kube, load_api_client
+from mlmodel_operator.metrics import OperatorMetrics
+from mlmodel_operator.reconcile import Outcome, Reconciler
+from mlmodel_operator.settings import Settings
+from mlmodel_operator.verify import ArtifactVerifier
+
+RESOURCE = (GROUP, VERSION, PLURAL)
+
+
+def _publish(body: kopf.Body, outcome: Outcome, kube: Kube) -> None:
+    for event in outcome.events:
+        kopf.event(body, type=event.type, reason=event.reason, message=event.message)
+    meta = body["metadata"]
+    if outcome.status != dict(body.get("status") or {}):
+        kube.patch_model_status(meta["namespace"], meta["name"], outcome.status)
+
+
+def _reconcile(body: kopf.Body, memo: kopf.Memo, requeue: bool) -> None:
+    reconciler: Reconciler = memo.reconciler
+    metrics: OperatorMetrics = memo.metrics
+    started = time.perf_counter()
+    try:
+        outcome = reconciler.reconcile(body)
+        _publish(body, outcome, reconciler.kube)
+    except Exception:
+        metrics.reconciles.labels(result="error").inc()
+        raise
+    finally:
+        metrics.duration.observe(time.perf_counter() - started)
+    metrics.set_phase(body["metadata"]["uid"], outcome.status.get("phase"))
+    if outcome.requeue_after is not None:
+        metrics.reconciles.labels(result="requeued").inc()
+        if requeue:
+            # not an error: kopf looks again after the delay without blocking anything
+            raise kopf.TemporaryError(
+                outcome.status.get("message", "waiting"), delay=outcome.requeue_after
+            )
+    else:
+        metrics.reconciles.labels(result="ok").inc()
+
+
+def build_registry(
+    settings: Settings, kubeconfig: str | None, metrics_port: int
+) -> kopf.OperatorRegistry:
+    """The operator's handlers, on a registry of their own."""
+    registry = kopf.OperatorRegistry()
+    op_settings = settings  # kopf passes its own `settings` to the startup handler
+
+    @kopf.on.startup(registry=registry)
+    def startup(
+        *,
+        settings: kopf.OperatorSettings,
+        memo: Any,
+        logger: logging.Logger | logging.LoggerAdapter[Any],
+        **_: Any,
+    ) -> None:
+        settings.persistence.finalizer = op_settings.finalizer
+        settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
+        settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+            prefix=GROUP, key="last-handled-configuration"
+        )
+        settings.posting.level = logging.WARNING  # our own Events tell the story
+        settings.execution.max_workers = 8
+        kube = Kube(load_api_client(kubeconfig))
+        s3 = _object_store(logger)
+        prom = CollectorRegistry()
+        memo.metrics = OperatorMetrics(prom)
+        memo.reconciler = Reconciler(kube, op_settings, ArtifactVerifier(s3), no_archive)
+        if metrics_port:
+            start_http_server(metrics_port, addr="0.0.0.0", registry=prom)
+            logger.info("metrics on :%d/metrics", metrics_port)
+
+    @kopf.on.resume(*RESOURCE, registry=registry)
+    @kopf.on.create(*RESOURCE, registry=registry)
+    @kopf.on.update(*RESOURCE, registry=registry)
+    def reconcile(*, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+        _reconcile(body, memo, requeue=True)
+
+    @kopf.timer(*RESOURCE, interval=settings.reconcile_interval_seconds, registry=registry)
+    def reconcile_periodically(*, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+        _reconcile(body, memo, requeue=False)
+
+    @kopf.on.delete(*RESOURCE, registry=registry)
+    def finalize(*, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+        reconciler: Reconciler = memo.reconciler
+        try:
+            outcome = reconciler.finalize(body)
+        except ArchiveError as exc:
+            memo.metrics.archives.labels(result="failed").inc()
+            kopf.warn(
+                body, reason="ArchiveFailed", message=f"deletion waits for the archive: {exc}"
+            )
+            raise kopf.TemporaryError(str(exc), delay=10) from exc
+        _publish(body, outcome, reconciler.kube)
+        memo.metrics.set_phase(body["metadata"]["uid"], None)
+
+    return registry
+
+
+def _object_store(logger: logging.Logger | logging.LoggerAdapter[Any]) -> Any | None:
+    """A MinIO client from MLMODEL_S3_* when credentials are given, else None."""
+    from mlmodel_serving.artifacts import S3Config, make_client
+
+    if not os.environ.get("MLMODEL_S3_ACCESS_KEY"):
+        logger.info("no MLMODEL_S3_ACCESS_KEY: artifacts are not checked by the operator")
+        return None
+    cfg = S3Config.from_env()
+    logger.info("object store at %s (secure=%s)", cfg.endpoint, cfg.secure)
+    return make_client(cfg)

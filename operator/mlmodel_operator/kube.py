@@ -1,0 +1,184 @@
+"""Every Kubernetes API call the operator makes, and nothing else.
+
+Objects go in and come out as plain dicts. Owned objects are written with server-side
+apply under one field manager, so a GitOps tool and the operator never fight over
+fields, and re-running any call is safe.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from typing import Any
+
+from kubernetes import client, config
+
+from mlmodel_operator import GROUP, PLURAL, VERSION
+from mlmodel_operator.desired import MODEL_LABEL
+
+FIELD_MANAGER = "mlmodel-operator"
+
+
+class ApiError(Exception):
+    """The apiserver answered with an error status."""
+
+    def __init__(self, method: str, path: str, status: int, body: bytes) -> None:
+        try:
+            message = json.loads(body).get("message", "")
+        except ValueError:
+            message = body[:200].decode(errors="replace")
+        super().__init__(f"{method} {path}: HTTP {status}: {message}")
+        self.status = status
+        self.message = message
+
+
+class NotFound(Exception):
+    """The object does not exist (HTTP 404)."""
+
+
+def load_api_client(kubeconfig: str | None = None) -> client.ApiClient:
+    """An API client from a kubeconfig file, else in-cluster, else the default kubeconfig."""
+    api: client.ApiClient
+    if kubeconfig:
+        api = config.new_client_from_config(config_file=kubeconfig)
+        return api
+    try:
+        config.load_incluster_config()
+        return client.ApiClient()
+    except config.ConfigException:
+        api = config.new_client_from_config()
+        return api
+
+
+def _path_for(obj: dict[str, Any]) -> str:
+    api_version: str = obj["apiVersion"]
+    kind: str = obj["kind"]
+    ns = obj["metadata"].get("namespace")
+    name = obj["metadata"]["name"]
+    plural = {
+        "Deployment": "deployments",
+        "Service": "services",
+        "ConfigMap": "configmaps",
+        "ServiceMonitor": "servicemonitors",
+        "PrometheusRule": "prometheusrules",
+    }.get(kind)
+    if plural is None:
+        raise ValueError(f"kube.apply does not know kind {kind!r}")
+    base = "/api/v1" if api_version == "v1" else f"/apis/{api_version}"
+    return f"{base}/namespaces/{ns}/{plural}/{name}" if ns else f"{base}/{plural}/{name}"
+
+
+class Kube:
+    """A thin wrapper over one ``kubernetes.client.ApiClient``; made once at start-up."""
+
+    def __init__(self, api_client: client.ApiClient) -> None:
+        self.api_client = api_client
+
+    def _call(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        content_type: str = "application/json",
+        query: list[tuple[str, str]] | None = None,
+    ) -> dict[str, Any]:
+        api = self.api_client
+        method, url, headers, body, post = api.param_serialize(
+            method=method,
+            resource_path=path,
+            query_params=query or [],
+            header_params={"Content-Type": content_type, "Accept": "application/json"},
+            body=body,
+            auth_settings=["BearerToken"],
+        )
+        resp = api.call_api(method, url, header_params=headers, body=body, post_params=post)
+        data = resp.read()
+        if resp.status == 404:
+            raise NotFound(path)
+        if not 200 <= resp.status < 300:
+            raise ApiError(method, path, resp.status, data)
+        result: dict[str, Any] = json.loads(data) if data else {}
+        return result
+
+    # -- owned objects
+
+    def apply(self, obj: dict[str, Any]) -> dict[str, Any]:
+        """Server-side apply ``obj`` (create or update) as the operator's field manager."""
+        return self._call(
+            "PATCH",
+            _path_for(obj),
+            body=obj,
+            content_type="application/apply-patch+yaml",
+            query=[("fieldManager", FIELD_MANAGER), ("force", "true")],
+        )
+
+    def list_deployments(self, namespace: str, model: str) -> list[dict[str, Any]]:
+        """The Deployments of one model (by the model label)."""
+        result = self._call(
+            "GET",
+            f"/apis/apps/v1/namespaces/{namespace}/deployments",
+            query=[("labelSelector", f"{MODEL_LABEL}={model}")],
+        )
+        items: list[dict[str, Any]] = result.get("items", [])
+        return items
+
+    def get_service(self, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            return self._call("GET", f"/api/v1/namespaces/{namespace}/services/{name}")
+        except NotFound:
+            return None
+
+    def secret_exists(self, namespace: str, name: str) -> bool:
+        """Whether a Secret exists; its data is read by the API but never kept or logged."""
+        try:
+            self._call("GET", f"/api/v1/namespaces/{namespace}/secrets/{name}")
+        except NotFound:
+            return False
+        return True
+
+    def annotate_deployment(
+        self, namespace: str, name: str, annotations: dict[str, str | None]
+    ) -> None:
+        """Merge-patch annotations (``None`` removes one)."""
+        self._call(
+            "PATCH",
+            f"/apis/apps/v1/namespaces/{namespace}/deployments/{name}",
+            body={"metadata": {"annotations": annotations}},
+            content_type="application/merge-patch+json",
+        )
+
+    def delete_deployment(self, namespace: str, name: str, uid: str) -> None:
+        """Delete one Deployment, only if it is still the object we looked at (uid)."""
+        with contextlib.suppress(NotFound):
+            self._call(
+                "DELETE",
+                f"/apis/apps/v1/namespaces/{namespace}/deployments/{name}",
+                body={"preconditions": {"uid": uid}, "propagationPolicy": "Background"},
+            )
+
+    # -- the MLModel itself
+
+    def get_model(self, namespace: str, name: str) -> dict[str, Any]:
+        return self._call("GET", f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{PLURAL}/{name}")
+
+    def patch_model_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
+        """Write the whole computed status through the status subresource."""
+        self._call(
+            "PATCH",
+            f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{PLURAL}/{name}/status",
+            body={"status": status},
+            content_type="application/merge-patch+json",
+        )
+
+    def crd_established(self, name: str) -> bool:
+        """Whether a CustomResourceDefinition exists and serves (e.g. the Prometheus operator's)."""
+        try:
+            crd = self._call(
+                "GET", f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{name}"
+            )
+        except NotFound:
+            return False
+        return any(
+            c.get("type") == "Established" and c.get("status") == "True"
+            for c in crd.get("status", {}).get("conditions", [])
+        )

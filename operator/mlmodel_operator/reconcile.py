@@ -1,0 +1,307 @@
+"""Carry out one reconcile: observe, ask the planner, act, compute the status.
+
+The kopf handlers call :meth:`Reconciler.reconcile` for create, update, resume and the
+timer alike, and :meth:`Reconciler.finalize` when an MLModel is deleted. Nothing here
+knows which event woke it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from mlmodel_operator import conditions as c
+from mlmodel_operator.archive import ArchiveError, Archiver
+from mlmodel_operator.conditions import Phase, Reason, format_time
+from mlmodel_operator.desired import (
+    VERSION_LABEL,
+    build_deployment,
+    build_service,
+    endpoint_url,
+)
+from mlmodel_operator.kube import Kube
+from mlmodel_operator.plan import (
+    ANN_APPLIED_HASH,
+    ANN_RETIRING,
+    ApplyDeployment,
+    ClearRetiring,
+    DeleteUnserved,
+    DeploymentState,
+    Event,
+    HistoryEntry,
+    MarkRetiring,
+    Observed,
+    Retire,
+    SwitchService,
+    plan,
+    record_deployed,
+    record_retired,
+)
+from mlmodel_operator.settings import Settings
+from mlmodel_operator.spec import ModelSpec, SpecError, parse_model
+from mlmodel_operator.status import ArchiveNote, build_status
+from mlmodel_operator.verify import ArtifactVerifier
+
+SKIP_ARCHIVE_ANNOTATION = "ml.lifecycle.io/skip-archive-on-delete"
+ARCHIVE_RETRY_SECONDS = 10.0
+
+
+@dataclass
+class Outcome:
+    """What one reconcile decided: the status to write, Events to post, when to look again."""
+
+    status: dict[str, Any]
+    events: list[Event] = field(default_factory=list)
+    requeue_after: float | None = None
+
+
+def applied_hash(obj: Mapping[str, Any]) -> str:
+    """A digest of a desired object, so an unchanged object is not applied again."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
+
+
+class Reconciler:
+    """Made once at start-up; one lock per MLModel so reconciles of one object never overlap."""
+
+    def __init__(
+        self,
+        kube: Kube,
+        settings: Settings,
+        verifier: ArtifactVerifier,
+        archiver: Archiver,
+        clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
+    ) -> None:
+        self.kube = kube
+        self.settings = settings
+        self.verifier = verifier
+        self.archiver = archiver
+        self.clock = clock
+        self._locks: dict[str, threading.Lock] = {}
+        self._locks_guard = threading.Lock()
+
+    def _lock(self, uid: str) -> threading.Lock:
+        with self._locks_guard:
+            return self._locks.setdefault(uid, threading.Lock())
+
+    def forget(self, uid: str) -> None:
+        with self._locks_guard:
+            self._locks.pop(uid, None)
+
+    # ------------------------------------------------------------------ reconcile
+
+    def reconcile(self, body: Mapping[str, Any]) -> Outcome:
+        old_status: Mapping[str, Any] = body.get("status") or {}
+        try:
+            model = parse_model(body)
+        except SpecError as exc:
+            return self._invalid(body, old_status, exc)
+        with self._lock(model.ref.uid):
+            return self._reconcile(model, old_status)
+
+    def _observe(self, model: ModelSpec, old_status: Mapping[str, Any]) -> Observed:
+        ns, name = model.ref.namespace, model.ref.name
+        deployments = tuple(
+            DeploymentState.from_object(o)
+            for o in self.kube.list_deployments(ns, name)
+            if not o["metadata"].get("deletionTimestamp")
+        )
+        service = self.kube.get_service(ns, name)
+        service_version = (
+            ((service.get("spec") or {}).get("selector") or {}).get(VERSION_LABEL)
+            if service
+            else None
+        )
+        history = tuple(HistoryEntry.from_status(h) for h in old_status.get("history") or [])
+        return Observed(
+            deployments=deployments,
+            service_version=service_version,
+            history=history,
+            now=self.clock(),
+            secret_present=self.kube.secret_exists(ns, self.settings.s3_credentials_secret),
+        )
+
+    def _reconcile(self, model: ModelSpec, old_status: Mapping[str, Any]) -> Outcome:
+        ns = model.ref.namespace
+        observed = self._observe(model, old_status)
+        verdict = self.verifier.check(model.artifact)
+        if verdict.blocks_rollout:
+            observed = Observed(
+                observed.deployments,
+                observed.service_version,
+                observed.history,
+                observed.now,
+                observed.secret_present,
+                (verdict.reason, verdict.message),
+            )
+        p = plan(model, observed, self.settings.s3_credentials_secret)
+        events = list(p.events)
+        requeue = [p.requeue_after] if p.requeue_after else []
+        history = observed.history
+        archive_note: ArchiveNote | None = None
+        now = observed.now
+
+        for action in p.actions:
+            if isinstance(action, ApplyDeployment):
+                desired = build_deployment(model, self.settings)
+                digest = applied_hash(desired)
+                current = observed.deployment(action.version)
+                if current is None or current.applied_hash != digest:
+                    desired["metadata"]["annotations"][ANN_APPLIED_HASH] = digest
+                    self.kube.apply(desired)
+            elif isinstance(action, ClearRetiring):
+                self.kube.annotate_deployment(ns, action.name, {ANN_RETIRING: None})
+            elif isinstance(action, SwitchService):
+                self.kube.apply(build_service(model, action.version, self.settings))
+            elif isinstance(action, MarkRetiring):
+                self.kube.annotate_deployment(ns, action.name, {ANN_RETIRING: format_time(now)})
+            elif isinstance(action, DeleteUnserved):
+                self.kube.delete_deployment(ns, action.deployment.name, action.deployment.uid)
+                events.append(
+                    Event(
+                        "Normal",
+                        "Superseded",
+                        f"deleted Deployment {action.deployment.name}: version "
+                        f"{action.deployment.version} never served and is no longer wanted",
+                    )
+                )
+            elif isinstance(action, Retire):
+                history, note, evs = self._retire(model, action, history, now)
+                archive_note = note
+                events.extend(evs)
+                if not note.ok:
+                    requeue.append(ARCHIVE_RETRY_SECONDS)
+
+        for version in p.deployed_now:
+            history = record_deployed(history, model, version, now)
+
+        serving = observed.deployment(p.active_version) if p.active_version else None
+        status = build_status(
+            model,
+            p,
+            history,
+            old_status,
+            serving,
+            verdict,
+            archive_note,
+            endpoint_url(model, self.settings),
+            now,
+        )
+        return Outcome(status, events, min(requeue) if requeue else None)
+
+    def _retire(
+        self,
+        model: ModelSpec,
+        action: Retire,
+        history: tuple[HistoryEntry, ...],
+        now: dt.datetime,
+    ) -> tuple[tuple[HistoryEntry, ...], ArchiveNote, list[Event]]:
+        dep = action.deployment
+        entry = next(
+            (e for e in reversed(history) if e.version == dep.version and e.open),
+            HistoryEntry(dep.version, dep.sha256, "", format_time(dep.created_at)),
+        )
+        try:
+            result = self.archiver(model, entry, action.reason, now)
+        except ArchiveError as exc:
+            message = (
+                f"version {dep.version} is not archived ({exc}); its Deployment is kept "
+                f"and archiving is retried every {ARCHIVE_RETRY_SECONDS:.0f}s"
+            )
+            return (
+                history,
+                ArchiveNote(False, Reason.ARCHIVE_FAILED, message),
+                [Event("Warning", "ArchiveFailed", message)],
+            )
+        # Only now, with the archive verified (or recorded as not configured), delete.
+        self.kube.delete_deployment(model.ref.namespace, dep.name, dep.uid)
+        history = record_retired(history, dep, now, action.reason, result.location)
+        reason = Reason.ARCHIVE_SUCCEEDED if result.location else Reason.ARCHIVE_SKIPPED
+        events = [
+            Event("Normal", "Archived" if result.location else "NotArchived", result.message),
+            Event(
+                "Normal", "Retired", f"version {dep.version} retired; Deployment {dep.name} deleted"
+            ),
+        ]
+        return history, ArchiveNote(True, reason, result.message), events
+
+    def _invalid(
+        self, body: Mapping[str, Any], old_status: Mapping[str, Any], exc: SpecError
+    ) -> Outcome:
+        """A spec the schema let through but that cannot work: say so, touch nothing."""
+        now = self.clock()
+        generation = int(body.get("metadata", {}).get("generation", 0))
+        conds = c.set_condition(
+            list(old_status.get("conditions") or []),
+            c.make_condition(c.SPEC_VALID, False, Reason.INVALID_SPEC, str(exc), generation, now),
+        )
+        status = dict(old_status)
+        status.update(
+            {
+                "observedGeneration": generation,
+                "phase": Phase.DEGRADED if old_status.get("activeVersion") else Phase.FAILED,
+                "message": str(exc),
+                "conditions": conds,
+            }
+        )
+        return Outcome(status, [Event("Warning", Reason.INVALID_SPEC, str(exc))], None)
+
+    # ------------------------------------------------------------------ delete
+
+    def finalize(self, body: Mapping[str, Any]) -> Outcome:
+        """Archive the active version before the MLModel (and what it owns) goes away.
+
+        Raises ArchiveError while the archive cannot be made: the finalizer stays until it
+        can, unless a person set the skip annotation explicitly.
+        """
+        old_status: Mapping[str, Any] = body.get("status") or {}
+        annotations = body.get("metadata", {}).get("annotations") or {}
+        now = self.clock()
+        history = tuple(HistoryEntry.from_status(h) for h in old_status.get("history") or [])
+        open_entries = [e for e in history if e.open]
+        events: list[Event] = []
+        if not open_entries:
+            return Outcome(dict(old_status, phase=Phase.DELETING), events)
+        try:
+            model = parse_model(body)
+        except SpecError as exc:
+            model = None
+            events.append(
+                Event("Warning", Reason.INVALID_SPEC, f"deleting with an invalid spec: {exc}")
+            )
+        skip = annotations.get(SKIP_ARCHIVE_ANNOTATION, "").lower() == "true"
+        for entry in open_entries:
+            location: str | None = None
+            if skip or model is None:
+                events.append(
+                    Event(
+                        "Warning",
+                        "ArchiveSkipped",
+                        f"version {entry.version} deleted without an archive: "
+                        + (
+                            f"annotation {SKIP_ARCHIVE_ANNOTATION}=true" if skip else "invalid spec"
+                        ),
+                    )
+                )
+            else:
+                with self._lock(model.ref.uid):
+                    result = self.archiver(model, entry, "Deleted", now)  # may raise ArchiveError
+                location = result.location
+                events.append(
+                    Event("Normal", "Archived" if location else "NotArchived", result.message)
+                )
+            dep = DeploymentState(
+                name="", uid="", version=entry.version, sha256=entry.sha256, desired=0,
+                available=0, ready=0, updated=0, current=True,
+                created_at=now,
+            )  # fmt: skip
+            history = record_retired(history, dep, now, "Deleted", location)
+        status = dict(old_status)
+        status.update({"phase": Phase.DELETING, "history": [e.to_status() for e in history]})
+        if model is not None:
+            self.forget(model.ref.uid)
+        return Outcome(status, events)

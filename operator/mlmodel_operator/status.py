@@ -1,0 +1,102 @@
+"""The MLModel status, computed once per reconcile from the plan and what happened.
+
+Pure: the reconciler gathers the facts, this module turns them into the one status
+object that is written through the status subresource.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from mlmodel_operator import conditions as c
+from mlmodel_operator.conditions import Phase, Reason
+from mlmodel_operator.plan import DeploymentState, HistoryEntry, Plan
+from mlmodel_operator.spec import ModelSpec
+from mlmodel_operator.verify import Verdict
+
+
+@dataclass(frozen=True)
+class ArchiveNote:
+    """What the archive step did in this reconcile, for the Archived condition."""
+
+    ok: bool
+    reason: str
+    message: str
+
+
+def build_status(
+    model: ModelSpec,
+    plan: Plan,
+    history: Sequence[HistoryEntry],
+    old_status: Mapping[str, Any],
+    serving: DeploymentState | None,
+    verdict: Verdict,
+    archive_note: ArchiveNote | None,
+    endpoint: str,
+    now: dt.datetime,
+) -> dict[str, Any]:
+    """The full status object for this reconcile."""
+    gen = model.generation
+    conds: list[dict[str, Any]] = list(old_status.get("conditions") or [])
+
+    def put(type_: str, status: bool | str, reason: str, message: str) -> None:
+        nonlocal conds
+        conds = c.set_condition(conds, c.make_condition(type_, status, reason, message, gen, now))
+
+    available = serving.available if serving else 0
+    desired = serving.desired if serving else model.serving.replicas
+    if plan.active_version and serving is not None and available > 0:
+        put(c.READY, True, Reason.SERVING, f"version {plan.active_version} serving")
+    elif plan.active_version and serving is not None and desired == 0:
+        put(c.READY, False, Reason.SCALED_TO_ZERO, "spec.serving.replicas is 0")
+    else:
+        put(c.READY, False, Reason.NO_READY_REPLICAS, plan.message)
+
+    if plan.phase == Phase.DEPLOYING:
+        put(c.PROGRESSING, True, Reason.WAITING_FOR_AVAILABLE, plan.message)
+    elif plan.phase == Phase.RETIRING:
+        put(c.PROGRESSING, True, Reason.RETIRING, plan.message)
+    elif plan.rollout_timed_out:
+        put(c.PROGRESSING, False, Reason.ROLLOUT_TIMED_OUT, plan.message)
+    elif plan.blocked:
+        put(c.PROGRESSING, False, plan.blocked_reason or Reason.INVALID_SPEC, plan.message)
+    else:
+        put(c.PROGRESSING, False, Reason.ROLLOUT_COMPLETE, plan.message)
+
+    if plan.phase in (Phase.DEGRADED, Phase.FAILED):
+        if plan.rollout_timed_out:
+            reason = Reason.ROLLOUT_TIMED_OUT
+        elif plan.blocked_reason:
+            reason = plan.blocked_reason
+        else:
+            reason = Reason.REPLICAS_UNAVAILABLE
+        put(c.DEGRADED, True, reason, plan.message)
+    else:
+        put(c.DEGRADED, False, Reason.AS_EXPECTED, "no problem found")
+
+    if plan.blocked_reason in (Reason.VERSION_REUSED, Reason.MISSING_SECRET):
+        put(c.SPEC_VALID, False, plan.blocked_reason, plan.message)
+    else:
+        put(c.SPEC_VALID, True, Reason.SPEC_ACCEPTED, "spec accepted")
+
+    put(c.ARTIFACT_VERIFIED, verdict.status, verdict.reason, verdict.message)
+
+    if archive_note is not None:
+        put(c.ARCHIVED, archive_note.ok, archive_note.reason, archive_note.message)
+
+    status: dict[str, Any] = {
+        "observedGeneration": gen,
+        "phase": plan.phase,
+        "message": plan.message,
+        "replicas": desired,
+        "readyReplicas": available,
+        "ready": f"{available}/{desired}",
+        "conditions": conds,
+        "history": [e.to_status() for e in history],
+    }
+    status["activeVersion"] = plan.active_version
+    status["endpoint"] = endpoint if plan.active_version else None
+    return status
