@@ -123,15 +123,19 @@ def ensure_venv(anchor: AnchorVenv, cache_root: Path, pins: dict[str, str], log:
 
 
 def _rewrite_shebangs(old: Path, new: Path) -> None:
-    """Point console scripts (e.g. `mlserver`) at the venv's final location."""
-    old_prefix = f"#!{old}/".encode()
-    new_prefix = f"#!{new}/".encode()
+    """Point console scripts (e.g. `mlserver`) at the venv's final location.
+
+    pip writes either `#!/path/python` or, for paths too long for a shebang, a
+    `/bin/sh` trampoline that execs the path: replace the path wherever it appears.
+    """
+    old_b, new_b = str(old).encode(), str(new).encode()
     for script in (old / "bin").iterdir():
         if not script.is_file() or script.is_symlink():
             continue
         data = script.read_bytes()
-        if data.startswith(old_prefix):
-            script.write_bytes(new_prefix + data[len(old_prefix) :])
+        if b"\0" in data[:4096] or old_b not in data:
+            continue
+        script.write_bytes(data.replace(old_b, new_b))
     cfg = old / "pyvenv.cfg"
     cfg.write_text(cfg.read_text().replace(str(old), str(new)))
 

@@ -170,7 +170,7 @@ def session_pids(sid: int) -> list[int]:
             continue
         # Fields after the command (which may contain spaces) start after the last ')'.
         rest = stat.rsplit(")", 1)[1].split()
-        state, session = rest[0], int(rest[4])
+        state, session = rest[0], int(rest[3])
         if session == sid and state != "Z":
             pids.append(int(entry))
     return pids
