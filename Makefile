@@ -21,9 +21,10 @@ $(VENV)/.installed: pyproject.toml
 tools:
 	hack/build-tools.sh
 
-lint: venv
+lint: venv tools
 	$(VENV)/bin/ruff check operator serving tests benchmarks hack
 	$(VENV)/bin/ruff format --check operator serving tests benchmarks hack
+	shellcheck -x hack/*.sh .ci/run
 
 typecheck: venv
 	$(VENV)/bin/mypy

@@ -2,11 +2,11 @@
 # Build (once) the real control-plane binaries from their Go modules into a cache keyed
 # by component and version:  $MLMODEL_CACHE/bin/<component>-<version>/
 # A component whose directory already holds its binaries is never rebuilt.
-# Prometheus and promtool come from Debian's package.
+# Prometheus, promtool and shellcheck come from Debian's packages.
 set -euo pipefail
 
 HACK="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-# shellcheck source=versions.env
+# shellcheck source=hack/versions.env
 source "$HACK/versions.env"
 CACHE="${MLMODEL_CACHE:-$HOME/.cache/mlmodel-lifecycle}"
 BIN="$CACHE/bin"
@@ -58,20 +58,24 @@ build_minio() {
   GOBIN="$OUT" go install -trimpath -ldflags "-s -w" "github.com/minio/minio@$MINIO_VERSION"
 }
 
-install_prometheus() {
-  if command -v prometheus >/dev/null && command -v promtool >/dev/null; then
-    log "prometheus: installed ($(prometheus --version 2>&1 | head -1))"; return 0
+# Debian packages the tests use: Prometheus + promtool, and shellcheck for the scripts.
+install_debian_packages() {
+  local missing=()
+  command -v prometheus >/dev/null && command -v promtool >/dev/null || missing+=(prometheus)
+  command -v shellcheck >/dev/null || missing+=(shellcheck)
+  if [[ ${#missing[@]} -eq 0 ]]; then
+    log "debian packages: installed ($(prometheus --version 2>&1 | head -1))"; return 0
   fi
-  log "prometheus: installing Debian's package ..."
-  local start=$SECONDS
-  if [[ "$(id -u)" -ne 0 ]]; then SUDO=sudo; else SUDO=; fi
-  $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends prometheus >/dev/null
-  # The package starts a system service where systemd runs; the harness runs its own.
-  log "prometheus: installed in $((SECONDS - start))s"
+  log "debian packages: installing ${missing[*]} ..."
+  local start=$SECONDS sudo=()
+  [[ "$(id -u)" -eq 0 ]] || sudo=(sudo)
+  "${sudo[@]}" apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  # Where systemd runs, the package starts a system Prometheus; the harness runs its own.
+  log "debian packages: installed in $((SECONDS - start))s"
 }
 
-want="${*:-etcd kubernetes kwok minio prometheus}"
+want="${*:-etcd kubernetes kwok minio debian}"
 total=$SECONDS
 for c in $want; do
   case "$c" in
@@ -79,8 +83,8 @@ for c in $want; do
     kubernetes) run_build kubernetes "$KUBERNETES_VERSION" kube-apiserver kube-controller-manager kube-scheduler kubectl -- build_kubernetes ;;
     kwok) run_build kwok "$KWOK_VERSION" kwok -- build_kwok ;;
     minio) run_build minio "$MINIO_VERSION" minio -- build_minio ;;
-    prometheus) install_prometheus ;;
-    *) echo "unknown component: $c (accepted: etcd kubernetes kwok minio prometheus)" >&2; exit 2 ;;
+    debian) install_debian_packages ;;
+    *) echo "unknown component: $c (accepted: etcd kubernetes kwok minio debian)" >&2; exit 2 ;;
   esac
 done
 log "all tools ready in $((SECONDS - total))s (cache: $BIN)"

@@ -13,6 +13,7 @@ from typing import Any
 
 from mlmodel_operator import conditions as c
 from mlmodel_operator.conditions import Phase, Reason
+from mlmodel_operator.desired import digest_prefix
 from mlmodel_operator.plan import DeploymentState, HistoryEntry, Plan
 from mlmodel_operator.spec import ModelSpec
 from mlmodel_operator.verify import Verdict
@@ -99,4 +100,5 @@ def build_status(
     }
     status["activeVersion"] = plan.active_version
     status["endpoint"] = endpoint if plan.active_version else None
+    status["digestPrefix"] = digest_prefix(serving.sha256) if serving and serving.sha256 else None
     return status

@@ -1,0 +1,166 @@
+"""Helpers for the operator's integration tests: the operator process, the MLModel API."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from kubernetes import client
+
+from mlmodel_operator.localcluster import (
+    LocalCluster,
+    MinioServer,
+    Process,
+    _http_ok,
+    free_port,
+    wait_until,
+)
+
+GROUP, VERSION, PLURAL = "ml.lifecycle.io", "v1alpha1", "mlmodels"
+SECRET_NAME = "mlmodel-s3-credentials"
+
+
+@dataclass(frozen=True)
+class Artifact:
+    uri: str
+    sha256: str
+    size: int
+
+
+class OperatorProcess:
+    """`mlmodel run` as a real subprocess; can be killed and started again."""
+
+    def __init__(self, cluster: LocalCluster, minio: MinioServer, workdir: Path) -> None:
+        self.cluster, self.minio, self.workdir = cluster, minio, workdir
+        self.process: Process | None = None
+        self.metrics_port = 0
+        self.starts = 0
+
+    def start(self) -> None:
+        health, self.metrics_port = free_port(), free_port()
+        self.starts += 1
+        exe = Path(sys.executable).parent / "mlmodel"
+        self.process = Process(
+            "operator",
+            [
+                str(exe), "run", f"--kubeconfig={self.cluster.kubeconfig}", "--all-namespaces",
+                f"--liveness=http://127.0.0.1:{health}/healthz",
+                f"--metrics-port={self.metrics_port}",
+            ],
+            self.workdir / f"operator-{self.starts}.log",
+            env={
+                "MLMODEL_S3_ENDPOINT": self.minio.endpoint,
+                "MLMODEL_S3_ACCESS_KEY": self.minio.access_key,
+                "MLMODEL_S3_SECRET_KEY": self.minio.secret_key,
+                "MLMODEL_RECONCILE_INTERVAL": "5",
+                "MLMODEL_SERVING_IMAGE": "registry.local/mlmodel-serving:test",
+                "PYTHONUNBUFFERED": "1",
+            },
+        )  # fmt: skip
+        self.process.start()
+        self.process.wait_ready(lambda: _http_ok(f"http://127.0.0.1:{health}/healthz"), 60)
+
+    def kill(self) -> None:
+        if self.process:
+            self.process.kill()
+
+    def stop(self) -> None:
+        if self.process:
+            self.process.stop()
+
+    def log(self) -> str:
+        return "\n".join(
+            p.read_text(errors="replace") for p in sorted(self.workdir.glob("operator-*.log"))
+        )
+
+
+class Models:
+    """Small helpers over the MLModel API for one namespace."""
+
+    def __init__(self, api: client.ApiClient, namespace: str) -> None:
+        self.custom = client.CustomObjectsApi(api)
+        self.apps = client.AppsV1Api(api)
+        self.core = client.CoreV1Api(api)
+        self.ns = namespace
+
+    def body(self, name: str, version: str, art: Artifact, **spec: Any) -> dict[str, Any]:
+        return {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": "MLModel",
+            "metadata": {"name": name, "namespace": self.ns},
+            "spec": {
+                "version": version,
+                "artifact": {"uri": art.uri, "sha256": art.sha256},
+                "retirement": {"drainSeconds": 1},
+                **spec,
+            },
+        }
+
+    def create(self, body: dict[str, Any]) -> dict[str, Any]:
+        result: dict[str, Any] = self.custom.create_namespaced_custom_object(
+            GROUP, VERSION, self.ns, PLURAL, body
+        )
+        return result
+
+    def patch_spec(self, name: str, spec: dict[str, Any]) -> dict[str, Any]:
+        result: dict[str, Any] = self.custom.patch_namespaced_custom_object(
+            GROUP, VERSION, self.ns, PLURAL, name, {"spec": spec}
+        )
+        return result
+
+    def get(self, name: str) -> dict[str, Any]:
+        result: dict[str, Any] = self.custom.get_namespaced_custom_object(
+            GROUP, VERSION, self.ns, PLURAL, name
+        )
+        return result
+
+    def delete(self, name: str) -> None:
+        self.custom.delete_namespaced_custom_object(GROUP, VERSION, self.ns, PLURAL, name)
+
+    def status(self, name: str) -> dict[str, Any]:
+        return dict(self.get(name).get("status") or {})
+
+    def condition(self, name: str, type_: str) -> dict[str, Any]:
+        for cond in self.status(name).get("conditions", []):
+            if cond["type"] == type_:
+                return dict(cond)
+        return {}
+
+    def deployments(self, name: str) -> dict[str, Any]:
+        items = self.apps.list_namespaced_deployment(
+            self.ns, label_selector=f"ml.lifecycle.io/model={name}"
+        ).items
+        return {d.metadata.name: d for d in items if d.metadata.deletion_timestamp is None}
+
+    def service_version(self, name: str) -> str | None:
+        try:
+            svc = self.core.read_namespaced_service(name, self.ns)
+        except client.ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return str((svc.spec.selector or {}).get("ml.lifecycle.io/version"))
+
+    def events(self, name: str) -> list[tuple[str, str]]:
+        items = self.core.list_namespaced_event(
+            self.ns, field_selector=f"involvedObject.name={name},involvedObject.kind=MLModel"
+        ).items
+        items.sort(key=lambda e: e.last_timestamp or e.event_time or e.metadata.creation_timestamp)
+        return [(e.reason, e.message) for e in items]
+
+    def wait_phase(
+        self, name: str, phase: str, timeout: float = 60, version: str | None = None
+    ) -> dict[str, Any]:
+        def reached() -> bool:
+            st = self.status(name)
+            return st.get("phase") == phase and (
+                version is None or st.get("activeVersion") == version
+            )
+
+        try:
+            wait_until(f"{name} phase {phase}", reached, timeout, interval=0.25)
+        except TimeoutError as exc:
+            raise AssertionError(f"{exc}; status is {self.status(name)}") from None
+        return self.status(name)

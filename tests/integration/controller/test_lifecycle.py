@@ -1,0 +1,229 @@
+"""The operator's core lifecycle on the real control plane: deploy, switch, retire, delete."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+from kubernetes import client
+from mlm_helpers import Artifact, Models, OperatorProcess
+
+from mlmodel_operator.localcluster import LocalCluster, wait_until
+
+pytestmark = pytest.mark.integration
+
+
+def test_v1_is_deployed_and_served(
+    mlm: Models, models: Callable[[str], Artifact], cluster: LocalCluster
+) -> None:
+    art = models("1")
+    mlm.create(mlm.body("churn", "1", art, serving={"replicas": 2}))
+    st = mlm.wait_phase("churn", "Serving", version="1")
+
+    assert st["endpoint"] == f"http://churn.{mlm.ns}.svc:8080/v2/models/churn"
+    assert st["ready"] == "2/2" and st["observedGeneration"] == 1
+    assert st["digestPrefix"] == art.sha256[:12]
+    conds = {c["type"]: c for c in st["conditions"]}
+    assert conds["Ready"]["status"] == "True"
+    assert conds["ArtifactVerified"]["status"] == "True"  # the operator hashed the real object
+    assert conds["SpecValid"]["status"] == "True"
+    assert all(c["observedGeneration"] == 1 for c in conds.values())
+    assert [h["version"] for h in st["history"]] == ["1"]
+
+    (dep,) = mlm.deployments("churn").values()
+    assert dep.metadata.name == "churn-v1"
+    assert dep.metadata.owner_references[0].kind == "MLModel"
+    assert dep.metadata.labels["app.kubernetes.io/instance"] == "churn"
+    pods = mlm.core.list_namespaced_pod(mlm.ns, label_selector="ml.lifecycle.io/version=1").items
+    assert len(pods) == 2 and all(p.status.phase == "Running" for p in pods)
+    assert mlm.service_version("churn") == "1"
+
+    table = cluster.kubectl("get", "mlm", "-n", mlm.ns, "-o", "wide")
+    header, row = table.splitlines()[:2]
+    for column in ("VERSION", "PHASE", "READY", "ENDPOINT", "AGE", "DIGEST"):
+        assert column in header
+    assert "Serving" in row and "2/2" in row and art.sha256[:12] in row
+
+
+def test_new_version_switches_then_retires_the_old(
+    mlm: Models, models: Callable[[str], Artifact]
+) -> None:
+    v1, v2 = models("1"), models("2")
+    mlm.create(mlm.body("churn", "1", v1, retirement={"drainSeconds": 3}))
+    mlm.wait_phase("churn", "Serving", version="1")
+
+    mlm.patch_spec("churn", {"version": "2", "artifact": {"uri": v2.uri, "sha256": v2.sha256}})
+    # traffic moves only once v2 is available; v1 is still there while it drains
+    st = mlm.wait_phase("churn", "Retiring", version="2", timeout=60)
+    assert mlm.service_version("churn") == "2"
+    deps = mlm.deployments("churn")
+    assert set(deps) == {"churn-v1", "churn-v2"}
+    assert deps["churn-v2"].status.available_replicas == 1
+
+    st = mlm.wait_phase("churn", "Serving", version="2", timeout=60)
+    wait_until("churn-v1 deleted", lambda: set(mlm.deployments("churn")) == {"churn-v2"}, 30)
+    history = st["history"]
+    assert [h["version"] for h in history] == ["1", "2"]
+    assert history[0]["reason"] == "SpecChanged" and history[0]["retiredAt"]
+    assert history[0]["sha256"] == v1.sha256
+    assert "retiredAt" not in history[1]
+
+    reasons = [r for r, _ in mlm.events("churn")]
+    assert reasons.index("TrafficSwitched") < reasons.index("Retiring") < reasons.index("Retired")
+
+
+def test_replicas_only_change_updates_in_place(
+    mlm: Models, models: Callable[[str], Artifact]
+) -> None:
+    v1 = models("1")
+    mlm.create(mlm.body("churn", "1", v1))
+    mlm.wait_phase("churn", "Serving", version="1")
+    uid = mlm.deployments("churn")["churn-v1"].metadata.uid
+
+    mlm.patch_spec("churn", {"serving": {"replicas": 3}})
+    wait_until(
+        "3 replicas ready",
+        lambda: (
+            mlm.status("churn").get("ready") == "3/3"
+            and mlm.status("churn").get("observedGeneration") == 2
+        ),
+        60,
+        interval=0.25,
+    )
+    deps = mlm.deployments("churn")
+    assert set(deps) == {"churn-v1"} and deps["churn-v1"].metadata.uid == uid
+    assert deps["churn-v1"].spec.replicas == 3
+    assert "Retiring" not in [r for r, _ in mlm.events("churn")]
+    assert len(mlm.status("churn")["history"]) == 1
+
+
+def test_a_version_that_never_becomes_ready_leaves_the_old_one_serving(
+    mlm: Models, models: Callable[[str], Artifact]
+) -> None:
+    v1, v2 = models("1"), models("2")
+    mlm.create(mlm.body("churn", "1", v1, rollout={"readyTimeoutSeconds": 10}))
+    mlm.wait_phase("churn", "Serving", version="1")
+    # no node can fit this pod: it stays Pending, so v2 never becomes Available
+    mlm.patch_spec(
+        "churn",
+        {
+            "version": "2",
+            "artifact": {"uri": v2.uri, "sha256": v2.sha256},
+            "serving": {"resources": {"requests": {"cpu": "500", "memory": "1Gi"}}},
+        },
+    )
+    st = mlm.wait_phase("churn", "Degraded", version="1", timeout=60)
+    assert "version 2 is not available after 10s" in st["message"]
+    assert "version 1 keeps serving" in st["message"]
+    degraded = mlm.condition("churn", "Degraded")
+    assert degraded["status"] == "True" and degraded["reason"] == "RolloutTimedOut"
+    assert mlm.condition("churn", "Ready")["status"] == "True"
+    assert mlm.service_version("churn") == "1"
+    assert set(mlm.deployments("churn")) == {"churn-v1", "churn-v2"}
+
+
+def test_digest_mismatch_is_never_rolled_out(
+    mlm: Models, models: Callable[[str], Artifact]
+) -> None:
+    v1 = models("1")
+    wrong = Artifact(v1.uri, "0" * 64, v1.size)
+    mlm.create(mlm.body("churn", "1", wrong))
+    st = mlm.wait_phase("churn", "Failed", timeout=30)
+    verified = mlm.condition("churn", "ArtifactVerified")
+    assert verified["status"] == "False" and verified["reason"] == "DigestMismatch"
+    assert v1.sha256 in verified["message"] and "spec.artifact.sha256" in verified["message"]
+    assert mlm.deployments("churn") == {}
+    assert "activeVersion" not in st
+
+
+def test_missing_secret_is_reported_and_nothing_deployed(
+    mlm: Models, models: Callable[[str], Artifact]
+) -> None:
+    mlm.core.delete_namespaced_secret("mlmodel-s3-credentials", mlm.ns)
+    mlm.create(mlm.body("churn", "1", models("1")))
+    mlm.wait_phase("churn", "Failed", timeout=30)
+    cond = mlm.condition("churn", "SpecValid")
+    assert cond["status"] == "False" and cond["reason"] == "MissingSecret"
+    assert "kubectl create secret generic mlmodel-s3-credentials" in cond["message"]
+    assert mlm.deployments("churn") == {}
+
+
+@pytest.mark.parametrize(
+    ("patch", "expected"),
+    [
+        ({"artifact": {"sha256": "XYZ"}}, "spec.artifact.sha256"),
+        ({"artifact": {"uri": "http://example.invalid/model.joblib"}}, "spec.artifact.uri"),
+        ({"serving": {"replicas": -1}}, "spec.serving.replicas"),
+        ({"version": "Not A Version"}, "spec.version"),
+    ],
+)
+def test_invalid_specs_are_rejected_by_the_apiserver(
+    mlm: Models, models: Callable[[str], Artifact], patch: dict[str, object], expected: str
+) -> None:
+    body = mlm.body("bad", "1", models("1"))
+    for key, value in patch.items():
+        if isinstance(value, dict):
+            body["spec"][key] = {**body["spec"].get(key, {}), **value}
+        else:
+            body["spec"][key] = value
+    with pytest.raises(client.ApiException) as rejected:
+        mlm.create(body)
+    assert rejected.value.status == 422
+    assert expected in str(rejected.value.body)
+
+
+def test_the_digest_of_a_version_can_never_change(
+    mlm: Models, models: Callable[[str], Artifact]
+) -> None:
+    v1 = models("1")
+    mlm.create(mlm.body("churn", "1", v1))
+    with pytest.raises(client.ApiException) as rejected:
+        mlm.patch_spec("churn", {"artifact": {"sha256": "a" * 64}})
+    assert rejected.value.status == 422
+    assert "the digest of version 1 can never change" in str(rejected.value.body)
+
+
+def test_operator_killed_mid_rollout_converges(
+    mlm: Models, models: Callable[[str], Artifact], operator: OperatorProcess
+) -> None:
+    v1, v2 = models("1"), models("2")
+    mlm.create(mlm.body("churn", "1", v1, retirement={"drainSeconds": 4}))
+    mlm.wait_phase("churn", "Serving", version="1")
+    mlm.patch_spec("churn", {"version": "2", "artifact": {"uri": v2.uri, "sha256": v2.sha256}})
+    mlm.wait_phase("churn", "Retiring", version="2", timeout=60)
+    operator.kill()  # in the middle of the drain: v1 is marked retiring, not yet archived
+    try:
+        assert set(mlm.deployments("churn")) == {"churn-v1", "churn-v2"}
+    finally:
+        operator.start()
+    st = mlm.wait_phase("churn", "Serving", version="2", timeout=60)
+    wait_until("churn-v1 deleted", lambda: set(mlm.deployments("churn")) == {"churn-v2"}, 30)
+    assert [(h["version"], h.get("reason")) for h in st["history"]] == [
+        ("1", "SpecChanged"),
+        ("2", None),
+    ]
+    assert mlm.service_version("churn") == "2"
+
+
+def test_delete_runs_the_finalizer_and_collects_everything(
+    mlm: Models, models: Callable[[str], Artifact]
+) -> None:
+    mlm.create(mlm.body("churn", "1", models("1")))
+    mlm.wait_phase("churn", "Serving", version="1")
+    assert mlm.get("churn")["metadata"]["finalizers"] == ["ml.lifecycle.io/archive"]
+    mlm.delete("churn")
+
+    def gone() -> bool:
+        try:
+            mlm.get("churn")
+        except client.ApiException as exc:
+            return exc.status == 404
+        return False
+
+    wait_until("MLModel churn gone", gone, 60, interval=0.25)
+    wait_until(
+        "owned objects collected",
+        lambda: not mlm.deployments("churn") and mlm.service_version("churn") is None,
+        60,
+        interval=0.25,
+    )
