@@ -7,6 +7,8 @@ from fractions import Fraction
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mlmodel_operator.spec import (
     ArchiveSpec,
@@ -529,3 +531,64 @@ def test_check_version_reuse() -> None:
     assert caught.value.value == SHA_A
     assert SHA_B in str(caught.value)
     assert "publish a new version" in str(caught.value)
+
+
+# Any JSON value, as an apiserver or a YAML file could hand it over.
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=12), children, max_size=4)
+    ),
+    max_leaves=12,
+)
+FIELDS = st.sampled_from(
+    [
+        "version",
+        "artifact",
+        "artifact.uri",
+        "artifact.sha256",
+        "artifact.format",
+        "serving",
+        "serving.replicas",
+        "serving.image",
+        "serving.resources",
+        "serving.resources.requests",
+        "serving.resources.limits",
+        "serving.batching",
+        "serving.batching.maxBatchSize",
+        "rollout",
+        "rollout.readyTimeoutSeconds",
+        "retirement.drainSeconds",
+        "monitoring",
+        "monitoring.enabled",
+        "monitoring.slo",
+        "monitoring.slo.errorRatio",
+        "monitoring.drift",
+        "monitoring.drift.baselineUri",
+        "archive",
+        "archive.bucket",
+        "archive.retainDays",
+    ]
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.tuples(FIELDS, JSON), max_size=4))
+def test_any_malformed_spec_gives_a_spec_error_never_a_crash(
+    changes: list[tuple[str, Any]],
+) -> None:
+    body = minimal()
+    for path, value in changes:
+        node = body["spec"]
+        *parents, last = path.split(".")
+        for part in parents:
+            if not isinstance(node.get(part), dict):
+                node[part] = {}
+            node = node[part]
+        node[last] = value
+    try:
+        model = parse_model(body)
+    except SpecError as error:
+        assert str(error).startswith(("spec", "metadata"))
+    else:
+        assert isinstance(model, ModelSpec)
