@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mlmodel_operator import conditions as c
+from mlmodel_operator import ledger
 from mlmodel_operator.archive import ArchiveError, Archiver
 from mlmodel_operator.conditions import Phase, Reason, format_time
 from mlmodel_operator.desired import (
@@ -25,6 +26,7 @@ from mlmodel_operator.desired import (
     endpoint_url,
 )
 from mlmodel_operator.kube import Kube
+from mlmodel_operator.ledger import Ledger, NullLedger
 from mlmodel_operator.plan import (
     ANN_APPLIED_HASH,
     ANN_RETIRING,
@@ -48,6 +50,16 @@ from mlmodel_operator.status import ArchiveNote, build_status
 from mlmodel_operator.verify import ArtifactVerifier
 
 SKIP_ARCHIVE_ANNOTATION = "ml.lifecycle.io/skip-archive-on-delete"
+
+
+def _artifact(model: ModelSpec) -> dict[str, Any]:
+    return {"uri": model.artifact.uri, "sha256": model.artifact.sha256}
+
+
+def _entry(entry: HistoryEntry, location: str) -> dict[str, Any]:
+    return {**entry.to_status(), "archive": location}
+
+
 ARCHIVE_RETRY_SECONDS = 10.0
 
 
@@ -74,12 +86,14 @@ class Reconciler:
         settings: Settings,
         verifier: ArtifactVerifier,
         archiver: Archiver,
+        ledger: Ledger | None = None,
         clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
     ) -> None:
         self.kube = kube
         self.settings = settings
         self.verifier = verifier
         self.archiver = archiver
+        self.ledger: Ledger = ledger or NullLedger()
         self.clock = clock
         self._locks: dict[str, threading.Lock] = {}
         self._locks_guard = threading.Lock()
@@ -87,6 +101,27 @@ class Reconciler:
     def _lock(self, uid: str) -> threading.Lock:
         with self._locks_guard:
             return self._locks.setdefault(uid, threading.Lock())
+
+    def _record(
+        self,
+        events: list[Event],
+        model: ModelSpec,
+        kind: str,
+        version: str,
+        details: Mapping[str, Any],
+        at: dt.datetime,
+    ) -> None:
+        """Write a ledger record; a failure is reported but never undoes a transition."""
+        try:
+            self.ledger.record(model, kind, version, details, at)
+        except Exception as exc:
+            events.append(
+                Event(
+                    "Warning",
+                    "LedgerWriteFailed",
+                    f"could not record {kind} of version {version} in the ledger: {exc}",
+                )
+            )
 
     def forget(self, uid: str) -> None:
         with self._locks_guard:
@@ -153,12 +188,25 @@ class Reconciler:
                 if current is None or current.applied_hash != digest:
                     desired["metadata"]["annotations"][ANN_APPLIED_HASH] = digest
                     self.kube.apply(desired)
+                if current is None:
+                    self._record(
+                        events, model, ledger.DEPLOYED, action.version, _artifact(model), now
+                    )
             elif isinstance(action, ClearRetiring):
                 self.kube.annotate_deployment(ns, action.name, {ANN_RETIRING: None})
             elif isinstance(action, SwitchService):
                 self.kube.apply(build_service(model, action.version, self.settings))
+                self._record(
+                    events,
+                    model,
+                    ledger.SWITCHED,
+                    action.version,
+                    {**_artifact(model), "previous": observed.service_version},
+                    now,
+                )
             elif isinstance(action, MarkRetiring):
                 self.kube.annotate_deployment(ns, action.name, {ANN_RETIRING: format_time(now)})
+                self._record(events, model, ledger.RETIRING, action.version, {}, now)
             elif isinstance(action, DeleteUnserved):
                 self.kube.delete_deployment(ns, action.deployment.name, action.deployment.uid)
                 events.append(
@@ -217,11 +265,17 @@ class Reconciler:
                 ArchiveNote(False, Reason.ARCHIVE_FAILED, message),
                 [Event("Warning", "ArchiveFailed", message)],
             )
+        events: list[Event] = []
+        if result.location:
+            self._record(
+                events, model, ledger.ARCHIVED, dep.version, _entry(entry, result.location), now
+            )
         # Only now, with the archive verified (or recorded as not configured), delete.
         self.kube.delete_deployment(model.ref.namespace, dep.name, dep.uid)
         history = record_retired(history, dep, now, action.reason, result.location)
+        self._record(events, model, ledger.RETIRED, dep.version, {"reason": action.reason}, now)
         reason = Reason.ARCHIVE_SUCCEEDED if result.location else Reason.ARCHIVE_SKIPPED
-        events = [
+        events += [
             Event("Normal", "Archived" if result.location else "NotArchived", result.message),
             Event(
                 "Normal", "Retired", f"version {dep.version} retired; Deployment {dep.name} deleted"
@@ -294,6 +348,11 @@ class Reconciler:
                 events.append(
                     Event("Normal", "Archived" if location else "NotArchived", result.message)
                 )
+                if location:
+                    self._record(
+                        events, model, ledger.ARCHIVED, entry.version, _entry(entry, location), now
+                    )
+                self._record(events, model, ledger.DELETED, entry.version, {}, now)
             dep = DeploymentState(
                 name="", uid="", version=entry.version, sha256=entry.sha256, desired=0,
                 available=0, ready=0, updated=0, current=True,
