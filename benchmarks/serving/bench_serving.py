@@ -17,6 +17,7 @@ Every process started here is stopped in a `finally`, and every wait is bounded.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import hashlib
 import json
@@ -59,6 +60,7 @@ ALL_SERVERS = (
 OURS = ("ours", "ours-batching")
 BLAS_ENV = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")
 COLD_START_TIMEOUT_S = 180.0
+DRAIN_TIMEOUT_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -174,10 +176,9 @@ class Options:
     rounds: int
     ours_bin: Path
     venv_cache: Path
-    mlserver_batch_size: int
-    mlserver_batch_time_ms: float
+    max_batch_size: int
+    max_batch_latency_ms: float
     mlserver_workers: int
-    ours_batch_env: dict[str, str]
     update_readme: bool
     keep_workdir: bool
 
@@ -200,20 +201,26 @@ def build_server(
             case.name,
             "--model-version",
             "1",
-            "--artifact",
+            "--artifact-uri",
             str(case.path),
-            "--sha256",
+            "--artifact-sha256",
             case.sha256,
+            "--cache-dir",
+            str(cwd / "cache"),
             "--host",
             LOOPBACK,
             "--port",
             str(port),
         ]
         if name == "ours":
-            env["MLMODEL_MAX_BATCH_SIZE"] = "0"
-            env["MLMODEL_MAX_BATCH_LATENCY_MS"] = "0"
+            argv += ["--max-batch-size", "0", "--max-batch-latency-ms", "0"]
         else:
-            env.update(opts.ours_batch_env)
+            argv += [
+                "--max-batch-size",
+                str(opts.max_batch_size),
+                "--max-batch-latency-ms",
+                f"{opts.max_batch_latency_ms:g}",
+            ]
         return Server(name, argv, port, infer, env, cwd, log, metrics_path="/metrics")
     if name == "kserve":
         py = venvs["kserve"] / "bin" / "python"
@@ -253,8 +260,8 @@ def build_server(
             "parameters": {"uri": str(case.path)},
         }
         if name == "mlserver-batching":
-            model_settings["max_batch_size"] = opts.mlserver_batch_size
-            model_settings["max_batch_time"] = opts.mlserver_batch_time_ms / 1000.0
+            model_settings["max_batch_size"] = opts.max_batch_size
+            model_settings["max_batch_time"] = opts.max_batch_latency_ms / 1000.0
         repo = cwd / "repo"
         (repo / case.name).mkdir(parents=True, exist_ok=True)
         (repo / "settings.json").write_text(json.dumps(settings, indent=2))
@@ -412,12 +419,12 @@ def run(opts: Options, argv_text: str) -> dict[str, Any]:
             "wrk": subprocess.run(
                 [wrk, "-v"], capture_output=True, text=True, timeout=10, check=False
             ).stdout.splitlines()[:1],
-            "mlserver": {
-                "parallel_workers": opts.mlserver_workers,
-                "max_batch_size": opts.mlserver_batch_size,
-                "max_batch_time_ms": opts.mlserver_batch_time_ms,
+            "mlserver_parallel_workers": opts.mlserver_workers,
+            "batching": {
+                "max_batch_size": opts.max_batch_size,
+                "max_batch_latency_ms": opts.max_batch_latency_ms,
+                "applies_to": ["ours-batching", "mlserver-batching"],
             },
-            "ours_batching_env": opts.ours_batch_env or "server defaults",
         },
         "install_failures": {},
         "models": {},
@@ -517,10 +524,12 @@ def bench_model(
                     if not srv.alive():
                         continue
                     run_wrk(wrk, srv.url, scripts[b], conc, opts.warmup_s)
+                    drain(srv, case)
                     before = scrape_batch(srv) if name == "ours-batching" else None
                     load0 = os.getloadavg()[0]
                     res, text = run_wrk(wrk, srv.url, scripts[b], conc, opts.duration_s)
                     after = scrape_batch(srv) if name == "ours-batching" else None
+                    drain(srv, case)
                     entry: dict[str, Any] = {
                         "model": case.name,
                         "server": name,
@@ -552,6 +561,17 @@ def bench_model(
         for srv in live.values():
             srv.stop()
     return info
+
+
+def drain(srv: Server, case: ModelCase) -> None:
+    """Wait until the server has worked off what wrk left in flight.
+
+    wrk stops with up to `concurrency` requests still queued in the server; one more
+    request waits behind them, so the next run (of this server or another) does not
+    share the CPU with the last run's backlog.
+    """
+    with contextlib.suppress(OSError):
+        http("POST", srv.url, case.v2_body(1), timeout=DRAIN_TIMEOUT_S, headers=JSON)
 
 
 def scrape_batch(srv: Server) -> tuple[float, float] | None:
@@ -780,22 +800,23 @@ def parse_args(argv: Sequence[str]) -> Options:
     )
     p.add_argument("--ours-bin", default=str(REPO / ".venv" / "bin" / "mlmodel-serve"))
     p.add_argument("--venv-cache", default=str(anchors.default_cache_root()))
-    p.add_argument("--mlserver-max-batch-size", type=int, default=32)
-    p.add_argument("--mlserver-max-batch-time-ms", type=float, default=5.0)
+    p.add_argument(
+        "--max-batch-size",
+        type=int,
+        default=32,
+        help="batching servers (ours-batching, mlserver-batching): most rows per predict",
+    )
+    p.add_argument(
+        "--max-batch-latency-ms",
+        type=float,
+        default=5.0,
+        help="batching servers: longest the first request of a batch waits for others",
+    )
     p.add_argument(
         "--mlserver-workers",
         type=int,
         default=0,
         help="MLServer parallel_workers (0: inference in the server process)",
-    )
-    p.add_argument(
-        "--ours-max-batch-size", type=int, default=None, help="default: the server's own default"
-    )
-    p.add_argument(
-        "--ours-max-batch-latency-ms",
-        type=float,
-        default=None,
-        help="default: the server's own default",
     )
     p.add_argument(
         "--update-readme", action="store_true", help="copy the tables into benchmarks/README.md"
@@ -804,11 +825,6 @@ def parse_args(argv: Sequence[str]) -> Options:
     a = p.parse_args(argv)
     if a.quick:
         a.duration, a.warmup = 3, 1
-    ours_env = {}
-    if a.ours_max_batch_size is not None:
-        ours_env["MLMODEL_MAX_BATCH_SIZE"] = str(a.ours_max_batch_size)
-    if a.ours_max_batch_latency_ms is not None:
-        ours_env["MLMODEL_MAX_BATCH_LATENCY_MS"] = str(a.ours_max_batch_latency_ms)
     servers = tuple(s for s in a.servers.split(",") if s)
     unknown = set(servers) - set(ALL_SERVERS)
     if unknown:
@@ -823,10 +839,9 @@ def parse_args(argv: Sequence[str]) -> Options:
         rounds=a.rounds,
         ours_bin=Path(a.ours_bin),
         venv_cache=Path(a.venv_cache),
-        mlserver_batch_size=a.mlserver_max_batch_size,
-        mlserver_batch_time_ms=a.mlserver_max_batch_time_ms,
+        max_batch_size=a.max_batch_size,
+        max_batch_latency_ms=a.max_batch_latency_ms,
         mlserver_workers=a.mlserver_workers,
-        ours_batch_env=ours_env,
         update_readme=a.update_readme,
         keep_workdir=a.keep_workdir,
     )
