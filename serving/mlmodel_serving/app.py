@@ -1,0 +1,416 @@
+"""HTTP routes of the model server, independent of the HTTP server that carries them.
+
+:class:`ServingApp` answers ``(method, path, body, request id)`` with a
+:class:`Response`. It is served by the small HTTP/1.1 server in
+:mod:`mlmodel_serving.httpserver` (the fast path) and is also an ASGI application, so it
+can run under any ASGI server and be tested in-process. Build it with :func:`create_app`.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import re
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+from concurrent.futures import Executor, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import unquote
+
+from prometheus_client import CollectorRegistry
+
+from mlmodel_serving import __version__
+from mlmodel_serving.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from mlmodel_serving.metrics import ServingMetrics
+from mlmodel_serving.model import PREDICT, ModelInputError, SklearnModel, library_versions
+from mlmodel_serving.openapi import openapi_document
+from mlmodel_serving.predictor import DirectPredictor, Predictor
+from mlmodel_serving.protocol import (
+    InferenceError,
+    MethodNotAllowed,
+    NotFound,
+    NotReady,
+    PayloadTooLarge,
+    decode_v1_request,
+    decode_v2_request,
+    encode_error,
+    encode_json,
+    encode_v1_response,
+    encode_v2_response,
+)
+from mlmodel_serving.settings import Settings
+
+log = logging.getLogger("mlmodel_serving")
+
+JSON = b"application/json"
+Headers = list[tuple[bytes, bytes]]
+
+
+@dataclass(slots=True)
+class Response:
+    status: int
+    body: bytes
+    content_type: bytes = JSON
+    headers: Headers = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    method: str
+    template: str
+    name: str
+    protocol: str
+    summary: str
+
+
+# The REST surface. /openapi.json documents exactly these (kept true by a test).
+ROUTES: tuple[Route, ...] = (
+    Route("GET", "/v2", "server_metadata", "v2", "Server metadata"),
+    Route("GET", "/v2/health/live", "live", "v2", "Liveness: the process answers"),
+    Route("GET", "/v2/health/ready", "ready", "v2", "Readiness: the verified model is loaded"),
+    Route("GET", "/v2/models/{model_name}", "model_metadata", "v2", "Model metadata"),
+    Route("GET", "/v2/models/{model_name}/ready", "model_ready", "v2", "Model readiness"),
+    Route(
+        "POST",
+        "/v2/models/{model_name}/infer",
+        "infer",
+        "v2",
+        "Inference (Open Inference Protocol)",
+    ),
+    Route(
+        "GET",
+        "/v2/models/{model_name}/versions/{model_version}",
+        "model_metadata",
+        "v2",
+        "Model metadata",
+    ),
+    Route(
+        "GET",
+        "/v2/models/{model_name}/versions/{model_version}/ready",
+        "model_ready",
+        "v2",
+        "Model readiness",
+    ),
+    Route(
+        "POST",
+        "/v2/models/{model_name}/versions/{model_version}/infer",
+        "infer",
+        "v2",
+        "Inference (Open Inference Protocol)",
+    ),
+    Route("GET", "/v1/models/{model_name}", "v1_model", "v1", "Model status (KServe V1)"),
+    Route("POST", "/v1/models/{model_name}:predict", "v1_predict", "v1", "Prediction (KServe V1)"),
+    Route("GET", "/metrics", "metrics", "http", "Prometheus metrics"),
+    Route("GET", "/openapi.json", "openapi", "http", "This OpenAPI description"),
+)
+
+
+def _template_regex(template: str) -> re.Pattern[str]:
+    pattern = re.escape(template)
+    pattern = pattern.replace(re.escape("{model_name}"), r"(?P<model_name>[^/:]+)")
+    pattern = pattern.replace(re.escape("{model_version}"), r"(?P<model_version>[^/]+)")
+    return re.compile(f"^{pattern}$")
+
+
+_MATCHERS = [(route, _template_regex(route.template)) for route in ROUTES]
+_PATH_CACHE_LIMIT = 4096
+
+Handler = Callable[[bytes, dict[str, str], str], Awaitable[Response]]
+
+
+class ServingApp:
+    """The routes of one model server. ``model`` may arrive later via :meth:`set_model`."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        model: SklearnModel | None,
+        registry: CollectorRegistry,
+        executor: Executor | None = None,
+        predictor_factory: Callable[[SklearnModel, ServingMetrics, Executor], Predictor]
+        | None = None,
+    ) -> None:
+        self.settings = settings
+        self.metrics = ServingMetrics(registry, settings.model_name)
+        self.executor = executor or ThreadPoolExecutor(
+            max_workers=settings.predict_threads, thread_name_prefix="predict"
+        )
+        self._predictor_factory = predictor_factory or DirectPredictor
+        self.model: SklearnModel | None = None
+        self.predictor: Predictor | None = None
+        self.draining = False
+        self._model_headers: Headers = []
+        self._id_prefix = secrets.token_hex(4)
+        self._ids = itertools.count(1)
+        self._path_cache: dict[tuple[str, str], tuple[Route, dict[str, str]] | None] = {}
+        self._handlers: dict[str, Handler] = {
+            "server_metadata": self._server_metadata,
+            "live": self._live,
+            "ready": self._ready,
+            "model_metadata": self._model_metadata,
+            "model_ready": self._model_ready,
+            "infer": self._infer_v2,
+            "v1_model": self._v1_model,
+            "v1_predict": self._v1_predict,
+            "metrics": self._metrics,
+            "openapi": self._openapi,
+        }
+        self._openapi_body = encode_json(openapi_document())
+        self.metrics.set_ready(False)
+        if model is not None:
+            self.set_model(model)
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    def set_model(self, model: SklearnModel) -> None:
+        """Start serving ``model`` (already verified and loaded); readiness turns green."""
+        if model.name != self.settings.model_name:
+            raise ValueError(
+                f"model is named {model.name!r} but the server serves {self.settings.model_name!r}"
+            )
+        self.predictor = self._predictor_factory(model, self.metrics, self.executor)
+        self._model_headers = [
+            (b"x-model-version", model.version.encode()),
+            (b"x-model-sha256", model.sha256.encode()),
+        ]
+        self.metrics.set_model_info(
+            model.version, model.sha256, library_versions(), model.load_seconds
+        )
+        self.model = model
+        self.metrics.set_ready(True)
+
+    def start_draining(self) -> None:
+        """Readiness turns red (shutdown has begun); requests in flight still complete."""
+        self.draining = True
+        self.metrics.set_ready(False)
+
+    async def close(self) -> None:
+        if self.predictor is not None:
+            await self.predictor.close()
+        self.executor.shutdown(wait=False, cancel_futures=True)
+
+    @property
+    def ready(self) -> bool:
+        return self.model is not None and not self.draining
+
+    # -- dispatch --------------------------------------------------------------------
+
+    def new_request_id(self) -> str:
+        return f"{self._id_prefix}-{next(self._ids):x}"
+
+    def resolve(self, method: str, path: str) -> tuple[Route, dict[str, str]]:
+        """The route for ``method`` and ``path``, or NotFound / MethodNotAllowed."""
+        key = (method, path)
+        hit = self._path_cache.get(key)
+        if hit is not None:
+            return hit
+        decoded = unquote(path) if "%" in path else path
+        allowed: list[str] = []
+        for route, regex in _MATCHERS:
+            match = regex.match(decoded)
+            if match is None:
+                continue
+            if route.method != method:
+                allowed.append(route.method)
+                continue
+            found = (route, match.groupdict())
+            if len(self._path_cache) >= _PATH_CACHE_LIMIT:
+                self._path_cache.clear()
+            self._path_cache[key] = found
+            return found
+        if allowed:
+            raise MethodNotAllowed(
+                f"method {method} is not allowed on {decoded}: use {' or '.join(allowed)}"
+            )
+        raise NotFound(
+            f"no route {method} {decoded}: see /openapi.json "
+            f"(inference is POST /v2/models/{self.settings.model_name}/infer)"
+        )
+
+    async def handle(
+        self, method: str, path: str, body: bytes, request_id: str | None = None
+    ) -> Response:
+        """Answer one request. Never raises: errors become JSON error responses."""
+        start = time.perf_counter()
+        request_id = request_id or self.new_request_id()
+        route_name, protocol = "unmatched", "http"
+        try:
+            route, params = self.resolve(method, path)
+            route_name, protocol = route.template, route.protocol
+            response = await self._handlers[route.name](body, params, request_id)
+        except (InferenceError, ModelInputError) as exc:
+            response = self.error_response(exc, request_id)
+        except Exception:
+            log.exception(
+                "request failed: %s %s",
+                method,
+                path,
+                extra={"request_id": request_id, "model": self.settings.model_name},
+            )
+            response = Response(
+                500,
+                encode_error(
+                    f"internal error while serving the request; request id {request_id}", request_id
+                ),
+                headers=list(self._model_headers),
+            )
+        response.headers.append((b"x-request-id", request_id.encode()))
+        self.metrics.observe_request(
+            protocol, route_name, response.status, time.perf_counter() - start
+        )
+        return response
+
+    def error_response(self, exc: Exception, request_id: str | None = None) -> Response:
+        status = exc.status if isinstance(exc, InferenceError) else 400
+        message = exc.message if isinstance(exc, InferenceError) else str(exc)
+        headers: Headers = [(b"allow", b"GET, POST")] if status == 405 else []
+        return Response(status, encode_error(message, request_id), headers=headers)
+
+    def payload_too_large(self, request_id: str | None = None) -> Response:
+        exc = PayloadTooLarge(
+            f"request body is larger than the limit of {self.settings.max_body_bytes} bytes "
+            "(MLMODEL_MAX_BODY_BYTES): send fewer rows per request"
+        )
+        return self.error_response(exc, request_id)
+
+    # -- routes ----------------------------------------------------------------------
+
+    def _require_model(self, params: dict[str, str]) -> SklearnModel:
+        name = params["model_name"]
+        if name != self.settings.model_name:
+            raise NotFound(
+                f"model {name!r} not found: this server serves {self.settings.model_name!r}"
+            )
+        model = self.model
+        if model is None:
+            raise NotReady(f"model {name!r} is still being fetched and verified; retry shortly")
+        version = params.get("model_version")
+        if version is not None and version != model.version:
+            raise NotFound(
+                f"version {version!r} of model {name!r} not found: this server serves version {model.version!r}"
+            )
+        return model
+
+    async def _server_metadata(
+        self, body: bytes, params: dict[str, str], request_id: str
+    ) -> Response:
+        return Response(
+            200, encode_json({"name": "mlmodel-serve", "version": __version__, "extensions": []})
+        )
+
+    async def _live(self, body: bytes, params: dict[str, str], request_id: str) -> Response:
+        return Response(200, b'{"live":true}')
+
+    async def _ready(self, body: bytes, params: dict[str, str], request_id: str) -> Response:
+        if self.ready:
+            return Response(200, b'{"ready":true}')
+        return Response(503, b'{"ready":false}')
+
+    async def _model_metadata(
+        self, body: bytes, params: dict[str, str], request_id: str
+    ) -> Response:
+        model = self._require_model(params)
+        return Response(200, encode_json(model.metadata()), headers=list(self._model_headers))
+
+    async def _model_ready(self, body: bytes, params: dict[str, str], request_id: str) -> Response:
+        model = self._require_model(params)
+        return Response(
+            200 if self.ready else 503,
+            encode_json({"name": model.name, "ready": self.ready}),
+            headers=list(self._model_headers),
+        )
+
+    async def _infer_v2(self, body: bytes, params: dict[str, str], request_id: str) -> Response:
+        model = self._require_model(params)
+        request = decode_v2_request(body)
+        outputs = model.check_outputs(request.outputs)
+        model.check_input(request.data)
+        assert self.predictor is not None
+        result = await self.predictor.predict(request.data, outputs)
+        return Response(
+            200,
+            encode_v2_response(model.name, model.version, request.id, result),
+            headers=list(self._model_headers),
+        )
+
+    async def _v1_model(self, body: bytes, params: dict[str, str], request_id: str) -> Response:
+        model = self._require_model(params)
+        return Response(
+            200,
+            encode_json({"name": model.name, "ready": self.ready}),
+            headers=list(self._model_headers),
+        )
+
+    async def _v1_predict(self, body: bytes, params: dict[str, str], request_id: str) -> Response:
+        model = self._require_model(params)
+        request = decode_v1_request(body)
+        model.check_input(request.data)
+        assert self.predictor is not None
+        result = await self.predictor.predict(request.data, (PREDICT,))
+        return Response(200, encode_v1_response(result), headers=list(self._model_headers))
+
+    async def _metrics(self, body: bytes, params: dict[str, str], request_id: str) -> Response:
+        return Response(200, self.metrics.render(), content_type=METRICS_CONTENT_TYPE.encode())
+
+    async def _openapi(self, body: bytes, params: dict[str, str], request_id: str) -> Response:
+        return Response(200, self._openapi_body)
+
+    # -- ASGI ------------------------------------------------------------------------
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        """ASGI entry point (HTTP and lifespan), for in-process tests and ASGI servers."""
+        if scope["type"] == "lifespan":
+            while True:
+                message = await receive()
+                if message["type"] == "lifespan.startup":
+                    await send({"type": "lifespan.startup.complete"})
+                elif message["type"] == "lifespan.shutdown":
+                    await self.close()
+                    await send({"type": "lifespan.shutdown.complete"})
+                    return
+        if scope["type"] != "http":
+            return
+        request_id: str | None = None
+        declared = 0
+        for name, value in scope["headers"]:
+            if name == b"x-request-id":
+                request_id = value.decode("latin-1")
+            elif name == b"content-length":
+                declared = int(value) if value.isdigit() else 0
+        response: Response | None = None
+        if declared > self.settings.max_body_bytes:
+            response = self.payload_too_large(request_id)
+        else:
+            chunks: list[bytes] = []
+            size = 0
+            more = True
+            while more:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    return
+                chunk = message.get("body", b"")
+                size += len(chunk)
+                if size > self.settings.max_body_bytes:
+                    response = self.payload_too_large(request_id)
+                    break
+                chunks.append(chunk)
+                more = message.get("more_body", False)
+            if response is None:
+                response = await self.handle(
+                    scope["method"], scope["path"], b"".join(chunks), request_id
+                )
+        headers = [(b"content-type", response.content_type), *response.headers]
+        await send({"type": "http.response.start", "status": response.status, "headers": headers})
+        await send({"type": "http.response.body", "body": response.body})
+
+
+def create_app(
+    settings: Settings,
+    model: SklearnModel | None,
+    registry: CollectorRegistry,
+    executor: Executor | None = None,
+) -> ServingApp:
+    """Build the app. ``model=None`` starts it not ready until :meth:`ServingApp.set_model`."""
+    return ServingApp(settings, model, registry, executor)

@@ -1,0 +1,156 @@
+"""``mlmodel-serve``: fetch, verify, load and serve one model until SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import json
+import logging
+import signal
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import prometheus_client
+from prometheus_client import CollectorRegistry
+
+from mlmodel_serving.app import ServingApp, create_app
+from mlmodel_serving.artifacts import fetch_verified
+from mlmodel_serving.httpserver import HttpServer
+from mlmodel_serving.model import SklearnModel, silence_feature_name_warnings
+from mlmodel_serving.settings import Settings, load_settings
+
+log = logging.getLogger("mlmodel_serving")
+
+_STANDARD_ATTRS = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message and any ``extra`` fields."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "time": dt.datetime.fromtimestamp(record.created, dt.UTC).isoformat(
+                timespec="milliseconds"
+            ),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        for key, value in vars(record).items():
+            if key not in _STANDARD_ATTRS and not key.startswith("_"):
+                entry[key] = value
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, default=str)
+
+
+def configure_logging(log_format: str, level: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    if log_format == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+
+
+def load_model(settings: Settings) -> SklearnModel:
+    """Fetch the artifact into the cache, verify its digest and unpickle it (blocking)."""
+    start = time.perf_counter()
+    try:
+        settings.cache_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OSError(
+            f"cannot create the cache directory {settings.cache_dir} ({exc.strerror}): "
+            "set MLMODEL_CACHE_DIR or --cache-dir to a writable directory"
+        ) from None
+    path = fetch_verified(
+        settings.artifact_uri, settings.artifact_sha256, settings.cache_dir, settings.s3
+    )
+    model = SklearnModel.load(
+        path, settings.artifact_sha256, settings.model_name, settings.model_version
+    )
+    model.load_seconds = time.perf_counter() - start
+    return model
+
+
+async def serve(settings: Settings) -> int:
+    """Listen at once (live, not ready), load the model, serve until SIGTERM. Exit code."""
+    app: ServingApp = create_app(settings, None, CollectorRegistry())
+    server = HttpServer(
+        app, max_body_bytes=settings.max_body_bytes, keepalive_timeout=settings.keepalive_timeout
+    )
+    port = await server.start(settings.http_host, settings.http_port)
+    log.info(
+        "listening",
+        extra={
+            "host": settings.http_host,
+            "port": port,
+            "model": settings.model_name,
+            "version": settings.model_version,
+            "batching": settings.batching,
+            "max_batch_size": settings.max_batch_size,
+            "max_batch_latency_ms": settings.max_batch_latency_ms,
+        },
+    )
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+    exit_code = 0
+    loading = asyncio.ensure_future(asyncio.to_thread(load_model, settings))
+    stopping = asyncio.ensure_future(stop.wait())
+    await asyncio.wait({loading, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    if loading.done():
+        exc = loading.exception()
+        if exc is None:
+            model = loading.result()
+            app.set_model(model)
+            log.info(
+                "model loaded and verified; ready",
+                extra={"model": model.name, "version": model.version, "sha256": model.sha256,
+                       "load_seconds": round(model.load_seconds, 3)},
+            )  # fmt: skip
+            await stopping
+        else:
+            log.error(
+                "refusing to serve: %s",
+                exc,
+                extra={"model": settings.model_name, "uri": settings.artifact_uri},
+            )
+            exit_code = 1
+    else:
+        loading.cancel()
+    stopping.cancel()
+    log.info("shutting down", extra={"graceful_timeout": settings.graceful_timeout})
+    app.start_draining()
+    await server.shutdown(settings.graceful_timeout)
+    await app.close()
+    return exit_code
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        settings = load_settings(argv)
+    except ValueError as exc:
+        print(f"mlmodel-serve: {exc}", file=sys.stderr)
+        return 2
+    configure_logging(settings.log_format, settings.log_level)
+    silence_feature_name_warnings()
+    prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]  # halves /metrics
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency off Windows
+        return asyncio.run(serve(settings))
+    with contextlib.suppress(KeyboardInterrupt):
+        return int(uvloop.run(serve(settings)))
+    return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

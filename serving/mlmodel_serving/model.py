@@ -1,0 +1,154 @@
+"""The loaded model: a scikit-learn estimator with its identity. Knows nothing of HTTP."""
+
+from __future__ import annotations
+
+import platform
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mlmodel_serving.artifacts import load_verified_joblib
+
+PREDICT = "predict"
+PREDICT_PROBA = "predict_proba"
+INPUT_NAME = "input-0"
+
+
+def silence_feature_name_warnings() -> None:
+    """Process-wide: a model fitted on a DataFrame warns on every array input.
+
+    The server always passes arrays in the training column order, so the warning is noise
+    (and ``warnings.catch_warnings`` per call is not thread-safe). Called by the CLI.
+    """
+    warnings.filterwarnings("ignore", message="X does not have valid feature names")
+
+
+class ModelInputError(ValueError):
+    """The input does not fit the model (wrong rank, feature count or output name)."""
+
+
+def library_versions() -> dict[str, str]:
+    """Versions of the libraries a pickled scikit-learn model depends on."""
+    import joblib
+    import sklearn
+
+    return {
+        "python": platform.python_version(),
+        "sklearn": sklearn.__version__,
+        "joblib": joblib.__version__,
+        "numpy": np.__version__,
+    }
+
+
+@dataclass
+class SklearnModel:
+    """One scikit-learn estimator (or Pipeline), its name, version and artifact digest."""
+
+    estimator: Any
+    name: str
+    version: str
+    sha256: str
+    load_seconds: float = 0.0
+    n_features: int | None = field(init=False)
+    outputs: tuple[str, ...] = field(init=False)
+    classes: np.ndarray[Any, Any] | None = field(init=False)
+
+    def __post_init__(self) -> None:
+        if not callable(getattr(self.estimator, PREDICT, None)):
+            raise TypeError(
+                f"the artifact holds a {type(self.estimator).__name__}, which has no predict(): "
+                "expected a scikit-learn estimator or Pipeline"
+            )
+        n = getattr(self.estimator, "n_features_in_", None)
+        self.n_features = int(n) if n is not None else None
+        has_proba = callable(getattr(self.estimator, PREDICT_PROBA, None))
+        self.outputs = (PREDICT, PREDICT_PROBA) if has_proba else (PREDICT,)
+        classes = getattr(self.estimator, "classes_", None)
+        self.classes = np.asarray(classes) if classes is not None else None
+
+    @classmethod
+    def load(cls, path: Path, sha256: str, name: str, version: str) -> SklearnModel:
+        """Load a verified joblib artifact (the digest is checked again before unpickling)."""
+        start = time.perf_counter()
+        estimator = load_verified_joblib(path, sha256)
+        return cls(estimator, name, version, sha256, load_seconds=time.perf_counter() - start)
+
+    @property
+    def is_classifier(self) -> bool:
+        return self.classes is not None
+
+    def check_outputs(self, requested: tuple[str, ...]) -> tuple[str, ...]:
+        """The outputs to compute: ``requested``, or ``("predict",)`` when none were named."""
+        if not requested:
+            return (PREDICT,)
+        for name in requested:
+            if name not in self.outputs:
+                raise ModelInputError(
+                    f"unknown output {name!r}: model {self.name!r} has outputs {list(self.outputs)}"
+                )
+        return requested
+
+    def check_input(self, x: np.ndarray[Any, Any]) -> None:
+        """Reject input that does not have the shape ``[N, n_features]`` with N >= 1."""
+        expected = f"[N, {self.n_features}]" if self.n_features is not None else "[N, F]"
+        if x.ndim != 2:
+            raise ModelInputError(
+                f"input has shape {list(x.shape)}: expected a 2-D shape {expected}"
+            )
+        if x.shape[0] == 0:
+            raise ModelInputError(f"input has no rows: expected shape {expected} with N >= 1")
+        if self.n_features is not None and x.shape[1] != self.n_features:
+            raise ModelInputError(
+                f"input has {x.shape[1]} features per row: model {self.name!r} expects "
+                f"{self.n_features} (shape {expected})"
+            )
+
+    def predict(
+        self, x: np.ndarray[Any, Any], outputs: tuple[str, ...]
+    ) -> dict[str, np.ndarray[Any, Any]]:
+        """Compute the named outputs for the rows of ``x`` (already checked)."""
+        return {name: np.asarray(getattr(self.estimator, name)(x)) for name in outputs}
+
+    def output_metadata(self) -> list[dict[str, Any]]:
+        meta = []
+        for name in self.outputs:
+            if name == PREDICT:
+                dtype = _label_datatype(self.classes) if self.classes is not None else "FP64"
+                meta.append({"name": PREDICT, "datatype": dtype, "shape": [-1]})
+            else:
+                n_classes = len(self.classes) if self.classes is not None else -1
+                meta.append({"name": PREDICT_PROBA, "datatype": "FP64", "shape": [-1, n_classes]})
+        return meta
+
+    def metadata(self) -> dict[str, Any]:
+        """V2 model metadata, with the artifact identity and library versions as parameters."""
+        return {
+            "name": self.name,
+            "versions": [self.version],
+            "platform": "sklearn",
+            "inputs": [
+                {"name": INPUT_NAME, "datatype": "FP64", "shape": [-1, self.n_features or -1]}
+            ],
+            "outputs": self.output_metadata(),
+            "parameters": {
+                "version": self.version,
+                "sha256": self.sha256,
+                "estimator": type(self.estimator).__name__,
+                **library_versions(),
+            },
+        }
+
+
+def _label_datatype(classes: np.ndarray[Any, Any]) -> str:
+    kind = classes.dtype.kind
+    if kind in "iu":
+        return "INT64"
+    if kind == "f":
+        return "FP64"
+    if kind == "b":
+        return "BOOL"
+    return "BYTES"

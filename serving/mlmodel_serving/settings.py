@@ -1,0 +1,233 @@
+"""Configuration of the model server: environment variables, each overridable by a flag.
+
+The environment variable names are a contract with the operator, which sets them on the
+serving container. Secrets (the S3 secret key) are read from the environment only and
+are never printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mlmodel_serving.artifacts import S3Config, validate_sha256
+
+DEFAULT_CACHE_DIR = "/var/cache/mlmodel"
+DEFAULT_MAX_BODY_BYTES = 16 * 1024 * 1024
+DEFAULT_MAX_BATCH_SIZE = 0
+DEFAULT_MAX_BATCH_LATENCY_MS = 0.0
+
+
+@dataclass(frozen=True)
+class Settings:
+    model_name: str
+    artifact_uri: str
+    artifact_sha256: str
+    model_version: str = "1"
+    cache_dir: Path = Path(DEFAULT_CACHE_DIR)
+    http_host: str = "0.0.0.0"
+    http_port: int = 8080
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    log_format: str = "json"
+    log_level: str = "info"
+    max_batch_size: int = DEFAULT_MAX_BATCH_SIZE
+    max_batch_latency_ms: float = DEFAULT_MAX_BATCH_LATENCY_MS
+    predict_threads: int = 1
+    keepalive_timeout: float = 60.0
+    graceful_timeout: float = 25.0
+    s3: S3Config | None = field(default=None, repr=True)
+
+    def __post_init__(self) -> None:
+        if not self.model_name:
+            raise ValueError("model name is empty: set MLMODEL_MODEL_NAME or --model-name")
+        if "/" in self.model_name or ":" in self.model_name:
+            raise ValueError(
+                f"invalid model name {self.model_name!r}: it may not contain '/' or ':'"
+            )
+        if not self.model_version or "/" in self.model_version:
+            raise ValueError(
+                f"invalid model version {self.model_version!r}: a non-empty string without '/'"
+            )
+        if not self.artifact_uri:
+            raise ValueError("artifact URI is empty: set MLMODEL_ARTIFACT_URI or --artifact-uri")
+        try:
+            validate_sha256(self.artifact_sha256)
+        except ValueError:
+            raise ValueError(
+                f"invalid MLMODEL_ARTIFACT_SHA256 {self.artifact_sha256!r}: expected 64 lowercase hex characters"
+            ) from None
+        if not 0 < self.http_port < 65536:
+            raise ValueError(f"invalid HTTP port {self.http_port}: expected 1-65535")
+        if self.max_body_bytes < 1024:
+            raise ValueError(
+                f"invalid max body bytes {self.max_body_bytes}: expected at least 1024"
+            )
+        if self.log_format not in ("json", "text"):
+            raise ValueError(f"invalid log format {self.log_format!r}: expected json or text")
+        if self.max_batch_size < 0:
+            raise ValueError(
+                f"invalid max batch size {self.max_batch_size}: expected >= 0 (0 disables batching)"
+            )
+        if self.max_batch_latency_ms < 0:
+            raise ValueError(
+                f"invalid max batch latency {self.max_batch_latency_ms} ms: expected >= 0 (0 disables batching)"
+            )
+        if self.predict_threads < 1:
+            raise ValueError(f"invalid predict threads {self.predict_threads}: expected >= 1")
+
+    @property
+    def batching(self) -> bool:
+        """Micro-batching is on unless the batch size or latency is 0."""
+        return self.max_batch_size > 1 and self.max_batch_latency_ms > 0
+
+
+def _env_bool(name: str, value: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("", "0", "false", "no", "off"):
+        return False
+    raise ValueError(f"invalid {name}={value!r}: expected true or false")
+
+
+def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
+    """Flags, each defaulting to its environment variable."""
+
+    def env(name: str, default: str = "") -> str:
+        return environ.get(name, default)
+
+    p = argparse.ArgumentParser(
+        prog="mlmodel-serve",
+        description="Serve one verified scikit-learn model over the Open Inference Protocol (V2) and KServe V1.",
+    )
+    p.add_argument("--model-name", default=env("MLMODEL_MODEL_NAME"), help="[MLMODEL_MODEL_NAME]")
+    p.add_argument(
+        "--model-version", default=env("MLMODEL_MODEL_VERSION", "1"), help="[MLMODEL_MODEL_VERSION]"
+    )
+    p.add_argument(
+        "--artifact-uri",
+        default=env("MLMODEL_ARTIFACT_URI"),
+        help="s3://bucket/key or a local path [MLMODEL_ARTIFACT_URI]",
+    )
+    p.add_argument(
+        "--artifact-sha256",
+        default=env("MLMODEL_ARTIFACT_SHA256"),
+        help="expected sha256 of the artifact, 64 lowercase hex [MLMODEL_ARTIFACT_SHA256]",
+    )
+    p.add_argument(
+        "--s3-endpoint", default=env("MLMODEL_S3_ENDPOINT"), help="host:port [MLMODEL_S3_ENDPOINT]"
+    )
+    p.add_argument(
+        "--s3-secure",
+        default=env("MLMODEL_S3_SECURE", "false"),
+        help="use TLS: true/false [MLMODEL_S3_SECURE]",
+    )
+    p.add_argument("--s3-region", default=env("MLMODEL_S3_REGION"), help="[MLMODEL_S3_REGION]")
+    p.add_argument(
+        "--cache-dir",
+        default=env("MLMODEL_CACHE_DIR", DEFAULT_CACHE_DIR),
+        help="[MLMODEL_CACHE_DIR]",
+    )
+    p.add_argument(
+        "--host", default=env("MLMODEL_HTTP_HOST", "0.0.0.0"), help="[MLMODEL_HTTP_HOST]"
+    )
+    p.add_argument(
+        "--port",
+        type=int,
+        default=int(env("MLMODEL_HTTP_PORT", "8080")),
+        help="[MLMODEL_HTTP_PORT]",
+    )
+    p.add_argument(
+        "--max-body-bytes",
+        type=int,
+        default=int(env("MLMODEL_MAX_BODY_BYTES", str(DEFAULT_MAX_BODY_BYTES))),
+        help="largest request body accepted; larger gets 413 [MLMODEL_MAX_BODY_BYTES]",
+    )
+    p.add_argument(
+        "--log-format",
+        default=env("MLMODEL_LOG_FORMAT", "json"),
+        choices=["json", "text"],
+        help="[MLMODEL_LOG_FORMAT]",
+    )
+    p.add_argument(
+        "--log-level", default=env("MLMODEL_LOG_LEVEL", "info"), help="[MLMODEL_LOG_LEVEL]"
+    )
+    p.add_argument(
+        "--max-batch-size",
+        type=int,
+        default=int(env("MLMODEL_MAX_BATCH_SIZE", str(DEFAULT_MAX_BATCH_SIZE))),
+        help="most rows per predict call; 0 disables batching [MLMODEL_MAX_BATCH_SIZE]",
+    )
+    p.add_argument(
+        "--max-batch-latency-ms",
+        type=float,
+        default=float(env("MLMODEL_MAX_BATCH_LATENCY_MS", str(DEFAULT_MAX_BATCH_LATENCY_MS))),
+        help="longest a request waits for others to join its batch; 0 disables batching "
+        "[MLMODEL_MAX_BATCH_LATENCY_MS]",
+    )
+    p.add_argument(
+        "--predict-threads",
+        type=int,
+        default=int(env("MLMODEL_PREDICT_THREADS", "1")),
+        help="threads running predict calls [MLMODEL_PREDICT_THREADS]",
+    )
+    p.add_argument(
+        "--keepalive-timeout",
+        type=float,
+        default=float(env("MLMODEL_KEEPALIVE_TIMEOUT_SECONDS", "60")),
+        help="close idle connections after this many seconds [MLMODEL_KEEPALIVE_TIMEOUT_SECONDS]",
+    )
+    p.add_argument(
+        "--graceful-timeout",
+        type=float,
+        default=float(env("MLMODEL_GRACEFUL_TIMEOUT_SECONDS", "25")),
+        help="on SIGTERM, wait this long for in-flight requests [MLMODEL_GRACEFUL_TIMEOUT_SECONDS]",
+    )
+    return p
+
+
+def load_settings(
+    argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None
+) -> Settings:
+    """Settings from flags over environment variables. Raises ValueError on bad values."""
+    env = os.environ if environ is None else environ
+    try:
+        args = build_parser(env).parse_args(argv)
+    except ValueError as exc:  # a malformed numeric environment variable
+        raise ValueError(f"invalid numeric setting in the environment: {exc}") from None
+    s3: S3Config | None = None
+    if args.s3_endpoint:
+        s3 = S3Config.from_env(
+            {
+                "MLMODEL_S3_ENDPOINT": args.s3_endpoint,
+                "MLMODEL_S3_SECURE": str(_env_bool("MLMODEL_S3_SECURE", args.s3_secure)),
+                "MLMODEL_S3_REGION": args.s3_region or "",
+                "MLMODEL_S3_ACCESS_KEY": env.get("MLMODEL_S3_ACCESS_KEY", ""),
+                "MLMODEL_S3_SECRET_KEY": env.get("MLMODEL_S3_SECRET_KEY", ""),
+            }
+        )
+    elif args.artifact_uri.startswith("s3://"):
+        raise ValueError(
+            f"artifact {args.artifact_uri} is on S3 but MLMODEL_S3_ENDPOINT / --s3-endpoint is not set"
+        )
+    return Settings(
+        model_name=args.model_name,
+        model_version=args.model_version,
+        artifact_uri=args.artifact_uri,
+        artifact_sha256=args.artifact_sha256,
+        cache_dir=Path(args.cache_dir),
+        http_host=args.host,
+        http_port=args.port,
+        max_body_bytes=args.max_body_bytes,
+        log_format=args.log_format,
+        log_level=args.log_level,
+        max_batch_size=args.max_batch_size,
+        max_batch_latency_ms=args.max_batch_latency_ms,
+        predict_threads=args.predict_threads,
+        keepalive_timeout=args.keepalive_timeout,
+        graceful_timeout=args.graceful_timeout,
+        s3=s3,
+    )

@@ -1,0 +1,89 @@
+"""Settings from the environment contract, overridden by flags."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from mlmodel_serving.artifacts import S3Config
+from mlmodel_serving.settings import load_settings
+
+SHA = "a" * 64
+BASE = {
+    "MLMODEL_MODEL_NAME": "churn",
+    "MLMODEL_MODEL_VERSION": "3",
+    "MLMODEL_ARTIFACT_URI": "s3://models/churn/3/model.joblib",
+    "MLMODEL_ARTIFACT_SHA256": SHA,
+    "MLMODEL_S3_ENDPOINT": "minio.team-a.svc:9000",
+    "MLMODEL_S3_ACCESS_KEY": "ak",
+    "MLMODEL_S3_SECRET_KEY": "sk-secret",
+}
+
+
+def test_environment_contract() -> None:
+    s = load_settings(
+        [],
+        {
+            **BASE,
+            "MLMODEL_S3_SECURE": "true",
+            "MLMODEL_S3_REGION": "eu-west-1",
+            "MLMODEL_CACHE_DIR": "/cache",
+            "MLMODEL_HTTP_HOST": "127.0.0.1",
+            "MLMODEL_HTTP_PORT": "9000",
+            "MLMODEL_MAX_BODY_BYTES": "2048",
+            "MLMODEL_LOG_FORMAT": "text",
+            "MLMODEL_MAX_BATCH_SIZE": "32",
+            "MLMODEL_MAX_BATCH_LATENCY_MS": "5",
+        },
+    )
+    assert (s.model_name, s.model_version, s.artifact_uri, s.artifact_sha256) == (
+        "churn",
+        "3",
+        "s3://models/churn/3/model.joblib",
+        SHA,
+    )
+    assert s.s3 == S3Config(
+        "minio.team-a.svc:9000", "ak", "sk-secret", secure=True, region="eu-west-1"
+    )
+    assert s.cache_dir == Path("/cache") and (s.http_host, s.http_port) == ("127.0.0.1", 9000)
+    assert (s.max_body_bytes, s.log_format) == (2048, "text")
+    assert (s.max_batch_size, s.max_batch_latency_ms, s.batching) == (32, 5.0, True)
+    assert "sk-secret" not in repr(s)
+
+
+def test_defaults() -> None:
+    s = load_settings(
+        [], {k: v for k, v in BASE.items() if "S3" not in k} | {"MLMODEL_ARTIFACT_URI": "/m.joblib"}
+    )
+    assert s.s3 is None
+    assert s.cache_dir == Path("/var/cache/mlmodel")
+    assert (s.http_host, s.http_port, s.log_format) == ("0.0.0.0", 8080, "json")
+
+
+def test_flags_override_the_environment() -> None:
+    s = load_settings(["--model-name", "other", "--port", "1234", "--max-batch-size", "0"], BASE)
+    assert (s.model_name, s.http_port, s.batching) == ("other", 1234, False)
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"MLMODEL_ARTIFACT_SHA256": "ABC"}, "64 lowercase hex"),
+        ({"MLMODEL_ARTIFACT_SHA256": ""}, "64 lowercase hex"),
+        ({"MLMODEL_MODEL_NAME": ""}, "MLMODEL_MODEL_NAME"),
+        ({"MLMODEL_MODEL_NAME": "a/b"}, "may not contain"),
+        ({"MLMODEL_ARTIFACT_URI": ""}, "MLMODEL_ARTIFACT_URI"),
+        ({"MLMODEL_S3_ENDPOINT": ""}, "MLMODEL_S3_ENDPOINT"),
+        ({"MLMODEL_S3_SECURE": "perhaps"}, "true or false"),
+        ({"MLMODEL_HTTP_PORT": "http"}, "invalid numeric setting"),
+        ({"MLMODEL_HTTP_PORT": "70000"}, "1-65535"),
+        ({"MLMODEL_MAX_BATCH_SIZE": "-1"}, "0 disables"),
+        ({"MLMODEL_MAX_BATCH_LATENCY_MS": "-1"}, "0 disables"),
+    ],
+)
+def test_bad_settings_name_the_variable_and_the_accepted_values(
+    env: dict[str, str], message: str
+) -> None:
+    with pytest.raises(ValueError, match=message):
+        load_settings([], {**BASE, **env})
