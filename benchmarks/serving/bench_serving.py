@@ -56,6 +56,7 @@ ALL_SERVERS = (
     "mlserver-batching",
     "fastapi",
     "hello",
+    "hello-raw",
 )
 OURS = ("ours", "ours-batching")
 BLAS_ENV = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")
@@ -281,9 +282,10 @@ def build_server(
             str(port),
         ]
         return Server(name, argv, port, infer, env, cwd, log)
-    if name == "hello":
+    if name in ("hello", "hello-raw"):
         py = venvs["fastapi"] / "bin" / "python"
-        argv = [str(py), str(SERVERS_DIR / "hello_server.py"), "--port", str(port)]
+        script = "hello_server.py" if name == "hello" else "hello_raw_server.py"
+        argv = [str(py), str(SERVERS_DIR / script), "--port", str(port)]
         return Server(name, argv, port, infer, env, cwd, log)
     raise ValueError(f"unknown server {name!r}; known: {', '.join(ALL_SERVERS)}")
 
@@ -292,7 +294,7 @@ def needed_venvs(servers: Sequence[str]) -> list[str]:
     need = []
     for s in servers:
         v = {"kserve": "kserve", "mlserver": "mlserver", "mlserver-batching": "mlserver"}.get(
-            s, "fastapi" if s in ("fastapi", "hello") else None
+            s, "fastapi" if s in ("fastapi", "hello", "hello-raw") else None
         )
         if v and v not in need:
             need.append(v)
@@ -493,7 +495,7 @@ def bench_model(
         # Cold start: one server at a time, so they do not compete for the CPU.
         for name in servers:
             srv = build_server(name, case, opts, venvs, workdir)
-            check = accept_any if name == "hello" else prediction_checker(case.expected(1))
+            check = accept_any if name in report.FLOORS else prediction_checker(case.expected(1))
             srv.start()
             live[name] = srv
             try:
@@ -508,7 +510,7 @@ def bench_model(
             print(f"#   {name}: first prediction {cold:.2f}s after start", file=sys.stderr)
             # Larger batches must be right too before we time them.
             for b in opts.batches:
-                if name == "hello":
+                if name in report.FLOORS:
                     break
                 status, out = http("POST", srv.url, case.v2_body(b), timeout=30, headers=JSON)
                 if status != 200 or not prediction_checker(case.expected(b))(out):

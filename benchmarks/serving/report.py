@@ -17,7 +17,9 @@ _DURATION = re.compile(r"^\s*([0-9]*\.?[0-9]+)(us|ms|s|m|h)\s*$")
 # model at all). Ours are the rest.
 ANCHORS_UNBATCHED = ("kserve", "mlserver")
 ANCHORS_ALL = ("kserve", "mlserver", "mlserver-batching")
-FLOOR_HELLO = "hello"
+# Floors: no model at all, the same requests. "hello" is a bare ASGI app on uvicorn;
+# "hello-raw" an asyncio protocol on httptools, the stack mlmodel-serve is built on.
+FLOORS = ("hello", "hello-raw")
 PLAIN = "fastapi"
 
 
@@ -174,7 +176,7 @@ class Comparison:
     rps_vs_best_anchor: float | None
     p99_vs_best_anchor: float | None
     rps_vs_plain: float | None
-    rps_vs_hello: float | None
+    rps_vs_floors: dict[str, float | None]
     rps_vs_inprocess: float | None
 
 
@@ -191,14 +193,14 @@ def compare(
         return None
     best = best_of(rows, anchors)
     plain = by_name.get(PLAIN)
-    hello = by_name.get(FLOOR_HELLO)
+    floors = {f: ratio(mine.rps, by_name[f].rps) for f in FLOORS if f in by_name}
     return Comparison(
         ours=ours,
         best_anchor=best.server if best else None,
         rps_vs_best_anchor=ratio(mine.rps, best.rps if best else None),
         p99_vs_best_anchor=ratio(mine.p99_ms, best.p99_ms if best else None),
         rps_vs_plain=ratio(mine.rps, plain.rps if plain else None),
-        rps_vs_hello=ratio(mine.rps, hello.rps if hello else None),
+        rps_vs_floors=floors,
         rps_vs_inprocess=ratio(mine.rps, inprocess_rps),
     )
 
@@ -253,8 +255,13 @@ def config_section(
         out.append(
             f"- **{c.ours}**: {fmt_ratio(c.rps_vs_best_anchor)} the req/s of the best anchor"
             f" ({c.best_anchor or '-'}), p99 {fmt_ratio(c.p99_vs_best_anchor)} of its p99;"
-            f" {fmt_ratio(c.rps_vs_plain)} plain FastAPI; {fmt_ratio(c.rps_vs_hello)} the hello floor;"
-            f" {fmt_ratio(c.rps_vs_inprocess)} the in-process predict floor"
+            f" {fmt_ratio(c.rps_vs_plain)} plain FastAPI;"
+            + "".join(f" {fmt_ratio(v)} the {k} floor;" for k, v in c.rps_vs_floors.items())
+            + (
+                f" {fmt_ratio(c.rps_vs_inprocess)} the in-process predict floor"
+                if c.rps_vs_inprocess is not None
+                else ""
+            )
         )
     out.append("")
     return "\n".join(out)

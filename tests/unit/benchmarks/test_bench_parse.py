@@ -115,6 +115,7 @@ def _rows() -> list[object]:
         Row("mlserver-batching", rps=2000.0, p50_ms=15.0, p99_ms=20.0),
         Row("fastapi", rps=2000.0, p50_ms=15.0, p99_ms=22.0),
         Row("hello", rps=6000.0, p50_ms=5.0, p99_ms=8.0),
+        Row("hello-raw", rps=30000.0, p50_ms=1.0, p99_ms=2.0),
     ]
 
 
@@ -124,7 +125,7 @@ def test_compare_against_best_unbatched_anchor_and_floors() -> None:
     assert c.rps_vs_best_anchor == pytest.approx(2.0)
     assert c.p99_vs_best_anchor == pytest.approx(0.5)
     assert c.rps_vs_plain == pytest.approx(1.5)
-    assert c.rps_vs_hello == pytest.approx(0.5)
+    assert c.rps_vs_floors == {"hello": pytest.approx(0.5), "hello-raw": pytest.approx(0.1)}
     assert c.rps_vs_inprocess == pytest.approx(0.3)
 
 
@@ -157,3 +158,4 @@ def test_config_section_renders_rows_floor_and_ratios() -> None:
     assert "| ours | 3,000 | 9.00 | 15.00 | 0 |" in lines
     assert "| in-process predict (floor) | 10,000 | 0.100 | - | - |" in lines
     assert any("2.00x the req/s of the best anchor (mlserver)" in line for line in lines)
+    assert any("0.10x the hello-raw floor" in line for line in lines)
