@@ -16,12 +16,29 @@ The contract the reconciler relies on:
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import io
+import json
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
+from minio.commonconfig import CopySource
+from minio.retention import Retention
+
+from mlmodel_operator.conditions import format_time
+from mlmodel_operator.manifest import (
+    StoredArtifact,
+    artifact_key,
+    build_manifest,
+    manifest_key,
+    serving_release,
+)
+from mlmodel_operator.pickle_scan import HashingReader, ScanResult, scan_artifact
 from mlmodel_operator.plan import HistoryEntry
+from mlmodel_operator.settings import Settings
 from mlmodel_operator.spec import ModelSpec
+from mlmodel_serving.artifacts import parse_s3_uri
 
 
 @dataclass(frozen=True)
@@ -58,3 +75,264 @@ def no_archive(
             "has no object store configured (MLMODEL_S3_ENDPOINT and credentials)"
         ),
     )
+
+
+# --------------------------------------------------------------------------- S3 archive
+
+# Object-lock mode for archives in a locked bucket. GOVERNANCE: nobody without the
+# s3:BypassGovernanceRetention permission (the operator does not need it) can delete or
+# overwrite an archive before the date, yet an administrator can still honour, say, a
+# legal erasure request. COMPLIANCE would forbid that even to the root account.
+DEFAULT_RETENTION_MODE = "GOVERNANCE"
+_NOT_FOUND = frozenset({"NoSuchKey", "NoSuchObject", "ResourceNotFound"})
+_NO_LOCK = frozenset({"ObjectLockConfigurationNotFoundError", "ObjectLockConfigurationNotFound"})
+
+
+def describe_s3_error(exc: BaseException) -> str:
+    """An S3 failure in a few words: the S3 error code, or why the server was not reached.
+
+    Never includes credentials (the client signs requests in headers, which no message
+    quotes).
+    """
+    from minio.error import S3Error, ServerError
+
+    if isinstance(exc, S3Error):
+        return f"S3 error {exc.code}" + (f": {exc.message}" if exc.message else "")
+    if isinstance(exc, ServerError):
+        return f"HTTP {exc.status_code} from the object store"
+    reason = getattr(exc, "reason", None)  # urllib3's MaxRetryError wraps the real cause
+    cause = reason if isinstance(reason, BaseException) else exc
+    text = str(cause)
+    if "Connection refused" in text:
+        return "connection refused (is the object store running?)"
+    return f"object store unreachable ({type(cause).__name__})"
+
+
+def s3_error_code(exc: BaseException) -> str | None:
+    from minio.error import S3Error
+
+    return exc.code if isinstance(exc, S3Error) else None
+
+
+def ensure_bucket(client: Any, bucket: str) -> bool:
+    """Create ``bucket`` if it is missing; True when it was created. Raises ArchiveError."""
+    try:
+        if client.bucket_exists(bucket):
+            return False
+        client.make_bucket(bucket)
+        return True
+    except Exception as exc:
+        if s3_error_code(exc) in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
+            return False
+        raise ArchiveError(f"bucket {bucket}: {describe_s3_error(exc)}") from None
+
+
+class S3Archiver:
+    """Archives a leaving version into the archive bucket by server-side copy.
+
+    Made once at start-up with a ``minio.Minio`` client; called per the Archiver protocol.
+    Every call ends with the stored copy's size and sha256 verified, and is idempotent: a
+    verified archive is returned as it is, a partial one (artifact without manifest,
+    retention not yet set) is completed, and an archive is never overwritten.
+    """
+
+    def __init__(
+        self,
+        client: Any,
+        settings: Settings,
+        retention_mode: str = DEFAULT_RETENTION_MODE,
+    ) -> None:
+        self.client = client
+        self.settings = settings
+        self.retention_mode = retention_mode
+        self.release = serving_release()
+
+    def __call__(
+        self, model: ModelSpec, entry: HistoryEntry, reason: str, now: dt.datetime
+    ) -> ArchiveResult:
+        bucket = model.archive.bucket or self.settings.archive_bucket
+        ns, name, version = model.namespace, model.name, entry.version
+        target = f"s3://{bucket}/{artifact_key(ns, name, version)}"
+        step = "start"
+        try:
+            source_uri, sha256 = self._source(model, entry)
+            step = f"check bucket {bucket}"
+            locked = self._bucket_locked(bucket)
+            step = f"read {target}"
+            stored, scan = self._ensure_artifact(bucket, ns, name, version, source_uri, sha256)
+            retention = self._retention(model, locked, now)
+            step = f"write s3://{bucket}/{manifest_key(ns, name, version)}"
+            mkey = manifest_key(ns, name, version)
+            if self._read_manifest(bucket, mkey, sha256) is None:
+                manifest = build_manifest(
+                    model, entry, reason, now, stored,
+                    model.serving.image or self.settings.serving_image,
+                    self.settings.serving_image, scan.to_manifest(), self.release,
+                    _retention_note(retention, model, locked),
+                )  # fmt: skip
+                data = (json.dumps(manifest, indent=2, sort_keys=False) + "\n").encode()
+                self.client.put_object(
+                    bucket, mkey, io.BytesIO(data), len(data),
+                    content_type="application/json", retention=retention,
+                )  # fmt: skip
+            step = f"set retention in bucket {bucket}"
+            if retention is not None:
+                for key in (artifact_key(ns, name, version), mkey):
+                    if self.client.get_object_retention(bucket, key) is None:
+                        self.client.put_object_retention(bucket, key, retention)
+        except ArchiveError:
+            raise
+        except Exception as exc:
+            raise ArchiveError(f"{step}: {describe_s3_error(exc)}") from None
+        location = archive_location(bucket, ns, name, version)
+        kept = ""
+        if retention is not None:
+            kept = f", retained ({retention.mode}) until {format_time(retention.retain_until_date)}"
+        elif model.archive.retain_days and not locked:
+            kept = f"; retainDays not applied: bucket {bucket} has no object lock"
+        return ArchiveResult(
+            ok=True,
+            location=location,
+            message=(
+                f"version {version} archived to {location} and verified "
+                f"(sha256 {sha256[:12]}, {stored.size} bytes{kept})"
+            ),
+        )
+
+    def _source(self, model: ModelSpec, entry: HistoryEntry) -> tuple[str, str]:
+        """Where the served artifact is, and its digest."""
+        if entry.uri and entry.sha256:
+            return entry.uri, entry.sha256
+        same = entry.version == model.version or entry.sha256 == model.artifact.sha256
+        if not same:
+            raise ArchiveError(
+                f"status.history records no artifact URI for version {entry.version}, and "
+                f"the spec now names version {model.version}: the source of the copy is unknown"
+            )
+        return entry.uri or model.artifact.uri, entry.sha256 or model.artifact.sha256
+
+    def _bucket_locked(self, bucket: str) -> bool:
+        try:
+            self.client.get_object_lock_config(bucket)
+            return True
+        except Exception as exc:
+            code = s3_error_code(exc)
+            if code in _NO_LOCK:
+                return False
+            if code == "NoSuchBucket":
+                if bucket != self.settings.archive_bucket:
+                    raise ArchiveError(
+                        f"bucket {bucket} (spec.archive.bucket) does not exist: create it, "
+                        "or unset spec.archive.bucket to use the operator's archive bucket"
+                    ) from None
+                ensure_bucket(self.client, bucket)
+                return False
+            raise
+
+    def _ensure_artifact(
+        self, bucket: str, ns: str, name: str, version: str, source_uri: str, sha256: str
+    ) -> tuple[StoredArtifact, ScanResult]:
+        key = artifact_key(ns, name, version)
+        target = f"s3://{bucket}/{key}"
+        if self._exists(bucket, key):
+            digest, size, scan = self._read_verify(bucket, key)
+            if digest != sha256:
+                raise ArchiveError(
+                    f"{target} already holds an artifact with sha256 {digest}, not the "
+                    f"{sha256} version {version} served: an archive is never overwritten"
+                )
+            return StoredArtifact(target, digest, size, source_uri), scan
+        try:
+            src_bucket, src_key = parse_s3_uri(source_uri)
+        except ValueError as exc:
+            raise ArchiveError(f"source {source_uri}: {exc}") from None
+        try:
+            source = self.client.stat_object(src_bucket, src_key)
+        except Exception as exc:
+            raise ArchiveError(f"source {source_uri}: {describe_s3_error(exc)}") from None
+        try:  # server-side: the bytes never pass through the operator on the way in
+            self.client.copy_object(bucket, key, CopySource(src_bucket, src_key))
+        except Exception as exc:
+            raise ArchiveError(f"copy {source_uri} -> {target}: {describe_s3_error(exc)}") from None
+        digest, size, scan = self._read_verify(bucket, key)
+        if digest != sha256 or size != source.size:
+            with contextlib.suppress(Exception):  # a wrong copy must not look like an archive
+                self.client.remove_object(bucket, key)
+            raise ArchiveError(
+                f"the copy at {target} has sha256 {digest} and {size} bytes; version "
+                f"{version} was served with sha256 {sha256} ({source.size} bytes at "
+                f"{source_uri}): the source changed since it was deployed"
+            )
+        return StoredArtifact(target, digest, size, source_uri), scan
+
+    def _exists(self, bucket: str, key: str) -> bool:
+        try:
+            self.client.stat_object(bucket, key)
+            return True
+        except Exception as exc:
+            if s3_error_code(exc) in _NOT_FOUND:
+                return False
+            raise
+
+    def _read_verify(self, bucket: str, key: str) -> tuple[str, int, ScanResult]:
+        """Stream the stored copy once: its sha256, its size, and the static pickle scan."""
+        stat = self.client.stat_object(bucket, key)
+        response = self.client.get_object(bucket, key)
+        try:
+            reader = HashingReader(response)
+            scan = scan_artifact(reader)
+            reader.drain()
+        finally:
+            response.close()
+            response.release_conn()
+        if reader.size != stat.size:
+            raise ArchiveError(
+                f"s3://{bucket}/{key}: read {reader.size} bytes, the store reports {stat.size}"
+            )
+        return reader.hexdigest(), reader.size, scan
+
+    def _read_manifest(self, bucket: str, key: str, sha256: str) -> dict[str, Any] | None:
+        """The manifest already there for this digest, or None when there is none."""
+        try:
+            response = self.client.get_object(bucket, key)
+        except Exception as exc:
+            if s3_error_code(exc) in _NOT_FOUND:
+                return None
+            raise
+        try:
+            raw = json.loads(response.read())
+        except ValueError:
+            raw = None
+        finally:
+            response.close()
+            response.release_conn()
+        if not isinstance(raw, dict) or raw.get("sha256") != sha256:
+            raise ArchiveError(
+                f"s3://{bucket}/{key} exists but does not describe sha256 {sha256}: "
+                "an archive is never overwritten"
+            )
+        return raw
+
+    def _retention(self, model: ModelSpec, locked: bool, now: dt.datetime) -> Retention | None:
+        if not (locked and model.archive.retain_days):
+            return None
+        until = now + dt.timedelta(days=model.archive.retain_days)
+        return Retention(self.retention_mode, until.replace(microsecond=0))
+
+
+def _retention_note(
+    retention: Retention | None, model: ModelSpec, locked: bool
+) -> dict[str, str] | None:
+    if retention is not None:
+        return {
+            "mode": retention.mode,
+            "retainUntil": format_time(retention.retain_until_date),
+            "retainDays": str(model.archive.retain_days),
+        }
+    if model.archive.retain_days:
+        return {
+            "retainDays": str(model.archive.retain_days),
+            "applied": "false",
+            "why": "the archive bucket has no object lock" if not locked else "",
+        }
+    return None

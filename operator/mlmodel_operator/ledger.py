@@ -8,9 +8,13 @@ immutable object per record under ``<namespace>/<model>/ledger/``.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping
-from typing import Any, Protocol
+import io
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Final, Protocol
 
+from mlmodel_operator.settings import Settings
 from mlmodel_operator.spec import ModelSpec
 
 # The kinds of record, in the order a version lives through them.
@@ -36,3 +40,138 @@ class NullLedger:
         self, model: ModelSpec, kind: str, version: str, details: Mapping[str, Any], at: dt.datetime
     ) -> None:
         return None
+
+
+# ------------------------------------------------------------------------ S3 ledger
+
+LEDGER_FORMAT: Final = "ml.lifecycle.io/ledger-record/v1"
+
+# Within one instant, records sort in the order a version lives through them.
+KIND_ORDER: Final[Mapping[str, int]] = {
+    DEPLOYED: 1,
+    SWITCHED: 2,
+    RETIRING: 3,
+    ARCHIVED: 4,
+    RETIRED: 5,
+    DELETED: 6,
+}
+_KEY_TIME = "%Y%m%dT%H%M%S.%fZ"
+
+
+def ledger_prefix(namespace: str, model: str) -> str:
+    return f"{namespace}/{model}/ledger/"
+
+
+def _utc(at: dt.datetime) -> dt.datetime:
+    return at.replace(tzinfo=dt.UTC) if at.tzinfo is None else at.astimezone(dt.UTC)
+
+
+def ledger_key(namespace: str, model: str, kind: str, version: str, at: dt.datetime) -> str:
+    """The record's object key: sorts by time, then lifecycle order; the same for a retry.
+
+    ``<ns>/<model>/ledger/20260127T080211.123456Z-2-TrafficSwitched-v3.json``: a fixed
+    width UTC timestamp (microseconds), the kind's rank, the kind, the version.
+    """
+    rank = KIND_ORDER.get(kind, 9)
+    return f"{ledger_prefix(namespace, model)}{_utc(at).strftime(_KEY_TIME)}-{rank}-{kind}-v{version}.json"
+
+
+def build_record(
+    model: ModelSpec, kind: str, version: str, details: Mapping[str, Any], at: dt.datetime
+) -> dict[str, Any]:
+    return {
+        "format": LEDGER_FORMAT,
+        "model": model.name,
+        "namespace": model.namespace,
+        "uid": model.ref.uid,
+        "generation": model.generation,
+        "kind": kind,
+        "version": version,
+        "at": _utc(at).isoformat().replace("+00:00", "Z"),
+        "details": dict(details),
+    }
+
+
+@dataclass(frozen=True)
+class LedgerRecord:
+    kind: str
+    version: str
+    at: dt.datetime
+    details: Mapping[str, Any]
+    key: str = ""
+
+    @classmethod
+    def parse(cls, raw: Any, key: str = "") -> LedgerRecord:
+        if not isinstance(raw, dict) or raw.get("format") != LEDGER_FORMAT:
+            raise ValueError(f"{key or 'record'}: not a {LEDGER_FORMAT} record")
+        try:
+            at = _utc(dt.datetime.fromisoformat(str(raw["at"]).replace("Z", "+00:00")))
+            return cls(str(raw["kind"]), str(raw["version"]), at, raw.get("details") or {}, key)
+        except (KeyError, ValueError) as exc:
+            raise ValueError(f"{key or 'record'}: unreadable ({exc})") from None
+
+
+@dataclass(frozen=True)
+class Serving:
+    """The answer to "which version served at T"."""
+
+    version: str | None  # None: nothing served at that time
+    since: dt.datetime | None
+    until: dt.datetime | None  # None: still serving, as far as the ledger knows
+    record: LedgerRecord | None  # the switch that made it the served version
+
+
+def serving_at(records: Sequence[LedgerRecord], at: dt.datetime) -> Serving:
+    """Which version the model's Service selected at ``at``, from its ledger records.
+
+    A version serves from its TrafficSwitched record until the next switch, or until a
+    Deleted record of it (the MLModel went away).
+    """
+    at = _utc(at)
+    ordered = sorted(records, key=lambda r: (r.at, KIND_ORDER.get(r.kind, 9)))
+    current: LedgerRecord | None = None
+    ended: dt.datetime | None = None
+    for rec in ordered:
+        if rec.at > at:
+            if current is not None and ended is None and _ends(rec, current):
+                return Serving(current.version, current.at, rec.at, current)
+            continue
+        if rec.kind == SWITCHED:
+            current, ended = rec, None
+        elif current is not None and rec.kind == DELETED and rec.version == current.version:
+            ended = rec.at
+    if current is None or ended is not None:
+        return Serving(None, None, ended, None)
+    return Serving(current.version, current.at, None, current)
+
+
+def _ends(rec: LedgerRecord, current: LedgerRecord) -> bool:
+    return rec.kind == SWITCHED or (rec.kind == DELETED and rec.version == current.version)
+
+
+class S3Ledger:
+    """One small JSON object per record in the archive bucket, never overwritten."""
+
+    def __init__(self, client: Any, settings: Settings) -> None:
+        self.client = client
+        self.settings = settings
+
+    def record(
+        self, model: ModelSpec, kind: str, version: str, details: Mapping[str, Any], at: dt.datetime
+    ) -> None:
+        from minio.error import S3Error
+
+        bucket = model.archive.bucket or self.settings.archive_bucket
+        key = ledger_key(model.namespace, model.name, kind, version, at)
+        try:
+            self.client.stat_object(bucket, key)
+            return  # written before (a retry after a crash): records are immutable
+        except S3Error as exc:
+            if exc.code not in ("NoSuchKey", "NoSuchObject"):
+                raise
+        data = (
+            json.dumps(build_record(model, kind, version, details, at), sort_keys=True) + "\n"
+        ).encode()
+        self.client.put_object(
+            bucket, key, io.BytesIO(data), len(data), content_type="application/json"
+        )

@@ -1,0 +1,216 @@
+"""The archive's layout and its ``manifest.json``: pure functions, no I/O.
+
+An archived version lives at ``s3://<bucket>/<namespace>/<model>/<version>/``:
+
+    model.joblib     the artifact, byte for byte (server-side copy of the served one)
+    manifest.json    what it is, what served it, when and why it left (MANIFEST_FORMAT)
+
+and the served-version ledger beside the versions, at ``<namespace>/<model>/ledger/``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import importlib.metadata
+import platform
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Final
+
+from mlmodel_operator.conditions import format_time
+from mlmodel_operator.plan import HistoryEntry
+from mlmodel_operator.spec import ModelSpec
+
+MANIFEST_FORMAT: Final = "ml.lifecycle.io/archive-manifest/v1"
+ARTIFACT_NAME: Final = "model.joblib"
+MANIFEST_NAME: Final = "manifest.json"
+
+# What `spec` in a manifest is, said in the manifest itself.
+SPEC_NOTE: Final = (
+    "the MLModel spec as the operator parsed it (defaults filled in) when the version was "
+    "archived, with version and artifact set to the archived version's; on a SpecChanged "
+    "retirement the other fields are the ones in force at that moment"
+)
+SERVING_RELEASE_NOTE: Final = (
+    "library versions of the mlmodel-lifecycle release the operator runs; the default "
+    "serving image is built from the same release, so these are what it served with when "
+    "servingImage is the operator's default (imageIsDefault), and unknown otherwise"
+)
+
+
+def version_prefix(namespace: str, model: str, version: str) -> str:
+    return f"{namespace}/{model}/{version}/"
+
+
+def artifact_key(namespace: str, model: str, version: str) -> str:
+    return version_prefix(namespace, model, version) + ARTIFACT_NAME
+
+
+def manifest_key(namespace: str, model: str, version: str) -> str:
+    return version_prefix(namespace, model, version) + MANIFEST_NAME
+
+
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(part.capitalize() for part in rest)
+
+
+def _plain(value: Any) -> Any:
+    """Dataclasses and mappings as JSON-ready dicts with the CRD's camelCase names."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        out = {}
+        for f in dataclasses.fields(value):
+            item = _plain(getattr(value, f.name))
+            if item is not None:
+                out[_camel(f.name)] = item
+        return out
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, tuple | list):
+        return [_plain(v) for v in value]
+    return value
+
+
+def spec_to_dict(model: ModelSpec) -> dict[str, Any]:
+    """The parsed spec in the CRD's shape (camelCase, defaults filled, unset fields left out)."""
+    out: dict[str, Any] = _plain(model)
+    for key in ("ref", "generation"):
+        out.pop(key, None)
+    return out
+
+
+def served_spec(model: ModelSpec, entry: HistoryEntry) -> dict[str, Any]:
+    """The spec the archived version served with, as far as the operator knows it."""
+    spec = spec_to_dict(model)
+    spec["version"] = entry.version
+    spec["artifact"] = {
+        "uri": entry.uri or model.artifact.uri,
+        "sha256": entry.sha256 or model.artifact.sha256,
+        "format": model.artifact.format,
+    }
+    return spec
+
+
+def serving_release() -> dict[str, str | None]:
+    """Versions of the libraries in this release's environment (no import of any of them)."""
+
+    def version(dist: str) -> str | None:
+        try:
+            return importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            return None
+
+    return {
+        "mlmodel-lifecycle": version("mlmodel-lifecycle"),
+        "python": platform.python_version(),
+        "scikit-learn": version("scikit-learn"),
+        "joblib": version("joblib"),
+        "numpy": version("numpy"),
+    }
+
+
+@dataclass(frozen=True)
+class StoredArtifact:
+    """The archived copy as verified in the store."""
+
+    uri: str
+    sha256: str
+    size: int
+    source_uri: str
+
+
+def build_manifest(
+    model: ModelSpec,
+    entry: HistoryEntry,
+    reason: str,
+    now: dt.datetime,
+    stored: StoredArtifact,
+    serving_image: str,
+    default_image: str,
+    scan: Mapping[str, Any],
+    release: Mapping[str, str | None],
+    retention: Mapping[str, str] | None,
+) -> dict[str, Any]:
+    """The manifest of one archived version (JSON-ready, keys in a stable order)."""
+    return {
+        "format": MANIFEST_FORMAT,
+        "model": model.name,
+        "namespace": model.namespace,
+        "uid": model.ref.uid,
+        "version": entry.version,
+        "sha256": stored.sha256,
+        "size": stored.size,
+        "artifactUri": stored.uri,
+        "sourceUri": stored.source_uri,
+        "artifactFormat": model.artifact.format,
+        "deployedAt": entry.deployed_at or None,
+        "retiredAt": entry.retired_at or format_time(now),
+        "reason": reason,
+        "archivedAt": format_time(now),
+        "servingImage": serving_image,
+        "spec": served_spec(model, entry),
+        "specNote": SPEC_NOTE,
+        "libraries": {
+            "trainedWith": dict(scan),
+            "servingRelease": {
+                **release,
+                "imageIsDefault": serving_image == default_image,
+                "note": SERVING_RELEASE_NOTE,
+            },
+        },
+        "retention": dict(retention) if retention else None,
+    }
+
+
+class ManifestError(ValueError):
+    """A manifest.json that cannot be read as one."""
+
+
+@dataclass(frozen=True)
+class ManifestView:
+    """The fields the CLI reads from a manifest, checked."""
+
+    model: str
+    namespace: str
+    version: str
+    sha256: str
+    size: int
+    artifact_uri: str
+    source_uri: str
+    deployed_at: str | None
+    retired_at: str | None
+    reason: str
+    serving_image: str
+    trained_sklearn: str | None
+    release: Mapping[str, Any]
+    raw: Mapping[str, Any]
+
+    @classmethod
+    def parse(cls, raw: Any, where: str) -> ManifestView:
+        if not isinstance(raw, dict):
+            raise ManifestError(f"{where}: not a JSON object")
+        if raw.get("format") != MANIFEST_FORMAT:
+            raise ManifestError(f"{where}: format {raw.get('format')!r} is not {MANIFEST_FORMAT!r}")
+        missing = [k for k in ("model", "namespace", "version", "sha256", "size",
+                               "artifactUri") if k not in raw]  # fmt: skip
+        if missing:
+            raise ManifestError(f"{where}: missing {', '.join(missing)}")
+        libraries = raw.get("libraries") or {}
+        trained = (libraries.get("trainedWith") or {}).get("scikit-learn")
+        return cls(
+            model=str(raw["model"]),
+            namespace=str(raw["namespace"]),
+            version=str(raw["version"]),
+            sha256=str(raw["sha256"]),
+            size=int(raw["size"]),
+            artifact_uri=str(raw["artifactUri"]),
+            source_uri=str(raw.get("sourceUri", "")),
+            deployed_at=raw.get("deployedAt"),
+            retired_at=raw.get("retiredAt"),
+            reason=str(raw.get("reason", "")),
+            serving_image=str(raw.get("servingImage", "")),
+            trained_sklearn=trained if isinstance(trained, str) else None,
+            release=dict(libraries.get("servingRelease") or {}),
+            raw=raw,
+        )
