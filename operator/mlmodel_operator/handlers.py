@@ -16,8 +16,9 @@ import kopf
 from prometheus_client import CollectorRegistry, start_http_server
 
 from mlmodel_operator import GROUP, PLURAL, VERSION
-from mlmodel_operator.archive import ArchiveError, no_archive
+from mlmodel_operator.archive import ArchiveError, S3Archiver, ensure_bucket, no_archive
 from mlmodel_operator.kube import Kube, load_api_client
+from mlmodel_operator.ledger import S3Ledger
 from mlmodel_operator.metrics import OperatorMetrics
 from mlmodel_operator.reconcile import Outcome, Reconciler
 from mlmodel_operator.settings import Settings
@@ -86,7 +87,7 @@ def build_registry(
         s3 = _object_store(logger)
         prom = CollectorRegistry()
         memo.metrics = OperatorMetrics(prom)
-        memo.reconciler = Reconciler(kube, op_settings, ArtifactVerifier(s3), no_archive)
+        memo.reconciler = _build_reconciler(kube, op_settings, s3, logger)
         if metrics_port:
             start_http_server(metrics_port, addr="0.0.0.0", registry=prom)
             logger.info("metrics on :%d/metrics", metrics_port)
@@ -116,6 +117,32 @@ def build_registry(
         memo.metrics.set_phase(body["metadata"]["uid"], None)
 
     return registry
+
+
+def _build_reconciler(
+    kube: Kube,
+    settings: Settings,
+    s3: Any | None,
+    logger: logging.Logger | logging.LoggerAdapter[Any],
+) -> Reconciler:
+    """The reconciler, archiving to the object store when there is one."""
+    if s3 is None:
+        return Reconciler(kube, settings, ArtifactVerifier(s3), no_archive)
+    bucket = settings.archive_bucket
+    try:
+        if ensure_bucket(s3, bucket):
+            logger.info("archive bucket %s did not exist: created it", bucket)
+        else:
+            logger.info("archiving retired versions to bucket %s", bucket)
+    except ArchiveError as exc:  # the archiver creates it on its first archive instead
+        logger.warning("archive bucket %s not checked at start-up: %s", bucket, exc)
+    return Reconciler(
+        kube,
+        settings,
+        ArtifactVerifier(s3),
+        S3Archiver(s3, settings),
+        ledger=S3Ledger(s3, settings),
+    )
 
 
 def _object_store(logger: logging.Logger | logging.LoggerAdapter[Any]) -> Any | None:
