@@ -96,9 +96,12 @@ def test_the_schema_is_structural_and_documented() -> None:
     problems = []
     for path, node in walk(SCHEMA, "<root>"):
         if path == "<root>.metadata":
-            # The apiserver allows nothing but the type here, not even a description.
-            if node != {"type": "object"}:
-                problems.append(f"{path}: only 'type: object' is allowed")
+            # The apiserver allows nothing here but the type and a declared name (so a
+            # CEL rule can point at it), not even a description.
+            if node != {"type": "object", "properties": {"name": {"type": "string"}}}:
+                problems.append(f"{path}: only 'type: object' and name are allowed")
+            continue
+        if path.startswith("<root>.metadata."):
             continue
         if node.get("x-kubernetes-int-or-string"):
             if node.get("anyOf") != [{"type": "integer"}, {"type": "string"}] or "type" in node:
@@ -208,6 +211,11 @@ def test_cel_rules_have_messages_and_the_digest_rule_is_a_transition_rule() -> N
     history = [r for r in SCHEMA["x-kubernetes-validations"] if "history" in r["rule"]]
     assert len(history) == 1
     assert "oldSelf" in history[0]["rule"]  # a status write (spec unchanged) always passes
+    name = [r for r in SCHEMA["x-kubernetes-validations"] if r.get("fieldPath") == ".metadata.name"]
+    assert len(name) == 1
+    for path, rule in rules:
+        if "fieldPath" in rule:  # must name a declared field, relative to the rule
+            assert node_at(path + rule["fieldPath"])["type"] == "string"
 
 
 # --- the examples ------------------------------------------------------------------
