@@ -14,8 +14,11 @@ from pathlib import Path
 from typing import Any
 
 import jsonschema
+import kubernetes_validate
 import pytest
 import yaml
+from kubernetes_validate.utils import all_versions
+from packaging.version import Version
 
 from mlmodel_operator import conditions as c
 from mlmodel_operator import spec as spec_module
@@ -26,6 +29,15 @@ CRDS = ROOT / "crds"
 CRD_FILE = CRDS / "mlmodels.ml.lifecycle.io.yaml"
 EXAMPLES = sorted((ROOT / "manifests" / "examples").glob("*.yaml"))
 SHA = "a48526f810d44302b1f35d5a33c818e2329eff3d76358f0e4d68ace54c76ab16"
+# Every minor version from 1.30 to the newest the installed kubernetes-validate knows.
+KUBERNETES_VERSIONS = sorted(
+    {
+        f"{Version(v).major}.{Version(v).minor}"
+        for v in all_versions()
+        if Version(v) >= Version("1.30")
+    },
+    key=Version,
+)
 
 
 def load_crd() -> dict[str, Any]:
@@ -431,3 +443,28 @@ def test_kustomization_lists_every_crd_file() -> None:
     kustomization = yaml.safe_load((CRDS / "kustomization.yaml").read_text())
     files = {p.name for p in CRDS.glob("*.yaml")} - {"kustomization.yaml"}
     assert set(kustomization["resources"]) == files
+
+
+# --- the CRD objects themselves, against the apiextensions.k8s.io/v1 schema ---------
+
+CRD_DOCS = [
+    (f"{path.name}:{doc['metadata']['name']}", doc)
+    for path in (CRD_FILE, CRDS / "kopf-peering.yaml")
+    for doc in yaml.safe_load_all(path.read_text())
+]
+
+
+@pytest.mark.parametrize("kubernetes_version", KUBERNETES_VERSIONS)
+@pytest.mark.parametrize(("name", "doc"), CRD_DOCS, ids=[n for n, _ in CRD_DOCS])
+def test_crds_validate_against_kubernetes_schema(
+    kubernetes_version: str, name: str, doc: dict[str, Any]
+) -> None:
+    kubernetes_validate.validate(doc, kubernetes_version, strict=True)
+
+
+def test_the_crd_schema_check_catches_a_misspelt_field() -> None:
+    broken = copy.deepcopy(CRD)
+    rule = broken["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["x-kubernetes-validations"][0]
+    rule["mesage"] = rule.pop("message")
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(broken, KUBERNETES_VERSIONS[-1], strict=True)
