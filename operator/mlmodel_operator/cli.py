@@ -73,6 +73,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--log-format", choices=("text", "json"), default="text")
     run.add_argument("-v", "--verbose", action="store_true")
     run.set_defaults(func=_run)
+
+    from mlmodel_operator.archive_cli import add_parsers
+
+    add_parsers(sub)  # archive ls/show, history, replay, rollback
     return parser
 
 

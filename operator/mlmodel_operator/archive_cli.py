@@ -1,0 +1,519 @@
+"""`mlmodel archive ls|show`, `history`, `replay` and `rollback`: the audit side of the CLI.
+
+Object-store settings come from the same ``MLMODEL_S3_*`` variables as the operator's,
+the bucket from ``--bucket`` or ``MLMODEL_ARCHIVE_BUCKET``. Errors are one line on
+stderr naming what was not found and what exists instead; exit code 1 (2 for usage).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import shutil
+import sys
+import time
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+import yaml
+
+from mlmodel_operator import GROUP, PLURAL, VERSION
+from mlmodel_operator.archive import describe_s3_error, s3_error_code
+from mlmodel_operator.ledger import LedgerRecord, ledger_prefix, serving_at
+from mlmodel_operator.manifest import MANIFEST_NAME, ManifestError, ManifestView, manifest_key
+from mlmodel_operator.replay import (
+    InputError,
+    compare_versions,
+    prediction_rows,
+    read_inputs,
+    running_versions,
+    write_predictions,
+)
+from mlmodel_operator.settings import DEFAULT_ARCHIVE_BUCKET
+
+DEFAULT_CACHE = Path.home() / ".cache" / "mlmodel-lifecycle" / "replay"
+
+
+class CliError(Exception):
+    """A failure to report in one line; the command exits 1."""
+
+
+# --------------------------------------------------------------------------- the store
+
+
+@dataclass
+class ArchiveStore:
+    """Reads manifests and ledger records from the archive bucket."""
+
+    client: Any
+    bucket: str
+    endpoint: str
+
+    @classmethod
+    def from_env(cls, bucket: str | None) -> ArchiveStore:
+        from mlmodel_serving.artifacts import S3Config, make_client
+
+        try:
+            cfg = S3Config.from_env()
+        except ValueError as exc:
+            raise CliError(str(exc)) from None
+        name = bucket or os.environ.get("MLMODEL_ARCHIVE_BUCKET") or DEFAULT_ARCHIVE_BUCKET
+        return cls(make_client(cfg), name, cfg.endpoint)
+
+    def _fail(self, what: str, exc: Exception) -> CliError:
+        if s3_error_code(exc) == "NoSuchBucket":
+            return CliError(
+                f"bucket {self.bucket} does not exist at {self.endpoint} "
+                "(set --bucket or MLMODEL_ARCHIVE_BUCKET)"
+            )
+        return CliError(f"{what}: {describe_s3_error(exc)}")
+
+    def _keys(self, prefix: str) -> list[str]:
+        try:
+            return [
+                o.object_name
+                for o in self.client.list_objects(self.bucket, prefix=prefix, recursive=True)
+            ]
+        except Exception as exc:
+            raise self._fail(f"list s3://{self.bucket}/{prefix}", exc) from None
+
+    def _json(self, key: str) -> Any:
+        try:
+            response = self.client.get_object(self.bucket, key)
+        except Exception as exc:
+            if s3_error_code(exc) in ("NoSuchKey", "NoSuchObject"):
+                return None
+            raise self._fail(f"read s3://{self.bucket}/{key}", exc) from None
+        try:
+            return json.loads(response.read())
+        except ValueError:
+            raise CliError(f"s3://{self.bucket}/{key} is not JSON") from None
+        finally:
+            response.close()
+            response.release_conn()
+
+    def manifests(self, namespace: str, model: str | None) -> list[ManifestView]:
+        prefix = f"{namespace}/{model}/" if model else f"{namespace}/"
+        out = []
+        for key in self._keys(prefix):
+            parts = key.split("/")
+            if len(parts) == 4 and parts[3] == MANIFEST_NAME:
+                try:
+                    out.append(ManifestView.parse(self._json(key), f"s3://{self.bucket}/{key}"))
+                except ManifestError as exc:
+                    print(f"warning: skipped {exc}", file=sys.stderr)
+        return out
+
+    def manifest(self, namespace: str, model: str, version: str) -> ManifestView:
+        key = manifest_key(namespace, model, version)
+        raw = self._json(key)
+        if raw is None:
+            versions = sorted(m.version for m in self.manifests(namespace, model))
+            if versions:
+                raise CliError(
+                    f"version {version} of model {model} (namespace {namespace}) is not "
+                    f"archived in bucket {self.bucket}; archived versions: {', '.join(versions)}"
+                )
+            raise CliError(
+                f"model {model} has no archived versions in namespace {namespace} "
+                f"of bucket {self.bucket}"
+            )
+        try:
+            return ManifestView.parse(raw, f"s3://{self.bucket}/{key}")
+        except ManifestError as exc:
+            raise CliError(str(exc)) from None
+
+    def ledger(self, namespace: str, model: str) -> list[LedgerRecord]:
+        records = []
+        for key in self._keys(ledger_prefix(namespace, model)):
+            if key.endswith(".json"):
+                try:
+                    records.append(LedgerRecord.parse(self._json(key), key))
+                except ValueError as exc:
+                    print(f"warning: skipped {exc}", file=sys.stderr)
+        return records
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def parse_timestamp(value: str) -> dt.datetime:
+    """ISO 8601 (``2026-03-14``, ``2026-03-14T10:00:00Z``, ``...+01:00``); naive is UTC."""
+    text = value.strip().replace("Z", "+00:00").replace("z", "+00:00")
+    try:
+        at = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise CliError(
+            f"--at {value!r} is not a timestamp: expected ISO 8601 such as "
+            "2026-03-14T10:00:00Z or 2026-03-14"
+        ) from None
+    return at.replace(tzinfo=dt.UTC) if at.tzinfo is None else at.astimezone(dt.UTC)
+
+
+def _iso(at: dt.datetime | None) -> str:
+    return at.strftime("%Y-%m-%dT%H:%M:%SZ") if at else "-"
+
+
+def _size(n: int) -> str:
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{n} B"
+
+
+def format_table(rows: Sequence[Sequence[str]]) -> str:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join(
+        "  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip() for r in rows
+    )
+
+
+def _version_key(version: str) -> tuple[Any, ...]:
+    return tuple(
+        (0, int(p)) if p.isdigit() else (1, p) for p in version.replace("-", ".").split(".")
+    )
+
+
+# --------------------------------------------------------------------------- commands
+
+
+def archive_ls(args: argparse.Namespace) -> int:
+    store = ArchiveStore.from_env(args.bucket)
+    manifests = store.manifests(args.namespace, args.model)
+    if not manifests:
+        what = f"model {args.model}" if args.model else "any model"
+        print(
+            f"no archived versions of {what} in namespace {args.namespace} (bucket {store.bucket})",
+            file=sys.stderr,
+        )
+        return 0
+    manifests.sort(key=lambda m: (m.model, _version_key(m.version)))
+    rows = [["MODEL", "VERSION", "DIGEST", "SERVED FROM", "SERVED TO", "REASON", "SIZE"]]
+    rows += [
+        [m.model, m.version, m.sha256[:12], m.deployed_at or "-", m.retired_at or "-",
+         m.reason, _size(m.size)]
+        for m in manifests
+    ]  # fmt: skip
+    print(format_table(rows))
+    return 0
+
+
+def archive_show(args: argparse.Namespace) -> int:
+    store = ArchiveStore.from_env(args.bucket)
+    m = store.manifest(args.namespace, args.model, args.version)
+    if args.output == "json":
+        print(json.dumps(m.raw, indent=2))
+        return 0
+    raw = m.raw
+    libs = raw.get("libraries") or {}
+    trained = libs.get("trainedWith") or {}
+    release = libs.get("servingRelease") or {}
+    retention = raw.get("retention")
+    lines = [
+        f"Model:          {m.model} (namespace {m.namespace})",
+        f"Version:        {m.version}",
+        f"Artifact:       {m.artifact_uri}",
+        f"  sha256:       {m.sha256}",
+        f"  size:         {m.size} bytes ({_size(m.size)})",
+        f"  copied from:  {m.source_uri}",
+        f"Served:         {m.deployed_at or '-'} -> {m.retired_at or '-'}",
+        f"Reason:         {m.reason}",
+        f"Archived at:    {raw.get('archivedAt', '-')}",
+        f"Serving image:  {m.serving_image}",
+        "Trained with:   scikit-learn "
+        + (trained.get("scikit-learn") or "unknown")
+        + f" (static pickle scan, protocol {trained.get('pickleProtocol')}, "
+        + f"compression {trained.get('compression')}"
+        + ("" if trained.get("complete", True) else f"; incomplete: {trained.get('note')}")
+        + ")",
+        "Serving release: "
+        + ", ".join(
+            f"{k} {v}" for k, v in release.items() if k not in ("note", "imageIsDefault") and v
+        )
+        + ("" if release.get("imageIsDefault") else "  (custom image: not known to match)"),
+        f"Estimators:     {', '.join(sorted(trained.get('estimators') or {})) or '-'}",
+        f"Retention:      {json.dumps(retention) if retention else 'none'}",
+        "Spec:",
+        *("  " + line for line in yaml.safe_dump(raw.get("spec"), sort_keys=False).splitlines()),
+    ]
+    print("\n".join(lines))
+    return 0
+
+
+def history(args: argparse.Namespace) -> int:
+    store = ArchiveStore.from_env(args.bucket)
+    at = parse_timestamp(args.at)
+    records = store.ledger(args.namespace, args.model)
+    if not records:
+        raise CliError(
+            f"model {args.model} has no ledger records in namespace {args.namespace} "
+            f"of bucket {store.bucket}"
+        )
+    answer = serving_at(records, at)
+    if answer.version is None:
+        first = min(r.at for r in records)
+        detail = (
+            f"the ledger starts at {_iso(first)}"
+            if at < first
+            else f"the model was deleted at {_iso(answer.until)}"
+        )
+        print(f"at {_iso(at)} no version of {args.model} was serving ({detail})")
+        return 1
+    details = answer.record.details if answer.record else {}
+    print(
+        f"at {_iso(at)} model {args.model} (namespace {args.namespace}) served version {answer.version}"
+    )
+    until = _iso(answer.until) if answer.until else "still serving (as far as the ledger shows)"
+    print(f"  served from {_iso(answer.since)} until {until}")
+    if details.get("uri"):
+        print(f"  artifact    {details['uri']}  sha256 {details.get('sha256', '?')}")
+    archived = [r for r in records if r.kind == "Archived" and r.version == answer.version]
+    if archived:
+        print(f"  archive     {archived[-1].details.get('archive')}")
+        print(
+            f"  replay it:  mlmodel replay {args.model} -n {args.namespace} "
+            f"--version {answer.version} --input FILE"
+        )
+    return 0
+
+
+def _resolve_version(store: ArchiveStore, args: argparse.Namespace) -> str:
+    if args.version:
+        return str(args.version)
+    answer = serving_at(store.ledger(args.namespace, args.model), parse_timestamp(args.at))
+    if answer.version is None:
+        raise CliError(f"the ledger shows no version of {args.model} serving at {args.at}")
+    print(f"version {answer.version} was serving at {args.at}", file=sys.stderr)
+    return answer.version
+
+
+def replay(args: argparse.Namespace) -> int:
+    from mlmodel_serving.artifacts import DigestMismatchError, S3Config, fetch_verified
+
+    store = ArchiveStore.from_env(args.bucket)
+    version = _resolve_version(store, args)
+    m = store.manifest(args.namespace, args.model, version)
+    skew = compare_versions(m, running_versions())
+    if skew.differences:
+        print(f"library versions differ: {skew.describe()}", file=sys.stderr)
+    if skew.blocking and not args.allow_version_skew:
+        d = skew.blocking[0]
+        raise CliError(
+            f"refusing to load version {version}: it was {d.source} scikit-learn {d.recorded}, "
+            f"this environment has scikit-learn {d.running} (major/minor differ). Install "
+            f"scikit-learn=={d.recorded}, or pass --allow-version-skew to load it anyway"
+        )
+    cache = Path(args.cache_dir)
+    print(f"fetching {m.artifact_uri} ({_size(m.size)}) ...", file=sys.stderr, flush=True)
+    started = time.perf_counter()
+    try:
+        path = fetch_verified(m.artifact_uri, m.sha256, cache, S3Config.from_env())
+    except DigestMismatchError as exc:
+        raise CliError(str(exc)) from None
+    except Exception as exc:
+        raise CliError(f"fetch {m.artifact_uri}: {describe_s3_error(exc)}") from None
+    print(
+        f"verified sha256 {m.sha256[:12]} in {time.perf_counter() - started:.1f}s: {path}",
+        file=sys.stderr,
+    )
+    if args.serve:
+        return _serve(args, m, version, cache)
+    return _predict(args, m, path)
+
+
+def _predict(args: argparse.Namespace, m: ManifestView, path: Path) -> int:
+    from mlmodel_serving.artifacts import load_verified_joblib
+
+    try:
+        x, names = read_inputs(Path(args.input))
+    except InputError as exc:
+        raise CliError(str(exc)) from None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # e.g. InconsistentVersionWarning, already reported
+        estimator = load_verified_joblib(path, m.sha256)
+    expected = getattr(estimator, "feature_names_in_", None)
+    if expected is not None and names is not None:
+        wanted = [str(n) for n in expected]
+        missing = [n for n in wanted if n not in names]
+        if missing:
+            raise CliError(f"{args.input}: missing feature columns {missing}")
+        x = x[:, [names.index(n) for n in wanted]]
+    n_features = getattr(estimator, "n_features_in_", None)
+    if n_features is not None and x.shape[1] != n_features:
+        raise CliError(
+            f"{args.input}: {x.shape[1]} features per row, version {m.version} expects {n_features}"
+        )
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="X does not have valid feature names")
+        predictions = estimator.predict(x)
+        proba = (
+            estimator.predict_proba(x)
+            if args.proba and hasattr(estimator, "predict_proba")
+            else None
+        )
+    classes = getattr(estimator, "classes_", None)
+    rows = prediction_rows(predictions, proba, None)
+    fmt = "csv" if args.output and str(args.output).lower().endswith(".csv") else "jsonl"
+    class_list = (
+        [c.item() if hasattr(c, "item") else c for c in classes] if classes is not None else None
+    )
+    if args.output:
+        with open(args.output, "w", encoding="utf-8", newline="") as out:
+            write_predictions(rows, out, fmt, class_list)
+        print(f"wrote {len(rows)} predictions to {args.output}", file=sys.stderr)
+    else:
+        stdout: IO[str] = sys.stdout
+        write_predictions(rows, stdout, fmt, class_list)
+    return 0
+
+
+def _serve(args: argparse.Namespace, m: ManifestView, version: str, cache: Path) -> int:
+    exe = shutil.which("mlmodel-serve") or str(Path(sys.executable).parent / "mlmodel-serve")
+    if not Path(exe).exists():
+        raise CliError("mlmodel-serve is not installed in this environment")
+    argv = [
+        exe, "--model-name", args.model, "--model-version", version,
+        "--artifact-uri", m.artifact_uri, "--artifact-sha256", m.sha256,
+        "--cache-dir", str(cache), "--host", args.host, "--port", str(args.port),
+    ]  # fmt: skip
+    endpoint = os.environ.get("MLMODEL_S3_ENDPOINT")
+    if endpoint:
+        argv += ["--s3-endpoint", endpoint]
+    print(
+        f"serving archived version {version} of {args.model} on http://{args.host}:{args.port}"
+        f"/v2/models/{args.model} (Ctrl-C to stop)",
+        file=sys.stderr,
+        flush=True,
+    )
+    os.execv(exe, argv)  # credentials stay in the environment, never on the command line
+    return 0  # pragma: no cover
+
+
+def rollback_patch(m: ManifestView) -> dict[str, Any]:
+    """The spec change that serves the archived copy of a version again."""
+    return {"spec": {"version": m.version, "artifact": {"uri": m.artifact_uri, "sha256": m.sha256}}}
+
+
+def rollback(args: argparse.Namespace) -> int:
+    store = ArchiveStore.from_env(args.bucket)
+    m = store.manifest(args.namespace, args.model, args.to)
+    patch = rollback_patch(m)
+    if args.print:
+        print(
+            f"# roll {args.model} back to the archived version {m.version}: put these fields in\n"
+            f"# its manifest, or: kubectl -n {args.namespace} patch mlmodel {args.model} "
+            "--type merge --patch-file rollback.yaml"
+        )
+        print(yaml.safe_dump(patch, sort_keys=False), end="")
+        return 0
+    from kubernetes import client
+
+    from mlmodel_operator.kube import load_api_client
+
+    api = client.CustomObjectsApi(load_api_client(args.kubeconfig))
+    try:
+        current = api.get_namespaced_custom_object(
+            GROUP, VERSION, args.namespace, PLURAL, args.model
+        )
+        if (current.get("spec") or {}).get("version") == m.version:
+            print(f"{args.model} already specifies version {m.version}; nothing to do")
+            return 0
+        api.patch_namespaced_custom_object(
+            GROUP, VERSION, args.namespace, PLURAL, args.model, patch
+        )
+    except client.ApiException as exc:
+        if exc.status == 404:
+            raise CliError(
+                f"MLModel {args.model} not found in namespace {args.namespace}"
+            ) from None
+        raise CliError(
+            f"patch MLModel {args.model}: HTTP {exc.status} {exc.reason}: {exc.body}"
+        ) from None
+    print(
+        f"MLModel {args.model} now specifies version {m.version} from {m.artifact_uri}; "
+        "the operator rolls it out like any spec change"
+    )
+    return 0
+
+
+# --------------------------------------------------------------------------- parsers
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-n", "--namespace", default="default", help="namespace (default: %(default)s)")
+    p.add_argument(
+        "--bucket",
+        default=None,
+        help=f"archive bucket (default: $MLMODEL_ARCHIVE_BUCKET or {DEFAULT_ARCHIVE_BUCKET})",
+    )
+
+
+def add_parsers(sub: Any) -> None:
+    """Add ``archive``, ``history``, ``replay`` and ``rollback`` to the `mlmodel` parser."""
+    archive = sub.add_parser("archive", help="list and show archived versions")
+    asub = archive.add_subparsers(dest="archive_command", required=True)
+    ls = asub.add_parser("ls", help="a table of archived versions")
+    ls.add_argument("model", nargs="?", help="only this model")
+    _common(ls)
+    ls.set_defaults(func=_wrap(archive_ls, "archive ls"))
+    show = asub.add_parser("show", help="one archived version's manifest")
+    show.add_argument("model")
+    show.add_argument("version")
+    show.add_argument("-o", "--output", choices=("text", "json"), default="text")
+    _common(show)
+    show.set_defaults(func=_wrap(archive_show, "archive show"))
+
+    hist = sub.add_parser("history", help="which version served a model at a given time")
+    hist.add_argument("model")
+    hist.add_argument("--at", required=True, help="ISO 8601 timestamp; without a zone, UTC")
+    _common(hist)
+    hist.set_defaults(func=_wrap(history, "history"))
+
+    rep = sub.add_parser("replay", help="run an archived version on inputs (or serve it)")
+    rep.add_argument("model")
+    which = rep.add_mutually_exclusive_group(required=True)
+    which.add_argument("--version", help="the archived version")
+    which.add_argument("--at", help="the version that served at this time (from the ledger)")
+    rep.add_argument("--input", help="CSV (header optional) or JSON lines")
+    rep.add_argument("--output", help="predictions file (.csv, else JSON lines); default stdout")
+    rep.add_argument("--proba", action="store_true", help="also write predict_proba")
+    rep.add_argument("--allow-version-skew", action="store_true",
+                     help="load even if the scikit-learn major/minor version differs")  # fmt: skip
+    rep.add_argument("--serve", action="store_true", help="run mlmodel-serve on the archived copy")
+    rep.add_argument("--host", default="127.0.0.1", help="with --serve (default: %(default)s)")
+    rep.add_argument("--port", type=int, default=8080, help="with --serve (default: %(default)s)")
+    rep.add_argument("--cache-dir", default=str(DEFAULT_CACHE), help="(default: %(default)s)")
+    _common(rep)
+    rep.set_defaults(func=_wrap(replay, "replay"))
+
+    rb = sub.add_parser("rollback", help="point an MLModel at an archived version")
+    rb.add_argument("model")
+    rb.add_argument("--to", required=True, help="the archived version to serve again")
+    rb.add_argument("--print", action="store_true", help="print the YAML change, patch nothing")
+    rb.add_argument(
+        "--kubeconfig", help="kubeconfig file (default: in-cluster, then ~/.kube/config)"
+    )
+    _common(rb)
+    rb.set_defaults(func=_wrap(rollback, "rollback"))
+
+
+def _wrap(command: Any, name: str) -> Any:
+    def run(args: argparse.Namespace) -> int:
+        if name == "replay" and not args.serve and not args.input:
+            print("mlmodel replay: --input is required unless --serve is given", file=sys.stderr)
+            return 2
+        try:
+            code: int = command(args)
+            return code
+        except CliError as exc:
+            print(f"mlmodel {name}: {exc}", file=sys.stderr)
+            return 1
+
+    return run
