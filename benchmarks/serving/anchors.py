@@ -10,6 +10,7 @@ runs the same predict kernels.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import subprocess
@@ -35,10 +36,15 @@ class AnchorVenv:
     version: str
     packages: tuple[str, ...]
 
+    def requirements(self, ml_pins: dict[str, str]) -> list[str]:
+        return [*self.packages, *(f"{k}=={v}" for k, v in sorted(ml_pins.items()))]
+
     def directory(self, cache_root: Path, ml_pins: dict[str, str]) -> Path:
-        suffix = "-".join(f"{k}{v}" for k, v in sorted(ml_pins.items()))
-        py = f"py{sys.version_info.major}.{sys.version_info.minor}"
-        return cache_root / f"{self.name}-{self.version}-{suffix}-{py}"
+        """`<name>-<version>-<digest of every pin and the Python version>`."""
+        py = f"{sys.version_info.major}.{sys.version_info.minor}"
+        key = "\n".join([py, *self.requirements(ml_pins)])
+        digest = hashlib.sha256(key.encode()).hexdigest()[:10]
+        return cache_root / f"{self.name}-{self.version}-{digest}"
 
 
 ANCHORS: dict[str, AnchorVenv] = {
@@ -46,7 +52,14 @@ ANCHORS: dict[str, AnchorVenv] = {
     "mlserver": AnchorVenv(
         "mlserver",
         MLSERVER_VERSION,
-        (f"mlserver=={MLSERVER_VERSION}", f"mlserver-sklearn=={MLSERVER_VERSION}"),
+        (
+            f"mlserver=={MLSERVER_VERSION}",
+            f"mlserver-sklearn=={MLSERVER_VERSION}",
+            # MLServer 1.7.1's inference workers call asyncio.get_event_loop() with no
+            # loop set, which uvloop >= 0.22 turns into an error; 0.21 is what MLServer
+            # was released against.
+            "uvloop==0.21.0",
+        ),
     ),
     "fastapi": AnchorVenv(
         "fastapi",
@@ -100,8 +113,7 @@ def ensure_venv(anchor: AnchorVenv, cache_root: Path, pins: dict[str, str], log:
         "install",
         "--disable-pip-version-check",
         "--no-input",
-        *anchor.packages,
-        *(f"{k}=={v}" for k, v in sorted(pins.items())),
+        *anchor.requirements(pins),
     ]
     with log.open("ab") as out:
         out.write(("$ " + " ".join(cmd) + "\n").encode())

@@ -518,6 +518,8 @@ def bench_model(
 
         configs = [(c, b) for c in opts.concurrency for b in opts.batches]
         order = [s for s in servers if s in live]
+        if not order:
+            raise RuntimeError(f"no server could serve {case.name}; see the logs above")
         for rnd in range(opts.rounds):
             for i, (conc, b) in enumerate(configs):
                 shift = (i + rnd) % len(order)
