@@ -22,9 +22,16 @@ from urllib.parse import unquote
 from prometheus_client import CollectorRegistry
 
 from mlmodel_serving import __version__
+from mlmodel_serving.batching import BatchingPredictor
 from mlmodel_serving.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from mlmodel_serving.metrics import ServingMetrics
-from mlmodel_serving.model import PREDICT, ModelInputError, SklearnModel, library_versions
+from mlmodel_serving.model import (
+    PREDICT,
+    ModelInputError,
+    SklearnModel,
+    library_versions,
+    prepare_predict_thread,
+)
 from mlmodel_serving.openapi import openapi_document
 from mlmodel_serving.predictor import DirectPredictor, Predictor
 from mlmodel_serving.protocol import (
@@ -129,15 +136,16 @@ class ServingApp:
         model: SklearnModel | None,
         registry: CollectorRegistry,
         executor: Executor | None = None,
-        predictor_factory: Callable[[SklearnModel, ServingMetrics, Executor], Predictor]
-        | None = None,
     ) -> None:
         self.settings = settings
         self.metrics = ServingMetrics(registry, settings.model_name)
         self.executor = executor or ThreadPoolExecutor(
-            max_workers=settings.predict_threads, thread_name_prefix="predict"
+            max_workers=settings.predict_threads,
+            thread_name_prefix="predict",
+            initializer=prepare_predict_thread,
         )
-        self._predictor_factory = predictor_factory or DirectPredictor
+        # Set by the HTTP server: how many client connections are open (batching hint).
+        self.connection_count: Callable[[], int] | None = None
         self.model: SklearnModel | None = None
         self.predictor: Predictor | None = None
         self.draining = False
@@ -170,7 +178,7 @@ class ServingApp:
             raise ValueError(
                 f"model is named {model.name!r} but the server serves {self.settings.model_name!r}"
             )
-        self.predictor = self._predictor_factory(model, self.metrics, self.executor)
+        self.predictor = self._make_predictor(model)
         self._model_headers = [
             (b"x-model-version", model.version.encode()),
             (b"x-model-sha256", model.sha256.encode()),
@@ -180,6 +188,22 @@ class ServingApp:
         )
         self.model = model
         self.metrics.set_ready(True)
+
+    def _make_predictor(self, model: SklearnModel) -> Predictor:
+        if not self.settings.batching:
+            return DirectPredictor(model, self.metrics, self.executor)
+        return BatchingPredictor(
+            model,
+            self.metrics,
+            self.executor,
+            max_batch_size=self.settings.max_batch_size,
+            max_batch_latency=self.settings.max_batch_latency_ms / 1000.0,
+            lanes=self.settings.predict_threads,
+            open_connections=self._open_connections,
+        )
+
+    def _open_connections(self) -> int | None:
+        return self.connection_count() if self.connection_count is not None else None
 
     def start_draining(self) -> None:
         """Readiness turns red (shutdown has begun); requests in flight still complete."""

@@ -63,11 +63,7 @@ class HttpServer:
         self.date = formatdate(usegmt=True).encode()
         self._server: asyncio.AbstractServer | None = None
         self._ticker: asyncio.TimerHandle | None = None
-
-    @property
-    def could_grow(self) -> bool:
-        """True when some open connection could still send a request (is not busy)."""
-        return len(self.connections) > self.busy
+        app.connection_count = self.connections.__len__
 
     async def start(self, host: str, port: int) -> int:
         """Listen on ``host:port`` (0 = any free port); return the bound port."""

@@ -32,30 +32,49 @@ class FeatureStats(Collector):
     mean = rate(sum) / rate(rows); variance follows from the sum of squares.
     """
 
+    # Rows are summed lazily, at scrape time or when this many are pending, so that a
+    # one-row request costs a list append instead of a few numpy reductions.
+    PENDING_ROWS = 4096
+
     def __init__(self, model: str) -> None:
         self._model = model
         self._lock = threading.Lock()
         self._rows = 0
         self._sum: np.ndarray[Any, Any] | None = None
         self._squares: np.ndarray[Any, Any] | None = None
+        self._pending: list[np.ndarray[Any, Any]] = []
+        self._pending_rows = 0
 
     def observe(self, x: np.ndarray[Any, Any]) -> None:
         if x.ndim != 2 or x.dtype.kind not in "biuf":
             return
-        values = x.astype(np.float64, copy=False)
+        with self._lock:
+            self._pending.append(x)
+            self._pending_rows += x.shape[0]
+            if self._pending_rows >= self.PENDING_ROWS:
+                self._flush()
+
+    def _flush(self) -> None:
+        """Fold pending rows into the sums (caller holds the lock)."""
+        if not self._pending:
+            return
+        width = self._pending[-1].shape[1]
+        same = [x for x in self._pending if x.shape[1] == width]
+        values = np.concatenate(same).astype(np.float64, copy=False)
+        self._pending = []
+        self._pending_rows = 0
         column_sum = values.sum(axis=0)
         column_squares = np.einsum("ij,ij->j", values, values)
-        with self._lock:
-            if self._sum is None or self._sum.shape != column_sum.shape:
-                self._sum = np.zeros_like(column_sum)
-                self._squares = np.zeros_like(column_sum)
-            self._rows += x.shape[0]
-            self._sum += column_sum
-            assert self._squares is not None
-            self._squares += column_squares
+        if self._sum is None or self._squares is None or self._sum.shape != column_sum.shape:
+            self._sum = np.zeros_like(column_sum)
+            self._squares = np.zeros_like(column_sum)
+        self._rows += values.shape[0]
+        self._sum += column_sum
+        self._squares += column_squares
 
     def collect(self) -> Iterator[Metric]:
         with self._lock:
+            self._flush()
             rows = self._rows
             sums = None if self._sum is None else self._sum.copy()
             squares = None if self._squares is None else self._squares.copy()
@@ -163,6 +182,7 @@ class ServingMetrics:
         self.features = FeatureStats(model)
         registry.register(self.features)
         self._request_children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+        self._class_children: dict[Any, Any] = {}
 
     def observe_request(self, protocol: str, route: str, code: int, seconds: float) -> None:
         key = (protocol, route, code)
@@ -186,12 +206,22 @@ class ServingMetrics:
 
     def observe_predictions(self, predictions: np.ndarray[Any, Any], is_classifier: bool) -> None:
         if is_classifier:
-            labels, counts = np.unique(predictions, return_counts=True)
-            for label, count in zip(labels.tolist(), counts.tolist(), strict=True):
-                self._predictions.labels(self.model, str(label)).inc(count)
+            if predictions.shape[0] <= 16:
+                for label in predictions.tolist():
+                    self._class_counter(label).inc()
+            else:
+                labels, counts = np.unique(predictions, return_counts=True)
+                for label, count in zip(labels.tolist(), counts.tolist(), strict=True):
+                    self._class_counter(label).inc(count)
         elif predictions.dtype.kind in "iuf":
             for value in predictions.reshape(-1).tolist():
                 self._prediction_value.observe(value)
+
+    def _class_counter(self, label: Any) -> Any:
+        child = self._class_children.get(label)
+        if child is None:
+            child = self._class_children[label] = self._predictions.labels(self.model, str(label))
+        return child
 
     def set_model_info(
         self, version: str, sha256: str, versions: dict[str, str], load_seconds: float

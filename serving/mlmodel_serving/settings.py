@@ -17,8 +17,8 @@ from mlmodel_serving.artifacts import S3Config, validate_sha256
 
 DEFAULT_CACHE_DIR = "/var/cache/mlmodel"
 DEFAULT_MAX_BODY_BYTES = 16 * 1024 * 1024
-DEFAULT_MAX_BATCH_SIZE = 0
-DEFAULT_MAX_BATCH_LATENCY_MS = 0.0
+DEFAULT_MAX_BATCH_SIZE = 32
+DEFAULT_MAX_BATCH_LATENCY_MS = 2.0
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,227 @@
+"""Adaptive micro-batching: rows of concurrent requests share one ``predict`` call.
+
+A scikit-learn ``predict`` costs almost the same for one row as for a hundred (input
+validation and Python overhead dominate), so concurrent single-row requests are queued
+per (outputs, dtype) and predicted together in a worker thread.
+
+When a batch closes, for a free predict lane:
+
+* it holds ``max_batch_size`` rows (a request that would overflow starts the next batch;
+  a request larger than ``max_batch_size`` is predicted on its own), or
+* its oldest request has waited ``max_batch_latency``, or
+* nobody else can join: every open connection already has a request in the queue (the
+  HTTP server reports its open connections). This is the adaptive part: a lone client
+  never waits for the timer, and a full house does not wait either.
+
+While the lane is busy, new requests queue; when it frees, the next batch goes at once
+if it is due. Results are split back so each caller gets exactly its own rows. If
+``predict`` fails on a batch, each request of the batch is predicted again on its own,
+so only the request whose input breaks the model gets the error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Executor
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from mlmodel_serving.metrics import ServingMetrics
+from mlmodel_serving.model import SklearnModel
+from mlmodel_serving.predictor import Outputs, predict_and_observe
+from mlmodel_serving.protocol import NotReady
+
+BatchKey = tuple[tuple[str, ...], str]
+
+
+@dataclass(slots=True)
+class _Pending:
+    x: np.ndarray[Any, Any]
+    future: asyncio.Future[Outputs]
+    enqueued: float
+
+
+class BatchingPredictor:
+    """Queues requests and predicts them in batches; same interface as DirectPredictor."""
+
+    def __init__(
+        self,
+        model: SklearnModel,
+        metrics: ServingMetrics,
+        executor: Executor,
+        *,
+        max_batch_size: int,
+        max_batch_latency: float,
+        lanes: int = 1,
+        open_connections: Callable[[], int | None] | None = None,
+    ) -> None:
+        if max_batch_size < 1 or max_batch_latency <= 0:
+            raise ValueError("batching needs max_batch_size >= 1 and max_batch_latency > 0")
+        self._model = model
+        self._metrics = metrics
+        self._executor = executor
+        self.max_batch_size = max_batch_size
+        self.max_batch_latency = max_batch_latency
+        self._lanes = lanes
+        self._open_connections = open_connections
+        self._queues: dict[BatchKey, deque[_Pending]] = {}
+        self._queued_rows: dict[BatchKey, int] = {}
+        self._queued_requests = 0
+        self._inflight = 0
+        self._timer: asyncio.TimerHandle | None = None
+        self._check_scheduled = False
+        self._closed = False
+
+    async def predict(self, x: np.ndarray[Any, Any], outputs: tuple[str, ...]) -> Outputs:
+        if self._closed:
+            raise NotReady("the server is shutting down")
+        loop = asyncio.get_running_loop()
+        rows = x.shape[0]
+        if rows > self.max_batch_size:
+            return await loop.run_in_executor(
+                self._executor, predict_and_observe, self._model, self._metrics, x, outputs, 1
+            )
+        key = (outputs, x.dtype.str)
+        queue = self._queues.get(key)
+        if queue is None:
+            queue = self._queues[key] = deque()
+            self._queued_rows[key] = 0
+        future: asyncio.Future[Outputs] = loop.create_future()
+        queue.append(_Pending(x, future, time.perf_counter()))
+        self._queued_rows[key] += rows
+        self._queued_requests += 1
+        if not self._check_scheduled:
+            # Checked on the next loop turn, so that requests parsed in this turn join.
+            self._check_scheduled = True
+            loop.call_soon(self._check)
+        return await future
+
+    # -- deciding when a batch goes -----------------------------------------------------
+
+    def _check(self) -> None:
+        self._check_scheduled = False
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        while self._inflight < self._lanes:
+            key, wait = self._due()
+            if key is None:
+                if wait is not None:
+                    self._timer = asyncio.get_running_loop().call_later(wait, self._check)
+                return
+            self._dispatch(key)
+
+    def _due(self) -> tuple[BatchKey | None, float | None]:
+        """The queue whose batch should go now, else how long until the oldest is due."""
+        now = time.perf_counter()
+        oldest_key: BatchKey | None = None
+        oldest = now
+        for key, queue in self._queues.items():
+            if not queue:
+                continue
+            if self._queued_rows[key] >= self.max_batch_size:
+                return key, None
+            if queue[0].enqueued <= oldest:
+                oldest, oldest_key = queue[0].enqueued, key
+        if oldest_key is None:
+            return None, None
+        wait = oldest + self.max_batch_latency - now
+        if wait <= 0 or self._nobody_else_can_join():
+            return oldest_key, None
+        return None, wait
+
+    def _nobody_else_can_join(self) -> bool:
+        if self._open_connections is None:
+            return False
+        open_connections = self._open_connections()
+        return open_connections is not None and open_connections <= self._queued_requests
+
+    # -- running a batch ------------------------------------------------------------------
+
+    def _dispatch(self, key: BatchKey) -> None:
+        queue = self._queues[key]
+        batch: list[_Pending] = []
+        rows = 0
+        while queue and rows + queue[0].x.shape[0] <= self.max_batch_size:
+            pending = queue.popleft()
+            self._queued_requests -= 1
+            self._queued_rows[key] -= pending.x.shape[0]
+            if pending.future.done():  # cancelled by its caller
+                continue
+            batch.append(pending)
+            rows += pending.x.shape[0]
+        if not batch:
+            return
+        now = time.perf_counter()
+        for pending in batch:
+            self._metrics.observe_queue_wait(now - pending.enqueued)
+        x = batch[0].x if len(batch) == 1 else np.concatenate([p.x for p in batch])
+        self._inflight += 1
+        work = self._executor.submit(_predict_batch, self._model, self._metrics, x, key[0], batch)
+        asyncio.wrap_future(work).add_done_callback(lambda done: self._finish(batch, done))
+
+    def _finish(
+        self, batch: list[_Pending], done: asyncio.Future[list[Outputs | BaseException]]
+    ) -> None:
+        self._inflight -= 1
+        try:
+            results = done.result()
+        except BaseException as exc:  # the executor itself failed (e.g. shut down)
+            results = [exc] * len(batch)
+        for pending, result in zip(batch, results, strict=True):
+            if pending.future.done():
+                continue
+            if isinstance(result, BaseException):
+                pending.future.set_exception(result)
+            else:
+                pending.future.set_result(result)
+        self._check()
+
+    async def close(self) -> None:
+        """Fail whatever is still queued (the HTTP server drained connections first)."""
+        self._closed = True
+        if self._timer is not None:
+            self._timer.cancel()
+        for queue in self._queues.values():
+            while queue:
+                pending = queue.popleft()
+                if not pending.future.done():
+                    pending.future.set_exception(NotReady("the server is shutting down"))
+        self._queued_requests = 0
+
+
+def _predict_batch(
+    model: SklearnModel,
+    metrics: ServingMetrics,
+    x: np.ndarray[Any, Any],
+    outputs: tuple[str, ...],
+    batch: list[_Pending],
+) -> list[Outputs | BaseException]:
+    """Runs in the worker thread: one predict for the batch, split back per request."""
+    try:
+        result = predict_and_observe(model, metrics, x, outputs, len(batch))
+    except Exception:
+        if len(batch) == 1:
+            raise
+        # Find the culprit: predict each request on its own.
+        retried: list[Outputs | BaseException] = []
+        for pending in batch:
+            try:
+                retried.append(predict_and_observe(model, metrics, pending.x, outputs, 1))
+            except Exception as exc:
+                retried.append(exc)
+        return retried
+    if len(batch) == 1:
+        return [result]
+    split: list[Outputs | BaseException] = []
+    start = 0
+    for pending in batch:
+        end = start + pending.x.shape[0]
+        split.append({name: arr[start:end] for name, arr in result.items()})
+        start = end
+    return split
