@@ -14,6 +14,7 @@ import io
 import json
 import math
 import platform
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -82,7 +83,7 @@ def parse_csv(text: str, name: str = "<input>") -> tuple[np.ndarray[Any, Any], l
 
     Errors name ``file:line:column`` (both from 1).
     """
-    reader = csv.reader(io.StringIO(text))
+    reader = csv.reader(io.StringIO(text), strict=True)
     header: list[str] | None = None
     rows: list[list[float]] = []
     width: int | None = None
@@ -175,13 +176,8 @@ def running_versions() -> dict[str, str | None]:
 
 
 def _major_minor(version: str | None) -> tuple[int, int] | None:
-    if not version:
-        return None
-    parts = version.split(".")
-    try:
-        return int(parts[0]), int("".join(ch for ch in parts[1] if ch.isdigit()) or 0)
-    except (IndexError, ValueError):
-        return None
+    match = re.match(r"^(\d+)\.(\d+)", version or "")
+    return (int(match[1]), int(match[2])) if match else None
 
 
 @dataclass(frozen=True)
