@@ -83,7 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `mlmodel` console script."""
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO)
+    if args.command != "run":  # kopf configures logging for `run`
+        logging.basicConfig(level=logging.INFO, format="%(message)s")
     code: int = args.func(args)
     return code
 

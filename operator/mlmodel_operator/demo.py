@@ -1,59 +1,188 @@
 """`make demo`: the whole story on the real local control plane.
 
-Runs until interrupted (Ctrl-C), then stops everything it started.
+Builds nothing itself (``make demo`` runs ``make setup`` first), starts the control
+plane, MinIO and the operator, trains and uploads two versions of the example model,
+applies v1, rolls to v2, shows the switch, the retirement and the history, then waits
+for Ctrl-C and stops everything it started.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
+import shutil
 import signal
+import subprocess
 import sys
 import tempfile
 import threading
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
-from mlmodel_operator.localcluster import LocalCluster, MinioServer
+import yaml
+
+from mlmodel_operator import example_models
+from mlmodel_operator.localcluster import (
+    REPO_ROOT,
+    LocalCluster,
+    MinioServer,
+    OperatorRunner,
+    wait_until,
+)
+
+NAMESPACE = "demo"
+SECRET = "mlmodel-s3-credentials"
 
 
 def heading(text: str) -> None:
     """Print one step's heading."""
-    print(f"\n=== {text} " + "=" * max(0, 70 - len(text)), flush=True)
+    print(f"\n=== {text} " + "=" * max(0, 74 - len(text)), flush=True)
+
+
+def show(text: str) -> None:
+    print(text.rstrip(), flush=True)
+
+
+def example(version: str, sha256: str) -> str:
+    """manifests/examples/churn-v<version>.yaml in the demo namespace with the real digest."""
+    body = yaml.safe_load(
+        (REPO_ROOT / "manifests" / "examples" / f"churn-v{version}.yaml").read_text()
+    )
+    body["metadata"]["namespace"] = NAMESPACE
+    body["spec"]["artifact"]["sha256"] = sha256
+    body["spec"]["retirement"]["drainSeconds"] = 3  # short, for the demo
+    body["spec"].pop("monitoring", None)  # the demo has no Prometheus operator
+    return str(yaml.safe_dump(body))
+
+
+def status(cluster: LocalCluster) -> dict[str, Any]:
+    out = cluster.kubectl("get", "mlm", "churn", "-n", NAMESPACE, "-o", "json")
+    result: dict[str, Any] = json.loads(out).get("status") or {}
+    return result
+
+
+def follow(cluster: LocalCluster, until: str, version: str, timeout: float = 120) -> None:
+    """Print each phase change until the model reaches ``until`` on ``version``."""
+    seen: tuple[str | None, str | None] = (None, None)
+
+    def reached() -> bool:
+        nonlocal seen
+        st = status(cluster)
+        now = (st.get("phase"), st.get("activeVersion"))
+        if now != seen:
+            seen = now
+            show(f"  phase={now[0]}  activeVersion={now[1]}  {st.get('message', '')}")
+        return now == (until, version)
+
+    wait_until(f"churn {until} on version {version}", reached, timeout, interval=0.5)
+
+
+@contextlib.contextmanager
+def started(workdir: Path) -> Iterator[tuple[LocalCluster, MinioServer, OperatorRunner]]:
+    heading("1. The local control plane: etcd, kube-apiserver, controller-manager, scheduler, kwok")
+    with LocalCluster.up(workdir / "cluster") as cluster:
+        show(f"kubeconfig: {cluster.kubeconfig}")
+        show(cluster.kubectl("get", "nodes", "-o", "wide"))
+        heading("2. MinIO (credentials generated for this run)")
+        minio = MinioServer(workdir / "minio").start()
+        try:
+            show(f"MinIO at {minio.url}")
+            operator = OperatorRunner(
+                cluster,
+                minio,
+                workdir / "operator",
+                env={"MLMODEL_SERVING_IMAGE": "registry.local/mlmodel-serving:demo"},
+            )
+            try:
+                yield cluster, minio, operator
+            finally:
+                operator.stop()
+        finally:
+            minio.stop()
+
+
+def story(cluster: LocalCluster, minio: MinioServer, operator: OperatorRunner) -> None:
+    heading("3. Train two versions of the example model and upload them to MinIO")
+    mc = minio.client()
+    versions = {v: example_models.train_churn(v) for v in ("1", "2")}
+    for art in versions.values():
+        example_models.upload(mc, art)
+        show(f"  v{art.version}: {art.uri}  sha256={art.sha256}  ({len(art.data)} bytes)")
+
+    heading("4. Install the MLModel CRD and start the operator (`mlmodel run`)")
+    show(cluster.kubectl("apply", "--server-side", "-k", str(REPO_ROOT / "crds")))
+    cluster.kubectl(
+        "wait", "--for=condition=Established", "--timeout=30s", "crd/mlmodels.ml.lifecycle.io"
+    )
+    operator.start()
+    show(f"  operator running; its log: {operator.workdir}")
+    cluster.kubectl("create", "namespace", NAMESPACE)
+    cluster.kubectl(
+        "create", "secret", "generic", SECRET, "-n", NAMESPACE,
+        f"--from-literal=accessKey={minio.access_key}",
+        f"--from-literal=secretKey={minio.secret_key}",
+    )  # fmt: skip
+
+    heading("5. Apply version 1 (manifests/examples/churn-v1.yaml, real digest)")
+    show(cluster.kubectl("apply", "-f", "-", stdin=example("1", versions["1"].sha256)))
+    follow(cluster, "Serving", "1")
+    show(cluster.kubectl("get", "mlm", "-n", NAMESPACE, "-o", "wide"))
+    show(cluster.kubectl("get", "deploy,svc,pods", "-n", NAMESPACE))
+    show("  (kwok fake nodes: the Pods are scheduled and Ready, but no container runs on them.)")
+
+    heading("6. Apply version 2: rolled out, traffic switched when ready, v1 retired")
+    show(cluster.kubectl("apply", "-f", "-", stdin=example("2", versions["2"].sha256)))
+    follow(cluster, "Serving", "2")
+    wait_until(
+        "churn-v1 deleted",
+        lambda: "churn-v1" not in cluster.kubectl("get", "deploy", "-n", NAMESPACE, "-o", "name"),
+        60,
+    )
+    show(cluster.kubectl("get", "mlm", "-n", NAMESPACE, "-o", "wide"))
+    show(cluster.kubectl("get", "deploy", "-n", NAMESPACE))
+    show("  status.history:")
+    show(yaml.safe_dump(status(cluster).get("history"), sort_keys=False))
+    show(
+        cluster.kubectl(
+            "get", "events", "-n", NAMESPACE, "--field-selector", "involvedObject.kind=MLModel",
+            "--sort-by=.lastTimestamp",
+        )
+    )  # fmt: skip
 
 
 def main() -> int:
-    """Bring up the local control plane and MinIO, show them, wait for Ctrl-C."""
+    """Run the story, then wait for Ctrl-C; everything started is stopped on the way out."""
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     workdir = Path(tempfile.mkdtemp(prefix="mlmodel-demo-"))
-    heading(
-        "Starting the local control plane (etcd, kube-apiserver, controller-manager, scheduler, kwok)"
-    )
-    with LocalCluster.up(workdir / "cluster") as cluster:
-        print(f"kubeconfig: {cluster.kubeconfig}")
-        heading("kubectl get nodes")
-        print(cluster.kubectl("get", "nodes", "-o", "wide"), end="")
-        heading("Starting MinIO")
-        minio = MinioServer(workdir / "minio").start()
-        try:
-            print(f"MinIO at {minio.url} (credentials generated for this run)")
-            heading("Running. Try it in another shell:")
-            print(f"  export KUBECONFIG={cluster.kubeconfig}")
-            print("  kubectl get nodes,pods -A")
-            print("\nPress Ctrl-C to stop everything.", flush=True)
+    code = 0
+    try:
+        with started(workdir) as (cluster, minio, operator):
             try:
+                story(cluster, minio, operator)
+            except (TimeoutError, subprocess.SubprocessError, RuntimeError) as exc:
+                code = 1
+                show(f"\nThe demo stopped: {exc}\nOperator log:\n{operator.log()[-4000:]}")
+                return code
+            heading("Running. In another shell:")
+            show(f"  export KUBECONFIG={cluster.kubeconfig}")
+            show(
+                f"  kubectl get mlm -n {NAMESPACE} -o wide; kubectl describe mlm churn -n {NAMESPACE}"
+            )
+            show("\nPress Ctrl-C to stop everything.")
+            with contextlib.suppress(KeyboardInterrupt):
                 while not stop.wait(1.0):
                     pass
-            except KeyboardInterrupt:
-                pass
-        finally:
             heading("Stopping")
-            minio.stop()
-    if not os.environ.get("MLMODEL_KEEP_DEMO_DIR"):
-        import shutil
-
-        shutil.rmtree(workdir, ignore_errors=True)
-    print("Everything stopped.")
-    return 0
+    except KeyboardInterrupt:
+        heading("Interrupted: stopping")
+    finally:
+        if not os.environ.get("MLMODEL_KEEP_DEMO_DIR"):
+            shutil.rmtree(workdir, ignore_errors=True)
+    show("Everything stopped.")
+    return code
 
 
 if __name__ == "__main__":

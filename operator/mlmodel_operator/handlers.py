@@ -68,7 +68,7 @@ def build_registry(
     registry = kopf.OperatorRegistry()
     op_settings = settings  # kopf passes its own `settings` to the startup handler
 
-    @kopf.on.startup(registry=registry)
+    @kopf.on.startup(id="startup", registry=registry)
     def startup(
         *,
         settings: kopf.OperatorSettings,
@@ -92,17 +92,27 @@ def build_registry(
             start_http_server(metrics_port, addr="0.0.0.0", registry=prom)
             logger.info("metrics on :%d/metrics", metrics_port)
 
-    @kopf.on.resume(*RESOURCE, registry=registry)
-    @kopf.on.create(*RESOURCE, registry=registry)
-    @kopf.on.update(*RESOURCE, registry=registry)
+    @kopf.on.login(id="login", registry=registry)
+    def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+        # in a Pod: the mounted service-account token; elsewhere: the kubeconfig
+        info: kopf.ConnectionInfo | None = kopf.login_with_service_account(
+            **kwargs
+        ) or kopf.login_with_kubeconfig(**kwargs)
+        return info
+
+    @kopf.on.resume(*RESOURCE, id="reconcile", registry=registry)
+    @kopf.on.create(*RESOURCE, id="reconcile", registry=registry)
+    @kopf.on.update(*RESOURCE, id="reconcile", registry=registry)
     def reconcile(*, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
         _reconcile(body, memo, requeue=True)
 
-    @kopf.timer(*RESOURCE, interval=settings.reconcile_interval_seconds, registry=registry)
+    @kopf.timer(
+        *RESOURCE, id="timer", interval=settings.reconcile_interval_seconds, registry=registry
+    )
     def reconcile_periodically(*, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
         _reconcile(body, memo, requeue=False)
 
-    @kopf.on.delete(*RESOURCE, registry=registry)
+    @kopf.on.delete(*RESOURCE, id="finalize", registry=registry)
     def finalize(*, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
         reconciler: Reconciler = memo.reconciler
         try:

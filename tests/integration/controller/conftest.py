@@ -2,23 +2,21 @@
 
 from __future__ import annotations
 
-import hashlib
-import io
 import os
 import uuid
 from collections.abc import Callable, Iterator
 
-import joblib
 import pytest
 from kubernetes import client, config
-from mlm_helpers import SECRET_NAME, Artifact, Models, OperatorProcess
-from sklearn.datasets import load_iris
-from sklearn.linear_model import LogisticRegression
+from mlm_helpers import SECRET_NAME, Artifact, Models
 
+from mlmodel_operator import example_models
+from mlmodel_operator.example_models import train_churn
 from mlmodel_operator.localcluster import (
     REPO_ROOT,
     LocalCluster,
     MinioServer,
+    OperatorRunner,
 )
 
 
@@ -44,25 +42,15 @@ def crd(cluster: LocalCluster) -> None:
 
 @pytest.fixture(scope="session")
 def models(minio: MinioServer) -> Callable[[str], Artifact]:
-    """Train a real scikit-learn model per version and upload it to MinIO (cached)."""
+    """Train a real scikit-learn model per version and upload it to MinIO (once each)."""
     mc = minio.client()
-    if not mc.bucket_exists("models"):
-        mc.make_bucket("models")
     made: dict[str, Artifact] = {}
 
     def upload(version: str) -> Artifact:
         if version not in made:
-            x, y = load_iris(return_X_y=True)
-            c = 0.1 * (1 + (int(hashlib.sha256(version.encode()).hexdigest(), 16) % 20))
-            model = LogisticRegression(C=c, max_iter=500).fit(x, y)
-            buf = io.BytesIO()
-            joblib.dump(model, buf)
-            data = buf.getvalue()
-            key = f"churn/{version}/model.joblib"
-            mc.put_object("models", key, io.BytesIO(data), len(data))
-            made[version] = Artifact(
-                f"s3://models/{key}", hashlib.sha256(data).hexdigest(), len(data)
-            )
+            trained = train_churn(version)
+            example_models.upload(mc, trained)
+            made[version] = Artifact(trained.uri, trained.sha256, len(trained.data))
         return made[version]
 
     return upload
@@ -71,8 +59,16 @@ def models(minio: MinioServer) -> Callable[[str], Artifact]:
 @pytest.fixture(scope="session")
 def operator(
     cluster: LocalCluster, minio: MinioServer, crd: None, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[OperatorProcess]:
-    op = OperatorProcess(cluster, minio, tmp_path_factory.mktemp("operator"))
+) -> Iterator[OperatorRunner]:
+    op = OperatorRunner(
+        cluster,
+        minio,
+        tmp_path_factory.mktemp("operator"),
+        env={
+            "MLMODEL_RECONCILE_INTERVAL": "5",
+            "MLMODEL_SERVING_IMAGE": "registry.local/mlmodel-serving:test",
+        },
+    )
     op.start()
     try:
         yield op
@@ -100,5 +96,5 @@ def namespace(api: client.ApiClient, minio: MinioServer) -> Iterator[str]:
 
 
 @pytest.fixture()
-def mlm(api: client.ApiClient, namespace: str, operator: OperatorProcess) -> Models:
+def mlm(api: client.ApiClient, namespace: str, operator: OperatorRunner) -> Models:
     return Models(api, namespace)

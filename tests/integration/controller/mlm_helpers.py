@@ -2,19 +2,12 @@
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from kubernetes import client
 
 from mlmodel_operator.localcluster import (
-    LocalCluster,
-    MinioServer,
-    Process,
-    _http_ok,
-    free_port,
     wait_until,
 )
 
@@ -27,53 +20,6 @@ class Artifact:
     uri: str
     sha256: str
     size: int
-
-
-class OperatorProcess:
-    """`mlmodel run` as a real subprocess; can be killed and started again."""
-
-    def __init__(self, cluster: LocalCluster, minio: MinioServer, workdir: Path) -> None:
-        self.cluster, self.minio, self.workdir = cluster, minio, workdir
-        self.process: Process | None = None
-        self.metrics_port = 0
-        self.starts = 0
-
-    def start(self) -> None:
-        health, self.metrics_port = free_port(), free_port()
-        self.starts += 1
-        exe = Path(sys.executable).parent / "mlmodel"
-        self.process = Process(
-            "operator",
-            [
-                str(exe), "run", f"--kubeconfig={self.cluster.kubeconfig}", "--all-namespaces",
-                f"--liveness=http://127.0.0.1:{health}/healthz",
-                f"--metrics-port={self.metrics_port}",
-            ],
-            self.workdir / f"operator-{self.starts}.log",
-            env={
-                "MLMODEL_S3_ENDPOINT": self.minio.endpoint,
-                "MLMODEL_S3_ACCESS_KEY": self.minio.access_key,
-                "MLMODEL_S3_SECRET_KEY": self.minio.secret_key,
-                "MLMODEL_RECONCILE_INTERVAL": "5",
-                "MLMODEL_SERVING_IMAGE": "registry.local/mlmodel-serving:test",
-                "PYTHONUNBUFFERED": "1",
-            },
-        )  # fmt: skip
-        self.process.start()
-        self.process.wait_ready(lambda: _http_ok(f"http://127.0.0.1:{health}/healthz"), 60)
-
-    def kill(self) -> None:
-        if self.process:
-            self.process.kill()
-
-    def stop(self) -> None:
-        if self.process:
-            self.process.stop()
-
-    def log(self) -> str:
-        return "\n".join(
-            p.read_text(errors="replace") for p in sorted(self.workdir.glob("operator-*.log"))
-        )
 
 
 class Models:

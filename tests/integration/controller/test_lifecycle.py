@@ -6,9 +6,9 @@ from collections.abc import Callable
 
 import pytest
 from kubernetes import client
-from mlm_helpers import Artifact, Models, OperatorProcess
+from mlm_helpers import Artifact, Models
 
-from mlmodel_operator.localcluster import LocalCluster, wait_until
+from mlmodel_operator.localcluster import LocalCluster, OperatorRunner, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -184,7 +184,7 @@ def test_the_digest_of_a_version_can_never_change(
 
 
 def test_operator_killed_mid_rollout_converges(
-    mlm: Models, models: Callable[[str], Artifact], operator: OperatorProcess
+    mlm: Models, models: Callable[[str], Artifact], operator: OperatorRunner
 ) -> None:
     v1, v2 = models("1"), models("2")
     mlm.create(mlm.body("churn", "1", v1, retirement={"drainSeconds": 4}))
