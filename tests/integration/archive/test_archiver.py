@@ -1,0 +1,244 @@
+"""S3Archiver and S3Ledger against a real MinIO: copy, verify, idempotence, WORM, outages."""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import json
+import uuid
+
+import pytest
+import sklearn
+from archive_helpers import (
+    NOW,
+    entry,
+    keys,
+    model_spec,
+    settings,
+    train_and_upload,
+)
+from minio.commonconfig import GOVERNANCE
+from minio.error import S3Error
+
+from mlmodel_operator import ledger
+from mlmodel_operator.archive import ArchiveError, S3Archiver
+from mlmodel_operator.ledger import LedgerRecord, S3Ledger, serving_at
+from mlmodel_operator.localcluster import MinioServer
+from mlmodel_operator.manifest import MANIFEST_FORMAT
+from mlmodel_operator.plan import HistoryEntry
+
+pytestmark = pytest.mark.integration
+
+
+def fresh(prefix: str = "arch") -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+def manifest_of(minio: MinioServer, bucket: str, key: str) -> dict:
+    resp = minio.client().get_object(bucket, key)
+    try:
+        return dict(json.loads(resp.read()))
+    finally:
+        resp.close()
+        resp.release_conn()
+
+
+def test_archive_is_a_verified_copy_with_a_full_manifest(minio: MinioServer) -> None:
+    bucket, ns = fresh(), fresh("ns")
+    v1, v2 = train_and_upload(minio, "churn", "1"), train_and_upload(minio, "churn", "2")
+    archiver = S3Archiver(minio.client(), settings(bucket))
+    # the spec now names v2; v1 is retiring
+    result = archiver(model_spec("churn", ns, v2), entry(v1), "SpecChanged", NOW)
+
+    assert result.ok and result.location == f"s3://{bucket}/{ns}/churn/1/"
+    assert keys(minio, bucket, f"{ns}/") == [
+        f"{ns}/churn/1/manifest.json", f"{ns}/churn/1/model.joblib",
+    ]  # fmt: skip
+    stat = minio.client().stat_object(bucket, f"{ns}/churn/1/model.joblib")
+    assert stat.size == v1.size
+    m = manifest_of(minio, bucket, f"{ns}/churn/1/manifest.json")
+    assert m["format"] == MANIFEST_FORMAT
+    assert (m["model"], m["namespace"], m["version"]) == ("churn", ns, "1")
+    assert (m["sha256"], m["size"], m["sourceUri"]) == (v1.sha256, v1.size, v1.uri)
+    assert m["artifactUri"] == f"s3://{bucket}/{ns}/churn/1/model.joblib"
+    assert m["spec"]["version"] == "1" and m["spec"]["artifact"]["sha256"] == v1.sha256
+    assert (m["deployedAt"], m["retiredAt"], m["reason"]) == (
+        "2026-03-01T08:00:00Z", "2026-03-14T12:00:00Z", "SpecChanged",
+    )  # fmt: skip
+    trained = m["libraries"]["trainedWith"]
+    assert trained["scikit-learn"] == sklearn.__version__ and trained["complete"] is True
+    assert m["libraries"]["servingRelease"]["scikit-learn"] == sklearn.__version__
+    assert m["servingImage"] == settings(bucket).serving_image
+
+
+def test_second_call_rewrites_nothing_and_a_partial_archive_is_completed(
+    minio: MinioServer,
+) -> None:
+    bucket, ns = fresh(), fresh("ns")
+    v1 = train_and_upload(minio, "churn", "1")
+    mc = minio.client()
+    archiver = S3Archiver(mc, settings(bucket))
+    model = model_spec("churn", ns, v1)
+    archiver(model, entry(v1), "Deleted", NOW)
+    art, man = f"{ns}/churn/1/model.joblib", f"{ns}/churn/1/manifest.json"
+    before = {k: mc.stat_object(bucket, k).etag for k in (art, man)}
+    before_time = {k: mc.stat_object(bucket, k).last_modified for k in (art, man)}
+
+    again = archiver(model, entry(v1), "Deleted", NOW + dt.timedelta(hours=1))
+    assert again.ok
+    assert {k: mc.stat_object(bucket, k).last_modified for k in (art, man)} == before_time
+    assert manifest_of(minio, bucket, man)["retiredAt"] == "2026-03-14T12:00:00Z"
+
+    mc.remove_object(bucket, man)  # as if the operator died between copy and manifest
+    done = archiver(model, entry(v1), "Deleted", NOW)
+    assert done.ok
+    assert mc.stat_object(bucket, art).last_modified == before_time[art]  # not copied again
+    assert mc.stat_object(bucket, art).etag == before[art]
+    assert keys(minio, bucket, f"{ns}/") == sorted([art, man])
+
+
+def test_object_lock_bucket_gets_governance_retention(minio: MinioServer) -> None:
+    bucket, ns = fresh("worm"), fresh("ns")
+    mc = minio.client()
+    mc.make_bucket(bucket, object_lock=True)
+    v1 = train_and_upload(minio, "churn", "1")
+    archiver = S3Archiver(mc, settings("model-archive"))
+    now = dt.datetime.now(dt.UTC)
+    model = model_spec("churn", ns, v1, archive={"bucket": bucket, "retainDays": 2})
+    result = archiver(model, entry(v1), "Deleted", now)
+    assert "retained (GOVERNANCE)" in result.message
+
+    for key in (f"{ns}/churn/1/model.joblib", f"{ns}/churn/1/manifest.json"):
+        retention = mc.get_object_retention(bucket, key)
+        assert retention is not None and retention.mode == GOVERNANCE
+        until = retention.retain_until_date
+        assert dt.timedelta(days=2) - dt.timedelta(minutes=5) < until - now
+        assert until - now <= dt.timedelta(days=2)
+        version_id = mc.stat_object(bucket, key).version_id
+        with pytest.raises(S3Error) as info:  # WORM: the stored version cannot be deleted
+            mc.remove_object(bucket, key, version_id=version_id)
+        assert info.value.code == "AccessDenied"
+    m = manifest_of(minio, bucket, f"{ns}/churn/1/manifest.json")
+    assert m["retention"]["mode"] == "GOVERNANCE"
+    assert archiver(model, entry(v1), "Deleted", now).ok  # idempotent in a locked bucket too
+
+
+def test_retain_days_without_object_lock_says_so(minio: MinioServer) -> None:
+    bucket, ns = fresh(), fresh("ns")
+    v1 = train_and_upload(minio, "churn", "1")
+    result = S3Archiver(minio.client(), settings(bucket))(
+        model_spec("churn", ns, v1, archive={"retainDays": 5}), entry(v1), "Deleted", NOW
+    )
+    assert f"retainDays not applied: bucket {bucket} has no object lock" in result.message
+
+
+def test_a_source_whose_bytes_changed_is_not_archived(minio: MinioServer) -> None:
+    bucket, ns = fresh(), fresh("ns")
+    v1 = train_and_upload(minio, "drift", "1")
+    wrong = HistoryEntry("1", "f" * 64, v1.uri, "2026-03-01T08:00:00Z")
+    with pytest.raises(ArchiveError, match="the source changed since it was deployed"):
+        S3Archiver(minio.client(), settings(bucket))(
+            model_spec("drift", ns, v1), wrong, "SpecChanged", NOW
+        )
+    assert keys(minio, bucket, f"{ns}/") == []  # the wrong copy was removed
+
+
+def test_an_archive_is_never_overwritten_with_other_bytes(minio: MinioServer) -> None:
+    bucket, ns = fresh(), fresh("ns")
+    v1, v1b = train_and_upload(minio, "reuse", "1"), train_and_upload(minio, "reuse-b", "1")
+    archiver = S3Archiver(minio.client(), settings(bucket))
+    archiver(model_spec("reuse", ns, v1), entry(v1), "Deleted", NOW)
+    with pytest.raises(ArchiveError, match="never overwritten"):
+        archiver(model_spec("reuse", ns, v1b), entry(v1b), "Deleted", NOW)
+
+
+def test_errors_name_bucket_key_and_code(minio: MinioServer) -> None:
+    ns = fresh("ns")
+    v1 = train_and_upload(minio, "churn", "1")
+    archiver = S3Archiver(minio.client(), settings(fresh()))
+    with pytest.raises(ArchiveError) as info:
+        archiver(model_spec("churn", ns, v1, archive={"bucket": "no-such-bucket-x"}),
+                 entry(v1), "Deleted", NOW)  # fmt: skip
+    assert "bucket no-such-bucket-x (spec.archive.bucket) does not exist" in str(info.value)
+    missing = HistoryEntry("1", v1.sha256, "s3://archive-src/nothing/here.joblib", "")
+    with pytest.raises(ArchiveError) as info:
+        archiver(model_spec("churn", ns, v1), missing, "Deleted", NOW)
+    assert "source s3://archive-src/nothing/here.joblib: S3 error NoSuchKey" in str(info.value)
+    assert minio.secret_key not in str(info.value)
+
+
+def test_minio_down_raises_then_archives_once_it_is_back(minio: MinioServer) -> None:
+    bucket, ns = fresh(), fresh("ns")
+    v1 = train_and_upload(minio, "churn", "1")
+    archiver = S3Archiver(minio.client(), settings(bucket))
+    model = model_spec("churn", ns, v1)
+    minio.stop()
+    try:
+        with pytest.raises(ArchiveError) as info:
+            archiver(model, entry(v1), "Deleted", NOW)
+        assert bucket in str(info.value)
+        assert "connection refused" in str(info.value) or "unreachable" in str(info.value)
+        assert minio.secret_key not in str(info.value)
+        assert minio.access_key not in str(info.value)
+    finally:
+        minio.start()
+    assert archiver(model, entry(v1), "Deleted", NOW).ok
+    assert archiver(model, entry(v1), "Deleted", NOW).ok
+    assert keys(minio, bucket, f"{ns}/") == [
+        f"{ns}/churn/1/manifest.json", f"{ns}/churn/1/model.joblib",
+    ]  # fmt: skip
+
+
+def test_ledger_records_are_immutable_sorted_and_answer_which_version(
+    minio: MinioServer,
+) -> None:
+    bucket, ns = fresh(), fresh("ns")
+    mc = minio.client()
+    mc.make_bucket(bucket)
+    v1, v2 = train_and_upload(minio, "churn", "1"), train_and_upload(minio, "churn", "2")
+    book = S3Ledger(mc, settings(bucket))
+    t = dt.datetime(2026, 3, 1, 9, 0, tzinfo=dt.UTC)
+    steps = [
+        (ledger.DEPLOYED, v1, 0), (ledger.SWITCHED, v1, 2), (ledger.DEPLOYED, v2, 3600),
+        (ledger.SWITCHED, v2, 3610), (ledger.RETIRING, v1, 3610), (ledger.ARCHIVED, v1, 3650),
+        (ledger.RETIRED, v1, 3650),
+    ]  # fmt: skip
+    for kind, trained, seconds in reversed(steps):  # written out of order on purpose
+        model = model_spec("churn", ns, trained)
+        book.record(
+            model, kind, trained.version, {"uri": trained.uri}, t + dt.timedelta(seconds=seconds)
+        )
+    before = keys(minio, bucket, f"{ns}/churn/ledger/")
+    book.record(
+        model_spec("churn", ns, v1),
+        ledger.SWITCHED,
+        "1",
+        {"uri": "changed"},
+        t + dt.timedelta(seconds=2),
+    )
+    assert keys(minio, bucket, f"{ns}/churn/ledger/") == before  # a retry adds nothing
+    kinds = [k.rsplit("/", 1)[1].split("-")[2] for k in before]  # listing order is time order
+    assert kinds == [kind for kind, _, _ in steps]
+    records = []
+    for key in before:
+        resp = mc.get_object(bucket, key)
+        records.append(LedgerRecord.parse(json.loads(resp.read()), key))
+        resp.close()
+        resp.release_conn()
+    assert records[1].details == {"uri": v1.uri}  # the first write stands
+    assert serving_at(records, t + dt.timedelta(minutes=30)).version == "1"
+    assert serving_at(records, t + dt.timedelta(hours=2)).version == "2"
+
+
+def test_manifest_json_is_readable_json(minio: MinioServer) -> None:
+    bucket, ns = fresh(), fresh("ns")
+    v1 = train_and_upload(minio, "churn", "1")
+    S3Archiver(minio.client(), settings(bucket))(
+        model_spec("churn", ns, v1), entry(v1), "Deleted", NOW
+    )
+    data = io.BytesIO()
+    resp = minio.client().get_object(bucket, f"{ns}/churn/1/manifest.json")
+    data.write(resp.read())
+    resp.close()
+    resp.release_conn()
+    assert json.loads(data.getvalue())["version"] == "1"
