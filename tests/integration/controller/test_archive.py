@@ -1,0 +1,241 @@
+"""Issue 5 on the real control plane with the real operator and a real MinIO: retirement
+and deletion archive, the ledger, and the CLI over what the operator wrote."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from kubernetes import client
+from mlm_helpers import Artifact, Models, OperatorProcess
+from sklearn.datasets import load_iris
+
+from mlmodel_operator.archive import S3Archiver
+from mlmodel_operator.localcluster import MinioServer, wait_until
+from mlmodel_operator.plan import HistoryEntry
+from mlmodel_operator.settings import Settings
+from mlmodel_operator.spec import parse_model
+from mlmodel_serving.artifacts import S3Config, fetch_verified, load_verified_joblib
+
+pytestmark = pytest.mark.integration
+
+BUCKET = "model-archive"  # the operator's default archive bucket
+ARCHIVE_TIMEOUT = 90.0
+
+
+def objects(minio: MinioServer, prefix: str) -> list[str]:
+    return sorted(
+        o.object_name for o in minio.client().list_objects(BUCKET, prefix=prefix, recursive=True)
+    )
+
+
+def read_json(minio: MinioServer, key: str) -> dict[str, Any]:
+    resp = minio.client().get_object(BUCKET, key)
+    try:
+        return dict(json.loads(resp.read()))
+    finally:
+        resp.close()
+        resp.release_conn()
+
+
+def stored_sha256(minio: MinioServer, key: str) -> str:
+    resp = minio.client().get_object(BUCKET, key)
+    try:
+        return hashlib.sha256(resp.read()).hexdigest()
+    finally:
+        resp.close()
+        resp.release_conn()
+
+
+def spec_for(art: Artifact, version: str) -> dict[str, Any]:
+    return {"version": version, "artifact": {"uri": art.uri, "sha256": art.sha256}}
+
+
+def wait_retired(mlm: Models, name: str, version: str, timeout: float = ARCHIVE_TIMEOUT) -> None:
+    def retired() -> bool:
+        history = {h["version"]: h for h in mlm.status(name).get("history", [])}
+        entry = history.get(version, {})
+        return bool(entry.get("archive")) and f"{name}-v{version}" not in mlm.deployments(name)
+
+    try:
+        wait_until(f"{name} v{version} archived and retired", retired, timeout, interval=0.25)
+    except TimeoutError as exc:
+        raise AssertionError(f"{exc}; status is {mlm.status(name)}") from None
+
+
+def mlmodel(minio: MinioServer, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("MLMODEL_")},
+        "MLMODEL_S3_ENDPOINT": minio.endpoint,
+        "MLMODEL_S3_ACCESS_KEY": minio.access_key,
+        "MLMODEL_S3_SECRET_KEY": minio.secret_key,
+    }
+    exe = Path(sys.executable).parent / "mlmodel"
+    return subprocess.run(
+        [str(exe), *args], env=env, capture_output=True, text=True, timeout=120, check=False
+    )
+
+
+def served_predictions(minio: MinioServer, art: Artifact, rows: Any, cache: Path) -> list[Any]:
+    """What the serving pod would answer: the source artifact, verified, loaded, predicted."""
+    cfg = S3Config(minio.endpoint, minio.access_key, minio.secret_key)
+    path = fetch_verified(art.uri, art.sha256, cache, cfg)
+    return list(load_verified_joblib(path, art.sha256).predict(rows).tolist())
+
+
+def test_v1_v2_v3_then_delete_archives_every_version_and_the_cli_tells_it(
+    mlm: Models, models: Callable[[str], Artifact], minio: MinioServer, tmp_path: Path
+) -> None:
+    v1, v2, v3 = models("1"), models("2"), models("3")
+    mlm.create(mlm.body("churn", "1", v1))
+    mlm.wait_phase("churn", "Serving", version="1")
+    mlm.patch_spec("churn", spec_for(v2, "2"))
+    wait_retired(mlm, "churn", "1")
+    mlm.wait_phase("churn", "Serving", version="2")
+    during_v2 = dt.datetime.now(dt.UTC)
+    mlm.patch_spec("churn", spec_for(v3, "3"))
+    wait_retired(mlm, "churn", "2")
+    st = mlm.wait_phase("churn", "Serving", version="3")
+
+    history = {h["version"]: h for h in st["history"]}
+    prefix = f"{mlm.ns}/churn/"
+    for version, art in (("1", v1), ("2", v2)):
+        assert history[version]["archive"] == f"s3://{BUCKET}/{prefix}{version}/"
+        key = f"{prefix}{version}/model.joblib"
+        assert stored_sha256(minio, key) == art.sha256
+        assert minio.client().stat_object(BUCKET, key).size == art.size
+        m = read_json(minio, f"{prefix}{version}/manifest.json")
+        assert (m["model"], m["namespace"], m["version"]) == ("churn", mlm.ns, version)
+        assert (m["sha256"], m["size"], m["sourceUri"]) == (art.sha256, art.size, art.uri)
+        assert m["reason"] == "SpecChanged"
+        assert m["deployedAt"] == history[version]["deployedAt"]
+        assert m["spec"]["artifact"]["uri"] == art.uri and m["spec"]["version"] == version
+        assert m["servingImage"] == "registry.local/mlmodel-serving:test"
+        assert m["libraries"]["trainedWith"]["scikit-learn"]
+    conds = {c["type"]: c for c in st["conditions"]}
+    assert conds["Archived"]["status"] == "True"
+
+    mlm.delete("churn")
+
+    def gone() -> bool:
+        try:
+            mlm.get("churn")
+        except client.ApiException as exc:
+            return exc.status == 404
+        return False
+
+    wait_until("churn deleted", gone, ARCHIVE_TIMEOUT, interval=0.25)
+    m3 = read_json(minio, f"{prefix}3/manifest.json")
+    assert (m3["version"], m3["reason"], m3["sha256"]) == ("3", "Deleted", v3.sha256)
+    assert stored_sha256(minio, f"{prefix}3/model.joblib") == v3.sha256
+
+    # the ledger: one record per transition, in time order
+    ledger_keys = [k for k in objects(minio, f"{prefix}ledger/")]
+    kinds = [(k.rsplit("/", 1)[1].split("-")[2], k.rsplit("-v", 1)[1][:-5]) for k in ledger_keys]
+    for kind, version in [("Deployed", "1"), ("TrafficSwitched", "1"), ("Archived", "1"),
+                          ("Retired", "1"), ("Archived", "2"), ("Archived", "3"),
+                          ("Deleted", "3")]:  # fmt: skip
+        assert kinds.count((kind, version)) == 1, (kind, version, kinds)
+    assert kinds.index(("TrafficSwitched", "2")) < kinds.index(("Archived", "1"))
+
+    # the CLI over what the operator wrote
+    ls = mlmodel(minio, "archive", "ls", "churn", "-n", mlm.ns)
+    assert ls.returncode == 0, ls.stderr
+    assert [r.split()[1] for r in ls.stdout.splitlines()[1:]] == ["1", "2", "3"]
+    at = mlmodel(minio, "history", "churn", "-n", mlm.ns, "--at", during_v2.isoformat())
+    assert at.returncode == 0, at.stderr
+    assert "served version 2" in at.stdout
+
+    rows = load_iris(return_X_y=True)[0][::5]
+    inputs = tmp_path / "rows.csv"
+    inputs.write_text("\n".join(",".join(str(v) for v in r) for r in rows) + "\n")
+    for version, art in (("1", v1), ("2", v2), ("3", v3)):
+        out = tmp_path / f"out-{version}.jsonl"
+        rep = mlmodel(minio, "replay", "churn", "-n", mlm.ns, "--version", version,
+                      "--input", str(inputs), "--output", str(out),
+                      "--cache-dir", str(tmp_path / "replay-cache"))  # fmt: skip
+        assert rep.returncode == 0, rep.stderr
+        replayed = [json.loads(line)["predict"] for line in out.read_text().splitlines()]
+        assert replayed == served_predictions(minio, art, rows, tmp_path / "served-cache")
+    assert (
+        not np.array_equal(  # the versions are different models, so this means something
+            served_predictions(minio, v1, rows, tmp_path / "c"),
+            served_predictions(minio, v3, rows, tmp_path / "c"),
+        )
+        or v1.sha256 != v3.sha256
+    )
+
+
+def test_minio_down_during_retirement_keeps_the_old_deployment_then_archives_once(
+    mlm: Models, models: Callable[[str], Artifact], minio: MinioServer
+) -> None:
+    v1, v2 = models("1"), models("2")
+    mlm.create(mlm.body("churn", "1", v1, retirement={"drainSeconds": 4}))
+    mlm.wait_phase("churn", "Serving", version="1")
+    mlm.patch_spec("churn", spec_for(v2, "2"))
+    mlm.wait_phase("churn", "Retiring", version="2", timeout=60)
+    minio.stop()
+    try:
+
+        def archive_failed() -> bool:
+            cond = mlm.condition("churn", "Archived")
+            return cond.get("status") == "False"
+
+        wait_until("Archived=False", archive_failed, 60, interval=0.25)
+        cond = mlm.condition("churn", "Archived")
+        assert "not archived" in cond["message"] and "Deployment is kept" in cond["message"]
+        assert "churn-v1" in mlm.deployments("churn")  # nothing deleted first
+        assert "ArchiveFailed" in [r for r, _ in mlm.events("churn")]
+    finally:
+        minio.start()
+    wait_retired(mlm, "churn", "1")
+    assert mlm.condition("churn", "Archived")["status"] == "True"
+    prefix = f"{mlm.ns}/churn/"
+    assert [k for k in objects(minio, prefix) if "/ledger/" not in k] == [
+        f"{prefix}1/manifest.json", f"{prefix}1/model.joblib",
+    ]  # fmt: skip
+    archived_records = [k for k in objects(minio, f"{prefix}ledger/") if "-Archived-" in k]
+    assert len(archived_records) == 1
+    assert stored_sha256(minio, f"{prefix}1/model.joblib") == v1.sha256
+
+
+def test_operator_killed_between_copy_and_delete_converges(
+    mlm: Models,
+    models: Callable[[str], Artifact],
+    minio: MinioServer,
+    operator: OperatorProcess,
+) -> None:
+    """The state a kill between the copy and the Deployment's deletion leaves behind (the
+    artifact copied, no manifest, the old Deployment still there) is made exactly, with
+    the operator down, by the same archiver; the restarted operator must finish it."""
+    v1, v2 = models("1"), models("2")
+    mlm.create(mlm.body("churn", "1", v1))
+    st = mlm.wait_phase("churn", "Serving", version="1")
+    operator.kill()
+    try:
+        body = mlm.patch_spec("churn", spec_for(v2, "2"))
+        entry = HistoryEntry.from_status(st["history"][0])
+        archiver = S3Archiver(
+            minio.client(), Settings(serving_image="registry.local/mlmodel-serving:test")
+        )
+        archiver(parse_model(body), entry, "SpecChanged", dt.datetime.now(dt.UTC))
+        prefix = f"{mlm.ns}/churn/1/"
+        minio.client().remove_object(BUCKET, f"{prefix}manifest.json")
+        copied = minio.client().stat_object(BUCKET, f"{prefix}model.joblib").last_modified
+        assert "churn-v1" in mlm.deployments("churn")
+    finally:
+        operator.start()
+    wait_retired(mlm, "churn", "1")
+    mlm.wait_phase("churn", "Serving", version="2")
+    assert objects(minio, prefix) == [f"{prefix}manifest.json", f"{prefix}model.joblib"]
+    assert minio.client().stat_object(BUCKET, f"{prefix}model.joblib").last_modified == copied
+    assert read_json(minio, f"{prefix}manifest.json")["sha256"] == v1.sha256
