@@ -13,7 +13,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 from kubernetes import client
 from mlm_helpers import Artifact, Models, OperatorProcess
@@ -166,13 +165,6 @@ def test_v1_v2_v3_then_delete_archives_every_version_and_the_cli_tells_it(
         assert rep.returncode == 0, rep.stderr
         replayed = [json.loads(line)["predict"] for line in out.read_text().splitlines()]
         assert replayed == served_predictions(minio, art, rows, tmp_path / "served-cache")
-    assert (
-        not np.array_equal(  # the versions are different models, so this means something
-            served_predictions(minio, v1, rows, tmp_path / "c"),
-            served_predictions(minio, v3, rows, tmp_path / "c"),
-        )
-        or v1.sha256 != v3.sha256
-    )
 
 
 def test_minio_down_during_retirement_keeps_the_old_deployment_then_archives_once(
