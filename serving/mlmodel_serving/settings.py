@@ -27,6 +27,7 @@ class Settings:
     artifact_uri: str
     artifact_sha256: str
     model_version: str = "1"
+    artifact_format: str = "joblib"
     cache_dir: Path = Path(DEFAULT_CACHE_DIR)
     http_host: str = "0.0.0.0"
     http_port: int = 8080
@@ -59,6 +60,11 @@ class Settings:
             raise ValueError(
                 f"invalid MLMODEL_ARTIFACT_SHA256 {self.artifact_sha256!r}: expected 64 lowercase hex characters"
             ) from None
+        if self.artifact_format != "joblib":
+            raise ValueError(
+                f"unsupported artifact format {self.artifact_format!r} (MLMODEL_ARTIFACT_FORMAT): "
+                "expected joblib"
+            )
         if not 0 < self.http_port < 65536:
             raise ValueError(f"invalid HTTP port {self.http_port}: expected 1-65535")
         if self.max_body_bytes < 1024:
@@ -116,6 +122,11 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
         "--artifact-sha256",
         default=env("MLMODEL_ARTIFACT_SHA256"),
         help="expected sha256 of the artifact, 64 lowercase hex [MLMODEL_ARTIFACT_SHA256]",
+    )
+    p.add_argument(
+        "--artifact-format",
+        default=env("MLMODEL_ARTIFACT_FORMAT", "joblib"),
+        help="how the artifact is serialized; only joblib [MLMODEL_ARTIFACT_FORMAT]",
     )
     p.add_argument(
         "--s3-endpoint", default=env("MLMODEL_S3_ENDPOINT"), help="host:port [MLMODEL_S3_ENDPOINT]"
@@ -218,6 +229,7 @@ def load_settings(
         model_version=args.model_version,
         artifact_uri=args.artifact_uri,
         artifact_sha256=args.artifact_sha256,
+        artifact_format=args.artifact_format,
         cache_dir=Path(args.cache_dir),
         http_host=args.host,
         http_port=args.port,

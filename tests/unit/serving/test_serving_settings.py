@@ -77,6 +77,7 @@ def test_flags_override_the_environment() -> None:
         ({"MLMODEL_S3_ENDPOINT": ""}, "MLMODEL_S3_ENDPOINT"),
         ({"MLMODEL_S3_SECURE": "perhaps"}, "true or false"),
         ({"MLMODEL_HTTP_PORT": "http"}, "invalid numeric setting"),
+        ({"MLMODEL_ARTIFACT_FORMAT": "onnx"}, "expected joblib"),
         ({"MLMODEL_HTTP_PORT": "70000"}, "1-65535"),
         ({"MLMODEL_MAX_BATCH_SIZE": "-1"}, "0 disables"),
         ({"MLMODEL_MAX_BATCH_LATENCY_MS": "-1"}, "0 disables"),
