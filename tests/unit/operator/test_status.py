@@ -1,0 +1,87 @@
+"""The status of one reconcile, computed from the plan (pure)."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from mlmodel_operator.conditions import FALSE, TRUE, UNKNOWN, Phase, Reason
+from mlmodel_operator.plan import DeploymentState, HistoryEntry, Plan
+from mlmodel_operator.spec import parse_model
+from mlmodel_operator.status import ArchiveNote, build_status
+from mlmodel_operator.verify import Verdict
+
+SHA = "ab" * 32
+T0 = dt.datetime(2026, 3, 1, tzinfo=dt.UTC)
+T1 = T0 + dt.timedelta(minutes=5)
+MODEL = parse_model(
+    {
+        "metadata": {"name": "churn", "namespace": "team-a", "uid": "u", "generation": 4},
+        "spec": {
+            "version": "2",
+            "artifact": {"uri": "s3://models/churn/2/model.joblib", "sha256": SHA},
+        },
+    }
+)
+SERVING = DeploymentState("churn-v2", "uid", "2", SHA, 2, 2, 2, 2, True, T0)
+VERIFIED = Verdict(TRUE, Reason.DIGEST_VERIFIED, "ok")
+ENDPOINT = "http://churn.team-a.svc:8080/v2/models/churn"
+
+
+def conds(status: dict[str, object]) -> dict[str, dict[str, str]]:
+    return {c["type"]: c for c in status["conditions"]}  # type: ignore[attr-defined, index]
+
+
+def test_serving_status() -> None:
+    plan = Plan((), Phase.SERVING, "2", "version 2 serving")
+    history = (HistoryEntry("2", SHA, "s3://models/churn/2/model.joblib", "2026-03-01T00:00:00Z"),)
+    st = build_status(MODEL, plan, history, {}, SERVING, VERIFIED, None, ENDPOINT, T0)
+    assert st["observedGeneration"] == 4
+    assert (st["phase"], st["activeVersion"], st["endpoint"], st["ready"]) == (
+        Phase.SERVING, "2", ENDPOINT, "2/2",
+    )  # fmt: skip
+    assert st["digestPrefix"] == SHA[:12]
+    c = conds(st)
+    assert c["Ready"]["status"] == TRUE and c["Degraded"]["status"] == FALSE
+    assert c["Progressing"]["reason"] == Reason.ROLLOUT_COMPLETE
+    assert c["ArtifactVerified"]["status"] == TRUE
+    assert "Archived" not in c  # nothing was archived yet
+    assert all(x["observedGeneration"] == 4 for x in c.values())
+    assert st["history"] == [h.to_status() for h in history]
+
+
+def test_transition_time_kept_while_status_unchanged() -> None:
+    plan = Plan((), Phase.SERVING, "2", "version 2 serving")
+    first = build_status(MODEL, plan, (), {}, SERVING, VERIFIED, None, ENDPOINT, T0)
+    second = build_status(MODEL, plan, (), first, SERVING, VERIFIED, None, ENDPOINT, T1)
+    assert conds(second)["Ready"]["lastTransitionTime"] == "2026-03-01T00:00:00Z"
+    degraded = Plan((), Phase.DEGRADED, "2", "v3 not ready", rollout_timed_out=True)
+    third = build_status(MODEL, degraded, (), second, SERVING, VERIFIED, None, ENDPOINT, T1)
+    assert conds(third)["Degraded"]["lastTransitionTime"] == "2026-03-01T00:05:00Z"
+    assert conds(third)["Degraded"]["reason"] == Reason.ROLLOUT_TIMED_OUT
+
+
+def test_nothing_serving() -> None:
+    plan = Plan((), Phase.DEPLOYING, None, "deploying version 2")
+    unknown = Verdict(UNKNOWN, Reason.VERIFICATION_PENDING, "no object store")
+    st = build_status(MODEL, plan, (), {}, None, unknown, None, ENDPOINT, T0)
+    assert st["activeVersion"] is None and st["endpoint"] is None  # removed by the merge patch
+    c = conds(st)
+    assert c["Ready"]["status"] == FALSE and c["Progressing"]["status"] == TRUE
+    assert c["ArtifactVerified"]["status"] == UNKNOWN
+
+
+def test_blocked_spec_and_archive_failure() -> None:
+    plan = Plan(
+        (),
+        Phase.DEGRADED,
+        "1",
+        "Secret missing",
+        blocked="Secret missing",
+        blocked_reason=Reason.MISSING_SECRET,
+    )
+    note = ArchiveNote(False, Reason.ARCHIVE_FAILED, "MinIO unreachable")
+    st = build_status(MODEL, plan, (), {}, SERVING, VERIFIED, note, ENDPOINT, T0)
+    c = conds(st)
+    assert c["SpecValid"]["status"] == FALSE and c["SpecValid"]["reason"] == Reason.MISSING_SECRET
+    assert c["Degraded"]["reason"] == Reason.MISSING_SECRET
+    assert c["Archived"]["status"] == FALSE and "MinIO" in c["Archived"]["message"]
