@@ -12,12 +12,11 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import importlib.metadata
-import platform
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
+from mlmodel_operator import __version__
 from mlmodel_operator.conditions import format_time
 from mlmodel_operator.plan import HistoryEntry
 from mlmodel_operator.spec import ModelSpec
@@ -33,9 +32,9 @@ SPEC_NOTE: Final = (
     "retirement the other fields are the ones in force at that moment"
 )
 SERVING_RELEASE_NOTE: Final = (
-    "library versions of the mlmodel-lifecycle release the operator runs; the default "
-    "serving image is built from the same release, so these are what it served with when "
-    "servingImage is the operator's default (imageIsDefault), and unknown otherwise"
+    "the Python of the base image and the versions pinned in serving/requirements.txt of "
+    "the mlmodel-lifecycle release the operator runs, which its default serving image "
+    "installs: what the pods ran when imageIsDefault is true; for another image, unknown"
 )
 
 
@@ -92,21 +91,23 @@ def served_spec(model: ModelSpec, entry: HistoryEntry) -> dict[str, Any]:
     return spec
 
 
+# What the default serving image of this release is built with: the base image's Python
+# (serving/Dockerfile) and the pins of serving/requirements.txt. Kept equal to those
+# files by tests/unit/archive/test_archive_release_pins.py.
+SERVING_IMAGE_PYTHON: Final = "3.11.7"
+SERVING_IMAGE_PINS: Final[Mapping[str, str]] = {
+    "scikit-learn": "1.9.1",
+    "joblib": "1.6.0",
+    "numpy": "2.4.6",
+}
+
+
 def serving_release() -> dict[str, str | None]:
-    """Versions of the libraries in this release's environment (no import of any of them)."""
-
-    def version(dist: str) -> str | None:
-        try:
-            return importlib.metadata.version(dist)
-        except importlib.metadata.PackageNotFoundError:
-            return None
-
+    """The library versions the default serving image of this release is built with."""
     return {
-        "mlmodel-lifecycle": version("mlmodel-lifecycle"),
-        "python": platform.python_version(),
-        "scikit-learn": version("scikit-learn"),
-        "joblib": version("joblib"),
-        "numpy": version("numpy"),
+        "mlmodel-lifecycle": __version__,
+        "python": SERVING_IMAGE_PYTHON,
+        **SERVING_IMAGE_PINS,
     }
 
 

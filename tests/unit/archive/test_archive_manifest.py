@@ -103,10 +103,8 @@ def test_custom_image_is_not_claimed_to_match_the_release() -> None:
     assert m["retention"] is None
 
 
-def test_serving_release_reads_installed_versions() -> None:
-    import sklearn
-
-    assert serving_release()["scikit-learn"] == sklearn.__version__
+def test_serving_release_names_every_library_replay_compares() -> None:
+    assert set(serving_release()) >= {"python", "scikit-learn", "joblib", "numpy"}
 
 
 def test_view_round_trip_and_errors() -> None:
