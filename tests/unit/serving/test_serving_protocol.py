@@ -203,7 +203,7 @@ def float_tensors(draw: st.DrawFn) -> tuple[str, list[int], list[float]]:
 
 
 @given(float_tensors(), st.booleans())
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=100, deadline=None)
 def test_float_tensors_round_trip(tensor: tuple[str, list[int], list[float]], nested: bool) -> None:
     datatype, shape, data = tensor
     arr = np.array(data, dtype=FLOAT_TYPES[datatype]).reshape(shape)
@@ -222,7 +222,7 @@ def test_float_tensors_round_trip(tensor: tuple[str, list[int], list[float]], ne
 
 
 @given(st.lists(st.integers(-(2**63), 2**63 - 1), min_size=1, max_size=12))
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=100, deadline=None)
 def test_int64_tensors_round_trip(values: list[int]) -> None:
     req = decode_v2_request(
         v2({"name": "x", "shape": [1, len(values)], "datatype": "INT64", "data": values})
@@ -280,7 +280,7 @@ def _dumps(value: Any) -> bytes:
         ),
     )
 )
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=150, deadline=None)
 def test_decode_v2_never_fails_other_than_with_an_inference_error(body: Any) -> None:
     try:
         req = decode_v2_request(_dumps(body))
@@ -292,7 +292,7 @@ def test_decode_v2_never_fails_other_than_with_an_inference_error(body: Any) -> 
 
 
 @given(st.one_of(json_values, st.fixed_dictionaries({"instances": json_values})))
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 def test_decode_v1_never_fails_other_than_with_an_inference_error(body: Any) -> None:
     try:
         req = decode_v1_request(_dumps(body))
@@ -303,7 +303,7 @@ def test_decode_v1_never_fails_other_than_with_an_inference_error(body: Any) -> 
 
 
 @given(st.binary(max_size=64))
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=100, deadline=None)
 def test_decode_arbitrary_bytes(body: bytes) -> None:
     for decode in (decode_v1_request, decode_v2_request):
         try:
