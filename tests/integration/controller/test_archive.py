@@ -19,7 +19,7 @@ from mlm_helpers import Artifact, Models, OperatorProcess
 from sklearn.datasets import load_iris
 
 from mlmodel_operator.archive import S3Archiver
-from mlmodel_operator.localcluster import MinioServer, wait_until
+from mlmodel_operator.localcluster import LocalCluster, MinioServer, wait_until
 from mlmodel_operator.plan import HistoryEntry
 from mlmodel_operator.settings import Settings
 from mlmodel_operator.spec import parse_model
@@ -231,3 +231,33 @@ def test_operator_killed_between_copy_and_delete_converges(
     assert objects(minio, prefix) == [f"{prefix}manifest.json", f"{prefix}model.joblib"]
     assert minio.client().stat_object(BUCKET, f"{prefix}model.joblib").last_modified == copied
     assert read_json(minio, f"{prefix}manifest.json")["sha256"] == v1.sha256
+
+
+def test_rollback_serves_the_archived_copy_through_a_normal_rollout(
+    mlm: Models, models: Callable[[str], Artifact], minio: MinioServer, cluster: LocalCluster
+) -> None:
+    v1, v2 = models("1"), models("2")
+    mlm.create(mlm.body("churn", "1", v1))
+    mlm.wait_phase("churn", "Serving", version="1")
+    mlm.patch_spec("churn", spec_for(v2, "2"))
+    wait_retired(mlm, "churn", "1")
+    mlm.wait_phase("churn", "Serving", version="2")
+
+    printed = mlmodel(minio, "rollback", "churn", "-n", mlm.ns, "--to", "1", "--print")
+    assert printed.returncode == 0, printed.stderr
+    archived_uri = f"s3://{BUCKET}/{mlm.ns}/churn/1/model.joblib"
+    assert archived_uri in printed.stdout
+    assert mlm.get("churn")["spec"]["version"] == "2"  # --print changes nothing
+
+    done = mlmodel(minio, "rollback", "churn", "-n", mlm.ns, "--to", "1",
+                   "--kubeconfig", str(cluster.kubeconfig))  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    artifact = mlm.get("churn")["spec"]["artifact"]
+    assert (artifact["uri"], artifact["sha256"]) == (archived_uri, v1.sha256)
+    wait_retired(mlm, "churn", "2")
+    st = mlm.wait_phase("churn", "Serving", version="1")
+    assert mlm.condition("churn", "ArtifactVerified")["status"] == "True"
+    assert set(mlm.deployments("churn")) == {"churn-v1"}
+    assert [h["version"] for h in st["history"]][-1] == "1"
+    missing = mlmodel(minio, "rollback", "churn", "-n", mlm.ns, "--to", "7", "--print")
+    assert missing.returncode == 1 and "archived versions: 1, 2" in missing.stderr
