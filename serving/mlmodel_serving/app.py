@@ -23,6 +23,7 @@ from prometheus_client import CollectorRegistry
 
 from mlmodel_serving import __version__
 from mlmodel_serving.batching import BatchingPredictor
+from mlmodel_serving.drift import Baseline, DriftMonitor
 from mlmodel_serving.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from mlmodel_serving.metrics import ServingMetrics
 from mlmodel_serving.model import (
@@ -188,6 +189,16 @@ class ServingApp:
         )
         self.model = model
         self.metrics.set_ready(True)
+
+    def set_drift_baseline(self, baseline: Baseline | None) -> None:
+        """Start drift metrics against ``baseline``; ``None``: configured but not loadable."""
+        if baseline is None:
+            self.metrics.drift.baseline_loaded = False
+            return
+        self.metrics.drift.monitor = DriftMonitor(
+            baseline, window_rows=self.settings.drift_window_rows
+        )
+        self.metrics.drift.baseline_loaded = True
 
     def _make_predictor(self, model: SklearnModel) -> Predictor:
         if not self.settings.batching:

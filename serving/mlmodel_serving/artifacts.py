@@ -184,6 +184,29 @@ def fetch_verified(uri: str, sha256: str, cache_dir: Path, s3: S3Config | None) 
     return target
 
 
+def fetch_bytes(uri: str, s3: S3Config | None, max_bytes: int = 16 * 1024 * 1024) -> bytes:
+    """The bytes of a small, non-executable document (e.g. a drift baseline), unverified.
+
+    Never use this for anything that gets unpickled: that is :func:`fetch_verified`.
+    """
+    if uri.startswith("s3://"):
+        bucket, key = parse_s3_uri(uri)
+        if s3 is None:
+            raise ValueError(f"{uri} is an S3 URI but no S3 configuration was given")
+        response = make_client(s3).get_object(bucket, key)
+        try:
+            data = response.read(max_bytes + 1)
+        finally:
+            response.close()
+            response.release_conn()
+    else:
+        with open(uri.removeprefix("file://"), "rb") as f:
+            data = f.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise ValueError(f"{uri} is larger than {max_bytes} bytes")
+    return data
+
+
 def _copy_hashed(chunks: Iterable[bytes], directory: Path) -> tuple[str, Path]:
     """Write ``chunks`` to a new temp file in ``directory``; return (sha256, path)."""
     digest = hashlib.sha256()

@@ -17,7 +17,8 @@ import prometheus_client
 from prometheus_client import CollectorRegistry
 
 from mlmodel_serving.app import ServingApp, create_app
-from mlmodel_serving.artifacts import fetch_verified
+from mlmodel_serving.artifacts import fetch_bytes, fetch_verified
+from mlmodel_serving.drift import Baseline
 from mlmodel_serving.httpserver import HttpServer
 from mlmodel_serving.model import SklearnModel, silence_feature_name_warnings
 from mlmodel_serving.settings import Settings, load_settings
@@ -94,6 +95,20 @@ def load_model(settings: Settings) -> SklearnModel:
     return model
 
 
+def load_drift_baseline(settings: Settings, n_features: int | None) -> Baseline | None:
+    """The drift baseline, or None (logged) when it cannot be loaded: serving goes on."""
+    try:
+        data = fetch_bytes(settings.drift_baseline_uri, settings.s3)
+        return Baseline.from_json(data, n_features)
+    except Exception as exc:
+        log.error(
+            "drift baseline not loaded; serving without drift metrics: %s",
+            exc,
+            extra={"uri": settings.drift_baseline_uri},
+        )
+        return None
+
+
 async def serve(settings: Settings) -> int:
     """Listen at once (live, not ready), load the model, serve until SIGTERM. Exit code."""
     app: ServingApp = create_app(settings, None, CollectorRegistry())
@@ -126,6 +141,9 @@ async def serve(settings: Settings) -> int:
         exc = loading.exception()
         if exc is None:
             model = loading.result()
+            if settings.drift_baseline_uri:
+                baseline = await asyncio.to_thread(load_drift_baseline, settings, model.n_features)
+                app.set_drift_baseline(baseline)
             app.set_model(model)
             log.info(
                 "model loaded and verified; ready",

@@ -14,8 +14,10 @@ from typing import Any
 
 import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+
+from mlmodel_serving.drift import DriftMonitor
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -101,6 +103,47 @@ class FeatureStats(Collector):
         yield squares_metric
 
 
+class DriftStats(Collector):
+    """PSI of each feature against the drift baseline, computed at scrape time."""
+
+    def __init__(self, model: str) -> None:
+        self._model = model
+        self.monitor: DriftMonitor | None = None
+        self.baseline_loaded: bool | None = None  # None: no baseline configured
+
+    def observe(self, x: np.ndarray[Any, Any]) -> None:
+        monitor = self.monitor
+        if monitor is not None:
+            monitor.observe(x)
+
+    def collect(self) -> Iterator[Metric]:
+        if self.baseline_loaded is None:
+            return
+        loaded = GaugeMetricFamily(
+            "mlmodel_drift_baseline_loaded",
+            "1 when the drift baseline was loaded, 0 when it is configured but could not be",
+            labels=["model"],
+        )
+        loaded.add_metric([self._model], 1.0 if self.baseline_loaded else 0.0)
+        yield loaded
+        if self.monitor is None:
+            return
+        rows, by_feature = self.monitor.snapshot()
+        window = GaugeMetricFamily(
+            "mlmodel_drift_window_rows", "Input rows in the drift window", labels=["model"]
+        )
+        window.add_metric([self._model], rows)
+        yield window
+        psi = GaugeMetricFamily(
+            "mlmodel_feature_psi",
+            "Population stability index of each input feature against the baseline",
+            labels=["model", "feature"],
+        )
+        for feature, value in by_feature.items():
+            psi.add_metric([self._model, feature], value)
+        yield psi
+
+
 class ServingMetrics:
     """All metrics of one model server, registered on ``registry``."""
 
@@ -181,6 +224,8 @@ class ServingMetrics:
         ).labels(model)
         self.features = FeatureStats(model)
         registry.register(self.features)
+        self.drift = DriftStats(model)
+        registry.register(self.drift)
         self._request_children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
         self._class_children: dict[Any, Any] = {}
 
@@ -200,6 +245,10 @@ class ServingMetrics:
         self._batch_size.observe(rows)
         self._batch_requests.observe(requests)
         self._predict_duration.observe(predict_seconds)
+
+    def observe_inputs(self, x: np.ndarray[Any, Any]) -> None:
+        self.features.observe(x)
+        self.drift.observe(x)
 
     def observe_queue_wait(self, seconds: float) -> None:
         self._queue_wait.observe(seconds)

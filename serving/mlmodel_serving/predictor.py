@@ -44,7 +44,7 @@ def predict_and_observe(
     start = time.perf_counter()
     result = model.predict(x, outputs)
     metrics.observe_batch(x.shape[0], requests, time.perf_counter() - start)
-    metrics.features.observe(x)
+    metrics.observe_inputs(x)
     if PREDICT in result:
         metrics.observe_predictions(result[PREDICT], model.is_classifier)
     elif PREDICT_PROBA in result and model.classes is not None:

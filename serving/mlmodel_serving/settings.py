@@ -39,6 +39,8 @@ class Settings:
     predict_threads: int = 1
     keepalive_timeout: float = 60.0
     graceful_timeout: float = 25.0
+    drift_baseline_uri: str = ""
+    drift_window_rows: int = 10_000
     s3: S3Config | None = field(default=None, repr=True)
 
     def __post_init__(self) -> None:
@@ -81,6 +83,8 @@ class Settings:
             raise ValueError(
                 f"invalid max batch latency {self.max_batch_latency_ms} ms: expected >= 0 (0 disables batching)"
             )
+        if self.drift_window_rows < 1:
+            raise ValueError(f"invalid drift window {self.drift_window_rows} rows: expected >= 1")
         if self.predict_threads < 1:
             raise ValueError(f"invalid predict threads {self.predict_threads}: expected >= 1")
 
@@ -186,6 +190,18 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
         help="threads running predict calls [MLMODEL_PREDICT_THREADS]",
     )
     p.add_argument(
+        "--drift-baseline-uri",
+        default=env("MLMODEL_DRIFT_BASELINE_URI"),
+        help="baseline.json for input drift (PSI) metrics; s3:// or a local path "
+        "[MLMODEL_DRIFT_BASELINE_URI]",
+    )
+    p.add_argument(
+        "--drift-window-rows",
+        type=int,
+        default=int(env("MLMODEL_DRIFT_WINDOW_ROWS", "10000")),
+        help="PSI is computed over about this many recent rows [MLMODEL_DRIFT_WINDOW_ROWS]",
+    )
+    p.add_argument(
         "--keepalive-timeout",
         type=float,
         default=float(env("MLMODEL_KEEPALIVE_TIMEOUT_SECONDS", "60")),
@@ -220,9 +236,9 @@ def load_settings(
                 "MLMODEL_S3_SECRET_KEY": env.get("MLMODEL_S3_SECRET_KEY", ""),
             }
         )
-    elif args.artifact_uri.startswith("s3://"):
+    elif args.artifact_uri.startswith("s3://") or args.drift_baseline_uri.startswith("s3://"):
         raise ValueError(
-            f"artifact {args.artifact_uri} is on S3 but MLMODEL_S3_ENDPOINT / --s3-endpoint is not set"
+            "the artifact or drift baseline is on S3 but MLMODEL_S3_ENDPOINT / --s3-endpoint is not set"
         )
     return Settings(
         model_name=args.model_name,
@@ -241,5 +257,7 @@ def load_settings(
         predict_threads=args.predict_threads,
         keepalive_timeout=args.keepalive_timeout,
         graceful_timeout=args.graceful_timeout,
+        drift_baseline_uri=args.drift_baseline_uri,
+        drift_window_rows=args.drift_window_rows,
         s3=s3,
     )

@@ -262,3 +262,48 @@ def test_sigterm_shuts_down_cleanly(tmp_path: Path, local_model: tuple[Path, str
         code = proc.stop()
     assert code == 0
     assert '"message": "shutting down"' in proc.log()
+
+
+def test_drift_psi_against_a_baseline(
+    tmp_path: Path,
+    local_model: tuple[Path, str],
+    iris: tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]],
+) -> None:
+    from mlmodel_serving.drift import build_baseline
+
+    path, sha = local_model
+    baseline = tmp_path / "baseline.json"
+    baseline.write_bytes(build_baseline(iris[0]).to_json())
+    env = {
+        "MLMODEL_MODEL_NAME": "iris",
+        "MLMODEL_ARTIFACT_URI": str(path),
+        "MLMODEL_ARTIFACT_SHA256": sha,
+        "MLMODEL_DRIFT_BASELINE_URI": str(baseline),
+    }
+    shifted = iris[0].copy()
+    shifted[:, 0] += 5.0
+    with serving(env, tmp_path) as srv:
+        r = requests.post(f"{srv.url}/v2/models/iris/infer", json=v2(shifted), timeout=TIMEOUT)
+        assert r.status_code == 200
+        text = requests.get(f"{srv.url}/metrics", timeout=TIMEOUT).text
+    assert metric(text, "mlmodel_drift_baseline_loaded", model="iris") == 1
+    assert metric(text, "mlmodel_feature_psi", model="iris", feature="0") > 1
+    assert metric(text, "mlmodel_feature_psi", model="iris", feature="1") < 0.1
+
+
+def test_an_unreadable_baseline_does_not_stop_serving(
+    tmp_path: Path, local_model: tuple[Path, str]
+) -> None:
+    path, sha = local_model
+    bad = tmp_path / "baseline.json"
+    bad.write_text('{"features": []}')
+    env = {
+        "MLMODEL_MODEL_NAME": "iris",
+        "MLMODEL_ARTIFACT_URI": str(path),
+        "MLMODEL_ARTIFACT_SHA256": sha,
+        "MLMODEL_DRIFT_BASELINE_URI": str(bad),
+    }
+    with serving(env, tmp_path) as srv:
+        text = requests.get(f"{srv.url}/metrics", timeout=TIMEOUT).text
+        assert metric(text, "mlmodel_drift_baseline_loaded", model="iris") == 0
+    assert "drift baseline not loaded" in srv.log()

@@ -1,0 +1,203 @@
+"""Input drift: the population stability index (PSI) of each feature against a baseline.
+
+A baseline is a small JSON document built from the training data with
+:func:`build_baseline` and stored next to the model (``monitoring.drift.baselineUri``)::
+
+    {"version": 1, "rows": 150,
+     "features": [{"name": "0", "edges": [5.1, 5.8, 6.4], "proportions": [0.27, 0.25, 0.23, 0.25]}, ...]}
+
+``edges`` are the k-1 inner cut points of k bins (the first and last bins are open), and
+``proportions`` the training fraction in each bin. The server bins the rows it is asked
+to predict over a sliding window and exports, per feature,
+``PSI = sum((actual - expected) * ln(actual / expected))``. As a rule of thumb, PSI under
+0.1 is stable, 0.1-0.25 a moderate shift, over 0.25 a large one.
+
+Binning is done lazily (at scrape time, or when enough rows are pending), so a request
+pays only a list append.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import orjson
+
+EPSILON = 1e-4  # stands in for an empty bin, so that ln() stays finite
+BASELINE_VERSION = 1
+
+
+@dataclass(frozen=True)
+class FeatureBaseline:
+    name: str
+    edges: np.ndarray[Any, Any]
+    proportions: np.ndarray[Any, Any]
+
+
+@dataclass(frozen=True)
+class Baseline:
+    features: tuple[FeatureBaseline, ...]
+    rows: int = 0
+
+    @classmethod
+    def from_json(cls, data: bytes, n_features: int | None = None) -> Baseline:
+        """Parse and check a baseline document; ValueError names what is wrong."""
+        try:
+            doc = orjson.loads(data)
+        except orjson.JSONDecodeError as exc:
+            raise ValueError(f"drift baseline is not valid JSON: {exc}") from None
+        if (
+            not isinstance(doc, dict)
+            or not isinstance(doc.get("features"), list)
+            or not doc["features"]
+        ):
+            raise ValueError('drift baseline must be an object with a non-empty "features" array')
+        if doc.get("version", BASELINE_VERSION) != BASELINE_VERSION:
+            raise ValueError(
+                f"drift baseline version {doc.get('version')!r} is not supported: expected 1"
+            )
+        features = []
+        for i, raw in enumerate(doc["features"]):
+            where = f"features[{i}]"
+            if not isinstance(raw, dict):
+                raise ValueError(
+                    f"drift baseline {where} must be an object with edges and proportions"
+                )
+            try:
+                edges = np.asarray(raw.get("edges"), dtype=np.float64)
+                proportions = np.asarray(raw.get("proportions"), dtype=np.float64)
+            except (TypeError, ValueError):
+                raise ValueError(
+                    f"drift baseline {where}: edges and proportions must be arrays of numbers"
+                ) from None
+            if edges.ndim != 1 or proportions.ndim != 1 or len(proportions) != len(edges) + 1:
+                raise ValueError(
+                    f"drift baseline {where}: expected k-1 edges and k proportions, "
+                    f"got {edges.size} edges and {proportions.size} proportions"
+                )
+            if len(edges) and not (np.diff(edges) > 0).all():
+                raise ValueError(f"drift baseline {where}: edges must be strictly increasing")
+            if (proportions < 0).any() or not math.isclose(
+                float(proportions.sum()), 1.0, abs_tol=1e-3
+            ):
+                raise ValueError(f"drift baseline {where}: proportions must be >= 0 and sum to 1")
+            features.append(FeatureBaseline(str(raw.get("name", i)), edges, proportions))
+        if n_features is not None and len(features) != n_features:
+            raise ValueError(
+                f"drift baseline has {len(features)} features but the model expects {n_features}"
+            )
+        rows = doc.get("rows", 0)
+        return cls(tuple(features), int(rows) if isinstance(rows, int) else 0)
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(
+            {
+                "version": BASELINE_VERSION,
+                "rows": self.rows,
+                "features": [
+                    {
+                        "name": f.name,
+                        "edges": f.edges.tolist(),
+                        "proportions": f.proportions.tolist(),
+                    }
+                    for f in self.features
+                ],
+            }
+        )
+
+
+def build_baseline(x: Any, bins: int = 10, feature_names: Sequence[str] | None = None) -> Baseline:
+    """A baseline from training data: quantile bins per feature (ties merged)."""
+    data = np.asarray(x, dtype=np.float64)
+    if data.ndim != 2 or data.shape[0] == 0:
+        raise ValueError(
+            f"expected training data of shape [N, F] with N >= 1, got {list(data.shape)}"
+        )
+    names = (
+        list(feature_names) if feature_names is not None else [str(i) for i in range(data.shape[1])]
+    )
+    if len(names) != data.shape[1]:
+        raise ValueError(f"{len(names)} feature names for {data.shape[1]} features")
+    features = []
+    for j, name in enumerate(names):
+        column = data[:, j]
+        edges = np.unique(np.quantile(column, np.linspace(0, 1, bins + 1)[1:-1]))
+        counts = np.bincount(np.searchsorted(edges, column, side="left"), minlength=len(edges) + 1)
+        features.append(FeatureBaseline(name, edges, counts / counts.sum()))
+    return Baseline(tuple(features), rows=data.shape[0])
+
+
+def psi(expected: np.ndarray[Any, Any], counts: np.ndarray[Any, Any]) -> float:
+    """Population stability index of observed ``counts`` against ``expected`` proportions."""
+    total = counts.sum()
+    if total == 0:
+        return 0.0
+    actual = np.maximum(counts / total, EPSILON)
+    base = np.maximum(expected, EPSILON)
+    return float(((actual - base) * np.log(actual / base)).sum())
+
+
+class DriftMonitor:
+    """Bins recent input rows per feature against a baseline; PSI over a sliding window."""
+
+    PENDING_ROWS = 4096
+
+    def __init__(self, baseline: Baseline, window_rows: int = 10_000, min_rows: int = 100) -> None:
+        self.baseline = baseline
+        self.window_rows = window_rows
+        self.min_rows = min_rows
+        self._lock = threading.Lock()
+        self._pending: list[np.ndarray[Any, Any]] = []
+        self._pending_rows = 0
+        self._chunks: deque[tuple[int, list[np.ndarray[Any, Any]]]] = deque()
+        self._window = [np.zeros(len(f.proportions), dtype=np.int64) for f in baseline.features]
+        self._window_total = 0
+
+    def observe(self, x: np.ndarray[Any, Any]) -> None:
+        if x.ndim != 2 or x.shape[1] != len(self.baseline.features) or x.dtype.kind not in "biuf":
+            return
+        with self._lock:
+            self._pending.append(x)
+            self._pending_rows += x.shape[0]
+            if self._pending_rows >= self.PENDING_ROWS:
+                self._flush()
+
+    def _flush(self) -> None:
+        if not self._pending:
+            return
+        rows = np.concatenate(self._pending).astype(np.float64, copy=False)
+        self._pending = []
+        self._pending_rows = 0
+        counts = [
+            np.bincount(
+                np.searchsorted(f.edges, rows[:, j], side="left"), minlength=len(f.proportions)
+            )
+            for j, f in enumerate(self.baseline.features)
+        ]
+        self._chunks.append((rows.shape[0], counts))
+        self._window_total += rows.shape[0]
+        for total, chunk in zip(self._window, counts, strict=True):
+            total += chunk
+        # Drop whole chunks while the rest still fills the window.
+        while self._chunks and self._window_total - self._chunks[0][0] >= self.window_rows:
+            n, old = self._chunks.popleft()
+            self._window_total -= n
+            for total, chunk in zip(self._window, old, strict=True):
+                total -= chunk
+
+    def snapshot(self) -> tuple[int, dict[str, float]]:
+        """(rows in the window, PSI by feature name); no PSI below ``min_rows``."""
+        with self._lock:
+            self._flush()
+            rows = self._window_total
+            if rows < self.min_rows:
+                return rows, {}
+            return rows, {
+                f.name: psi(f.proportions, counts)
+                for f, counts in zip(self.baseline.features, self._window, strict=True)
+            }
