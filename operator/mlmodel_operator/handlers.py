@@ -30,9 +30,11 @@ RESOURCE = (GROUP, VERSION, PLURAL)
 def _publish(body: kopf.Body, outcome: Outcome, kube: Kube) -> None:
     for event in outcome.events:
         kopf.event(body, type=event.type, reason=event.reason, message=event.message)
+    if outcome.gone:
+        return
     meta = body["metadata"]
     wanted = {k: v for k, v in outcome.status.items() if v is not None}
-    current = {k: v for k, v in (body.get("status") or {}).items() if k != "kopf"}
+    current = {k: v for k, v in outcome.previous.items() if k != "kopf"}
     if wanted != current:  # None values in the patch remove fields that no longer apply
         kube.patch_model_status(meta["namespace"], meta["name"], outcome.status)
 

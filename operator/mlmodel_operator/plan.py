@@ -380,6 +380,19 @@ def plan(model: ModelSpec, observed: Observed, secret_name: str) -> Plan:
         actions.append(Retire(dep, served=True))
         requeue.append(POLL_SECONDS)
 
+    # An open history entry whose Deployment is already gone: the operator stopped between
+    # deleting it and writing status. Finish the retirement (the archive step finds the
+    # verified archive it already made) so the history is closed exactly once.
+    for entry in observed.history:
+        if entry.open and entry.version != target and observed.deployment(entry.version) is None:
+            gone = DeploymentState(
+                name="", uid="", version=entry.version, sha256=entry.sha256, desired=0,
+                available=0, ready=0, updated=0, current=True,
+                created_at=parse_time(entry.deployed_at) or now,
+            )  # fmt: skip
+            actions.append(Retire(gone, served=True))
+            retiring = True
+
     if retiring:
         phase = Phase.RETIRING
         old = ", ".join(sorted(d.version for d in others if d.version != target))

@@ -25,7 +25,7 @@ from mlmodel_operator.desired import (
     build_service,
     endpoint_url,
 )
-from mlmodel_operator.kube import Kube
+from mlmodel_operator.kube import Kube, NotFound
 from mlmodel_operator.ledger import Ledger, NullLedger
 from mlmodel_operator.plan import (
     ANN_APPLIED_HASH,
@@ -70,6 +70,8 @@ class Outcome:
     status: dict[str, Any]
     events: list[Event] = field(default_factory=list)
     requeue_after: float | None = None
+    previous: Mapping[str, Any] = field(default_factory=dict)  # the status it was computed from
+    gone: bool = False  # the object no longer exists: nothing to write
 
 
 def applied_hash(obj: Mapping[str, Any]) -> str:
@@ -130,13 +132,24 @@ class Reconciler:
     # ------------------------------------------------------------------ reconcile
 
     def reconcile(self, body: Mapping[str, Any]) -> Outcome:
-        old_status: Mapping[str, Any] = body.get("status") or {}
-        try:
-            model = parse_model(body)
-        except SpecError as exc:
-            return self._invalid(body, old_status, exc)
-        with self._lock(model.ref.uid):
-            return self._reconcile(model, old_status)
+        meta = body["metadata"]
+        with self._lock(meta["uid"]):
+            # Read the object again under the lock: the body kopf hands over may predate
+            # the status another reconcile of this object has just written.
+            try:
+                fresh = self.kube.get_model(meta["namespace"], meta["name"])
+            except NotFound:
+                return Outcome({}, gone=True)
+            if fresh["metadata"].get("uid") != meta["uid"]:
+                return Outcome({}, gone=True)  # deleted and made again: a new object
+            old_status: Mapping[str, Any] = fresh.get("status") or {}
+            try:
+                model = parse_model(fresh)
+            except SpecError as exc:
+                return self._invalid(fresh, old_status, exc)
+            outcome = self._reconcile(model, old_status)
+            outcome.previous = old_status
+            return outcome
 
     def _observe(self, model: ModelSpec, old_status: Mapping[str, Any]) -> Observed:
         ns, name = model.ref.namespace, model.ref.name
@@ -271,7 +284,8 @@ class Reconciler:
                 events, model, ledger.ARCHIVED, dep.version, _entry(entry, result.location), now
             )
         # Only now, with the archive verified (or recorded as not configured), delete.
-        self.kube.delete_deployment(model.ref.namespace, dep.name, dep.uid)
+        if dep.name:  # empty when the Deployment is already gone
+            self.kube.delete_deployment(model.ref.namespace, dep.name, dep.uid)
         history = record_retired(history, dep, now, action.reason, result.location)
         self._record(events, model, ledger.RETIRED, dep.version, {"reason": action.reason}, now)
         reason = Reason.ARCHIVE_SUCCEEDED if result.location else Reason.ARCHIVE_SKIPPED
@@ -302,7 +316,9 @@ class Reconciler:
                 "conditions": conds,
             }
         )
-        return Outcome(status, [Event("Warning", Reason.INVALID_SPEC, str(exc))], None)
+        return Outcome(
+            status, [Event("Warning", Reason.INVALID_SPEC, str(exc))], None, previous=old_status
+        )
 
     # ------------------------------------------------------------------ delete
 
@@ -312,6 +328,17 @@ class Reconciler:
         Raises ArchiveError while the archive cannot be made: the finalizer stays until it
         can, unless a person set the skip annotation explicitly.
         """
+        meta = body["metadata"]
+        with self._lock(meta["uid"]):
+            try:
+                fresh = self.kube.get_model(meta["namespace"], meta["name"])
+            except NotFound:
+                return Outcome({}, gone=True)
+            outcome = self._finalize(fresh)
+        self.forget(meta["uid"])
+        return outcome
+
+    def _finalize(self, body: Mapping[str, Any]) -> Outcome:
         old_status: Mapping[str, Any] = body.get("status") or {}
         annotations = body.get("metadata", {}).get("annotations") or {}
         now = self.clock()
@@ -319,7 +346,7 @@ class Reconciler:
         open_entries = [e for e in history if e.open]
         events: list[Event] = []
         if not open_entries:
-            return Outcome(dict(old_status, phase=Phase.DELETING), events)
+            return Outcome(dict(old_status, phase=Phase.DELETING), events, previous=old_status)
         try:
             model = parse_model(body)
         except SpecError as exc:
@@ -342,8 +369,7 @@ class Reconciler:
                     )
                 )
             else:
-                with self._lock(model.ref.uid):
-                    result = self.archiver(model, entry, "Deleted", now)  # may raise ArchiveError
+                result = self.archiver(model, entry, "Deleted", now)  # may raise ArchiveError
                 location = result.location
                 events.append(
                     Event("Normal", "Archived" if location else "NotArchived", result.message)
@@ -361,6 +387,4 @@ class Reconciler:
             history = record_retired(history, dep, now, "Deleted", location)
         status = dict(old_status)
         status.update({"phase": Phase.DELETING, "history": [e.to_status() for e in history]})
-        if model is not None:
-            self.forget(model.ref.uid)
-        return Outcome(status, events)
+        return Outcome(status, events, previous=old_status)

@@ -360,3 +360,15 @@ def test_deployment_state_from_object() -> None:
     assert not d.is_available  # the controller has not seen generation 4 yet
     obj["status"]["observedGeneration"] = 4
     assert DeploymentState.from_object(obj).is_available
+
+
+def test_an_open_entry_without_a_deployment_is_retired_once() -> None:
+    """The operator stopped after deleting v1 but before writing status: finish the job."""
+    obs = observed(dep("2"), service="2", history=(served("1"), served("2", SHA2)))
+    p = plan(model(), obs, SECRET)
+    (retire,) = [a for a in p.actions if isinstance(a, Retire)]
+    assert retire.deployment.version == "1" and retire.deployment.name == ""
+    closed = record_retired(obs.history, retire.deployment, NOW, "SpecChanged", None)
+    again = observed(dep("2"), service="2", history=closed)
+    assert not any(isinstance(a, Retire) for a in plan(model(), again, SECRET).actions)
+    assert plan(model(), again, SECRET).phase == Phase.SERVING
