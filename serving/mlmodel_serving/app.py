@@ -31,7 +31,6 @@ from mlmodel_serving.model import (
     ModelInputError,
     SklearnModel,
     library_versions,
-    prepare_predict_thread,
 )
 from mlmodel_serving.openapi import openapi_document
 from mlmodel_serving.predictor import DirectPredictor, Predictor
@@ -143,7 +142,6 @@ class ServingApp:
         self.executor = executor or ThreadPoolExecutor(
             max_workers=settings.predict_threads,
             thread_name_prefix="predict",
-            initializer=prepare_predict_thread,
         )
         # Set by the HTTP server: how many client connections are open (batching hint).
         self.connection_count: Callable[[], int] | None = None

@@ -27,17 +27,6 @@ def silence_feature_name_warnings() -> None:
     warnings.filterwarnings("ignore", message="X does not have valid feature names")
 
 
-def prepare_predict_thread() -> None:
-    """Per worker thread (scikit-learn's config is thread-local): skip its finiteness scan.
-
-    :meth:`SklearnModel.check_input` already rejects NaN and infinity, and the scan is a
-    large share of a small model's predict time.
-    """
-    import sklearn
-
-    sklearn.set_config(assume_finite=True)
-
-
 class ModelInputError(ValueError):
     """The input does not fit the model (wrong rank, feature count or output name)."""
 
