@@ -235,6 +235,8 @@ class ServingApp:
 
     def resolve(self, method: str, path: str) -> tuple[Route, dict[str, str]]:
         """The route for ``method`` and ``path``, or NotFound / MethodNotAllowed."""
+        if method == "HEAD":  # a GET without the body (the HTTP server drops it)
+            method = "GET"
         key = (method, path)
         hit = self._path_cache.get(key)
         if hit is not None:

@@ -22,6 +22,7 @@ so only the request whose input breaks the model gets the error.
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections import deque
 from collections.abc import Callable
@@ -117,23 +118,32 @@ class BatchingPredictor:
             self._dispatch(key)
 
     def _due(self) -> tuple[BatchKey | None, float | None]:
-        """The queue whose batch should go now, else how long until the oldest is due."""
+        """The queue whose batch should go now, else how long until the oldest is due.
+
+        Among queues that are due (full, or their oldest request has waited long enough),
+        the one with the oldest request goes first, so no queue starves.
+        """
         now = time.perf_counter()
         oldest_key: BatchKey | None = None
-        oldest = now
+        oldest = math.inf
+        due_key: BatchKey | None = None
+        due_since = math.inf
         for key, queue in self._queues.items():
             if not queue:
                 continue
-            if self._queued_rows[key] >= self.max_batch_size:
-                return key, None
-            if queue[0].enqueued <= oldest:
-                oldest, oldest_key = queue[0].enqueued, key
+            head = queue[0].enqueued
+            if head < oldest:
+                oldest, oldest_key = head, key
+            full = self._queued_rows[key] >= self.max_batch_size
+            if (full or now - head >= self.max_batch_latency) and head < due_since:
+                due_since, due_key = head, key
+        if due_key is not None:
+            return due_key, None
         if oldest_key is None:
             return None, None
-        wait = oldest + self.max_batch_latency - now
-        if wait <= 0 or self._nobody_else_can_join():
+        if self._nobody_else_can_join():
             return oldest_key, None
-        return None, wait
+        return None, oldest + self.max_batch_latency - now
 
     def _nobody_else_can_join(self) -> bool:
         if self._open_connections is None:

@@ -170,7 +170,9 @@ class HttpConnection(asyncio.Protocol):
     def on_header(self, name: bytes, value: bytes) -> None:
         lowered = name.lower()
         if lowered == b"x-request-id":
-            self.request_id = value.decode("latin-1")[:128]
+            rid = value.decode("latin-1")[:128]
+            # Echoed in a header and logs: only printable ASCII is taken as given.
+            self.request_id = rid if rid.isascii() and rid.isprintable() else None
         elif lowered == b"content-length":
             self.declared_length = int(value) if value.isdigit() else 0
         elif lowered == b"expect":
@@ -247,7 +249,7 @@ class HttpConnection(asyncio.Protocol):
                 response.headers.append(
                     (b"x-request-id", (request_id or self.app.new_request_id()).encode())
                 )
-            self._write(response, keep_alive and not self.closing)
+            self._write(response, keep_alive and not self.closing, head=method == "HEAD")
         except Exception:  # the app never raises; this guards the server itself
             log.exception("failed to answer %s %s", method, path)
             keep_alive = False
@@ -271,7 +273,7 @@ class HttpConnection(asyncio.Protocol):
                 self.reading_paused = False
                 self.transport.resume_reading()
 
-    def _write(self, response: Response, keep_alive: bool) -> None:
+    def _write(self, response: Response, keep_alive: bool, head: bool = False) -> None:
         transport = self.transport
         if transport is None or transport.is_closing():
             return
@@ -289,7 +291,9 @@ class HttpConnection(asyncio.Protocol):
         for name, value in response.headers:
             parts.append(b"%s: %s\r\n" % (name, value))
         parts.append(b"\r\n" if keep_alive else b"connection: close\r\n\r\n")
-        if len(response.body) < 65536:
+        if head:  # a HEAD response has the headers of the GET but no body
+            transport.write(b"".join(parts))
+        elif len(response.body) < 65536:
             parts.append(response.body)
             transport.write(b"".join(parts))
         else:

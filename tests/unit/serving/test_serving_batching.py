@@ -177,6 +177,24 @@ def test_dtypes_and_outputs_are_not_mixed(
     assert batches(registry) == (3, 4, 4)
 
 
+def test_a_queue_that_is_always_full_does_not_starve_another(
+    iris_model: SklearnModel, executor: ThreadPoolExecutor
+) -> None:
+    row = np.array([[5.1, 3.5, 1.4, 0.2]])
+    finished: list[str] = []
+
+    async def one(p: BatchingPredictor, name: str, outputs: tuple[str, ...]) -> None:
+        await p.predict(row, outputs)
+        finished.append(name)
+
+    async def scenario(p: BatchingPredictor) -> None:
+        lonely = asyncio.ensure_future(one(p, "proba", ("predict_proba",)))
+        await asyncio.gather(lonely, *(one(p, "predict", ("predict",)) for _ in range(300)))
+
+    run(iris_model, executor, scenario, max_batch_size=2, max_batch_latency=0.005)
+    assert finished.index("proba") < len(finished) - 1
+
+
 def test_a_failing_request_does_not_fail_the_others(executor: ThreadPoolExecutor) -> None:
     model = SklearnModel(ExplodingClassifier(), "iris", "1", FAKE_SHA)
     rows = [[1.0, 0, 0, 0], [666.0, 0, 0, 0], [-1.0, 0, 0, 0], [2.0, 0, 0, 0]]

@@ -70,6 +70,19 @@ def test_keepalive_and_pipelining_answer_in_order(iris_model: SklearnModel) -> N
         ]
         assert answers[0][1]["x-model-version"] == "3" and "date" in answers[0][1]
         assert orjson.loads(answers[0][2])["outputs"][0]["data"] == [0]
+        # HEAD: the headers of the GET, no body, and the connection stays in step.
+        writer.write(
+            b"HEAD /v2/health/live HTTP/1.1\r\nhost: t\r\n\r\n" + request("GET", "/v2/health/live")
+        )
+        status_line = await reader.readline()
+        head = b""
+        while (line := await reader.readline()) != b"\r\n":
+            head += line
+        assert status_line.startswith(b"HTTP/1.1 200") and b"content-length: 13" in head
+        assert (await read_response(reader))[2] == b'{"live":true}'
+        # A request id that is not printable ASCII is replaced by one of ours.
+        writer.write(b"GET /v2/health/live HTTP/1.1\r\nx-request-id: caf\xe9\r\n\r\n")
+        assert (await read_response(reader))[1]["x-request-id"].isascii()
         # The same connection still works.
         writer.write(request("GET", "/v2/health/live"))
         assert (await read_response(reader))[0] == 200
