@@ -2,6 +2,8 @@
 
 Suites: `serving` (the model server against KServe, MLServer and plain FastAPI; the
 default). `python benchmarks/run.py serving --help` lists its options, e.g. `--quick`.
+`operator` (MLModel applied -> Deployment against the apiserver's own create latency,
+hundreds of models, the operator's memory): `python benchmarks/run.py operator --help`.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-SUITES = ("serving",)
+SUITES = ("serving", "operator")
 
 
 def main(argv: list[str]) -> int:
@@ -21,9 +23,13 @@ def main(argv: list[str]) -> int:
     if suite not in SUITES:
         print(f"unknown suite {suite!r}; known: {', '.join(SUITES)}", file=sys.stderr)
         return 2
+    command = " ".join(["python", "benchmarks/run.py", suite, *argv])
+    if suite == "operator":
+        from benchmarks.operator import bench_operator
+
+        return bench_operator.main(argv, command=command)
     from benchmarks.serving import bench_serving
 
-    command = " ".join(["python", "benchmarks/run.py", suite, *argv])
     return bench_serving.main(argv, command=command)
 
 
