@@ -23,6 +23,7 @@ import json
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+import urllib3
 from minio.commonconfig import CopySource
 from minio.retention import Retention
 
@@ -100,10 +101,11 @@ def describe_s3_error(exc: BaseException) -> str:
         return f"S3 error {exc.code}" + (f": {exc.message}" if exc.message else "")
     if isinstance(exc, ServerError):
         return f"HTTP {exc.status_code} from the object store"
+    if not isinstance(exc, OSError | urllib3.exceptions.HTTPError):
+        return f"{type(exc).__name__}: {exc}"
     reason = getattr(exc, "reason", None)  # urllib3's MaxRetryError wraps the real cause
     cause = reason if isinstance(reason, BaseException) else exc
-    text = str(cause)
-    if "Connection refused" in text:
+    if "Connection refused" in str(cause):
         return "connection refused (is the object store running?)"
     return f"object store unreachable ({type(cause).__name__})"
 
@@ -179,7 +181,7 @@ class S3Archiver:
             if retention is not None:
                 for key in (artifact_key(ns, name, version), mkey):
                     if self.client.get_object_retention(bucket, key) is None:
-                        self.client.put_object_retention(bucket, key, retention)
+                        self.client.set_object_retention(bucket, key, retention)
         except ArchiveError:
             raise
         except Exception as exc:
