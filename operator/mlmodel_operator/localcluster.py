@@ -780,6 +780,7 @@ class OperatorRunner:
     minio: MinioServer
     workdir: Path
     env: Mapping[str, str] = field(default_factory=dict)
+    args: Sequence[str] = ()
     process: Process | None = None
     metrics_port: int = 0
     starts: int = 0
@@ -807,6 +808,7 @@ class OperatorRunner:
                     "--all-namespaces",
                     f"--liveness=http://127.0.0.1:{health}/healthz",
                     f"--metrics-port={self.metrics_port}",
+                    *self.args,
                 ],
                 self.workdir / f"operator-{self.starts}.log",
                 env=env,

@@ -68,6 +68,7 @@ def operator(
             "MLMODEL_RECONCILE_INTERVAL": "5",
             "MLMODEL_SERVING_IMAGE": "registry.local/mlmodel-serving:test",
         },
+        args=["--log-format=json"],
     )
     op.start()
     try:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import urllib.request
 from collections.abc import Callable
 
 import pytest
@@ -227,3 +229,28 @@ def test_delete_runs_the_finalizer_and_collects_everything(
         60,
         interval=0.25,
     )
+
+
+def test_operator_metrics_and_logs_without_secrets(
+    mlm: Models, models: Callable[[str], Artifact], operator: OperatorRunner
+) -> None:
+    mlm.create(mlm.body("churn", "1", models("1")))
+    mlm.wait_phase("churn", "Serving", version="1")
+    url = f"http://127.0.0.1:{operator.metrics_port}/metrics"
+    with urllib.request.urlopen(url, timeout=5) as resp:
+        text = resp.read().decode()
+    samples = {
+        line.split(" ")[0]: float(line.split(" ")[1])
+        for line in text.splitlines()
+        if line and not line.startswith("#")
+    }
+    assert samples['mlmodel_operator_reconciles_total{result="ok"}'] >= 1
+    assert samples['mlmodel_operator_models{phase="Serving"}'] >= 1
+    assert samples["mlmodel_operator_reconcile_duration_seconds_count"] >= 1
+    log = operator.log()
+    assert operator.minio.secret_key not in log
+    lines = [line for line in log.splitlines() if line.strip()]
+    assert lines and all(json.loads(line)["message"] for line in lines)  # --log-format=json
+    # the status and events never carry credentials either
+    assert operator.minio.secret_key not in str(mlm.get("churn"))
+    assert operator.minio.secret_key not in str(mlm.events("churn"))
