@@ -53,7 +53,9 @@ ALL_SERVERS = (
     "ours-batching",
     "kserve",
     "mlserver",
+    "mlserver-2proc",
     "mlserver-batching",
+    "mlserver-batching-2proc",
     "fastapi",
     "hello",
     "hello-raw",
@@ -179,7 +181,6 @@ class Options:
     venv_cache: Path
     max_batch_size: int
     max_batch_latency_ms: float
-    mlserver_workers: int
     update_readme: bool
     keep_workdir: bool
 
@@ -244,14 +245,16 @@ def build_server(
             "false",
         ]
         return Server(name, argv, port, infer, env, cwd, log)
-    if name in ("mlserver", "mlserver-batching"):
+    if name.startswith("mlserver"):
+        # "-2proc": MLServer's default parallel_workers=1, inference in a second process
+        # beside the HTTP one; without it, everything in the one server process.
         settings = {
             "debug": False,
             "host": LOOPBACK,
             "http_port": port,
             "grpc_port": free_port(),
             "metrics_port": free_port(),
-            "parallel_workers": opts.mlserver_workers,
+            "parallel_workers": 1 if name.endswith("-2proc") else 0,
             "metrics_dir": str(cwd / ".metrics"),
             "environments_dir": str(cwd / ".envs"),
         }
@@ -260,7 +263,7 @@ def build_server(
             "implementation": "mlserver_sklearn.SKLearnModel",
             "parameters": {"uri": str(case.path)},
         }
-        if name == "mlserver-batching":
+        if "-batching" in name:
             model_settings["max_batch_size"] = opts.max_batch_size
             model_settings["max_batch_time"] = opts.max_batch_latency_ms / 1000.0
         repo = cwd / "repo"
@@ -293,8 +296,14 @@ def build_server(
 def needed_venvs(servers: Sequence[str]) -> list[str]:
     need = []
     for s in servers:
-        v = {"kserve": "kserve", "mlserver": "mlserver", "mlserver-batching": "mlserver"}.get(
-            s, "fastapi" if s in ("fastapi", "hello", "hello-raw") else None
+        v = (
+            "mlserver"
+            if s.startswith("mlserver")
+            else "kserve"
+            if s == "kserve"
+            else "fastapi"
+            if s in ("fastapi", "hello", "hello-raw")
+            else None
         )
         if v and v not in need:
             need.append(v)
@@ -421,11 +430,10 @@ def run(opts: Options, argv_text: str) -> dict[str, Any]:
             "wrk": subprocess.run(
                 [wrk, "-v"], capture_output=True, text=True, timeout=10, check=False
             ).stdout.splitlines()[:1],
-            "mlserver_parallel_workers": opts.mlserver_workers,
             "batching": {
                 "max_batch_size": opts.max_batch_size,
                 "max_batch_latency_ms": opts.max_batch_latency_ms,
-                "applies_to": ["ours-batching", "mlserver-batching"],
+                "applies_to": ["ours-batching", "mlserver-batching", "mlserver-batching-2proc"],
             },
         },
         "install_failures": {},
@@ -817,12 +825,6 @@ def parse_args(argv: Sequence[str]) -> Options:
         help="batching servers: longest the first request of a batch waits for others",
     )
     p.add_argument(
-        "--mlserver-workers",
-        type=int,
-        default=0,
-        help="MLServer parallel_workers (0: inference in the server process)",
-    )
-    p.add_argument(
         "--update-readme", action="store_true", help="copy the tables into benchmarks/README.md"
     )
     p.add_argument("--keep-workdir", action="store_true")
@@ -845,7 +847,6 @@ def parse_args(argv: Sequence[str]) -> Options:
         venv_cache=Path(a.venv_cache),
         max_batch_size=a.max_batch_size,
         max_batch_latency_ms=a.max_batch_latency_ms,
-        mlserver_workers=a.mlserver_workers,
         update_readme=a.update_readme,
         keep_workdir=a.keep_workdir,
     )
