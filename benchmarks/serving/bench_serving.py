@@ -63,6 +63,7 @@ ALL_SERVERS = (
 OURS = ("ours", "ours-batching")
 BLAS_ENV = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")
 COLD_START_TIMEOUT_S = 180.0
+INPROCESS = "in-process"
 DRAIN_TIMEOUT_S = 60.0
 
 
@@ -528,10 +529,27 @@ def bench_model(
         order = [s for s in servers if s in live]
         if not order:
             raise RuntimeError(f"no server could serve {case.name}; see the logs above")
+        # The in-process floor takes its turn in the rotation too, so it is timed under
+        # the same background load as the servers around it.
+        order.append(INPROCESS)
         for rnd in range(opts.rounds):
             for i, (conc, b) in enumerate(configs):
                 shift = (i + rnd) % len(order)
                 for name in order[shift:] + order[:shift]:
+                    if name == INPROCESS:
+                        t = inprocess_predict_ms(case, b, budget_s=min(3.0, opts.duration_s))
+                        runs.append(
+                            {
+                                "model": case.name,
+                                "server": INPROCESS,
+                                "concurrency": conc,
+                                "batch": b,
+                                "round": rnd,
+                                "rps": 1000.0 / t["median_ms"],
+                                **t,
+                            }
+                        )
+                        continue
                     srv = live[name]
                     if not srv.alive():
                         continue
@@ -611,6 +629,20 @@ def median_runs(runs: list[dict[str, Any]]) -> dict[tuple[str, int, int, str], d
     return out
 
 
+def inprocess_ms(
+    results: dict[str, Any],
+    runs: dict[tuple[str, int, int, str], dict[str, Any]],
+    model: str,
+    conc: int,
+    batch: int,
+) -> float:
+    """In-process predict time for a configuration: timed in its rotation when it was."""
+    r = runs.get((model, conc, batch, INPROCESS))
+    if r is not None:
+        return float(r["median_ms"])
+    return float(results["models"][model]["inprocess"][str(batch)]["median_ms"])
+
+
 def render_markdown(results: dict[str, Any]) -> str:
     runs = median_runs(results["runs"])
     m = results["machine"]
@@ -650,7 +682,7 @@ def render_markdown(results: dict[str, Any]) -> str:
                     for name in results["servers"]
                     if (r := runs.get((model, conc, b, name))) is not None
                 ]
-                inproc = info["inprocess"][str(b)]["median_ms"]
+                inproc = inprocess_ms(results, runs, model, conc, b)
                 comps = []
                 for ours, anchors_ in (
                     ("ours", report.ANCHORS_UNBATCHED),
@@ -746,7 +778,7 @@ def targets_markdown(
         r = row("forest", 1, b, "ours")
         info = results["models"].get("forest")
         if r and info:
-            inproc = info["inprocess"][str(b)]["median_ms"]
+            inproc = inprocess_ms(results, runs, "forest", 1, b)
             over = report.overhead_vs_inprocess(1000.0 / r.rps, inproc)
             out.append(
                 f"- Issue 4, forest c=1 b={b}, server overhead within 10% of in-process predict"
@@ -791,6 +823,18 @@ def update_readme(markdown: str) -> None:
     README.write_text(text)
 
 
+def ours_batching_defaults() -> tuple[int, float]:
+    """mlmodel-serve's own batching defaults (rows, ms), so MLServer gets the same."""
+    try:
+        from mlmodel_serving.settings import (
+            DEFAULT_MAX_BATCH_LATENCY_MS,
+            DEFAULT_MAX_BATCH_SIZE,
+        )
+    except ImportError:
+        return 32, 2.0
+    return int(DEFAULT_MAX_BATCH_SIZE), float(DEFAULT_MAX_BATCH_LATENCY_MS)
+
+
 def parse_args(argv: Sequence[str]) -> Options:
     p = argparse.ArgumentParser(prog="bench_serving", description=__doc__.split("\n\n")[0])
     p.add_argument(
@@ -812,16 +856,17 @@ def parse_args(argv: Sequence[str]) -> Options:
     )
     p.add_argument("--ours-bin", default=str(REPO / ".venv" / "bin" / "mlmodel-serve"))
     p.add_argument("--venv-cache", default=str(anchors.default_cache_root()))
+    ours_size, ours_latency = ours_batching_defaults()
     p.add_argument(
         "--max-batch-size",
         type=int,
-        default=32,
+        default=ours_size,
         help="batching servers (ours-batching, mlserver-batching): most rows per predict",
     )
     p.add_argument(
         "--max-batch-latency-ms",
         type=float,
-        default=5.0,
+        default=ours_latency,
         help="batching servers: longest the first request of a batch waits for others",
     )
     p.add_argument(
