@@ -15,11 +15,11 @@ from typing import Any
 
 import pytest
 from kubernetes import client
-from mlm_helpers import Artifact, Models, OperatorProcess
+from mlm_helpers import Artifact, Models
 from sklearn.datasets import load_iris
 
 from mlmodel_operator.archive import S3Archiver
-from mlmodel_operator.localcluster import LocalCluster, MinioServer, wait_until
+from mlmodel_operator.localcluster import LocalCluster, MinioServer, OperatorRunner, wait_until
 from mlmodel_operator.plan import HistoryEntry
 from mlmodel_operator.settings import Settings
 from mlmodel_operator.spec import parse_model
@@ -204,7 +204,7 @@ def test_operator_killed_between_copy_and_delete_converges(
     mlm: Models,
     models: Callable[[str], Artifact],
     minio: MinioServer,
-    operator: OperatorProcess,
+    operator: OperatorRunner,
 ) -> None:
     """The state a kill between the copy and the Deployment's deletion leaves behind (the
     artifact copied, no manifest, the old Deployment still there) is made exactly, with
