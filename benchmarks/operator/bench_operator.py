@@ -308,6 +308,25 @@ def scrape(port: int) -> dict[str, dict[tuple[tuple[str, str], ...], float]]:
         return report.parse_metrics(resp.read().decode())
 
 
+# what the operator reads and writes (besides Pods and ReplicaSets, which it never touches)
+OPERATOR_RESOURCES = ("mlmodels", "deployments", "services", "secrets", "events")
+
+
+def apiserver_requests(cluster: Any) -> dict[str, float]:
+    """The apiserver's own request counters (all clients) for the operator's resources."""
+    import ssl
+
+    assert cluster.pki is not None
+    ctx = ssl.create_default_context(cafile=str(cluster.pki.ca_cert))
+    ctx.load_cert_chain(str(cluster.pki.admin_cert), str(cluster.pki.admin_key))
+    with urllib.request.urlopen(f"{cluster.server}/metrics", timeout=10, context=ctx) as resp:
+        text = resp.read().decode()
+    wanted = "\n".join(
+        line for line in text.splitlines() if line.startswith("apiserver_request_total{")
+    )
+    return report.request_counts(report.parse_metrics(wanted), OPERATOR_RESOURCES)
+
+
 @dataclass
 class Snapshot:
     """The operator's state at a phase boundary."""
@@ -319,6 +338,7 @@ class Snapshot:
     hwm: int
     cpu: dict[str, float | None]
     metrics: dict[str, dict[tuple[tuple[str, str], ...], float]] = field(repr=False)
+    requests: dict[str, float] = field(repr=False)
 
 
 def machine_info() -> dict[str, Any]:
@@ -394,6 +414,7 @@ class Bench:
             self.log(
                 f"control plane ({nodes} kwok nodes) and MinIO up in {time.perf_counter() - t:.0f}s"
             )
+            self.cluster = cluster
             self.results["versions"] = versions(cluster)
             cluster.kubectl(
                 "apply",
@@ -524,6 +545,7 @@ class Bench:
             status["VmHWM"],
             {name: cpu_seconds(pid) for name, pid in self.cluster_pids.items()},
             scrape(self.operator.metrics_port),
+            apiserver_requests(self.cluster),
         )
         self.snapshots.append(snap)
         self.log(
@@ -745,6 +767,7 @@ class Bench:
                     "hwm_end": snap.hwm,
                     "cpu_seconds": cpu,
                     "reconciles": {k: after.get(k, 0) - before.get(k, 0) for k in after},
+                    "apiserver_requests": report.counts_delta(snap.requests, prev.requests),
                     "reconcile": report.histogram_summary(h),
                 }
             )
@@ -857,6 +880,7 @@ def render_markdown(results: dict[str, Any]) -> str:
     ]
     if b["timed_out"]:
         out += [f"Only {b['serving']} of {b['models']} were Serving when the wait ended.", ""]
+    out += requests_table(results)
     rows = []
     for r in results["phases"]:
         rec = r.get("reconcile") or {}
@@ -911,6 +935,40 @@ def render_markdown(results: dict[str, Any]) -> str:
     return "\n".join(out)
 
 
+def requests_table(results: dict[str, Any]) -> list[str]:
+    """apiserver requests per model (all clients) in the latency and burst phases."""
+    phases = {r["phase"]: r for r in results["phases"]}
+    s = results["settings"]
+    cols = [("latency", s["latency_samples"]), ("burst", s["models"])]
+    cols = [(name, n) for name, n in cols if name in phases and n]
+    if not cols:
+        return []
+    keys = sorted({k for name, _ in cols for k in phases[name].get("apiserver_requests", {})})
+    rows: list[list[Any]] = []
+    for key in keys:
+        rows.append(
+            [key]
+            + [
+                f"{phases[name].get('apiserver_requests', {}).get(key, 0.0) / n:.2f}"
+                for name, n in cols
+            ]
+        )
+    rows.append(
+        ["operator reconciles (its own counter)"]
+        + [f"{sum(phases[name].get('reconciles', {}).values()) / n:.2f}" for name, n in cols]
+    )
+    return [
+        "**apiserver requests per model applied**, from the apiserver's "
+        "`apiserver_request_total` (every client: the benchmark's own POST of the MLModel, "
+        "and in the latency phase the floor's POST of a Deployment, the controller-manager's "
+        "Deployment status updates, the operator's reads, applies, status patches, Events "
+        "and kopf's own patches)",
+        "",
+        report.markdown_table(["request", *[f"per model, {name}" for name, _ in cols]], rows),
+        "",
+    ]
+
+
 def _secs(value: float | None, digits: int = 1) -> str:
     return "—" if value is None else f"{value:.{digits}f} s"
 
@@ -931,9 +989,9 @@ def update_readme(markdown: str) -> None:
 
 def parse_args(argv: Sequence[str]) -> Options:
     p = argparse.ArgumentParser(prog="bench_operator", description=__doc__.split("\n\n")[0])
-    p.add_argument("--models", type=int, default=300, help="MLModels in the burst (default 300)")
+    p.add_argument("--models", type=int, help="MLModels in the burst (default 300; --quick 30)")
     p.add_argument(
-        "--latency-samples", type=int, default=100, help="one-at-a-time samples (default 100)"
+        "--latency-samples", type=int, help="one-at-a-time samples (default 100; --quick 10)"
     )
     p.add_argument("--namespaces", type=int, default=3, help="namespaces of the burst")
     p.add_argument("--concurrency", type=int, default=8, help="client threads POSTing the burst")
@@ -943,7 +1001,11 @@ def parse_args(argv: Sequence[str]) -> Options:
         default=30.0,
         help="the operator's MLMODEL_RECONCILE_INTERVAL (default: its own default, 30 s)",
     )
-    p.add_argument("--steady-seconds", type=float, default=None)
+    p.add_argument(
+        "--steady-seconds",
+        type=float,
+        help="length of each steady window (default: reconcile interval + 5 s; --quick 10)",
+    )
     p.add_argument("--serving-timeout", type=float, default=900.0)
     p.add_argument(
         "--quick",
@@ -953,29 +1015,21 @@ def parse_args(argv: Sequence[str]) -> Options:
     p.add_argument("--update-readme", action="store_true")
     p.add_argument("--keep-workdir", action="store_true", help="keep logs and data for a look")
     a = p.parse_args(argv)
-    if a.quick:
-        return Options(
-            models=min(a.models, 30),
-            latency_samples=min(a.latency_samples, 10),
-            namespaces=a.namespaces,
-            concurrency=a.concurrency,
-            reconcile_interval=a.reconcile_interval,
-            steady_seconds=10.0 if a.steady_seconds is None else a.steady_seconds,
-            serving_timeout=min(a.serving_timeout, 300.0),
-            update_readme=a.update_readme,
-            keep_workdir=a.keep_workdir,
-            quick=True,
-        )
+
+    def pick(value: Any, full: Any, quick: Any) -> Any:
+        return value if value is not None else (quick if a.quick else full)
+
     return Options(
-        models=a.models,
-        latency_samples=a.latency_samples,
+        models=pick(a.models, 300, 30),
+        latency_samples=pick(a.latency_samples, 100, 10),
         namespaces=a.namespaces,
         concurrency=a.concurrency,
         reconcile_interval=a.reconcile_interval,
-        steady_seconds=a.steady_seconds,
+        steady_seconds=pick(a.steady_seconds, None, 10.0),
         serving_timeout=a.serving_timeout,
         update_readme=a.update_readme,
         keep_workdir=a.keep_workdir,
+        quick=a.quick,
     )
 
 

@@ -158,6 +158,30 @@ def counter_by(
     return {dict(labels).get(label, ""): value for labels, value in family.items()}
 
 
+def request_counts(
+    samples: Mapping[str, Mapping[tuple[tuple[str, str], ...], float]],
+    resources: Sequence[str],
+) -> dict[str, float]:
+    """``apiserver_request_total`` summed by "VERB resource[/subresource]" for ``resources``."""
+    out: dict[str, float] = {}
+    for labels, value in samples.get("apiserver_request_total", {}).items():
+        d = dict(labels)
+        if d.get("resource") not in resources:
+            continue
+        key = f"{d.get('verb', '?')} {d['resource']}"
+        if d.get("subresource"):
+            key += f"/{d['subresource']}"
+        out[key] = out.get(key, 0.0) + value
+    return out
+
+
+def counts_delta(after: Mapping[str, float], before: Mapping[str, float]) -> dict[str, float]:
+    """after - before for every key, leaving out keys that did not move."""
+    keys = sorted(set(after) | set(before))
+    delta = {k: after.get(k, 0.0) - before.get(k, 0.0) for k in keys}
+    return {k: v for k, v in delta.items() if v}
+
+
 def histogram_summary(h: Histogram) -> dict[str, float | None]:
     """Count, mean and bucket-interpolated p50/p99 of a histogram, in milliseconds."""
 

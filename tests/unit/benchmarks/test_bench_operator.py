@@ -124,3 +124,16 @@ def test_readme_block_is_replaced_or_appended() -> None:
     replaced = report.replace_block(appended + "\n## Later\n", begin, end, "T2", "## Operator")
     assert "T1" not in replaced and "<!-- b -->\nT2\n<!-- e -->" in replaced
     assert replaced.endswith("## Later\n") and replaced.count("## Operator") == 1
+
+
+def test_apiserver_requests_by_verb_and_resource() -> None:
+    text = (
+        'apiserver_request_total{code="200",resource="mlmodels",subresource="",verb="GET"} 3\n'
+        'apiserver_request_total{code="404",resource="mlmodels",subresource="",verb="GET"} 1\n'
+        'apiserver_request_total{code="200",resource="mlmodels",subresource="status",verb="PATCH"} 2\n'
+        'apiserver_request_total{code="200",resource="pods",subresource="",verb="LIST"} 9\n'
+    )
+    before = report.request_counts(report.parse_metrics(text), ("mlmodels",))
+    assert before == {"GET mlmodels": 4.0, "PATCH mlmodels/status": 2.0}
+    after = {"GET mlmodels": 10.0, "PATCH mlmodels/status": 2.0, "POST mlmodels": 1.0}
+    assert report.counts_delta(after, before) == {"GET mlmodels": 6.0, "POST mlmodels": 1.0}
