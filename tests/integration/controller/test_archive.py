@@ -16,9 +16,9 @@ from typing import Any
 import pytest
 from kubernetes import client
 from mlm_helpers import Artifact, Models
-from sklearn.datasets import load_iris
 
 from mlmodel_operator.archive import S3Archiver
+from mlmodel_operator.example_models import churn_data
 from mlmodel_operator.localcluster import LocalCluster, MinioServer, OperatorRunner, wait_until
 from mlmodel_operator.plan import HistoryEntry
 from mlmodel_operator.settings import Settings
@@ -154,7 +154,7 @@ def test_v1_v2_v3_then_delete_archives_every_version_and_the_cli_tells_it(
     assert at.returncode == 0, at.stderr
     assert "served version 2" in at.stdout
 
-    rows = load_iris(return_X_y=True)[0][::5]
+    rows = churn_data()[0][::40]  # the features the example models were trained on
     inputs = tmp_path / "rows.csv"
     inputs.write_text("\n".join(",".join(str(v) for v in r) for r in rows) + "\n")
     for version, art in (("1", v1), ("2", v2), ("3", v3)):
