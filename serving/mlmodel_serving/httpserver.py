@@ -34,10 +34,12 @@ _REASONS = {
     405: b"Method Not Allowed",
     408: b"Request Timeout",
     413: b"Content Too Large",
+    431: b"Request Header Fields Too Large",
     500: b"Internal Server Error",
     503: b"Service Unavailable",
 }
 _MAX_QUEUED = 16  # pipelined requests per connection before reading pauses
+_MAX_HEAD_BYTES = 64 * 1024  # request line and headers together
 
 # A queued request: method, path, body, request id, keep-alive, prebuilt response.
 _Queued = tuple[str, str, bytes, "str | None", bool, "Response | None"]
@@ -115,6 +117,7 @@ class HttpConnection(asyncio.Protocol):
         self.request_id: str | None = None
         self.expect_continue = False
         self.declared_length = 0
+        self.head_size = 0
         self.discard = False  # the rest of this connection's input is ignored
         self.queue: deque[_Queued] = deque()
         self.task: asyncio.Task[None] | None = None
@@ -162,12 +165,15 @@ class HttpConnection(asyncio.Protocol):
         self.request_id = None
         self.expect_continue = False
         self.declared_length = 0
+        self.head_size = 0
         self.request_started = time.monotonic()
 
     def on_url(self, url: bytes) -> None:
         self.url += url
+        self._count_head(len(url))
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        self._count_head(len(name) + len(value))
         lowered = name.lower()
         if lowered == b"x-request-id":
             rid = value.decode("latin-1")[:128]
@@ -178,7 +184,14 @@ class HttpConnection(asyncio.Protocol):
         elif lowered == b"expect":
             self.expect_continue = value.lower() == b"100-continue"
 
+    def _count_head(self, size: int) -> None:
+        self.head_size += size
+        if self.head_size > _MAX_HEAD_BYTES and not self.discard:
+            self._reject(431, f"request line and headers are larger than {_MAX_HEAD_BYTES} bytes")
+
     def on_headers_complete(self) -> None:
+        if self.discard:
+            return
         if self.declared_length > self.server.max_body_bytes:
             self._reject_too_large()
             return

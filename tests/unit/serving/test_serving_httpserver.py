@@ -139,6 +139,18 @@ def test_malformed_request_is_400_and_the_server_keeps_serving(iris_model: Sklea
     run(iris_model, scenario)
 
 
+def test_huge_headers_are_431(iris_model: SklearnModel) -> None:
+    async def scenario(server: HttpServer, port: int) -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(
+            b"GET /v2/health/live HTTP/1.1\r\n" + b"x-filler: " + b"a" * 70_000 + b"\r\n\r\n"
+        )
+        status, headers, _ = await read_response(reader)
+        assert status == 431 and headers["connection"] == "close"
+
+    run(iris_model, scenario)
+
+
 def test_http10_and_connection_close(iris_model: SklearnModel) -> None:
     async def scenario(server: HttpServer, port: int) -> None:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
