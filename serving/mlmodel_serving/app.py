@@ -143,7 +143,8 @@ class ServingApp:
             max_workers=settings.predict_threads,
             thread_name_prefix="predict",
         )
-        # Set by the HTTP server: how many client connections are open (batching hint).
+        # Set by the HTTP server: how many open connections send inference requests
+        # (the batching hint: when all of them wait in the queue, nobody else can join).
         self.connection_count: Callable[[], int] | None = None
         self.model: SklearnModel | None = None
         self.predictor: Predictor | None = None

@@ -9,9 +9,10 @@ When a batch closes, for a free predict lane:
 * it holds ``max_batch_size`` rows (a request that would overflow starts the next batch;
   a request larger than ``max_batch_size`` is predicted on its own), or
 * its oldest request has waited ``max_batch_latency``, or
-* nobody else can join: every open connection already has a request in the queue (the
-  HTTP server reports its open connections). This is the adaptive part: a lone client
-  never waits for the timer, and a full house does not wait either.
+* nobody else can join: every open connection that sends inference requests already has
+  one in the queue (the HTTP server counts them; health probes and the Prometheus
+  scraper do not count). This is the adaptive part: a lone client never waits for the
+  timer, and a full house does not wait either.
 
 While the lane is busy, new requests queue; when it frees, the next batch goes at once
 if it is due. Results are split back so each caller gets exactly its own rows. If

@@ -65,7 +65,13 @@ class HttpServer:
         self.date = formatdate(usegmt=True).encode()
         self._server: asyncio.AbstractServer | None = None
         self._ticker: asyncio.TimerHandle | None = None
-        app.connection_count = self.connections.__len__
+        # Connections that have sent a POST (inference). Health probes and Prometheus'
+        # keep-alive scrape connection never will, so they must not make a batch wait.
+        self.inference_connections = 0
+        app.connection_count = self.inference_count
+
+    def inference_count(self) -> int:
+        return self.inference_connections
 
     async def start(self, host: str, port: int) -> int:
         """Listen on ``host:port`` (0 = any free port); return the bound port."""
@@ -124,6 +130,7 @@ class HttpConnection(asyncio.Protocol):
         self.closing = False
         self.writing_paused = False
         self.reading_paused = False
+        self.sends_inference = False
         self.last_activity = time.monotonic()
         self.request_started: float | None = None
 
@@ -135,6 +142,9 @@ class HttpConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.server.connections.discard(self)
+        if self.sends_inference:
+            self.sends_inference = False
+            self.server.inference_connections -= 1
         self.queue.clear()
         self.closing = True
 
@@ -215,6 +225,9 @@ class HttpConnection(asyncio.Protocol):
         path = url.partition("?")[0]
         body = self.body[0] if len(self.body) == 1 else b"".join(self.body)
         method = self.parser.get_method().decode("latin-1")
+        if method == "POST" and not self.sends_inference:
+            self.sends_inference = True
+            self.server.inference_connections += 1
         item: _Queued = (method, path, body, self.request_id, self.parser.should_keep_alive(), None)
         if self.task is None and not self.queue and not self.writing_paused:
             self._start(item)

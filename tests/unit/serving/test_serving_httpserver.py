@@ -139,6 +139,26 @@ def test_malformed_request_is_400_and_the_server_keeps_serving(iris_model: Sklea
     run(iris_model, scenario)
 
 
+def test_only_connections_that_post_count_for_batching(iris_model: SklearnModel) -> None:
+    async def scenario(server: HttpServer, port: int) -> None:
+        probe_reader, probe = await asyncio.open_connection("127.0.0.1", port)
+        probe.write(request("GET", "/metrics"))
+        await read_response(probe_reader)
+        client_reader, client = await asyncio.open_connection("127.0.0.1", port)
+        client.write(request("POST", "/v2/models/iris/infer", INFER))
+        await read_response(client_reader)
+        assert len(server.connections) == 2
+        assert server.app.connection_count is not None and server.app.connection_count() == 1
+        client.close()
+        for _ in range(200):
+            if server.inference_connections == 0:
+                break
+            await asyncio.sleep(0.005)
+        assert server.inference_connections == 0
+
+    run(iris_model, scenario)
+
+
 def test_huge_headers_are_431(iris_model: SklearnModel) -> None:
     async def scenario(server: HttpServer, port: int) -> None:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
