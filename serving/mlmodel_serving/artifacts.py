@@ -15,6 +15,7 @@ import hashlib
 import os
 import re
 import tempfile
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -152,6 +153,7 @@ def fetch_verified(uri: str, sha256: str, cache_dir: Path, s3: S3Config | None) 
     validate_sha256(sha256)
     target = cached_path(cache_dir, sha256)
     target.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_partials(target.parent)
     if target.is_file():
         if sha256_file(target) == sha256:
             return target
@@ -205,6 +207,16 @@ def fetch_bytes(uri: str, s3: S3Config | None, max_bytes: int = 16 * 1024 * 1024
     if len(data) > max_bytes:
         raise ValueError(f"{uri} is larger than {max_bytes} bytes")
     return data
+
+
+def _remove_stale_partials(directory: Path, max_age_seconds: float = 3600.0) -> None:
+    """Delete temp files a killed download left behind (old ones only: another process
+    sharing the cache may be writing a fresh one)."""
+    now = time.time()
+    for partial in directory.glob(".partial-*"):
+        with contextlib.suppress(OSError):
+            if now - partial.stat().st_mtime > max_age_seconds:
+                partial.unlink()
 
 
 def _copy_hashed(chunks: Iterable[bytes], directory: Path) -> tuple[str, Path]:

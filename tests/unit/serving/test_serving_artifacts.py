@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 
 import joblib
@@ -133,6 +134,19 @@ def test_fetch_verified_reverifies_a_corrupted_cache_entry(tmp_path: Path) -> No
     with pytest.raises(DigestMismatchError):
         fetch_verified(str(src), digest, tmp_path / "cache", None)
     assert not path.exists()
+
+
+def test_fetch_verified_removes_old_partial_downloads(tmp_path: Path) -> None:
+    src = tmp_path / "model.joblib"
+    src.write_bytes(b"model bytes")
+    partials = tmp_path / "cache" / "sha256"
+    partials.mkdir(parents=True)
+    old, fresh = partials / ".partial-old", partials / ".partial-fresh"
+    old.write_bytes(b"x")
+    fresh.write_bytes(b"y")
+    os.utime(old, (0, 0))
+    fetch_verified(str(src), hashlib.sha256(b"model bytes").hexdigest(), tmp_path / "cache", None)
+    assert not old.exists() and fresh.exists()
 
 
 @pytest.mark.parametrize("sha", ["", "ABC", "0" * 63, "G" * 64, "A" * 64])
