@@ -1,0 +1,280 @@
+"""monitoring: ServiceMonitor, PrometheusRule and dashboard builders, by equality."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+import kubernetes_validate
+import numpy as np
+import pytest
+from prometheus_client import CollectorRegistry
+
+from mlmodel_operator.metrics import OperatorMetrics
+from mlmodel_operator.monitoring import (
+    DASHBOARD_FILE,
+    Alert,
+    build_alerts,
+    build_dashboard,
+    build_dashboard_configmap,
+    build_prometheus_rule,
+    build_rule_groups,
+    build_service_monitor,
+    dashboard_panels,
+)
+from mlmodel_operator.settings import Settings
+from mlmodel_operator.spec import ModelSpec, parse_model
+from mlmodel_serving.drift import build_baseline
+from mlmodel_serving.metrics import ServingMetrics
+
+SHA = "3b2c6f0e8d4a1957c0f5e2b7a9d8c6e4f1a3b5c7d9e0f2a4b6c8d0e1f3a5b7c9"
+UID = "0b9f6a52-3d1c-4c8e-9a57-2f0e4b1c7d63"
+SETTINGS = Settings()
+
+
+def make_model(**spec: Any) -> ModelSpec:
+    body: dict[str, Any] = {
+        "metadata": {"name": "churn", "namespace": "team-a", "uid": UID, "generation": 2},
+        "spec": {
+            "version": "3",
+            "artifact": {"uri": "s3://models/churn/3/model.joblib", "sha256": SHA},
+        },
+    }
+    body["spec"].update(spec)
+    return parse_model(body)
+
+
+MODEL = make_model()
+FULL = make_model(
+    monitoring={
+        "slo": {"p99LatencyMs": 250, "errorRatio": 0.02},
+        "drift": {"baselineUri": "s3://models/churn/3/baseline.json", "psiThreshold": 0.3},
+    }
+)
+OWNER = {
+    "apiVersion": "ml.lifecycle.io/v1alpha1",
+    "kind": "MLModel",
+    "name": "churn",
+    "uid": UID,
+    "controller": True,
+    "blockOwnerDeletion": True,
+}
+LABELS = {
+    "app.kubernetes.io/name": "mlmodel-serving",
+    "app.kubernetes.io/instance": "churn",
+    "app.kubernetes.io/component": "model-server",
+    "app.kubernetes.io/part-of": "mlmodel-lifecycle",
+    "app.kubernetes.io/managed-by": "mlmodel-operator",
+    "ml.lifecycle.io/model": "churn",
+    "app.kubernetes.io/version": "3",
+    "ml.lifecycle.io/version": "3",
+}
+
+
+def test_service_monitor() -> None:
+    assert build_service_monitor(MODEL, SETTINGS) == {
+        "apiVersion": "monitoring.coreos.com/v1",
+        "kind": "ServiceMonitor",
+        "metadata": {
+            "name": "churn",
+            "namespace": "team-a",
+            "labels": LABELS,
+            "ownerReferences": [OWNER],
+        },
+        "spec": {
+            "selector": {
+                "matchLabels": {
+                    "app.kubernetes.io/instance": "churn",
+                    "ml.lifecycle.io/model": "churn",
+                }
+            },
+            "namespaceSelector": {"matchNames": ["team-a"]},
+            "endpoints": [
+                {
+                    "port": "http",
+                    "path": "/metrics",
+                    "interval": "15s",
+                    "scrapeTimeout": "10s",
+                    "relabelings": [
+                        {
+                            "action": "replace",
+                            "sourceLabels": ["__meta_kubernetes_pod_label_ml_lifecycle_io_version"],
+                            "targetLabel": "version",
+                        }
+                    ],
+                }
+            ],
+        },
+    }
+
+
+def test_defaults_give_only_the_down_alert() -> None:
+    (down,) = build_alerts(MODEL)
+    assert down == Alert(
+        name="MLModelDown",
+        signal='(max(mlmodel_model_ready{namespace="team-a", model="churn"}) or on() vector(0))',
+        op="<",
+        threshold=1,
+        for_="2m",
+        severity="critical",
+        summary="No ready replica of model churn version 3 in namespace team-a",
+        description=(
+            "No replica of model churn version 3 in namespace team-a has reported ready "
+            "(mlmodel_model_ready) for 2 minutes, or none is scraped at all. Requests to the "
+            "model fail. Check `kubectl -n team-a get mlmodel churn` and the pods' logs."
+        ),
+    )
+    assert down.expr == (
+        '(max(mlmodel_model_ready{namespace="team-a", model="churn"}) or on() vector(0)) < 1'
+    )
+
+
+def test_every_objective_becomes_an_alert() -> None:
+    alerts = {a.name: a for a in build_alerts(FULL)}
+    assert list(alerts) == [
+        "MLModelDown",
+        "MLModelErrorRatioHigh",
+        "MLModelLatencyHigh",
+        "MLModelInputDrift",
+        "MLModelDriftBaselineNotLoaded",
+    ]
+    infer = 'namespace="team-a", model="churn", route=~".+(/infer|:predict)"'
+    assert alerts["MLModelErrorRatioHigh"].expr == (
+        f'((sum(rate(mlmodel_requests_total{{{infer}, code=~"5.."}}[5m])) or on() vector(0))'
+        f" / sum(rate(mlmodel_requests_total{{{infer}}}[5m]))) > 0.02"
+    )
+    assert alerts["MLModelLatencyHigh"].expr == (
+        "histogram_quantile(0.99, sum by (le) "
+        f"(rate(mlmodel_request_duration_seconds_bucket{{{infer}}}[5m]))) > 0.25"
+    )
+    assert alerts["MLModelInputDrift"].expr == (
+        'max by (feature) (mlmodel_feature_psi{namespace="team-a", model="churn"}) > 0.3'
+    )
+    assert alerts["MLModelDriftBaselineNotLoaded"].expr == (
+        'min(mlmodel_drift_baseline_loaded{namespace="team-a", model="churn"}) < 1'
+    )
+    for alert in alerts.values():
+        text = alert.summary + " " + alert.description
+        assert "churn" in text and "team-a" in text and "version 3" in text, alert.name
+        assert alert.severity in ("critical", "warning")
+
+
+def test_prometheus_rule() -> None:
+    rule = build_prometheus_rule(FULL, SETTINGS)
+    assert rule["apiVersion"] == "monitoring.coreos.com/v1"
+    assert rule["kind"] == "PrometheusRule"
+    assert rule["metadata"] == {
+        "name": "churn",
+        "namespace": "team-a",
+        "labels": LABELS,
+        "ownerReferences": [OWNER],
+    }
+    assert rule["spec"] == {"groups": build_rule_groups(FULL)}
+    (group,) = rule["spec"]["groups"]
+    assert group["name"] == "mlmodel.team-a.churn"
+    latency = group["rules"][2]
+    assert latency == {
+        "alert": "MLModelLatencyHigh",
+        "expr": build_alerts(FULL)[2].expr,
+        "for": "5m",
+        "labels": {
+            "severity": "warning",
+            "namespace": "team-a",
+            "model": "churn",
+            "version": "3",
+        },
+        "annotations": {
+            "summary": "p99 latency of model churn version 3 in namespace team-a above its SLO",
+            "description": (
+                "The 99th-percentile inference latency of model churn version 3 in namespace "
+                "team-a is {{ $value | humanizeDuration }} over 5m "
+                "(spec.monitoring.slo.p99LatencyMs is 250 ms)."
+            ),
+        },
+    }
+
+
+def test_a_new_version_changes_the_rule_text() -> None:
+    v4 = make_model(version="4")
+    old, new = build_prometheus_rule(MODEL, SETTINGS), build_prometheus_rule(v4, SETTINGS)
+    assert old != new
+    assert new["spec"]["groups"][0]["rules"][0]["labels"]["version"] == "4"
+    assert "version 4" in new["spec"]["groups"][0]["rules"][0]["annotations"]["summary"]
+
+
+def _exported_names() -> set[str]:
+    """Every sample name the model server and the operator export."""
+    registry = CollectorRegistry()
+    metrics = ServingMetrics(registry, "m")
+    metrics.observe_request("v2", "/v2/models/{model_name}/infer", 200, 0.01)
+    metrics.observe_batch(1, 1, 0.001)
+    metrics.observe_predictions(np.array([1]), is_classifier=True)
+    metrics.set_model_info(
+        "1", SHA, dict.fromkeys(("python", "sklearn", "joblib", "numpy"), "x"), 1
+    )
+    x = np.random.default_rng(0).normal(size=(200, 2))
+    metrics.drift.baseline_loaded = True
+    from mlmodel_serving.drift import DriftMonitor
+
+    metrics.drift.monitor = DriftMonitor(build_baseline(x))
+    metrics.observe_inputs(x)
+    OperatorMetrics(registry).reconciles.labels(result="ok").inc()
+    return {s.name for family in registry.collect() for s in family.samples}
+
+
+METRIC = re.compile(r"\b(mlmodel_[a-z_]+)\b")
+
+
+def _dashboard_exprs() -> list[str]:
+    return [t["expr"] for p in dashboard_panels() for t in p["targets"]]
+
+
+def test_every_query_uses_metrics_that_are_really_exported() -> None:
+    exported = _exported_names()
+    exprs = [a.expr for a in build_alerts(FULL)] + _dashboard_exprs()
+    exprs += [v["definition"] for v in build_dashboard()["templating"]["list"][1:]]
+    used = {name for expr in exprs for name in METRIC.findall(expr)}
+    assert used and used <= exported, used - exported
+
+
+def test_dashboard_has_the_panels_and_variables() -> None:
+    dashboard = build_dashboard()
+    titles = [p["title"] for p in dashboard["panels"]]
+    assert titles == [
+        "Request rate",
+        "Error ratio (5xx)",
+        "Latency percentiles",
+        "Batch sizes",
+        "Prediction distribution",
+        "Input drift (PSI by feature)",
+        "Replicas ready",
+        "Model version and digest",
+        "Operator reconciles",
+        "Models by phase",
+    ]
+    names = [v["name"] for v in dashboard["templating"]["list"]]
+    assert names == ["datasource", "namespace", "model", "version"]
+    for panel in dashboard["panels"]:
+        for target in panel["targets"]:
+            if "mlmodel_operator" not in target["expr"]:
+                assert '"$namespace"' in target["expr"] and '"$model"' in target["expr"]
+    # No two panels overlap on Grafana's 24-column grid.
+    cells = set()
+    for panel in dashboard["panels"]:
+        g = panel["gridPos"]
+        assert g["x"] + g["w"] <= 24
+        mine = {
+            (x, y) for x in range(g["x"], g["x"] + g["w"]) for y in range(g["y"], g["y"] + g["h"])
+        }
+        assert not cells & mine, panel["title"]
+        cells |= mine
+
+
+@pytest.mark.parametrize("kubernetes_version", ["1.30", "1.33"])
+def test_dashboard_configmap(kubernetes_version: str) -> None:
+    cm = build_dashboard_configmap("grafana")
+    assert cm["metadata"]["namespace"] == "grafana"
+    assert cm["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert json.loads(cm["data"][DASHBOARD_FILE]) == build_dashboard()
+    kubernetes_validate.validate(cm, kubernetes_version, strict=True)
