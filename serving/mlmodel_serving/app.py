@@ -290,8 +290,9 @@ class ServingApp:
                 encode_error(
                     f"internal error while serving the request; request id {request_id}", request_id
                 ),
-                headers=list(self._model_headers),
             )
+        # Every response says which artifact answered, so a logged decision can be traced.
+        response.headers.extend(self._model_headers)
         response.headers.append((b"x-request-id", request_id.encode()))
         self.metrics.observe_request(
             protocol, route_name, response.status, time.perf_counter() - start
@@ -348,14 +349,13 @@ class ServingApp:
         self, body: bytes, params: dict[str, str], request_id: str
     ) -> Response:
         model = self._require_model(params)
-        return Response(200, encode_json(model.metadata()), headers=list(self._model_headers))
+        return Response(200, encode_json(model.metadata()))
 
     async def _model_ready(self, body: bytes, params: dict[str, str], request_id: str) -> Response:
         model = self._require_model(params)
         return Response(
             200 if self.ready else 503,
             encode_json({"name": model.name, "ready": self.ready}),
-            headers=list(self._model_headers),
         )
 
     async def _infer_v2(self, body: bytes, params: dict[str, str], request_id: str) -> Response:
@@ -368,7 +368,6 @@ class ServingApp:
         return Response(
             200,
             encode_v2_response(model.name, model.version, request.id, result),
-            headers=list(self._model_headers),
         )
 
     async def _v1_model(self, body: bytes, params: dict[str, str], request_id: str) -> Response:
@@ -376,7 +375,6 @@ class ServingApp:
         return Response(
             200,
             encode_json({"name": model.name, "ready": self.ready}),
-            headers=list(self._model_headers),
         )
 
     async def _v1_predict(self, body: bytes, params: dict[str, str], request_id: str) -> Response:
@@ -385,7 +383,7 @@ class ServingApp:
         model.check_input(request.data)
         assert self.predictor is not None
         result = await self.predictor.predict(request.data, (PREDICT,))
-        return Response(200, encode_v1_response(result), headers=list(self._model_headers))
+        return Response(200, encode_v1_response(result))
 
     async def _metrics(self, body: bytes, params: dict[str, str], request_id: str) -> Response:
         return Response(200, self.metrics.render(), content_type=METRICS_CONTENT_TYPE.encode())

@@ -27,6 +27,8 @@ def test_health_and_server_metadata(client: Client) -> None:
     assert client.get("/v2/health/live").json() == {"live": True}
     ready = client.get("/v2/health/ready")
     assert ready.status == 200 and ready.json() == {"ready": True}
+    assert ready.headers[b"x-model-sha256"] == FAKE_SHA.encode()
+    assert ready.headers[b"x-model-version"] == b"3"
     meta = client.get("/v2").json()
     assert meta["name"] == "mlmodel-serve" and meta["extensions"] == []
 
