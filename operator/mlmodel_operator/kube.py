@@ -156,6 +156,19 @@ class Kube:
                 body={"preconditions": {"uid": uid}, "propagationPolicy": "Background"},
             )
 
+    def delete_object(self, api_version: str, kind: str, namespace: str, name: str) -> bool:
+        """Delete an owned object of a kind ``apply`` knows; False when it was not there."""
+        obj = {
+            "apiVersion": api_version,
+            "kind": kind,
+            "metadata": {"namespace": namespace, "name": name},
+        }
+        try:
+            self._call("DELETE", _path_for(obj), body={"propagationPolicy": "Background"})
+        except NotFound:
+            return False
+        return True
+
     # -- the MLModel itself
 
     def get_model(self, namespace: str, name: str) -> dict[str, Any]:

@@ -27,6 +27,7 @@ from mlmodel_operator.desired import (
 )
 from mlmodel_operator.kube import Kube, NotFound
 from mlmodel_operator.ledger import Ledger, NullLedger
+from mlmodel_operator.monitoring_sync import MonitoringSync
 from mlmodel_operator.plan import (
     ANN_APPLIED_HASH,
     ANN_RETIRING,
@@ -97,6 +98,7 @@ class Reconciler:
         self.archiver = archiver
         self.ledger: Ledger = ledger or NullLedger()
         self.clock = clock
+        self.monitoring = MonitoringSync(kube, settings)
         self._locks: dict[str, threading.Lock] = {}
         self._locks_guard = threading.Lock()
 
@@ -128,6 +130,7 @@ class Reconciler:
     def forget(self, uid: str) -> None:
         with self._locks_guard:
             self._locks.pop(uid, None)
+        self.monitoring.forget(uid)
 
     # ------------------------------------------------------------------ reconcile
 
@@ -251,6 +254,7 @@ class Reconciler:
             archive_note,
             endpoint_url(model, self.settings),
             now,
+            monitoring=self.monitoring.sync(model, old_status),
         )
         return Outcome(status, events, min(requeue) if requeue else None)
 

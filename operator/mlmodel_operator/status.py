@@ -28,6 +28,15 @@ class ArchiveNote:
     message: str
 
 
+@dataclass(frozen=True)
+class MonitoringNote:
+    """What the monitoring step found or did in this reconcile, for the Monitored condition."""
+
+    ok: bool
+    reason: str
+    message: str
+
+
 def build_status(
     model: ModelSpec,
     plan: Plan,
@@ -38,6 +47,7 @@ def build_status(
     archive_note: ArchiveNote | None,
     endpoint: str,
     now: dt.datetime,
+    monitoring: MonitoringNote | None = None,
 ) -> dict[str, Any]:
     """The full status object for this reconcile."""
     gen = model.generation
@@ -87,6 +97,9 @@ def build_status(
 
     if archive_note is not None:
         put(c.ARCHIVED, archive_note.ok, archive_note.reason, archive_note.message)
+
+    if monitoring is not None:
+        put(c.MONITORED, monitoring.ok, monitoring.reason, monitoring.message)
 
     status: dict[str, Any] = {
         "observedGeneration": gen,

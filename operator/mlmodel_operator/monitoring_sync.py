@@ -1,0 +1,135 @@
+"""Write (or remove) a model's ServiceMonitor and PrometheusRule, through `kube.py`.
+
+Called by the reconciler on every reconcile. Where the Prometheus operator's CRDs are
+missing nothing is written and the Monitored condition says so; the CRDs are looked up
+at most every ``CRD_RECHECK_SECONDS``, so a later install is noticed without an API
+call per reconcile. An object whose content did not change is not applied again, except
+every ``REASSERT_SECONDS`` (which also puts back one a person deleted).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+import time
+from collections.abc import Callable, Mapping
+from typing import Any, Final
+
+from mlmodel_operator import conditions as c
+from mlmodel_operator.conditions import Reason
+from mlmodel_operator.kube import ApiError, Kube
+from mlmodel_operator.monitoring import (
+    MONITORING_API_VERSION,
+    MONITORING_CRDS,
+    build_alerts,
+    build_prometheus_rule,
+    build_service_monitor,
+    monitoring_name,
+)
+from mlmodel_operator.settings import Settings
+from mlmodel_operator.spec import ModelSpec
+from mlmodel_operator.status import MonitoringNote
+
+CRD_RECHECK_SECONDS: Final = 30.0
+REASSERT_SECONDS: Final = 300.0
+APPLY_FAILED: Final = "MonitoringApplyFailed"
+KINDS: Final = ("ServiceMonitor", "PrometheusRule")
+
+
+def _hash(obj: Mapping[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()
+
+
+def _was_disabled(old_status: Mapping[str, Any]) -> bool:
+    return any(
+        cond.get("type") == c.MONITORED and cond.get("reason") == Reason.MONITORING_DISABLED
+        for cond in old_status.get("conditions") or []
+    )
+
+
+class MonitoringSync:
+    """Made once with the reconciler; safe to call from several reconciles at once."""
+
+    def __init__(
+        self,
+        kube: Kube,
+        settings: Settings,
+        clock: Callable[[], float] = time.monotonic,
+        recheck_seconds: float = CRD_RECHECK_SECONDS,
+    ) -> None:
+        self.kube = kube
+        self.settings = settings
+        self.clock = clock
+        self.recheck_seconds = recheck_seconds
+        self._lock = threading.Lock()
+        self._missing: tuple[str, ...] | None = None
+        self._checked_at = 0.0
+        self._applied: dict[tuple[str, str], tuple[str, float]] = {}
+
+    def missing_crds(self) -> tuple[str, ...]:
+        """The Prometheus operator CRDs that are not Established (cached for a while)."""
+        now = self.clock()
+        with self._lock:
+            if self._missing is not None and now - self._checked_at < self.recheck_seconds:
+                return self._missing
+        missing = tuple(name for name in MONITORING_CRDS if not self.kube.crd_established(name))
+        with self._lock:
+            if missing != self._missing:
+                self._applied.clear()  # CRDs came or went: write everything again
+            self._missing, self._checked_at = missing, now
+        return missing
+
+    def forget(self, uid: str) -> None:
+        with self._lock:
+            for kind in KINDS:
+                self._applied.pop((uid, kind), None)
+
+    def sync(self, model: ModelSpec, old_status: Mapping[str, Any]) -> MonitoringNote:
+        """Bring the model's monitoring objects to the level its spec asks for."""
+        name = monitoring_name(model)
+        if not model.monitoring.enabled:
+            if not _was_disabled(old_status):
+                for kind in KINDS:
+                    self.kube.delete_object(MONITORING_API_VERSION, kind, model.namespace, name)
+                self.forget(model.ref.uid)
+            return MonitoringNote(
+                False,
+                Reason.MONITORING_DISABLED,
+                "spec.monitoring.enabled is false: no ServiceMonitor or PrometheusRule",
+            )
+        missing = self.missing_crds()
+        if missing:
+            return MonitoringNote(
+                False,
+                Reason.PROMETHEUS_OPERATOR_MISSING,
+                f"the Prometheus operator's CustomResourceDefinitions {', '.join(missing)} "
+                "are not installed: no ServiceMonitor or PrometheusRule was created; the "
+                f"model is served regardless, and the operator looks again every "
+                f"{self.recheck_seconds:.0f}s",
+            )
+        try:
+            for obj in (
+                build_service_monitor(model, self.settings),
+                build_prometheus_rule(model, self.settings),
+            ):
+                self._apply(model.ref.uid, obj)
+        except ApiError as exc:
+            return MonitoringNote(False, APPLY_FAILED, f"monitoring objects not applied: {exc}")
+        return MonitoringNote(
+            True,
+            Reason.MONITORING_CONFIGURED,
+            f"ServiceMonitor {name} and PrometheusRule {name} "
+            f"({len(build_alerts(model))} alerts) applied",
+        )
+
+    def _apply(self, uid: str, obj: dict[str, Any]) -> None:
+        key = (uid, obj["kind"])
+        digest, now = _hash(obj), self.clock()
+        with self._lock:
+            seen = self._applied.get(key)
+        if seen is not None and seen[0] == digest and now - seen[1] < REASSERT_SECONDS:
+            return
+        self.kube.apply(obj)
+        with self._lock:
+            self._applied[key] = (digest, now)

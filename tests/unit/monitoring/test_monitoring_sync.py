@@ -1,0 +1,92 @@
+"""MonitoringSync: CRD look-ups are cached, unchanged objects are not re-applied.
+
+The Kubernetes side is a recording stand-in here; the real apiserver with the real
+Prometheus operator CRDs is exercised in tests/integration/controller/test_monitoring.py.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from test_monitoring_builders import MODEL, make_model
+
+from mlmodel_operator.kube import Kube
+from mlmodel_operator.monitoring_sync import CRD_RECHECK_SECONDS, REASSERT_SECONDS, MonitoringSync
+from mlmodel_operator.settings import Settings
+
+
+class RecordingKube(Kube):
+    def __init__(self, established: set[str]) -> None:
+        self.established = established
+        self.calls: list[tuple[str, ...]] = []
+
+    def crd_established(self, name: str) -> bool:
+        self.calls.append(("crd", name))
+        return name in self.established
+
+    def apply(self, obj: dict[str, Any]) -> dict[str, Any]:
+        self.calls.append(("apply", obj["kind"], obj["metadata"]["name"]))
+        return obj
+
+    def delete_object(self, api_version: str, kind: str, namespace: str, name: str) -> bool:
+        self.calls.append(("delete", kind, name))
+        return True
+
+
+BOTH = {"servicemonitors.monitoring.coreos.com", "prometheusrules.monitoring.coreos.com"}
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_missing_crds_are_named_and_looked_up_again_later() -> None:
+    kube, clock = RecordingKube(set()), Clock()
+    sync = MonitoringSync(kube, Settings(), clock=clock)
+    note = sync.sync(MODEL, {})
+    assert not note.ok and note.reason == "PrometheusOperatorMissing"
+    assert "servicemonitors.monitoring.coreos.com" in note.message
+    assert "prometheusrules.monitoring.coreos.com" in note.message
+    assert [k for k, *_ in kube.calls] == ["crd", "crd"]
+    sync.sync(MODEL, {})
+    assert len(kube.calls) == 2  # cached
+    kube.established = BOTH
+    clock.now += CRD_RECHECK_SECONDS
+    note = sync.sync(MODEL, {})
+    assert note.ok and note.reason == "MonitoringConfigured"
+    assert kube.calls[-2:] == [
+        ("apply", "ServiceMonitor", "churn"),
+        ("apply", "PrometheusRule", "churn"),
+    ]
+
+
+def test_unchanged_objects_are_not_applied_again_until_reasserted() -> None:
+    kube, clock = RecordingKube(BOTH), Clock()
+    sync = MonitoringSync(kube, Settings(), clock=clock)
+    sync.sync(MODEL, {})
+    sync.sync(MODEL, {})
+    assert [call[0] for call in kube.calls].count("apply") == 2
+    sync.sync(make_model(version="4"), {})  # a new version changes both
+    assert [call[0] for call in kube.calls].count("apply") == 4
+    clock.now += REASSERT_SECONDS
+    sync.sync(make_model(version="4"), {})
+    assert [call[0] for call in kube.calls].count("apply") == 6
+
+
+def test_disabled_deletes_once() -> None:
+    kube = RecordingKube(BOTH)
+    sync = MonitoringSync(kube, Settings(), clock=Clock())
+    off = make_model(monitoring={"enabled": False})
+    note = sync.sync(off, {"conditions": [{"type": "Monitored", "reason": "MonitoringConfigured"}]})
+    assert not note.ok and note.reason == "MonitoringDisabled"
+    assert kube.calls == [
+        ("delete", "ServiceMonitor", "churn"),
+        ("delete", "PrometheusRule", "churn"),
+    ]
+    kube.calls.clear()
+    sync.sync(off, {"conditions": [{"type": "Monitored", "reason": "MonitoringDisabled"}]})
+    assert kube.calls == []
