@@ -363,6 +363,20 @@ def machine_info() -> dict[str, Any]:
     }
 
 
+def git_state() -> dict[str, Any]:
+    """The commit measured, and whether the operator's code differed from it."""
+
+    def git(*args: str) -> str:
+        return subprocess.run(
+            ["git", *args], cwd=REPO, capture_output=True, text=True, check=False, timeout=30
+        ).stdout.strip()
+
+    return {
+        "commit": git("rev-parse", "HEAD"),
+        "operator_changed": bool(git("status", "--porcelain", "--", "operator", "crds")),
+    }
+
+
 def versions(cluster: Any) -> dict[str, str]:
     from importlib import metadata
 
@@ -826,6 +840,9 @@ def render_markdown(results: dict[str, Any]) -> str:
         f"{m['loadavg_start'][1]:.2f} / {m['loadavg_start'][2]:.2f}, at end "
         f"{m['loadavg_end'][0]:.2f} / {m['loadavg_end'][1]:.2f} / {m['loadavg_end'][2]:.2f}  ",
         "Versions: " + ", ".join(f"{k} {v}" for k, v in sorted(results["versions"].items())) + "  ",
+        f"Commit: {results['git']['commit'][:10]}"
+        + (" (operator code modified)" if results["git"]["operator_changed"] else "")
+        + "  ",
         f"Operator: `mlmodel run`, reconcile timer {s['reconcile_interval']:.0f} s, "
         f"kopf max_workers 8, MinIO artifact check on",
         "",
@@ -1055,6 +1072,7 @@ def main(argv: Sequence[str], command: str | None = None) -> int:
         else:
             log(f"logs kept in {workdir}")
     results["settings"] = {**asdict(opts), "steady_seconds": opts.steady}
+    results["git"] = git_state()
     results["command"] = command
     results["date"] = started.strftime("%Y-%m-%d %H:%M UTC")
     results["started_utc"] = started.isoformat(timespec="seconds")
