@@ -17,6 +17,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,9 @@ from mlmodel_operator.localcluster import (
     LocalCluster,
     MinioServer,
     OperatorRunner,
+    Process,
+    _http_ok,
+    free_port,
     wait_until,
 )
 
@@ -55,6 +59,79 @@ def example(version: str, sha256: str) -> str:
     body["spec"]["retirement"]["drainSeconds"] = 3  # short, for the demo
     body["spec"].pop("monitoring", None)  # the demo has no Prometheus operator
     return str(yaml.safe_dump(body))
+
+
+SAMPLE_ROWS = [
+    [0.5, -1.2, 0.3, 1.1, -0.7, 0.2, 0.9, -0.4],
+    [-1.5, 0.8, -0.2, 0.4, 1.3, -0.9, 0.1, 0.6],
+    [2.0, 0.1, 1.7, -1.1, 0.0, 0.5, -0.3, 1.2],
+]
+
+
+def s3_env(minio: MinioServer) -> dict[str, str]:
+    """The object-store environment of the `mlmodel` and `mlmodel-serve` commands."""
+    return {
+        **os.environ,
+        "MLMODEL_S3_ENDPOINT": minio.endpoint,
+        "MLMODEL_S3_ACCESS_KEY": minio.access_key,
+        "MLMODEL_S3_SECRET_KEY": minio.secret_key,
+    }
+
+
+def run_cli(args: list[str], env: dict[str, str]) -> str:
+    """Run `mlmodel ARGS` and return what it printed (raise with its stderr on failure)."""
+    exe = Path(sys.executable).parent / "mlmodel"
+    result = subprocess.run(
+        [str(exe), *args], capture_output=True, text=True, env=env, timeout=120, check=False
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"mlmodel {' '.join(args)} failed: {result.stderr.strip()}")
+    return result.stdout + result.stderr
+
+
+def serve_and_predict(
+    minio: MinioServer, art: example_models.TrainedArtifact, workdir: Path
+) -> list[Any]:
+    """Run mlmodel-serve on the artifact in MinIO, make predictions over HTTP, stop it."""
+    port = free_port()
+    exe = Path(sys.executable).parent / "mlmodel-serve"
+    proc = Process(
+        "mlmodel-serve",
+        [
+            str(exe), "--model-name", "churn", "--model-version", art.version,
+            "--artifact-uri", art.uri, "--artifact-sha256", art.sha256,
+            "--cache-dir", str(workdir / "serve-cache"),
+            "--host", "127.0.0.1", "--port", str(port),
+        ],
+        workdir / "serve.log",
+        env=s3_env(minio),
+    )  # fmt: skip
+    proc.start()
+    try:
+        base = f"http://127.0.0.1:{port}"
+        proc.wait_ready(lambda: _http_ok(f"{base}/v2/health/ready"), 60)
+        show(f"  mlmodel-serve verified sha256 {art.sha256[:12]}... and loaded {art.uri}")
+        body = {
+            "inputs": [
+                {"name": "input-0", "shape": [len(SAMPLE_ROWS), len(SAMPLE_ROWS[0])],
+                 "datatype": "FP64", "data": [v for row in SAMPLE_ROWS for v in row]}
+            ]
+        }  # fmt: skip
+        show(f"  POST {base}/v2/models/churn/infer  ({len(SAMPLE_ROWS)} rows)")
+        req = urllib.request.Request(
+            f"{base}/v2/models/churn/infer",
+            data=json.dumps(body).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            answer = json.load(resp)
+            headers = {k: v for k, v in resp.headers.items() if k.lower().startswith("x-model")}
+        show(f"  response headers: {headers}")
+        show("  " + json.dumps(answer)[:400])
+        predict = next(o for o in answer["outputs"] if o["name"] == "predict")
+        return list(predict["data"])
+    finally:
+        proc.stop()
 
 
 def status(cluster: LocalCluster) -> dict[str, Any]:
@@ -132,7 +209,10 @@ def story(cluster: LocalCluster, minio: MinioServer, operator: OperatorRunner) -
     show(cluster.kubectl("get", "deploy,svc,pods", "-n", NAMESPACE))
     show("  (kwok fake nodes: the Pods are scheduled and Ready, but no container runs on them.)")
 
-    heading("6. Apply version 2: rolled out, traffic switched when ready, v1 retired")
+    heading("6. The real model server on the same artifact (mlmodel-serve, run locally)")
+    served = serve_and_predict(minio, versions["1"], operator.workdir)
+
+    heading("7. Apply version 2: rolled out, traffic switched when ready, v1 retired")
     show(cluster.kubectl("apply", "-f", "-", stdin=example("2", versions["2"].sha256)))
     follow(cluster, "Serving", "2")
     wait_until(
@@ -150,6 +230,24 @@ def story(cluster: LocalCluster, minio: MinioServer, operator: OperatorRunner) -
             "--sort-by=.lastTimestamp",
         )
     )  # fmt: skip
+
+    heading("8. The archive: what retired, where, verified")
+    env = s3_env(minio)
+    show(run_cli(["archive", "ls", "churn", "-n", NAMESPACE], env))
+    show(run_cli(["archive", "show", "churn", "1", "-n", NAMESPACE], env))
+
+    heading("9. Replay version 1 from the archive on the same inputs")
+    inputs = operator.workdir / "inputs.csv"
+    inputs.write_text("\n".join(",".join(repr(v) for v in row) for row in SAMPLE_ROWS) + "\n")
+    out = operator.workdir / "replayed.jsonl"
+    args = ["replay", "churn", "--version", "1", "-n", NAMESPACE, "--input", str(inputs)]
+    show(run_cli([*args, "--output", str(out)], env))
+    replayed = [
+        json.loads(line)["predict"] for line in out.read_text().splitlines() if line.strip()
+    ]
+    show(f"  served by v1 before it retired: {served}")
+    show(f"  replayed from the archive:      {replayed}")
+    show("  identical" if replayed == served else "  DIFFERENT: the archive does not reproduce v1")
 
 
 def main() -> int:
