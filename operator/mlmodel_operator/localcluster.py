@@ -774,6 +774,7 @@ class OperatorRunner:
     """`mlmodel run` as a real subprocess against a local cluster and MinIO.
 
     It can be killed (as a crash would) and started again, like a restarted Pod.
+    ``kubeconfig`` overrides the cluster's admin kubeconfig (e.g. a ServiceAccount token's).
     """
 
     cluster: LocalCluster
@@ -784,6 +785,7 @@ class OperatorRunner:
     process: Process | None = None
     metrics_port: int = 0
     starts: int = 0
+    kubeconfig: Path | None = None
 
     def start(self, timeout: float = 60.0) -> OperatorRunner:
         import sys
@@ -804,7 +806,7 @@ class OperatorRunner:
                 [
                     str(exe),
                     "run",
-                    f"--kubeconfig={self.cluster.kubeconfig}",
+                    f"--kubeconfig={self.kubeconfig or self.cluster.kubeconfig}",
                     "--all-namespaces",
                     f"--liveness=http://127.0.0.1:{health}/healthz",
                     f"--metrics-port={self.metrics_port}",
