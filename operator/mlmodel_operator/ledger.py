@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Protocol
 
+from mlmodel_operator.archive import describe_s3_error, s3_error_code
 from mlmodel_operator.settings import Settings
 from mlmodel_operator.spec import ModelSpec
 
@@ -149,6 +150,10 @@ def _ends(rec: LedgerRecord, current: LedgerRecord) -> bool:
     return rec.kind == SWITCHED or (rec.kind == DELETED and rec.version == current.version)
 
 
+class LedgerError(Exception):
+    """A record could not be written; names the object and the S3 error code."""
+
+
 class S3Ledger:
     """One small JSON object per record in the archive bucket, never overwritten."""
 
@@ -159,19 +164,19 @@ class S3Ledger:
     def record(
         self, model: ModelSpec, kind: str, version: str, details: Mapping[str, Any], at: dt.datetime
     ) -> None:
-        from minio.error import S3Error
-
         bucket = model.archive.bucket or self.settings.archive_bucket
         key = ledger_key(model.namespace, model.name, kind, version, at)
+        data = json.dumps(build_record(model, kind, version, details, at), sort_keys=True)
         try:
-            self.client.stat_object(bucket, key)
-            return  # written before (a retry after a crash): records are immutable
-        except S3Error as exc:
-            if exc.code not in ("NoSuchKey", "NoSuchObject"):
-                raise
-        data = (
-            json.dumps(build_record(model, kind, version, details, at), sort_keys=True) + "\n"
-        ).encode()
-        self.client.put_object(
-            bucket, key, io.BytesIO(data), len(data), content_type="application/json"
-        )
+            try:
+                self.client.stat_object(bucket, key)
+                return  # written before (a retry after a crash): records are immutable
+            except Exception as exc:
+                if s3_error_code(exc) not in ("NoSuchKey", "NoSuchObject"):
+                    raise
+            body = (data + "\n").encode()
+            self.client.put_object(
+                bucket, key, io.BytesIO(body), len(body), content_type="application/json"
+            )
+        except Exception as exc:
+            raise LedgerError(f"s3://{bucket}/{key}: {describe_s3_error(exc)}") from None

@@ -48,6 +48,7 @@ _PREFIXES: tuple[tuple[str, bytes], ...] = (
 )
 _NUMPY_WRAPPER = ("joblib.numpy_pickle", "NumpyArrayWrapper")
 _MAX_ARRAY_BYTES = 1 << 40  # a shape claiming more than this is not followed
+_KEEP_BYTES = 4096
 
 
 class Readable(Protocol):
@@ -355,7 +356,10 @@ def _scan_stream(f: _Forward, result: ScanResult) -> None:
         elif name == "READONLY_BUFFER":
             pass
         elif op.stack_before == [] and len(op.stack_after) == 1:
-            stack.append(arg)  # a constant: int, float, str, bytes
+            # a constant: int, float, str, bytes; large byte strings (array buffers in a
+            # plain pickle) are not needed by the scan and would only hold memory
+            big = isinstance(arg, bytes | bytearray) and len(arg) > _KEEP_BYTES
+            stack.append(_Opaque() if big else arg)
         else:
             raise ValueError(f"opcode {name} is not modelled")
     raise EOFError("the pickle stream has no STOP")
