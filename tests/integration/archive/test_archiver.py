@@ -22,7 +22,7 @@ from minio.error import S3Error
 
 from mlmodel_operator import ledger
 from mlmodel_operator.archive import ArchiveError, S3Archiver
-from mlmodel_operator.ledger import LedgerRecord, S3Ledger, serving_at
+from mlmodel_operator.ledger import LedgerError, LedgerRecord, S3Ledger, serving_at
 from mlmodel_operator.localcluster import MinioServer
 from mlmodel_operator.manifest import MANIFEST_FORMAT
 from mlmodel_operator.plan import HistoryEntry
@@ -242,3 +242,15 @@ def test_manifest_json_is_readable_json(minio: MinioServer) -> None:
     resp.close()
     resp.release_conn()
     assert json.loads(data.getvalue())["version"] == "1"
+
+
+def test_a_failed_ledger_write_names_the_object_and_the_code(minio: MinioServer) -> None:
+    ns = fresh("ns")
+    v1 = train_and_upload(minio, "churn", "1")
+    book = S3Ledger(minio.client(), settings("model-archive"))
+    model = model_spec("churn", ns, v1, archive={"bucket": "no-such-ledger-bucket"})
+    with pytest.raises(LedgerError) as info:
+        book.record(model, ledger.DEPLOYED, "1", {}, NOW)
+    message = str(info.value)
+    assert message.startswith(f"s3://no-such-ledger-bucket/{ns}/churn/ledger/20260314T120000")
+    assert "S3 error NoSuchBucket" in message
