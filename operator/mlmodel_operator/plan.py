@@ -276,7 +276,6 @@ def plan(model: ModelSpec, observed: Observed, secret_name: str) -> Plan:
             message=blocked,
             blocked=blocked,
             blocked_reason=blocked_reason,
-            events=(Event("Warning", blocked_reason or "Blocked", blocked),),
             requeue_after=SLOW_POLL_SECONDS,
         )
 

@@ -53,6 +53,12 @@ from mlmodel_operator.verify import ArtifactVerifier
 SKIP_ARCHIVE_ANNOTATION = "ml.lifecycle.io/skip-archive-on-delete"
 
 
+def _reason(status: Mapping[str, Any]) -> str | None:
+    """The reason of the Degraded condition last written, if it was True."""
+    cond = c.get_condition(status.get("conditions") or [], c.DEGRADED)
+    return str(cond["reason"]) if cond and cond.get("status") == c.TRUE else None
+
+
 def _artifact(model: ModelSpec) -> dict[str, Any]:
     return {"uri": model.artifact.uri, "sha256": model.artifact.sha256}
 
@@ -256,6 +262,13 @@ class Reconciler:
             now,
             monitoring=self.monitoring.sync(model, old_status),
         )
+        if status["phase"] != old_status.get("phase") or _reason(status) != _reason(old_status):
+            # one Event per transition, not one per reconcile
+            bad = status["phase"] in (Phase.DEGRADED, Phase.FAILED)
+            reason = p.blocked_reason or (
+                "RolloutTimedOut" if p.rollout_timed_out else status["phase"]
+            )
+            events.append(Event("Warning" if bad else "Normal", reason, p.message))
         return Outcome(status, events, min(requeue) if requeue else None)
 
     def _retire(

@@ -122,6 +122,12 @@ def test_a_version_that_never_becomes_ready_leaves_the_old_one_serving(
     assert mlm.condition("churn", "Ready")["status"] == "True"
     assert mlm.service_version("churn") == "1"
     assert set(mlm.deployments("churn")) == {"churn-v1", "churn-v2"}
+    wait_until(
+        "a RolloutTimedOut event",
+        lambda: "RolloutTimedOut" in [r for r, _ in mlm.events("churn")],
+        15,
+        interval=0.25,
+    )
 
 
 def test_digest_mismatch_is_never_rolled_out(
