@@ -58,6 +58,29 @@ build_minio() {
   GOBIN="$OUT" go install -trimpath -ldflags "-s -w" "github.com/minio/minio@$MINIO_VERSION"
 }
 
+# The Prometheus operator's ServiceMonitor and PrometheusRule CRDs, from its Go module
+# (the module proxy verifies the download against the checksum database), copied once
+# into $CACHE/crds/prometheus-operator-<version>/ for the monitoring tests and the demo.
+fetch_prometheus_operator_crds() {
+  local v="$PROMETHEUS_OPERATOR_VERSION" dest="$CACHE/crds/prometheus-operator-$PROMETHEUS_OPERATOR_VERSION"
+  local files=(monitoring.coreos.com_servicemonitors.yaml monitoring.coreos.com_prometheusrules.yaml)
+  local missing=0 f
+  for f in "${files[@]}"; do [[ -f "$dest/$f" ]] || missing=1; done
+  if [[ $missing -eq 0 ]]; then log "prometheus-operator CRDs $v: cached in $dest"; return 0; fi
+  log "prometheus-operator CRDs $v: fetching the Go module ..."
+  local dir staging work
+  work="$(mktemp -d)"
+  dir="$(cd "$work" && GOFLAGS=-mod=mod go mod download -json "github.com/prometheus-operator/prometheus-operator@$v" \
+    | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')"
+  rmdir "$work"
+  [[ -n "$dir" && -d "$dir/example/prometheus-operator-crd" ]] || { log "prometheus-operator CRDs $v: no example/prometheus-operator-crd in the module"; return 1; }
+  mkdir -p "$CACHE/crds"
+  staging="$(mktemp -d "$CACHE/crds/.prometheus-operator-$v.XXXX")"
+  for f in "${files[@]}"; do cp "$dir/example/prometheus-operator-crd/$f" "$staging/"; done
+  rm -rf "$dest"; mv "$staging" "$dest"
+  log "prometheus-operator CRDs $v: -> $dest"
+}
+
 # Debian packages the tests use: Prometheus + promtool, and shellcheck for the scripts.
 install_debian_packages() {
   local missing=()
@@ -75,7 +98,7 @@ install_debian_packages() {
   log "debian packages: installed in $((SECONDS - start))s"
 }
 
-want="${*:-etcd kubernetes kwok minio debian}"
+want="${*:-etcd kubernetes kwok minio debian prometheus-operator-crds}"
 total=$SECONDS
 for c in $want; do
   case "$c" in
@@ -84,7 +107,8 @@ for c in $want; do
     kwok) run_build kwok "$KWOK_VERSION" kwok -- build_kwok ;;
     minio) run_build minio "$MINIO_VERSION" minio -- build_minio ;;
     debian) install_debian_packages ;;
-    *) echo "unknown component: $c (accepted: etcd kubernetes kwok minio debian)" >&2; exit 2 ;;
+    prometheus-operator-crds) fetch_prometheus_operator_crds ;;
+    *) echo "unknown component: $c (accepted: etcd kubernetes kwok minio debian prometheus-operator-crds)" >&2; exit 2 ;;
   esac
 done
 log "all tools ready in $((SECONDS - total))s (cache: $BIN)"

@@ -831,3 +831,24 @@ class OperatorRunner:
         return "\n".join(
             p.read_text(errors="replace") for p in sorted(self.workdir.glob("operator-*.log"))
         )
+
+
+def prometheus_operator_crds() -> list[Path]:
+    """The Prometheus operator's ServiceMonitor and PrometheusRule CRD files.
+
+    Fetched once from the prometheus-operator Go module (PROMETHEUS_OPERATOR_VERSION in
+    hack/versions.env) by ``hack/build-tools.sh prometheus-operator-crds``; cached after.
+    """
+    version = read_versions()["PROMETHEUS_OPERATOR_VERSION"]
+    directory = cache_dir() / "crds" / f"prometheus-operator-{version}"
+    files = [
+        directory / f"monitoring.coreos.com_{plural}.yaml"
+        for plural in ("servicemonitors", "prometheusrules")
+    ]
+    if not all(f.is_file() for f in files):
+        subprocess.run(
+            [str(REPO_ROOT / "hack" / "build-tools.sh"), "prometheus-operator-crds"],
+            check=True,
+            timeout=600,
+        )
+    return files
