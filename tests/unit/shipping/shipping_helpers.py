@@ -25,7 +25,12 @@ def load_docs(path: Path) -> list[dict[str, Any]]:
 def manifest_files() -> list[Path]:
     """Every YAML file under manifests/ and crds/ that is an object, not a kustomization."""
     files = sorted([*MANIFESTS.rglob("*.yaml"), *(REPO / "crds").glob("*.yaml")])
-    return [f for f in files if f.name != "kustomization.yaml"]
+    # a Prometheus rule file (monitoring/example.rules.yaml) is YAML but no object
+    return [
+        f
+        for f in files
+        if f.name != "kustomization.yaml" and all("kind" in d for d in load_docs(f))
+    ]
 
 
 def kustomizations() -> list[Path]:

@@ -1,0 +1,99 @@
+"""Helpers for the shipping checks: install the CRDs and the operator's identity, make a
+kubeconfig with the ServiceAccount's token, find the Prometheus operator's CRDs."""
+
+from __future__ import annotations
+
+import glob
+import os
+import subprocess
+from pathlib import Path
+
+import yaml
+
+from mlmodel_operator.localcluster import REPO_ROOT, LocalCluster, cache_dir, wait_until
+
+MANIFESTS = REPO_ROOT / "manifests"
+NAMESPACE = "mlmodel-system"
+SERVICE_ACCOUNT = "mlmodel-operator"
+SA_USER = f"system:serviceaccount:{NAMESPACE}:{SERVICE_ACCOUNT}"
+# The objects that make up the operator's identity and permissions (no Deployment: the
+# tests run the operator as a local process with this identity's token instead).
+IDENTITY_FILES = ("namespace.yaml", "serviceaccount.yaml", "rbac.yaml", "peering.yaml")
+
+
+def install_crds(cluster: LocalCluster) -> None:
+    """The MLModel and kopf peering CRDs from crds/, applied and Established."""
+    cluster.kubectl("apply", "--server-side", "-k", str(REPO_ROOT / "crds"))
+    wait_established(
+        cluster, "mlmodels.ml.lifecycle.io", "clusterkopfpeerings.kopf.dev", "kopfpeerings.kopf.dev"
+    )
+
+
+def wait_established(cluster: LocalCluster, *crds: str, timeout: float = 30.0) -> None:
+    """Wait until each CRD is served (`kubectl wait` fails while it has no conditions yet)."""
+    path = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/"
+
+    def established(name: str) -> bool:
+        conditions = cluster.api("GET", path + name).get("status", {}).get("conditions", [])
+        return any(c["type"] == "Established" and c["status"] == "True" for c in conditions)
+
+    for name in crds:
+        wait_until(f"CRD {name} Established", lambda n=name: established(n), timeout)
+
+
+def install_identity(cluster: LocalCluster) -> None:
+    """Namespace, ServiceAccount, ClusterRole(Binding) and peering object, for real."""
+    args = [a for f in IDENTITY_FILES for a in ("-f", str(MANIFESTS / "operator" / f))]
+    cluster.kubectl("apply", "--server-side", *args)
+
+
+def token_kubeconfig(cluster: LocalCluster, path: Path, duration: str = "2h") -> Path:
+    """A kubeconfig holding a TokenRequest token of the operator's ServiceAccount only."""
+    assert cluster.pki is not None
+    token = cluster.kubectl(
+        "create", "token", SERVICE_ACCOUNT, "-n", NAMESPACE, f"--duration={duration}"
+    ).strip()
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [
+            {
+                "name": "local",
+                "cluster": {
+                    "server": cluster.server,
+                    "certificate-authority": str(cluster.pki.ca_cert),
+                },
+            }
+        ],
+        "users": [{"name": SERVICE_ACCOUNT, "user": {"token": token}}],
+        "contexts": [{"name": "sa", "context": {"cluster": "local", "user": SERVICE_ACCOUNT}}],
+        "current-context": "sa",
+    }
+    path.write_text(yaml.safe_dump(config))
+    path.chmod(0o600)
+    return path
+
+
+def prometheus_operator_crd_dir() -> Path | None:
+    """The Prometheus operator's CRD files from its Go module, if a build fetched it.
+
+    hack/ fetches the module (github.com/prometheus-operator/prometheus-operator) through
+    the Go module proxy for the monitoring checks; this only looks where Go keeps it.
+    """
+    roots = [cache_dir()]
+    gomodcache = os.environ.get("GOMODCACHE")
+    if not gomodcache:
+        try:
+            gomodcache = subprocess.run(
+                ["go", "env", "GOMODCACHE"], capture_output=True, text=True, timeout=30
+            ).stdout.strip()
+        except (OSError, subprocess.TimeoutExpired):
+            gomodcache = ""
+    if gomodcache:
+        roots.append(Path(gomodcache))
+    for root in roots:
+        pattern = str(root / "**" / "monitoring.coreos.com_servicemonitors.yaml")
+        found = sorted(glob.glob(pattern, recursive=True))
+        if found:
+            return Path(found[-1]).parent  # the newest version sorts last
+    return None
