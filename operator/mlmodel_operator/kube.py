@@ -81,13 +81,14 @@ class Kube:
         body: Any = None,
         content_type: str = "application/json",
         query: list[tuple[str, str]] | None = None,
+        accept: str = "application/json",
     ) -> dict[str, Any]:
         api = self.api_client
         method, url, headers, body, post = api.param_serialize(
             method=method,
             resource_path=path,
             query_params=query or [],
-            header_params={"Content-Type": content_type, "Accept": "application/json"},
+            header_params={"Content-Type": content_type, "Accept": accept},
             body=body,
             auth_settings=["BearerToken"],
         )
@@ -129,9 +130,15 @@ class Kube:
             return None
 
     def secret_exists(self, namespace: str, name: str) -> bool:
-        """Whether a Secret exists; its data is read by the API but never kept or logged."""
+        """Whether a Secret exists. Asks for its metadata only (PartialObjectMetadata), so
+        the Secret's data never reaches the operator; RBAC can limit this `get` to the one
+        Secret name (resourceNames)."""
         try:
-            self._call("GET", f"/api/v1/namespaces/{namespace}/secrets/{name}")
+            self._call(
+                "GET",
+                f"/api/v1/namespaces/{namespace}/secrets/{name}",
+                accept="application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1",
+            )
         except NotFound:
             return False
         return True

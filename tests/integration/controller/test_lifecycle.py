@@ -10,6 +10,7 @@ import pytest
 from kubernetes import client
 from mlm_helpers import Artifact, Models
 
+from mlmodel_operator.kube import Kube
 from mlmodel_operator.localcluster import LocalCluster, OperatorRunner, wait_until
 
 pytestmark = pytest.mark.integration
@@ -260,3 +261,17 @@ def test_operator_metrics_and_logs_without_secrets(
     # the status and events never carry credentials either
     assert operator.minio.secret_key not in str(mlm.get("churn"))
     assert operator.minio.secret_key not in str(mlm.events("churn"))
+
+
+def test_the_secret_check_never_receives_the_secret_data(
+    mlm: Models, api: client.ApiClient
+) -> None:
+    kube = Kube(api)
+    assert kube.secret_exists(mlm.ns, "mlmodel-s3-credentials")
+    assert not kube.secret_exists(mlm.ns, "no-such-secret")
+    raw = kube._call(
+        "GET",
+        f"/api/v1/namespaces/{mlm.ns}/secrets/mlmodel-s3-credentials",
+        accept="application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1",
+    )
+    assert raw["kind"] == "PartialObjectMetadata" and "data" not in raw
