@@ -295,7 +295,12 @@ def _resolve_version(store: ArchiveStore, args: argparse.Namespace) -> str:
 
 
 def replay(args: argparse.Namespace) -> int:
-    from mlmodel_serving.artifacts import DigestMismatchError, S3Config, fetch_verified
+    from mlmodel_serving.artifacts import (
+        DigestMismatchError,
+        S3Config,
+        cached_path,
+        fetch_verified,
+    )
 
     store = ArchiveStore.from_env(args.bucket)
     version = _resolve_version(store, args)
@@ -311,12 +316,24 @@ def replay(args: argparse.Namespace) -> int:
             f"scikit-learn=={d.recorded}, or pass --allow-version-skew to load it anyway"
         )
     cache = Path(args.cache_dir)
-    print(f"fetching {m.artifact_uri} ({_size(m.size)}) ...", file=sys.stderr, flush=True)
     started = time.perf_counter()
     try:
-        path = fetch_verified(m.artifact_uri, m.sha256, cache, S3Config.from_env())
+        if cached_path(cache, m.sha256).is_file():  # fetch_verified hashes it again
+            path = fetch_verified(m.artifact_uri, m.sha256, cache, S3Config.from_env())
+        else:
+            download = _download(store, m, cache)
+            try:  # the digest is checked while the bytes move into the cache
+                path = fetch_verified(str(download), m.sha256, cache, None)
+            finally:
+                download.unlink(missing_ok=True)
     except DigestMismatchError as exc:
-        raise CliError(str(exc)) from None
+        raise CliError(
+            f"sha256 mismatch for {m.artifact_uri}: the manifest records {m.sha256}, the "
+            f"stored bytes hash to {exc.actual}; refusing to load an artifact that does not "
+            "match"
+        ) from None
+    except CliError:
+        raise
     except Exception as exc:
         raise CliError(f"fetch {m.artifact_uri}: {describe_s3_error(exc)}") from None
     print(
@@ -326,6 +343,58 @@ def replay(args: argparse.Namespace) -> int:
     if args.serve:
         return _serve(args, m, version, cache)
     return _predict(args, m, path)
+
+
+def _download(store: ArchiveStore, m: ManifestView, cache: Path) -> Path:
+    """Download the archived copy to a partial file in the cache, showing progress."""
+    from mlmodel_serving.artifacts import CHUNK_SIZE, parse_s3_uri
+
+    bucket, key = parse_s3_uri(m.artifact_uri)
+    part = cache / "downloads" / f"{m.sha256}.part"
+    part.parent.mkdir(parents=True, exist_ok=True)
+    progress = Progress(m.artifact_uri, m.size, sys.stderr)
+    response = store.client.get_object(bucket, key)
+    try:
+        with open(part, "wb") as out:
+            for chunk in response.stream(CHUNK_SIZE):
+                out.write(chunk)
+                progress.add(len(chunk))
+    finally:
+        response.close()
+        response.release_conn()
+    progress.done()
+    return part
+
+
+class Progress:
+    """Download progress on stderr: a live line on a terminal, a few lines otherwise."""
+
+    def __init__(self, what: str, total: int, out: IO[str]) -> None:
+        self.what, self.total, self.out = what, max(total, 1), out
+        self.seen = 0
+        self.tty = out.isatty()
+        self.last_step = -1
+        self.last_time = 0.0
+        self.out.write(f"downloading {what} ({_size(total)})\n")
+        self.out.flush()
+
+    def add(self, n: int) -> None:
+        self.seen += n
+        percent = min(100, self.seen * 100 // self.total)
+        now = time.monotonic()
+        if self.tty and now - self.last_time >= 0.2:
+            self.out.write(f"\r  {_size(self.seen)} / {_size(self.total)} ({percent}%)")
+            self.out.flush()
+            self.last_time = now
+        elif not self.tty and percent // 25 > self.last_step and percent < 100:
+            self.last_step = percent // 25
+            self.out.write(f"  {_size(self.seen)} / {_size(self.total)} ({percent}%)\n")
+            self.out.flush()
+
+    def done(self) -> None:
+        end = "\r" if self.tty else ""
+        self.out.write(f"{end}  {_size(self.seen)} / {_size(self.total)} (100%)\n")
+        self.out.flush()
 
 
 def _predict(args: argparse.Namespace, m: ManifestView, path: Path) -> int:

@@ -123,6 +123,8 @@ def test_replay_gives_the_served_models_predictions(
               "--output", str(out_file), "--proba", "--cache-dir", str(tmp_path / "cache"))  # fmt: skip
     assert out.returncode == 0, out.stderr
     assert "verified sha256" in out.stderr
+    assert f"downloading s3://{archived.bucket}/{archived.ns}/churn/1/model.joblib" in out.stderr
+    assert "(100%)" in out.stderr
     got = [json.loads(line) for line in out_file.read_text().splitlines()]
     assert [g["predict"] for g in got] == archived.v1.estimator.predict(rows).tolist()
     assert np.array_equal(
