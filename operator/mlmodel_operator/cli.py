@@ -77,6 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
     from mlmodel_operator.archive_cli import add_parsers
 
     add_parsers(sub)  # archive ls/show, history, replay, rollback
+    from mlmodel_operator.baseline_cli import add_parser as add_baseline
+
+    add_baseline(sub)  # baseline
     return parser
 
 
