@@ -129,6 +129,25 @@ def ensure_bucket(client: Any, bucket: str) -> bool:
         raise ArchiveError(f"bucket {bucket}: {describe_s3_error(exc)}") from None
 
 
+def has_object_lock(client: Any, bucket: str) -> bool:
+    """Whether ``bucket`` was created with object locking; S3 errors other than "no lock
+    configuration" (e.g. NoSuchBucket) propagate."""
+    try:
+        client.get_object_lock_config(bucket)
+        return True
+    except Exception as exc:
+        if s3_error_code(exc) in _NO_LOCK:
+            return False
+        raise
+
+
+def retention_until(mode: str, start: dt.datetime, retain_days: int | None) -> Retention | None:
+    """The retention for an object written at ``start`` (None without retainDays)."""
+    if not retain_days:
+        return None
+    return Retention(mode, (start + dt.timedelta(days=retain_days)).replace(microsecond=0))
+
+
 class S3Archiver:
     """Archives a leaving version into the archive bucket by server-side copy.
 
@@ -215,21 +234,17 @@ class S3Archiver:
 
     def _bucket_locked(self, bucket: str) -> bool:
         try:
-            self.client.get_object_lock_config(bucket)
-            return True
+            return has_object_lock(self.client, bucket)
         except Exception as exc:
-            code = s3_error_code(exc)
-            if code in _NO_LOCK:
-                return False
-            if code == "NoSuchBucket":
-                if bucket != self.settings.archive_bucket:
-                    raise ArchiveError(
-                        f"bucket {bucket} (spec.archive.bucket) does not exist: create it, "
-                        "or unset spec.archive.bucket to use the operator's archive bucket"
-                    ) from None
-                ensure_bucket(self.client, bucket)
-                return False
-            raise
+            if s3_error_code(exc) != "NoSuchBucket":
+                raise
+            if bucket != self.settings.archive_bucket:
+                raise ArchiveError(
+                    f"bucket {bucket} (spec.archive.bucket) does not exist: create it, "
+                    "or unset spec.archive.bucket to use the operator's archive bucket"
+                ) from None
+            ensure_bucket(self.client, bucket)
+            return False
 
     def _ensure_artifact(
         self, bucket: str, ns: str, name: str, version: str, source_uri: str, sha256: str
@@ -316,10 +331,9 @@ class S3Archiver:
         return raw
 
     def _retention(self, model: ModelSpec, locked: bool, now: dt.datetime) -> Retention | None:
-        if not (locked and model.archive.retain_days):
+        if not locked:
             return None
-        until = now + dt.timedelta(days=model.archive.retain_days)
-        return Retention(self.retention_mode, until.replace(microsecond=0))
+        return retention_until(self.retention_mode, now, model.archive.retain_days)
 
 
 def _retention_note(

@@ -14,7 +14,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Protocol
 
-from mlmodel_operator.archive import describe_s3_error, s3_error_code
+from mlmodel_operator.archive import (
+    DEFAULT_RETENTION_MODE,
+    describe_s3_error,
+    has_object_lock,
+    retention_until,
+    s3_error_code,
+)
 from mlmodel_operator.settings import Settings
 from mlmodel_operator.spec import ModelSpec
 
@@ -157,9 +163,13 @@ class LedgerError(Exception):
 class S3Ledger:
     """One small JSON object per record in the archive bucket, never overwritten."""
 
-    def __init__(self, client: Any, settings: Settings) -> None:
+    def __init__(
+        self, client: Any, settings: Settings, retention_mode: str = DEFAULT_RETENTION_MODE
+    ) -> None:
         self.client = client
         self.settings = settings
+        self.retention_mode = retention_mode
+        self._locked: dict[str, bool] = {}  # per bucket; object locking is set at creation
 
     def record(
         self, model: ModelSpec, kind: str, version: str, details: Mapping[str, Any], at: dt.datetime
@@ -175,8 +185,17 @@ class S3Ledger:
                 if s3_error_code(exc) not in ("NoSuchKey", "NoSuchObject"):
                     raise
             body = (data + "\n").encode()
+            retention = None
+            if model.archive.retain_days and self._has_lock(bucket):
+                retention = retention_until(self.retention_mode, at, model.archive.retain_days)
             self.client.put_object(
-                bucket, key, io.BytesIO(body), len(body), content_type="application/json"
-            )
+                bucket, key, io.BytesIO(body), len(body),
+                content_type="application/json", retention=retention,
+            )  # fmt: skip
         except Exception as exc:
             raise LedgerError(f"s3://{bucket}/{key}: {describe_s3_error(exc)}") from None
+
+    def _has_lock(self, bucket: str) -> bool:
+        if bucket not in self._locked:
+            self._locked[bucket] = has_object_lock(self.client, bucket)
+        return self._locked[bucket]

@@ -122,6 +122,14 @@ def test_object_lock_bucket_gets_governance_retention(minio: MinioServer) -> Non
     assert m["retention"]["mode"] == "GOVERNANCE"
     assert archiver(model, entry(v1), "Deleted", now).ok  # idempotent in a locked bucket too
 
+    book = S3Ledger(mc, settings("model-archive"))
+    book.record(model, ledger.ARCHIVED, "1", {}, now)
+    (record_key,) = keys(minio, bucket, f"{ns}/churn/ledger/")
+    retention = mc.get_object_retention(bucket, record_key)
+    assert retention is not None and retention.mode == GOVERNANCE
+    book.record(model, ledger.ARCHIVED, "1", {}, now)  # a retry in a locked bucket: no error
+    assert keys(minio, bucket, f"{ns}/churn/ledger/") == [record_key]
+
 
 def test_retain_days_without_object_lock_says_so(minio: MinioServer) -> None:
     bucket, ns = fresh(), fresh("ns")
