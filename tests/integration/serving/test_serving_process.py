@@ -307,3 +307,21 @@ def test_an_unreadable_baseline_does_not_stop_serving(
         text = requests.get(f"{srv.url}/metrics", timeout=TIMEOUT).text
         assert metric(text, "mlmodel_drift_baseline_loaded", model="iris") == 0
     assert "drift baseline not loaded" in srv.log()
+
+
+def test_a_missing_object_exits_non_zero_and_names_it(minio: MinioServer, tmp_path: Path) -> None:
+    mc = minio.client()
+    if not mc.bucket_exists("models"):
+        mc.make_bucket("models")
+    env = {
+        **s3_env(minio),
+        "MLMODEL_MODEL_NAME": "ghost",
+        "MLMODEL_ARTIFACT_URI": "s3://models/ghost/1/model.joblib",
+        "MLMODEL_ARTIFACT_SHA256": "1" * 64,
+    }
+    with ServeProcess(env, tmp_path) as proc:
+        code = proc.wait_exit(timeout=60)
+    assert code == 1
+    log = proc.log()
+    assert "refusing to serve" in log and "NoSuchKey" in log and "ghost/1/model.joblib" in log
+    assert minio.secret_key not in log
