@@ -184,6 +184,7 @@ class Options:
     max_batch_latency_ms: float
     update_readme: bool
     keep_workdir: bool
+    from_json: Path | None
 
 
 def build_server(
@@ -643,6 +644,13 @@ def inprocess_ms(
     return float(results["models"][model]["inprocess"][str(batch)]["median_ms"])
 
 
+def load_range(results: dict[str, Any]) -> str:
+    loads = sorted(r["loadavg1"] for r in results["runs"] if "loadavg1" in r)
+    if not loads:
+        return "-"
+    return f"min {loads[0]:.2f}, median {statistics.median(loads):.2f}, max {loads[-1]:.2f}"
+
+
 def render_markdown(results: dict[str, Any]) -> str:
     runs = median_runs(results["runs"])
     m = results["machine"]
@@ -653,6 +661,8 @@ def render_markdown(results: dict[str, Any]) -> str:
         f"Command: `{results['command']}`  ",
         f"Machine: {m['cores']} cores ({m['cpu']}), {m['memory_gib']} GiB, Python {m['python']};"
         f" load average at start {m['loadavg_start'][0]:.2f}, at end {m['loadavg_end'][0]:.2f}  ",
+        f"Load average (1 min) at the start of each measured run: {load_range(results)}"
+        " (2 cores: above ~1 means other work shared the machine)  ",
         f"wrk: 1 thread, {s['duration_s']} s per run after a {s['warmup_s']} s warm-up,"
         f" {s['rounds']} round(s), servers interleaved per configuration  ",
         f"Versions: {', '.join(f'{k} {v}' for k, v in sorted(results.get('versions', {}).items()))};"
@@ -873,6 +883,11 @@ def parse_args(argv: Sequence[str]) -> Options:
         "--update-readme", action="store_true", help="copy the tables into benchmarks/README.md"
     )
     p.add_argument("--keep-workdir", action="store_true")
+    p.add_argument(
+        "--from-json",
+        default=None,
+        help="run nothing: render the tables of an earlier results file (and --update-readme)",
+    )
     a = p.parse_args(argv)
     if a.quick:
         a.duration, a.warmup = 3, 1
@@ -894,6 +909,7 @@ def parse_args(argv: Sequence[str]) -> Options:
         max_batch_latency_ms=a.max_batch_latency_ms,
         update_readme=a.update_readme,
         keep_workdir=a.keep_workdir,
+        from_json=Path(a.from_json) if a.from_json else None,
     )
 
 
@@ -901,14 +917,17 @@ def main(argv: Sequence[str] | None = None, command: str | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     opts = parse_args(args)
     command = command or " ".join(["python", "benchmarks/serving/bench_serving.py", *args])
-    results = run(opts, command)
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H%M")
-    out = RESULTS_DIR / f"serving-{stamp}.json"
-    out.write_text(json.dumps(results, indent=1, default=str) + "\n")
+    if opts.from_json is not None:
+        results = json.loads(opts.from_json.read_text())
+    else:
+        results = run(opts, command)
+        RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+        stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H%M")
+        out = RESULTS_DIR / f"serving-{stamp}.json"
+        out.write_text(json.dumps(results, indent=1, default=str) + "\n")
+        print(f"# results: {out}", file=sys.stderr)
     md = render_markdown(results)
     print(md)
-    print(f"# results: {out}", file=sys.stderr)
     if opts.update_readme:
         update_readme(md)
         print(f"# tables copied into {README}", file=sys.stderr)
