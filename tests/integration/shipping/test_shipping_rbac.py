@@ -30,17 +30,20 @@ ALLOWED: list[tuple[str, str, str, str, str, str]] = [
     ("get", "ml.lifecycle.io", "mlmodels", "", MODEL_NS, "churn"),  # kube.get_model
     ("patch", "ml.lifecycle.io", "mlmodels", "status", MODEL_NS, "churn"),
     # kube.apply / list_deployments / annotate_deployment / delete_deployment
+    ("create", "apps", "deployments", "", MODEL_NS, ""),  # apply of a new object
     ("patch", "apps", "deployments", "", MODEL_NS, "churn-v1"),
     ("list", "apps", "deployments", "", MODEL_NS, ""),
     ("delete", "apps", "deployments", "", MODEL_NS, "churn-v1"),
     # kube.get_service / apply
     ("get", "", "services", "", MODEL_NS, "churn"),
+    ("create", "", "services", "", MODEL_NS, ""),
     ("patch", "", "services", "", MODEL_NS, "churn"),
     # kube.secret_exists: the serving credentials Secret, by name only
     ("get", "", "secrets", "", MODEL_NS, "mlmodel-s3-credentials"),
     # kopf.event / kopf's own handler events
     ("create", "", "events", "", MODEL_NS, ""),
     # monitoring_sync: each model's ServiceMonitor and PrometheusRule
+    ("create", "monitoring.coreos.com", "servicemonitors", "", MODEL_NS, ""),
     ("patch", "monitoring.coreos.com", "servicemonitors", "", MODEL_NS, "churn"),
     ("patch", "monitoring.coreos.com", "prometheusrules", "", MODEL_NS, "churn"),
     ("delete", "monitoring.coreos.com", "servicemonitors", "", MODEL_NS, "churn"),
