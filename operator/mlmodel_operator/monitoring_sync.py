@@ -18,7 +18,7 @@ from typing import Any, Final
 
 from mlmodel_operator import conditions as c
 from mlmodel_operator.conditions import Reason
-from mlmodel_operator.kube import ApiError, Kube
+from mlmodel_operator.kube import ApiError, Kube, NotFound
 from mlmodel_operator.monitoring import (
     MONITORING_API_VERSION,
     MONITORING_CRDS,
@@ -114,6 +114,17 @@ class MonitoringSync:
                 build_prometheus_rule(model, self.settings),
             ):
                 self._apply(model.ref.uid, obj)
+        except NotFound:
+            # The CRDs went away since they were last looked up: look again next time.
+            with self._lock:
+                self._missing = None
+                self._applied.clear()
+            return MonitoringNote(
+                False,
+                Reason.PROMETHEUS_OPERATOR_MISSING,
+                "the Prometheus operator's CustomResourceDefinitions were removed: "
+                "no ServiceMonitor or PrometheusRule was applied",
+            )
         except ApiError as exc:
             return MonitoringNote(False, APPLY_FAILED, f"monitoring objects not applied: {exc}")
         return MonitoringNote(

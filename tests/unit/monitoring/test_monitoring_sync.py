@@ -10,7 +10,7 @@ from typing import Any
 
 from test_monitoring_builders import MODEL, make_model
 
-from mlmodel_operator.kube import Kube
+from mlmodel_operator.kube import Kube, NotFound
 from mlmodel_operator.monitoring_sync import CRD_RECHECK_SECONDS, REASSERT_SECONDS, MonitoringSync
 from mlmodel_operator.settings import Settings
 
@@ -26,6 +26,10 @@ class RecordingKube(Kube):
 
     def apply(self, obj: dict[str, Any]) -> dict[str, Any]:
         self.calls.append(("apply", obj["kind"], obj["metadata"]["name"]))
+        if obj["kind"] == "ServiceMonitor" and "servicemonitors.monitoring.coreos.com" not in (
+            self.established
+        ):
+            raise NotFound(obj["kind"])
         return obj
 
     def delete_object(self, api_version: str, kind: str, namespace: str, name: str) -> bool:
@@ -90,3 +94,16 @@ def test_disabled_deletes_once() -> None:
     kube.calls.clear()
     sync.sync(off, {"conditions": [{"type": "Monitored", "reason": "MonitoringDisabled"}]})
     assert kube.calls == []
+
+
+def test_crds_removed_after_the_look_up_are_a_condition_not_an_error() -> None:
+    kube, clock = RecordingKube(set(BOTH)), Clock()
+    sync = MonitoringSync(kube, Settings(), clock=clock)
+    assert sync.sync(MODEL, {}).ok
+    kube.established = set()
+    note = sync.sync(make_model(version="4"), {})  # a change, so it is applied: 404
+    assert not note.ok and note.reason == "PrometheusOperatorMissing"
+    kube.calls.clear()
+    note = sync.sync(make_model(version="4"), {})  # looked up again at once
+    assert [k for k, *_ in kube.calls] == ["crd", "crd"]
+    assert "servicemonitors.monitoring.coreos.com" in note.message
