@@ -95,11 +95,12 @@ def load_model(settings: Settings) -> SklearnModel:
     return model
 
 
-def load_drift_baseline(settings: Settings, n_features: int | None) -> Baseline | None:
+def load_drift_baseline(settings: Settings, model: SklearnModel) -> Baseline | None:
     """The drift baseline, or None (logged) when it cannot be loaded: serving goes on."""
+    classes = [str(c) for c in model.classes.tolist()] if model.classes is not None else None
     try:
         data = fetch_bytes(settings.drift_baseline_uri, settings.s3)
-        return Baseline.from_json(data, n_features)
+        return Baseline.from_json(data, model.n_features, classes)
     except Exception as exc:
         log.error(
             "drift baseline not loaded; serving without drift metrics: %s",
@@ -142,7 +143,7 @@ async def serve(settings: Settings) -> int:
         if exc is None:
             model = loading.result()
             if settings.drift_baseline_uri:
-                baseline = await asyncio.to_thread(load_drift_baseline, settings, model.n_features)
+                baseline = await asyncio.to_thread(load_drift_baseline, settings, model)
                 app.set_drift_baseline(baseline)
             app.set_model(model)
             log.info(

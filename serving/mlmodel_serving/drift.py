@@ -10,7 +10,9 @@ A baseline is a small JSON document built from the training data with
 ``proportions`` the training fraction in each bin. The server bins the rows it is asked
 to predict over a sliding window and exports, per feature,
 ``PSI = sum((actual - expected) * ln(actual / expected))``. As a rule of thumb, PSI under
-0.1 is stable, 0.1-0.25 a moderate shift, over 0.25 a large one.
+0.1 is stable, 0.1-0.25 a moderate shift, over 0.25 a large one. An optional
+``"predictions": {"classes": [...], "proportions": [...]}`` part (written by
+``mlmodel baseline --model``) adds the PSI of the classes a classifier predicts.
 
 Binning is done lazily (at scrape time, or when enough rows are pending), so a request
 pays only a list append.
@@ -40,13 +42,28 @@ class FeatureBaseline:
 
 
 @dataclass(frozen=True)
+class PredictionBaseline:
+    """Training proportions of the classes a classifier predicts (optional part)."""
+
+    classes: tuple[str, ...]
+    proportions: np.ndarray[Any, Any]
+
+
+@dataclass(frozen=True)
 class Baseline:
     features: tuple[FeatureBaseline, ...]
     rows: int = 0
+    predictions: PredictionBaseline | None = None
 
     @classmethod
-    def from_json(cls, data: bytes, n_features: int | None = None) -> Baseline:
-        """Parse and check a baseline document; ValueError names what is wrong."""
+    def from_json(
+        cls, data: bytes, n_features: int | None = None, classes: Sequence[str] | None = None
+    ) -> Baseline:
+        """Parse and check a baseline document; ValueError names what is wrong.
+
+        ``classes`` (the model's, as strings) is checked against the optional
+        ``predictions`` part.
+        """
         try:
             doc = orjson.loads(data)
         except orjson.JSONDecodeError as exc:
@@ -92,23 +109,50 @@ class Baseline:
                 f"drift baseline has {len(features)} features but the model expects {n_features}"
             )
         rows = doc.get("rows", 0)
-        return cls(tuple(features), int(rows) if isinstance(rows, int) else 0)
+        predictions = _parse_predictions(doc.get("predictions"), classes)
+        return cls(tuple(features), int(rows) if isinstance(rows, int) else 0, predictions)
 
     def to_json(self) -> bytes:
-        return orjson.dumps(
-            {
-                "version": BASELINE_VERSION,
-                "rows": self.rows,
-                "features": [
-                    {
-                        "name": f.name,
-                        "edges": f.edges.tolist(),
-                        "proportions": f.proportions.tolist(),
-                    }
-                    for f in self.features
-                ],
+        doc: dict[str, Any] = {
+            "version": BASELINE_VERSION,
+            "rows": self.rows,
+            "features": [
+                {"name": f.name, "edges": f.edges.tolist(), "proportions": f.proportions.tolist()}
+                for f in self.features
+            ],
+        }
+        if self.predictions is not None:
+            doc["predictions"] = {
+                "classes": list(self.predictions.classes),
+                "proportions": self.predictions.proportions.tolist(),
             }
+        return orjson.dumps(doc)
+
+
+def _parse_predictions(raw: Any, classes: Sequence[str] | None) -> PredictionBaseline | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, dict) or not isinstance(raw.get("classes"), list):
+        raise ValueError(
+            'drift baseline "predictions" must be {"classes": [...], "proportions": [...]}'
         )
+    names = [str(c) for c in raw["classes"]]
+    try:
+        proportions = np.asarray(raw.get("proportions"), dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ValueError(
+            "drift baseline predictions.proportions must be an array of numbers"
+        ) from None
+    if proportions.ndim != 1 or len(proportions) != len(names) or not names:
+        raise ValueError("drift baseline predictions: one proportion per class expected")
+    if (proportions < 0).any() or not math.isclose(float(proportions.sum()), 1.0, abs_tol=1e-3):
+        raise ValueError("drift baseline predictions.proportions must be >= 0 and sum to 1")
+    if classes is not None and list(classes) != names:
+        raise ValueError(
+            f"drift baseline predictions are for classes {names} "
+            f"but the model predicts {list(classes)}"
+        )
+    return PredictionBaseline(tuple(names), proportions)
 
 
 def build_baseline(x: Any, bins: int = 10, feature_names: Sequence[str] | None = None) -> Baseline:
@@ -152,17 +196,26 @@ class DriftMonitor:
         self.window_rows = window_rows
         self.min_rows = min_rows
         self._lock = threading.Lock()
-        self._pending: list[np.ndarray[Any, Any]] = []
+        self._pending: list[tuple[np.ndarray[Any, Any], np.ndarray[Any, Any] | None]] = []
         self._pending_rows = 0
+        # A chunk: (rows, counts per feature, counts per predicted class)
         self._chunks: deque[tuple[int, list[np.ndarray[Any, Any]]]] = deque()
-        self._window = [np.zeros(len(f.proportions), dtype=np.int64) for f in baseline.features]
+        sizes = [len(f.proportions) for f in baseline.features]
+        self._class_index: dict[str, int] = {}
+        if baseline.predictions is not None:
+            self._class_index = {c: i for i, c in enumerate(baseline.predictions.classes)}
+            sizes.append(len(baseline.predictions.classes) + 1)  # the last: unknown classes
+        self._window = [np.zeros(n, dtype=np.int64) for n in sizes]
         self._window_total = 0
 
-    def observe(self, x: np.ndarray[Any, Any]) -> None:
+    def observe(self, x: np.ndarray[Any, Any], labels: np.ndarray[Any, Any] | None = None) -> None:
+        """Record input rows and, for classifiers, the class predicted for each."""
         if x.ndim != 2 or x.shape[1] != len(self.baseline.features) or x.dtype.kind not in "biuf":
             return
+        if labels is not None and labels.shape[0] != x.shape[0]:
+            labels = None
         with self._lock:
-            self._pending.append(x)
+            self._pending.append((x, labels))
             self._pending_rows += x.shape[0]
             if self._pending_rows >= self.PENDING_ROWS:
                 self._flush()
@@ -170,15 +223,24 @@ class DriftMonitor:
     def _flush(self) -> None:
         if not self._pending:
             return
-        rows = np.concatenate(self._pending).astype(np.float64, copy=False)
-        self._pending = []
-        self._pending_rows = 0
+        rows = np.concatenate([x for x, _ in self._pending]).astype(np.float64, copy=False)
         counts = [
             np.bincount(
                 np.searchsorted(f.edges, rows[:, j], side="left"), minlength=len(f.proportions)
             )
             for j, f in enumerate(self.baseline.features)
         ]
+        if self.baseline.predictions is not None:
+            unknown = len(self._class_index)
+            index = [
+                self._class_index.get(str(label), unknown)
+                for _, labels in self._pending
+                if labels is not None
+                for label in labels.tolist()
+            ]
+            counts.append(np.bincount(np.asarray(index, dtype=np.int64), minlength=unknown + 1))
+        self._pending = []
+        self._pending_rows = 0
         self._chunks.append((rows.shape[0], counts))
         self._window_total += rows.shape[0]
         for total, chunk in zip(self._window, counts, strict=True):
@@ -190,14 +252,24 @@ class DriftMonitor:
             for total, chunk in zip(self._window, old, strict=True):
                 total -= chunk
 
-    def snapshot(self) -> tuple[int, dict[str, float]]:
-        """(rows in the window, PSI by feature name); no PSI below ``min_rows``."""
+    def snapshot(self) -> tuple[int, dict[str, float], float | None]:
+        """(rows in the window, PSI by feature name, PSI of the predicted classes).
+
+        No PSI below ``min_rows``; the class PSI is None without a ``predictions`` part.
+        Rows predicted as a class the baseline does not know count against it.
+        """
         with self._lock:
             self._flush()
             rows = self._window_total
             if rows < self.min_rows:
-                return rows, {}
-            return rows, {
+                return rows, {}, None
+            features = self.baseline.features
+            by_feature = {
                 f.name: psi(f.proportions, counts)
-                for f, counts in zip(self.baseline.features, self._window, strict=True)
+                for f, counts in zip(features, self._window[: len(features)], strict=True)
             }
+            predicted = None
+            if self.baseline.predictions is not None:
+                expected = np.append(self.baseline.predictions.proportions, 0.0)
+                predicted = psi(expected, self._window[len(features)])
+            return rows, by_feature, predicted

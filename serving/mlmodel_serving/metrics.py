@@ -111,10 +111,10 @@ class DriftStats(Collector):
         self.monitor: DriftMonitor | None = None
         self.baseline_loaded: bool | None = None  # None: no baseline configured
 
-    def observe(self, x: np.ndarray[Any, Any]) -> None:
+    def observe(self, x: np.ndarray[Any, Any], labels: np.ndarray[Any, Any] | None) -> None:
         monitor = self.monitor
         if monitor is not None:
-            monitor.observe(x)
+            monitor.observe(x, labels)
 
     def collect(self) -> Iterator[Metric]:
         if self.baseline_loaded is None:
@@ -128,7 +128,7 @@ class DriftStats(Collector):
         yield loaded
         if self.monitor is None:
             return
-        rows, by_feature = self.monitor.snapshot()
+        rows, by_feature, predicted = self.monitor.snapshot()
         window = GaugeMetricFamily(
             "mlmodel_drift_window_rows", "Input rows in the drift window", labels=["model"]
         )
@@ -142,6 +142,14 @@ class DriftStats(Collector):
         for feature, value in by_feature.items():
             psi.add_metric([self._model, feature], value)
         yield psi
+        if predicted is not None:
+            classes = GaugeMetricFamily(
+                "mlmodel_prediction_psi",
+                "Population stability index of the predicted classes against the baseline",
+                labels=["model"],
+            )
+            classes.add_metric([self._model], predicted)
+            yield classes
 
 
 class ServingMetrics:
@@ -246,9 +254,12 @@ class ServingMetrics:
         self._batch_requests.observe(requests)
         self._predict_duration.observe(predict_seconds)
 
-    def observe_inputs(self, x: np.ndarray[Any, Any]) -> None:
+    def observe_inputs(
+        self, x: np.ndarray[Any, Any], labels: np.ndarray[Any, Any] | None = None
+    ) -> None:
+        """Input rows (and, for classifiers, the predicted class of each) for drift."""
         self.features.observe(x)
-        self.drift.observe(x)
+        self.drift.observe(x, labels)
 
     def observe_queue_wait(self, seconds: float) -> None:
         self._queue_wait.observe(seconds)

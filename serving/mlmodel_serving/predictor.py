@@ -44,11 +44,14 @@ def predict_and_observe(
     start = time.perf_counter()
     result = model.predict(x, outputs)
     metrics.observe_batch(x.shape[0], requests, time.perf_counter() - start)
-    metrics.observe_inputs(x)
+    labels: np.ndarray[Any, Any] | None = None
     if PREDICT in result:
-        metrics.observe_predictions(result[PREDICT], model.is_classifier)
+        labels = result[PREDICT]
     elif PREDICT_PROBA in result and model.classes is not None:
-        metrics.observe_predictions(model.classes[result[PREDICT_PROBA].argmax(axis=1)], True)
+        labels = model.classes[result[PREDICT_PROBA].argmax(axis=1)]
+    if labels is not None:
+        metrics.observe_predictions(labels, model.is_classifier)
+    metrics.observe_inputs(x, labels if model.is_classifier else None)
     return result
 
 
