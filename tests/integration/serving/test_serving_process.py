@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import orjson
 import pytest
 import requests
 from serve_helpers import ServeProcess, metric, save_model, serving
@@ -273,7 +274,9 @@ def test_drift_psi_against_a_baseline(
 
     path, sha = local_model
     baseline = tmp_path / "baseline.json"
-    baseline.write_bytes(build_baseline(iris[0]).to_json())
+    doc = orjson.loads(build_baseline(iris[0]).to_json())
+    doc["predictions"] = {"classes": ["0", "1", "2"], "proportions": [1 / 3, 1 / 3, 1 / 3]}
+    baseline.write_bytes(orjson.dumps(doc))
     env = {
         "MLMODEL_MODEL_NAME": "iris",
         "MLMODEL_ARTIFACT_URI": str(path),
@@ -289,6 +292,8 @@ def test_drift_psi_against_a_baseline(
     assert metric(text, "mlmodel_drift_baseline_loaded", model="iris") == 1
     assert metric(text, "mlmodel_feature_psi", model="iris", feature="0") > 1
     assert metric(text, "mlmodel_feature_psi", model="iris", feature="1") < 0.1
+    # The baseline has a predictions part, so the predicted-class PSI is exported too.
+    assert "mlmodel_prediction_psi{" in text
 
 
 def test_an_unreadable_baseline_does_not_stop_serving(
