@@ -310,7 +310,9 @@ class ServingApp:
             f"request body is larger than the limit of {self.settings.max_body_bytes} bytes "
             "(MLMODEL_MAX_BODY_BYTES): send fewer rows per request"
         )
-        return self.error_response(exc, request_id)
+        response = self.error_response(exc, request_id)
+        response.headers.extend(self._model_headers)
+        return response
 
     # -- routes ----------------------------------------------------------------------
 

@@ -171,6 +171,7 @@ def test_oversized_body_is_413(client: Client) -> None:
     big = b"[" + b"1," * 40_000 + b"1]"
     r = client.call("POST", "/v2/models/iris/infer", big)
     assert r.status == 413 and "65536 bytes" in r.json()["error"]
+    assert r.headers[b"x-model-sha256"] == FAKE_SHA.encode()
 
 
 def test_model_error_is_500_with_request_id_and_the_server_keeps_serving(
