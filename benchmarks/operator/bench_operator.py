@@ -584,6 +584,7 @@ class Bench:
 
         self.rss.phase = f"steady-{n}"
         time.sleep(o.steady)
+        self._probe(f"steady-{n}", [(LATENCY_NS, "m-000")])
         self.snapshot(f"steady-{n}", n)
 
         self.rss.phase = "burst"
@@ -593,8 +594,44 @@ class Bench:
 
         self.rss.phase = f"steady-{n}"
         time.sleep(o.steady)
+        self._probe(f"steady-{n}", [(LATENCY_NS, "m-000"), (burst_ns[0], "b-000")])
         self.snapshot(f"steady-{n}", n)
         self.results["phases"] = self._phase_table()
+
+    def _reads(self, ns: str, name: str) -> dict[str, Callable[[], Any]]:
+        def list_deployments() -> Any:
+            return self.apps.list_namespaced_deployment(
+                ns, label_selector=f"{GROUP}/model={name}", _preload_content=False
+            )
+
+        def get_service() -> Any:
+            return self.core.read_namespaced_service(name, ns, _preload_content=False)
+
+        def get_model() -> Any:
+            return self.custom.get_namespaced_custom_object(
+                GROUP, VERSION, ns, PLURAL, name, _preload_content=False
+            )
+
+        return {
+            "LIST deployments (label selector)": list_deployments,
+            "GET service": get_service,
+            "GET mlmodel": get_model,
+        }
+
+    def _probe(self, label: str, models: list[tuple[str, str]], reps: int = 20) -> None:
+        """Time, from the benchmark's client, the reads one reconcile makes, to tell the
+        apiserver's share of a reconcile at this number of models."""
+        out: dict[str, Any] = {}
+        for ns, name in models:
+            calls = self._reads(ns, name)
+            for call, fn in calls.items():
+                times = []
+                for _ in range(reps):
+                    t0 = time.perf_counter()
+                    fn().data  # noqa: B018
+                    times.append(time.perf_counter() - t0)
+                out[f"{call} in {ns}"] = report.summarize(times)
+        self.results.setdefault("probes", {})[label] = out
 
     def _create_model(self, ns: str, name: str) -> tuple[float, float]:
         body = mlmodel_body(ns, name, self.uris[(ns, name)], self.sha256)
@@ -898,6 +935,7 @@ def render_markdown(results: dict[str, Any]) -> str:
     if b["timed_out"]:
         out += [f"Only {b['serving']} of {b['models']} were Serving when the wait ended.", ""]
     out += requests_table(results)
+    out += probes_table(results)
     rows = []
     for r in results["phases"]:
         rec = r.get("reconcile") or {}
@@ -986,6 +1024,25 @@ def requests_table(results: dict[str, Any]) -> list[str]:
     ]
 
 
+def probes_table(results: dict[str, Any]) -> list[str]:
+    """The benchmark's own timing of a reconcile's reads, per steady state."""
+    probes = results.get("probes") or {}
+    if not probes:
+        return []
+    rows = [
+        [phase, call, s.get("p50_ms"), s.get("p99_ms")]
+        for phase, calls in probes.items()
+        for call, s in calls.items()
+    ]
+    return [
+        "**A reconcile's reads timed from the benchmark's client** (20 each, at the end "
+        "of each steady window)",
+        "",
+        report.markdown_table(("state", "request", "p50 ms", "p99 ms"), rows),
+        "",
+    ]
+
+
 def _secs(value: float | None, digits: int = 1) -> str:
     return "—" if value is None else f"{value:.{digits}f} s"
 
@@ -1061,6 +1118,7 @@ def main(argv: Sequence[str], command: str | None = None) -> int:
 
     workdir = Path(tempfile.mkdtemp(prefix="mlmodel-bench-operator-"))
     started = dt.datetime.now(dt.UTC)
+    git = git_state()  # the code the operator runs is the code at its start
     try:
         results = Bench(opts, workdir, log).run()
     except BaseException:
@@ -1072,7 +1130,7 @@ def main(argv: Sequence[str], command: str | None = None) -> int:
         else:
             log(f"logs kept in {workdir}")
     results["settings"] = {**asdict(opts), "steady_seconds": opts.steady}
-    results["git"] = git_state()
+    results["git"] = git
     results["command"] = command
     results["date"] = started.strftime("%Y-%m-%d %H:%M UTC")
     results["started_utc"] = started.isoformat(timespec="seconds")
