@@ -5,8 +5,8 @@
 The features part is the server's own format (``mlmodel_serving.drift``): per feature,
 quantile bin edges and the training proportions. With ``--model`` the file is checked
 against the model (feature count) and also records the proportions of the classes the
-model predicts on the training data (``"predictions"``), for a prediction-drift check;
-the server reads the features and ignores that part. Upload the file beside the artifact
+model predicts on the training data (``"predictions"``), from which the server exports
+``mlmodel_prediction_psi``. Upload the file beside the artifact
 and name it in ``spec.monitoring.drift.baselineUri``.
 """
 
@@ -72,12 +72,12 @@ def make_baseline(
             f"{expected}: name the label column with --label"
         )
     doc = orjson.loads(build_baseline(x, bins=bins, feature_names=names).to_json())
-    if model is not None:
-        profile = prediction_profile(model, x)
-        if profile is not None:
-            doc["predictions"] = profile
+    profile = prediction_profile(model, x) if model is not None else None
+    if profile is not None:
+        doc["predictions"] = profile
     data = orjson.dumps(doc, option=orjson.OPT_INDENT_2) + b"\n"
-    Baseline.from_json(data, n_features=x.shape[1])  # what the server will accept
+    # What the server will accept for this model.
+    Baseline.from_json(data, x.shape[1], profile["classes"] if profile else None)
     return data
 
 

@@ -213,6 +213,23 @@ def build_alerts(model: ModelSpec) -> tuple[Alert, ...]:
         )
         alerts.append(
             Alert(
+                name="MLModelPredictionDrift",
+                signal=f"max(mlmodel_prediction_psi{sel})",
+                op=">",
+                threshold=drift.psi_threshold,
+                for_="15m",
+                severity="warning",
+                summary=f"Predicted classes of {who} drifted",
+                description=(
+                    f"The population stability index of the classes {who} predicts is "
+                    '{{ $value | printf "%.3f" }} against the classes it predicted on its '
+                    f"training data (spec.monitoring.drift.psiThreshold is "
+                    f"{_number(drift.psi_threshold)}): the model's answers changed."
+                ),
+            )
+        )
+        alerts.append(
+            Alert(
                 name="MLModelDriftBaselineNotLoaded",
                 signal=f"min(mlmodel_drift_baseline_loaded{sel})",
                 op="<",
@@ -374,12 +391,14 @@ def dashboard_panels() -> list[dict[str, Any]]:
             description="Share of predicted rows by class (classifiers).",
         ),
         _panel(
-            "Input drift (PSI by feature)",
-            [(f"max by (feature) (mlmodel_feature_psi{{{_SEL}}})", "feature {{feature}}")],
+            "Drift (PSI)",
+            [(f"max by (feature) (mlmodel_feature_psi{{{_SEL}}})", "feature {{feature}}"),
+             (f"max(mlmodel_prediction_psi{{{_SEL}}})", "predicted classes")],
             "short", 12, 16,
             description=(
-                "Population stability index of each input feature against the training "
-                "baseline; under 0.1 stable, above 0.25 a large shift."
+                "Population stability index of each input feature, and of the predicted "
+                "classes, against the training baseline; under 0.1 stable, above 0.25 a "
+                "large shift."
             ),
         ),
         _panel(

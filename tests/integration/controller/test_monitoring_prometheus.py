@@ -14,6 +14,7 @@ discovery and relabelling give it in a cluster (namespace, service, pod, version
 from __future__ import annotations
 
 import math
+import subprocess
 import sys
 import threading
 import time
@@ -38,7 +39,6 @@ from mlmodel_operator.monitoring import (
     dashboard_panels,
 )
 from mlmodel_operator.spec import ModelSpec, parse_model
-from mlmodel_serving.drift import build_baseline
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "serving"))
 from serve_helpers import ServeProcess, save_model
@@ -50,6 +50,7 @@ PSI_THRESHOLD = 0.2
 WINDOW_ROWS = 600
 RATE_INTERVAL = "30s"  # what Grafana's $__rate_interval becomes at a 1 s scrape
 TIMEOUT = 10.0
+MLMODEL_BIN = str(Path(sys.executable).parent / "mlmodel")
 
 
 def spec_for(sha256: str, baseline_uri: str) -> ModelSpec:
@@ -130,8 +131,16 @@ def served(tmp_path: Path) -> Iterator[tuple[ServeProcess, ModelSpec, np.ndarray
     x, y = load_iris(return_X_y=True)
     model = make_pipeline(FunctionTransformer(np.sqrt), LogisticRegression(max_iter=1000)).fit(x, y)
     sha = save_model(model, tmp_path / "model.joblib")
+    train = tmp_path / "train.csv"
+    rows = [",".join(["sl", "sw", "pl", "pw", "species"])]
+    rows += [",".join(str(v) for v in [*r, label]) for r, label in zip(x, y, strict=True)]
+    train.write_text("\n".join(rows) + "\n")
     baseline = tmp_path / "baseline.json"
-    baseline.write_bytes(build_baseline(x, bins=10).to_json())
+    subprocess.run(
+        [MLMODEL_BIN, "baseline", str(train), "--model", str(tmp_path / "model.joblib"),
+         "--sha256", sha, "--label", "species", "-o", str(baseline)],
+        check=True, timeout=120, capture_output=True,
+    )  # fmt: skip
     env = {
         "MLMODEL_MODEL_NAME": NAME,
         "MLMODEL_MODEL_VERSION": VERSION,
@@ -238,6 +247,8 @@ def test_dashboard_and_alerts_on_real_prometheus_data(
             time.sleep(3)  # a few more scrapes of in-distribution windows
             quiet = values(prom, f"max(max_over_time(mlmodel_feature_psi{{{sel}}}[3s]))")
             assert quiet and quiet[0] < PSI_THRESHOLD, quiet
+            quiet = values(prom, f"max_over_time(mlmodel_prediction_psi{{{sel}}}[3s])")
+            assert quiet and quiet[0] < PSI_THRESHOLD, quiet
             eventually(
                 "the operator's reconciles in Prometheus",
                 lambda: bool(prom.query("rate(mlmodel_operator_reconciles_total[30s]) > 0")),
@@ -267,16 +278,21 @@ def test_dashboard_and_alerts_on_real_prometheus_data(
             # the others stay below, and Prometheus starts the drift alert (pending: for 15m).
             traffic.drifted = True
             eventually(
-                "feature 2's PSI above the threshold",
+                "petal length's PSI above the threshold",
                 lambda: (
-                    values(prom, f'mlmodel_feature_psi{{{sel}, feature="2"}}') > [PSI_THRESHOLD]
+                    values(prom, f'mlmodel_feature_psi{{{sel}, feature="pl"}}') > [PSI_THRESHOLD]
                 ),
             )
             drifted = prom.query(alerts["MLModelInputDrift"].expr)
-            assert [s["metric"]["feature"] for s in drifted] == ["2"]
+            assert [s["metric"]["feature"] for s in drifted] == ["pl"]
+            # Longer petals make the model answer "virginica" far more often.
+            eventually(
+                "the predicted classes' PSI above the threshold",
+                lambda: bool(prom.query(alerts["MLModelPredictionDrift"].expr)),
+            )
             eventually(
                 "the drift alert pending in Prometheus",
-                lambda: bool(prom.query('ALERTS{alertname="MLModelInputDrift", feature="2"}')),
+                lambda: bool(prom.query('ALERTS{alertname="MLModelInputDrift", feature="pl"}')),
             )
             assert prom.query('ALERTS{alertname="MLModelErrorRatioHigh"}')
             assert traffic.codes.get(500) and traffic.codes.get(200)

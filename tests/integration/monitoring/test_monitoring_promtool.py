@@ -123,6 +123,13 @@ CASES: list[dict[str, Any]] = [
     case([series("mlmodel_feature_psi", f'{TARGET}, feature="0"', "0.1x30"),
           series("mlmodel_feature_psi", f'{TARGET}, feature="1"', "0.19x30")],
          "MLModelInputDrift", "20m", []),
+    # --- MLModelPredictionDrift (threshold 0.2), for 15m
+    case([series("mlmodel_prediction_psi", TARGET, "0.05x10 0.6x30")],
+         "MLModelPredictionDrift", "30m", [fired("MLModelPredictionDrift", "0.600")]),
+    case([series("mlmodel_prediction_psi", TARGET, "0.05x10 0.6x30")],
+         "MLModelPredictionDrift", "20m", []),  # high for 10 minutes only
+    case([series("mlmodel_prediction_psi", TARGET, "0.15x30")],
+         "MLModelPredictionDrift", "25m", []),
     # --- MLModelDriftBaselineNotLoaded
     case([series("mlmodel_drift_baseline_loaded", TARGET, "0x10")],
          "MLModelDriftBaselineNotLoaded", "10m", [fired("MLModelDriftBaselineNotLoaded")]),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from typing import Any
@@ -25,7 +26,7 @@ from mlmodel_operator.monitoring import (
 )
 from mlmodel_operator.settings import Settings
 from mlmodel_operator.spec import ModelSpec, parse_model
-from mlmodel_serving.drift import build_baseline
+from mlmodel_serving.drift import DriftMonitor, PredictionBaseline, build_baseline
 from mlmodel_serving.metrics import ServingMetrics
 
 SHA = "3b2c6f0e8d4a1957c0f5e2b7a9d8c6e4f1a3b5c7d9e0f2a4b6c8d0e1f3a5b7c9"
@@ -137,6 +138,7 @@ def test_every_objective_becomes_an_alert() -> None:
         "MLModelErrorRatioHigh",
         "MLModelLatencyHigh",
         "MLModelInputDrift",
+        "MLModelPredictionDrift",
         "MLModelDriftBaselineNotLoaded",
     ]
     infer = 'namespace="team-a", model="churn", route=~".+(/infer|:predict)"'
@@ -150,6 +152,9 @@ def test_every_objective_becomes_an_alert() -> None:
     )
     assert alerts["MLModelInputDrift"].expr == (
         'max by (feature) (mlmodel_feature_psi{namespace="team-a", model="churn"}) > 0.3'
+    )
+    assert alerts["MLModelPredictionDrift"].expr == (
+        'max(mlmodel_prediction_psi{namespace="team-a", model="churn"}) > 0.3'
     )
     assert alerts["MLModelDriftBaselineNotLoaded"].expr == (
         'min(mlmodel_drift_baseline_loaded{namespace="team-a", model="churn"}) < 1'
@@ -215,10 +220,11 @@ def _exported_names() -> set[str]:
     )
     x = np.random.default_rng(0).normal(size=(200, 2))
     metrics.drift.baseline_loaded = True
-    from mlmodel_serving.drift import DriftMonitor
-
-    metrics.drift.monitor = DriftMonitor(build_baseline(x))
-    metrics.observe_inputs(x)
+    baseline = dataclasses.replace(
+        build_baseline(x), predictions=PredictionBaseline(("0", "1"), np.array([0.5, 0.5]))
+    )
+    metrics.drift.monitor = DriftMonitor(baseline)
+    metrics.observe_inputs(x, np.zeros(len(x), dtype=np.int64))
     OperatorMetrics(registry).reconciles.labels(result="ok").inc()
     return {s.name for family in registry.collect() for s in family.samples}
 
@@ -247,7 +253,7 @@ def test_dashboard_has_the_panels_and_variables() -> None:
         "Latency percentiles",
         "Batch sizes",
         "Prediction distribution",
-        "Input drift (PSI by feature)",
+        "Drift (PSI)",
         "Replicas ready",
         "Model version and digest",
         "Operator reconciles",
