@@ -338,17 +338,19 @@ class S3Archiver:
 
 def _retention_note(
     retention: Retention | None, model: ModelSpec, locked: bool
-) -> dict[str, str] | None:
+) -> dict[str, Any] | None:
+    """The manifest's ``retention``: what was applied, or why retainDays was not."""
     if retention is not None:
         return {
             "mode": retention.mode,
             "retainUntil": format_time(retention.retain_until_date),
-            "retainDays": str(model.archive.retain_days),
+            "retainDays": model.archive.retain_days,
+            "applied": True,
         }
-    if model.archive.retain_days:
+    if model.archive.retain_days and not locked:
         return {
-            "retainDays": str(model.archive.retain_days),
-            "applied": "false",
-            "why": "the archive bucket has no object lock" if not locked else "",
+            "retainDays": model.archive.retain_days,
+            "applied": False,
+            "why": "the archive bucket has no object lock",
         }
     return None

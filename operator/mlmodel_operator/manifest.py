@@ -131,7 +131,7 @@ def build_manifest(
     default_image: str,
     scan: Mapping[str, Any],
     release: Mapping[str, str | None],
-    retention: Mapping[str, str] | None,
+    retention: Mapping[str, Any] | None,
 ) -> dict[str, Any]:
     """The manifest of one archived version (JSON-ready, keys in a stable order)."""
     return {

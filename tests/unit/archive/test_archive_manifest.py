@@ -57,7 +57,7 @@ def test_manifest_has_every_field_the_issue_lists() -> None:
     m = build_manifest(
         model(archive={"retainDays": 30}), ENTRY, "SpecChanged", NOW, STORED,
         DEFAULT_IMAGE, DEFAULT_IMAGE, SCAN, RELEASE,
-        {"mode": "GOVERNANCE", "retainUntil": "2026-04-13T12:00:00Z", "retainDays": "30"},
+        {"mode": "GOVERNANCE", "retainUntil": "2026-04-13T12:00:00Z", "retainDays": 30},
     )  # fmt: skip
     assert m["format"] == MANIFEST_FORMAT
     assert (m["model"], m["namespace"], m["version"]) == ("churn", "team-a", "1")
