@@ -6,6 +6,7 @@ import argparse
 import logging
 import os
 import sys
+import time
 from collections.abc import Sequence
 
 from mlmodel_operator import __version__
@@ -40,9 +41,35 @@ def _run(args: argparse.Namespace) -> int:
         namespaces=() if clusterwide else namespaces,
         standalone=args.peering is None,
         peering_name=args.peering,
+        priority=peering_priority(args.priority),
         liveness_endpoint=args.liveness or None,
     )
     return 0
+
+
+def peering_priority(value: str, now_ns: int | None = None) -> int:
+    """The kopf peering priority for ``--priority``: a number, or ``oldest``.
+
+    kopf pauses *every* replica when two of the same priority are alive, so replicas of
+    one Deployment need distinct priorities. ``oldest`` gives each process one that
+    falls with its start time (in microseconds): the longest-running replica works, a
+    replica that starts later waits and takes over when the worker is gone.
+    """
+    if value == "oldest":
+        start = time.time_ns() if now_ns is None else now_ns
+        return -(start // 1000)
+    return int(value)
+
+
+def _priority(value: str) -> str:
+    if value != "oldest":
+        try:
+            int(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"{value!r} is not accepted; expected an integer or 'oldest'"
+            ) from None
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -69,6 +96,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--peering", default=None, help="kopf peering name for HA (default: standalone)"
+    )
+    run.add_argument(
+        "--priority",
+        type=_priority,
+        default="0",
+        help="kopf peering priority: an integer, or 'oldest' for replicas of one Deployment "
+        "(the longest-running one works, the others wait) (default: %(default)s)",
     )
     run.add_argument("--log-format", choices=("text", "json"), default="text")
     run.add_argument("-v", "--verbose", action="store_true")
