@@ -27,6 +27,8 @@ from mlm_helpers import SECRET_NAME, Artifact, Models
 
 pytestmark = pytest.mark.integration
 
+PEERING_ARGS = ["--log-format=json", "--peering=mlmodel-operator", "--priority=oldest"]
+
 
 @pytest.fixture(scope="module")
 def own_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
@@ -50,7 +52,7 @@ def sa_operator(
             "MLMODEL_SERVING_IMAGE": "registry.local/mlmodel-serving:test",
         },
         # as in manifests/operator/deployment.yaml: peering on, JSON logs
-        args=["--log-format=json", "--peering=mlmodel-operator"],
+        args=PEERING_ARGS,
         kubeconfig=token_kubeconfig(own_cluster, workdir / "sa.kubeconfig"),
     )
     op.start()
@@ -150,6 +152,58 @@ def test_core_lifecycle_with_the_service_account_only(
         60,
         interval=0.25,
     )
+
+
+def test_a_second_replica_waits_then_takes_over(
+    own_cluster: LocalCluster,
+    minio: MinioServer,
+    mlm: Models,
+    models: Callable[[str], Artifact],
+    sa_operator: OperatorRunner,
+    tmp_path: Path,
+) -> None:
+    # the Deployment's two replicas: same identity, same peering, --priority=oldest
+    assert sa_operator.kubeconfig is not None
+    standby = OperatorRunner(
+        own_cluster,
+        minio,
+        tmp_path,
+        env=dict(sa_operator.env),
+        args=PEERING_ARGS,
+        kubeconfig=sa_operator.kubeconfig,
+    ).start()
+    try:
+
+        def standby_said(text: str) -> bool:
+            return text in standby.log()
+
+        def peers() -> int:
+            path = "/apis/kopf.dev/v1/clusterkopfpeerings/mlmodel-operator"
+            return len(own_cluster.api("GET", path).get("status") or {})
+
+        # kopf starts the standby paused and says nothing until it may resume
+        wait_until("both replicas in the peering", lambda: peers() == 2, 30)
+        v1, v2 = models("1"), models("2")
+        mlm.create(mlm.body("churn", "1", v1))
+        mlm.wait_phase("churn", "Serving", version="1", timeout=90)
+        assert f'"namespace": "{mlm.ns}"' not in standby.log()  # the standby did nothing
+
+        sa_operator.stop()  # a graceful stop (rollout, drain): it leaves the peering at once
+        try:
+            wait_until("the standby resumes", lambda: standby_said("Resuming operations"), 30)
+            mlm.patch_spec(
+                "churn", {"version": "2", "artifact": {"uri": v2.uri, "sha256": v2.sha256}}
+            )
+            mlm.wait_phase("churn", "Serving", version="2", timeout=90)
+            wait_until(
+                "churn-v1 retired", lambda: set(mlm.deployments("churn")) == {"churn-v2"}, 60
+            )
+        finally:
+            sa_operator.start()  # back, now the younger one
+        messages = [json.loads(line)["message"] for line in standby.log().splitlines() if line]
+        assert not [m for m in messages if "HTTP 403" in m or "Forbidden" in m]
+    finally:
+        standby.stop()
 
 
 def test_no_request_of_the_operator_was_forbidden(

@@ -88,6 +88,7 @@ def test_the_operator_arguments_parse_with_the_real_cli() -> None:
     container = operator_container()
     args = build_parser().parse_args(container["args"])
     assert args.command == "run" and args.all_namespaces
+    assert args.priority == "oldest"  # equal priorities would pause both replicas
     peering = find(OPERATOR, "ClusterKopfPeering", args.peering)
     assert peering["apiVersion"] == "kopf.dev/v1"
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
