@@ -387,14 +387,25 @@ def dashboard_panels() -> list[dict[str, Any]]:
             [(f'sum by (class) (rate(mlmodel_predictions_total{{{_SEL}}}[{_RATE}])) / '
               f"scalar(sum(rate(mlmodel_predictions_total{{{_SEL}}}[{_RATE}])))",
               "class {{class}}")],
-            "percentunit", 0, 16,
+            "percentunit", 0, 16, w=8,
             description="Share of predicted rows by class (classifiers).",
+        ),
+        _panel(
+            "Predicted values (regressors)",
+            [(f"histogram_quantile({q}, sum by (le) "
+              f"(rate(mlmodel_prediction_value_bucket{{{_SEL}}}[{_RATE}])))",
+              f"p{round(q * 100)}") for q in (0.1, 0.5, 0.9)],
+            "short", 8, 16, w=8,
+            description=(
+                "Quantiles of the predicted values (regressors), as coarse as the server's "
+                "histogram buckets (powers of ten; no _sum: the buckets go below zero)."
+            ),
         ),
         _panel(
             "Drift (PSI)",
             [(f"max by (feature) (mlmodel_feature_psi{{{_SEL}}})", "feature {{feature}}"),
              (f"max(mlmodel_prediction_psi{{{_SEL}}})", "predicted classes")],
-            "short", 12, 16,
+            "short", 16, 16, w=8,
             description=(
                 "Population stability index of each input feature, and of the predicted "
                 "classes, against the training baseline; under 0.1 stable, above 0.25 a "

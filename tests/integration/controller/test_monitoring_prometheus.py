@@ -1,9 +1,9 @@
 """Every dashboard query and alert signal returns data from a real Prometheus.
 
-Debian's Prometheus scrapes a real ``mlmodel-serve`` process serving a scikit-learn model
-trained here (with a drift baseline built from its training data) and the real operator
-process of the session (reconciling an MLModel of this test), with the alert rules of
-the builder loaded. The test sends traffic - in-distribution, failing, then drifted -
+Debian's Prometheus scrapes two real ``mlmodel-serve`` processes serving scikit-learn
+models trained here - a classifier with a drift baseline made by ``mlmodel baseline``, and
+a regressor for the predicted-values panel - and the real operator process of the session
+(reconciling an MLModel of this test), with the alert rules of the builder loaded. The test sends traffic - in-distribution, failing, then drifted -
 and checks the drift gauge on each side of the threshold, the alerts Prometheus itself
 evaluates, and the down alert after the server stops.
 
@@ -27,7 +27,7 @@ import pytest
 import requests
 from mlm_helpers import Artifact, Models
 from sklearn.datasets import load_iris
-from sklearn.linear_model import LogisticRegression
+from sklearn.linear_model import LinearRegression, LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import FunctionTransformer
 
@@ -46,6 +46,7 @@ from serve_helpers import ServeProcess, save_model
 pytestmark = pytest.mark.integration
 
 NAMESPACE, NAME, VERSION = "team-a", "iris", "3"
+REGRESSOR = "iris-width"
 PSI_THRESHOLD = 0.2
 WINDOW_ROWS = 600
 RATE_INTERVAL = "30s"  # what Grafana's $__rate_interval becomes at a 1 s scrape
@@ -72,8 +73,11 @@ def spec_for(sha256: str, baseline_uri: str) -> ModelSpec:
 class Traffic:
     """Requests from a background thread until stopped (bounded by ``limit`` seconds)."""
 
-    def __init__(self, url: str, x: np.ndarray[Any, Any], limit: float = 240.0) -> None:
-        self.url, self.x, self.limit = url, x, limit
+    def __init__(
+        self, url: str, x: np.ndarray[Any, Any], name: str = NAME, limit: float = 240.0
+    ) -> None:
+        self.url, self.x, self.name, self.limit = url, x, name, limit
+        self.errors = name == NAME  # only the classifier gets the failing rows
         self.drifted = False
         self.sent_rows = 0
         self.codes: dict[int, int] = {}
@@ -110,11 +114,13 @@ class Traffic:
             rows = self.x[self._rng.integers(0, len(self.x), size=20)].copy()
             if self.drifted:
                 rows[:, 2] += 4.0  # petal length far beyond anything in training
-            if i % 10 == 0:
+            if self.errors and i % 10 == 0:
                 rows = np.array([[-1.0, 1.0, 1.0, 1.0]])  # sqrt(-1): an error inside the model
             try:
                 r = session.post(
-                    f"{self.url}/v2/models/{NAME}/infer", json=self._body(rows), timeout=TIMEOUT
+                    f"{self.url}/v2/models/{self.name}/infer",
+                    json=self._body(rows),
+                    timeout=TIMEOUT,
                 )
             except requests.RequestException:
                 time.sleep(0.1)
@@ -158,22 +164,48 @@ def served(tmp_path: Path) -> Iterator[tuple[ServeProcess, ModelSpec, np.ndarray
         proc.stop()
 
 
-def prometheus_config(server_port: int, operator_port: int) -> str:
+@pytest.fixture()
+def regressor(tmp_path: Path) -> Iterator[tuple[ServeProcess, np.ndarray[Any, Any]]]:
+    """A second server: a regressor (petal width from the other three measurements)."""
+    x, _ = load_iris(return_X_y=True)
+    workdir = tmp_path / "regressor"
+    workdir.mkdir()
+    sha = save_model(LinearRegression().fit(x[:, :3], x[:, 3]), workdir / "model.joblib")
+    env = {
+        "MLMODEL_MODEL_NAME": REGRESSOR,
+        "MLMODEL_MODEL_VERSION": "1",
+        "MLMODEL_ARTIFACT_URI": str(workdir / "model.joblib"),
+        "MLMODEL_ARTIFACT_SHA256": sha,
+    }
+    proc = ServeProcess(env, workdir).start()
+    try:
+        proc.wait_ready()
+        yield proc, x[:, :3]
+    finally:
+        proc.stop()
+
+
+def scrape_job(name: str, version: str, port: int) -> str:
+    """A job labelled as the ServiceMonitor's discovery and relabelling label it."""
     target = {
         "namespace": NAMESPACE,
-        "service": NAME,
-        "pod": f"{NAME}-v{VERSION}-7d9f8-abcde",
+        "service": name,
+        "pod": f"{name}-v{version}-7d9f8-abcde",
         "container": "server",
         "endpoint": "http",
-        "version": VERSION,
+        "version": version,
     }
     labels = ", ".join(f'{k}: "{v}"' for k, v in target.items())
     return f"""
+  - job_name: {name}
+    static_configs: [{{targets: ["127.0.0.1:{port}"], labels: {{{labels}}}}}]"""
+
+
+def prometheus_config(server_port: int, regressor_port: int, operator_port: int) -> str:
+    return f"""
 global: {{scrape_interval: 1s, evaluation_interval: 1s}}
 rule_files: [rules.yaml]
-scrape_configs:
-  - job_name: {NAME}
-    static_configs: [{{targets: ["127.0.0.1:{server_port}"], labels: {{{labels}}}}}]
+scrape_configs:{scrape_job(NAME, VERSION, server_port)}{scrape_job(REGRESSOR, "1", regressor_port)}
   - job_name: mlmodel-operator
     static_configs:
       - targets: ["127.0.0.1:{operator_port}"]
@@ -182,17 +214,19 @@ scrape_configs:
 
 
 def dashboard_queries() -> list[tuple[str, str]]:
-    """(panel title, PromQL) for every target, with the variables chosen as a user would."""
-    values = {
-        "$namespace": NAMESPACE,
-        "$model": NAME,
-        "$version": VERSION,
-        "$__rate_interval": RATE_INTERVAL,
-    }
+    """(panel title, PromQL) for every target, with the variables chosen as a user would:
+    the classifier, except for the regressors' panel."""
     out = []
     for panel in dashboard_panels():
         for target in panel["targets"]:
             expr = target["expr"]
+            regressor = "mlmodel_prediction_value" in expr
+            values = {
+                "$namespace": NAMESPACE,
+                "$model": REGRESSOR if regressor else NAME,
+                "$version": "1" if regressor else VERSION,
+                "$__rate_interval": RATE_INTERVAL,
+            }
             for var, value in values.items():
                 expr = expr.replace(var, value)
             assert "$" not in expr, expr
@@ -222,6 +256,7 @@ def eventually(what: str, check: Callable[[], bool], timeout: float = 60) -> Non
 def test_dashboard_and_alerts_on_real_prometheus_data(
     tmp_path: Path,
     served: tuple[ServeProcess, ModelSpec, np.ndarray[Any, Any]],
+    regressor: tuple[ServeProcess, np.ndarray[Any, Any]],
     operator: OperatorRunner,
     mlm: Models,
     models: Callable[[str], Artifact],
@@ -235,10 +270,11 @@ def test_dashboard_and_alerts_on_real_prometheus_data(
     prom_dir = tmp_path / "prom"
     prom_dir.mkdir()
     (prom_dir / "rules.yaml").write_text(build_rule_file(model))
-    prom = PrometheusServer(prom_dir, prometheus_config(proc.port, operator.metrics_port)).start()
+    config = prometheus_config(proc.port, regressor[0].port, operator.metrics_port)
+    prom = PrometheusServer(prom_dir, config).start()
     sel = f'namespace="{NAMESPACE}", model="{NAME}"'
     try:
-        with Traffic(proc.url, x) as traffic:
+        with Traffic(proc.url, x) as traffic, Traffic(regressor[0].url, regressor[1], REGRESSOR):
             # In distribution: a full window of rows like the training data.
             eventually(
                 "a full drift window in Prometheus",

@@ -215,6 +215,7 @@ def _exported_names() -> set[str]:
     metrics.observe_request("v2", "/v2/models/{model_name}/infer", 200, 0.01)
     metrics.observe_batch(1, 1, 0.001)
     metrics.observe_predictions(np.array([1]), is_classifier=True)
+    metrics.observe_predictions(np.array([2.5]), is_classifier=False)
     metrics.set_model_info(
         "1", SHA, dict.fromkeys(("python", "sklearn", "joblib", "numpy"), "x"), 1
     )
@@ -253,6 +254,7 @@ def test_dashboard_has_the_panels_and_variables() -> None:
         "Latency percentiles",
         "Batch sizes",
         "Prediction distribution",
+        "Predicted values (regressors)",
         "Drift (PSI)",
         "Replicas ready",
         "Model version and digest",
