@@ -184,6 +184,8 @@ class S3Ledger:
             except Exception as exc:
                 if s3_error_code(exc) not in ("NoSuchKey", "NoSuchObject"):
                     raise
+            if "deployedAt" in details and self._recorded(bucket, model, kind, version, details):
+                return
             body = (data + "\n").encode()
             retention = None
             if model.archive.retain_days and self._has_lock(bucket):
@@ -194,6 +196,33 @@ class S3Ledger:
             )  # fmt: skip
         except Exception as exc:
             raise LedgerError(f"s3://{bucket}/{key}: {describe_s3_error(exc)}") from None
+
+    def _recorded(
+        self, bucket: str, model: ModelSpec, kind: str, version: str, details: Mapping[str, Any]
+    ) -> bool:
+        """Whether the same transition of the same serving period is already recorded.
+
+        Details naming ``deployedAt`` identify one serving period of a version, so a record
+        with the same kind, version and details is the same event, written again at a later
+        time by a reconcile that worked from a status not yet updated by the previous one.
+        """
+        suffix = f"-{KIND_ORDER.get(kind, 9)}-{kind}-v{version}.json"
+        wanted = json.loads(json.dumps(dict(details), sort_keys=True))
+        prefix = ledger_prefix(model.namespace, model.name)
+        for obj in self.client.list_objects(bucket, prefix=prefix, recursive=True):
+            if not obj.object_name.endswith(suffix):
+                continue
+            response = self.client.get_object(bucket, obj.object_name)
+            try:
+                raw = json.loads(response.read())
+            except ValueError:
+                continue
+            finally:
+                response.close()
+                response.release_conn()
+            if isinstance(raw, dict) and raw.get("details") == wanted:
+                return True
+        return False
 
     def _has_lock(self, bucket: str) -> bool:
         if bucket not in self._locked:

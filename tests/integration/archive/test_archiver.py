@@ -262,3 +262,21 @@ def test_a_failed_ledger_write_names_the_object_and_the_code(minio: MinioServer)
     message = str(info.value)
     assert message.startswith(f"s3://no-such-ledger-bucket/{ns}/churn/ledger/20260314T120000")
     assert "S3 error NoSuchBucket" in message
+
+
+def test_the_same_archive_recorded_again_later_is_one_record(minio: MinioServer) -> None:
+    """A reconcile working from a status the previous one had not yet updated finishes a
+    retirement again: the archive is found, and its ledger record must not be doubled."""
+    bucket, ns = fresh(), fresh("ns")
+    mc = minio.client()
+    mc.make_bucket(bucket)
+    v1 = train_and_upload(minio, "churn", "1")
+    book, model = S3Ledger(mc, settings(bucket)), model_spec("churn", ns, v1)
+    period = {"version": "1", "deployedAt": "2026-03-01T08:00:00Z", "archive": "s3://b/x/"}
+    book.record(model, ledger.ARCHIVED, "1", period, NOW)
+    book.record(model, ledger.ARCHIVED, "1", period, NOW + dt.timedelta(seconds=3))
+    assert len(keys(minio, bucket, f"{ns}/churn/ledger/")) == 1
+    # served again later (a rollback) and archived again: a new serving period, a new record
+    again = {**period, "deployedAt": "2026-04-01T08:00:00Z"}
+    book.record(model, ledger.ARCHIVED, "1", again, NOW + dt.timedelta(days=40))
+    assert len(keys(minio, bucket, f"{ns}/churn/ledger/")) == 2

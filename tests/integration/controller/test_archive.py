@@ -171,11 +171,11 @@ def test_minio_down_during_retirement_keeps_the_old_deployment_then_archives_onc
     mlm: Models, models: Callable[[str], Artifact], minio: MinioServer
 ) -> None:
     v1, v2 = models("1"), models("2")
-    mlm.create(mlm.body("churn", "1", v1, retirement={"drainSeconds": 4}))
+    mlm.create(mlm.body("churn", "1", v1, retirement={"drainSeconds": 10}))
     mlm.wait_phase("churn", "Serving", version="1")
     mlm.patch_spec("churn", spec_for(v2, "2"))
-    mlm.wait_phase("churn", "Retiring", version="2", timeout=60)
-    minio.stop()
+    mlm.wait_phase("churn", "Retiring", version="2", timeout=60)  # v1 drains for 10 s:
+    minio.stop()  # stopped before the drain ends and v1 is archived
     try:
 
         def archive_failed() -> bool:
