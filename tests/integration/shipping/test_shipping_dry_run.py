@@ -3,10 +3,12 @@ kubectl built from the same Kubernetes release as the control plane."""
 
 from __future__ import annotations
 
+import subprocess
+
 import pytest
 from ship_helpers import MANIFESTS, prometheus_operator_crd_dir, wait_established
 
-from mlmodel_operator.localcluster import REPO_ROOT, LocalCluster
+from mlmodel_operator.localcluster import REPO_ROOT, LocalCluster, binary
 
 pytestmark = pytest.mark.integration
 
@@ -87,3 +89,42 @@ def test_a_broken_manifest_is_refused(shipping_cluster: LocalCluster) -> None:
         "apply", "--server-side", "--dry-run=server", "-f", "-", stdin=bad, check=False
     )
     assert "(server dry run)" not in out
+
+
+def dry_run_warnings(cluster: LocalCluster, *args: str, stdin: str | None = None) -> str:
+    """stderr of a server-side dry run: the apiserver's warnings (the harness keeps stdout)."""
+    kubectl = [str(binary("kubernetes", "kubectl")), f"--kubeconfig={cluster.kubeconfig}"]
+    apply = ["apply", "--server-side", "--dry-run=server", "--field-manager=shipping-test"]
+    result = subprocess.run(
+        [*kubectl, *apply, *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        input=stdin,
+        check=False,
+    )
+    assert "(server dry run)" in result.stdout, result.stderr
+    return result.stderr
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("-k", "manifests/operator"),
+        ("-k", "manifests/minio"),
+        ("-f", "manifests/examples/upload-job.yaml"),
+    ],
+)
+def test_pod_templates_meet_the_restricted_pod_security_standard(
+    shipping_cluster: LocalCluster, args: tuple[str, str]
+) -> None:
+    # mlmodel-system enforces "restricted" for Pods and warns for their templates
+    stderr = dry_run_warnings(shipping_cluster, args[0], str(REPO_ROOT / args[1]))
+    assert "PodSecurity" not in stderr, stderr
+
+
+def test_a_template_breaking_the_standard_is_warned_about(shipping_cluster: LocalCluster) -> None:
+    bad = (MANIFESTS / "operator" / "deployment.yaml").read_text()
+    bad = bad.replace("capabilities: {drop: [ALL]}", "capabilities: {drop: [NET_RAW]}")
+    stderr = dry_run_warnings(shipping_cluster, "-f", "-", stdin=bad)
+    assert 'would violate PodSecurity "restricted:latest"' in stderr
