@@ -75,8 +75,13 @@ fi
 
 step "CRDs, MinIO (laptop only) and the operator"
 k apply --server-side -k "$ROOT/crds"
-k wait --for=condition=Established --timeout=60s \
-  crd/mlmodels.ml.lifecycle.io crd/clusterkopfpeerings.kopf.dev crd/kopfpeerings.kopf.dev
+# `kubectl wait` fails outright while a new CRD has no status yet: retry, 60 s at most
+crds=(crd/mlmodels.ml.lifecycle.io crd/clusterkopfpeerings.kopf.dev crd/kopfpeerings.kopf.dev)
+for _ in $(seq 1 12); do
+  k wait --for=condition=Established --timeout=5s "${crds[@]}" >/dev/null 2>&1 && break
+  sleep 1
+done
+k wait --for=condition=Established --timeout=5s "${crds[@]}"
 k apply --server-side -k "$ROOT/manifests"
 k apply --server-side -k "$ROOT/manifests/minio"
 if [[ "$MONITORING" == 1 ]]; then
