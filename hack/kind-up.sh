@@ -5,7 +5,7 @@
 #   2. build both images (hack/images.sh) and load them into the node
 #   3. optionally, the Prometheus operator stack (MLMODEL_KIND_MONITORING=1, needs helm)
 #   4. install the CRDs, MinIO (laptop only) and the operator (manifests/)
-#   5. train and upload the example model in the cluster (manifests/examples/upload-job.yaml)
+#   5. train and upload the example model in the cluster (manifests/examples/upload)
 #   6. apply the example MLModel with the digest the Job printed, wait until it serves
 #   7. port-forward its Service to 127.0.0.1 and make a V2 prediction with curl
 #
@@ -95,7 +95,7 @@ k -n mlmodel-system rollout status deployment/mlmodel-operator --timeout=180s
 step "train and upload the example model (in the cluster)"
 # a Job's template cannot change: run it afresh each time
 k -n mlmodel-system delete job upload-example-models --ignore-not-found --wait=true --timeout=60s
-k apply -f "$ROOT/manifests/examples/upload-job.yaml"
+k apply -k "$ROOT/manifests/examples/upload"
 k -n mlmodel-system wait --for=condition=Complete --timeout=600s job/upload-example-models
 digests="$(k -n mlmodel-system logs job/upload-example-models | grep '^digest churn ' || true)"
 digest_of() { awk -v v="$1" '$3 == v { print $4 }' <<<"$digests"; }

@@ -21,7 +21,14 @@ def dry_run(cluster: LocalCluster, *args: str) -> str:
 
 @pytest.mark.parametrize(
     "kustomization",
-    ["manifests", "manifests/operator", "manifests/minio", "manifests/monitoring", "crds"],
+    [
+        "manifests",
+        "manifests/operator",
+        "manifests/minio",
+        "manifests/monitoring",
+        "manifests/examples/upload",
+        "crds",
+    ],
 )
 def test_kustomization_is_accepted(shipping_cluster: LocalCluster, kustomization: str) -> None:
     if kustomization == "manifests/monitoring":
@@ -36,7 +43,7 @@ def test_kustomization_is_accepted(shipping_cluster: LocalCluster, kustomization
     )
 
 
-@pytest.mark.parametrize("example", ["churn-v1.yaml", "churn-v2.yaml", "upload-job.yaml"])
+@pytest.mark.parametrize("example", ["churn-v1.yaml", "churn-v2.yaml"])
 def test_examples_are_accepted(shipping_cluster: LocalCluster, example: str) -> None:
     out = dry_run(shipping_cluster, "-f", str(MANIFESTS / "examples" / example))
     assert "(server dry run)" in out
@@ -112,7 +119,7 @@ def dry_run_warnings(cluster: LocalCluster, *args: str, stdin: str | None = None
     [
         ("-k", "manifests/operator"),
         ("-k", "manifests/minio"),
-        ("-f", "manifests/examples/upload-job.yaml"),
+        ("-k", "manifests/examples/upload"),
     ],
 )
 def test_pod_templates_meet_the_restricted_pod_security_standard(

@@ -163,7 +163,7 @@ def test_minio_is_marked_not_for_production_and_its_secret_feeds_the_operator() 
 
 
 def test_the_example_upload_job_runs_the_example_upload_module() -> None:
-    (job,) = load_docs(MANIFESTS / "examples" / "upload-job.yaml")
+    (job,) = load_docs(MANIFESTS / "examples" / "upload" / "job.yaml")
     (container,) = job["spec"]["template"]["spec"]["containers"]
     from mlmodel_operator import example_upload
 
