@@ -1,16 +1,13 @@
 """Helpers for the shipping checks: install the CRDs and the operator's identity, make a
-kubeconfig with the ServiceAccount's token, find the Prometheus operator's CRDs."""
+kubeconfig with the ServiceAccount's token,"""
 
 from __future__ import annotations
 
-import glob
-import os
-import subprocess
 from pathlib import Path
 
 import yaml
 
-from mlmodel_operator.localcluster import REPO_ROOT, LocalCluster, cache_dir, wait_until
+from mlmodel_operator.localcluster import REPO_ROOT, LocalCluster, wait_until
 
 MANIFESTS = REPO_ROOT / "manifests"
 NAMESPACE = "mlmodel-system"
@@ -72,28 +69,3 @@ def token_kubeconfig(cluster: LocalCluster, path: Path, duration: str = "2h") ->
     path.write_text(yaml.safe_dump(config))
     path.chmod(0o600)
     return path
-
-
-def prometheus_operator_crd_dir() -> Path | None:
-    """The Prometheus operator's CRD files from its Go module, if a build fetched it.
-
-    hack/ fetches the module (github.com/prometheus-operator/prometheus-operator) through
-    the Go module proxy for the monitoring checks; this only looks where Go keeps it.
-    """
-    roots = [cache_dir()]
-    gomodcache = os.environ.get("GOMODCACHE")
-    if not gomodcache:
-        try:
-            gomodcache = subprocess.run(
-                ["go", "env", "GOMODCACHE"], capture_output=True, text=True, timeout=30
-            ).stdout.strip()
-        except (OSError, subprocess.TimeoutExpired):
-            gomodcache = ""
-    if gomodcache:
-        roots.append(Path(gomodcache))
-    for root in roots:
-        pattern = str(root / "**" / "monitoring.coreos.com_servicemonitors.yaml")
-        found = sorted(glob.glob(pattern, recursive=True))
-        if found:
-            return Path(found[-1]).parent  # the newest version sorts last
-    return None
