@@ -10,12 +10,12 @@ from __future__ import annotations
 import logging
 import os
 import time
-from typing import Any
+from typing import Any, cast
 
 import kopf
 from prometheus_client import CollectorRegistry, start_http_server
 
-from mlmodel_operator import GROUP, PLURAL, VERSION
+from mlmodel_operator import GROUP, KIND, PLURAL, VERSION
 from mlmodel_operator.archive import ArchiveError, S3Archiver, ensure_bucket, no_archive
 from mlmodel_operator.kube import Kube, load_api_client
 from mlmodel_operator.ledger import S3Ledger
@@ -61,6 +61,17 @@ def _reconcile(body: kopf.Body, memo: kopf.Memo, requeue: bool) -> None:
             )
     else:
         metrics.reconciles.labels(result="ok").inc()
+
+
+def _fully_available(body: kopf.Body, type: str | None, **_: Any) -> bool:
+    """A serving Deployment whose controller reports every desired replica available."""
+    if type == "DELETED":
+        return False
+    spec, status = body.get("spec") or {}, body.get("status") or {}
+    current = int(status.get("observedGeneration") or 0) >= int(
+        body.metadata.get("generation") or 1
+    )
+    return current and int(status.get("availableReplicas") or 0) >= int(spec.get("replicas") or 0)
 
 
 def build_registry(
@@ -109,10 +120,44 @@ def build_registry(
         _reconcile(body, memo, requeue=True)
 
     @kopf.timer(
-        *RESOURCE, id="timer", interval=settings.reconcile_interval_seconds, registry=registry
+        *RESOURCE,
+        id="timer",
+        interval=settings.reconcile_interval_seconds,
+        # the create/resume handler has just reconciled a new object: no second pass
+        initial_delay=settings.reconcile_interval_seconds,
+        registry=registry,
     )
     def reconcile_periodically(*, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
         _reconcile(body, memo, requeue=False)
+
+    @kopf.on.event(
+        "apps",
+        "v1",
+        "deployments",
+        id="serving-deployment",
+        labels={"app.kubernetes.io/managed-by": "mlmodel-operator"},
+        when=_fully_available,
+        registry=registry,
+    )
+    def deployment_available(*, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+        # A version's Deployment became Available: switch traffic now rather than at
+        # the next poll. The reconciler reads the MLModel itself; only its identity is passed.
+        owner = next(
+            (o for o in body.metadata.get("ownerReferences") or [] if o.get("kind") == KIND),
+            None,
+        )
+        if owner is None:
+            return
+        model = {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": KIND,
+            "metadata": {
+                "name": owner["name"],
+                "namespace": body.metadata.namespace,
+                "uid": owner["uid"],
+            },
+        }
+        _reconcile(cast(kopf.Body, model), memo, requeue=False)
 
     @kopf.on.delete(*RESOURCE, id="finalize", registry=registry)
     def finalize(*, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:

@@ -33,6 +33,7 @@ ALLOWED: list[tuple[str, str, str, str, str, str]] = [
     ("create", "apps", "deployments", "", MODEL_NS, ""),  # apply of a new object
     ("patch", "apps", "deployments", "", MODEL_NS, "churn-v1"),
     ("list", "apps", "deployments", "", MODEL_NS, ""),
+    ("watch", "apps", "deployments", "", MODEL_NS, ""),  # kopf: Available -> switch at once
     ("delete", "apps", "deployments", "", MODEL_NS, "churn-v1"),
     # kube.get_service / apply
     ("get", "", "services", "", MODEL_NS, "churn"),
