@@ -261,3 +261,37 @@ def test_rollback_serves_the_archived_copy_through_a_normal_rollout(
     assert [h["version"] for h in st["history"]][-1] == "1"
     missing = mlmodel(minio, "rollback", "churn", "-n", mlm.ns, "--to", "7", "--print")
     assert missing.returncode == 1 and "archived versions: 1, 2" in missing.stderr
+
+
+def test_deleting_while_minio_is_down_waits_for_the_archive(
+    mlm: Models, models: Callable[[str], Artifact], minio: MinioServer
+) -> None:
+    v1 = models("1")
+    mlm.create(mlm.body("churn", "1", v1))
+    mlm.wait_phase("churn", "Serving", version="1")
+    minio.stop()
+    try:
+        mlm.delete("churn")
+
+        def refused() -> bool:
+            return any(
+                r == "ArchiveFailed" and "deletion waits for the archive" in m
+                for r, m in mlm.events("churn")
+            )
+
+        wait_until("ArchiveFailed on delete", refused, 60, interval=0.25)
+        assert mlm.get("churn")["metadata"]["deletionTimestamp"]  # the finalizer holds it
+    finally:
+        minio.start()
+
+    def gone() -> bool:
+        try:
+            mlm.get("churn")
+        except client.ApiException as exc:
+            return exc.status == 404
+        return False
+
+    wait_until("churn deleted after the archive", gone, ARCHIVE_TIMEOUT, interval=0.25)
+    m = read_json(minio, f"{mlm.ns}/churn/1/manifest.json")
+    assert (m["reason"], m["sha256"]) == ("Deleted", v1.sha256)
+    assert stored_sha256(minio, f"{mlm.ns}/churn/1/model.joblib") == v1.sha256
