@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from kubernetes import client, config
 
 from mlmodel_operator.localcluster import LocalCluster, MinioServer
 
@@ -28,3 +29,13 @@ def minio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MinioServer]:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def api(cluster: LocalCluster) -> Iterator[client.ApiClient]:
+    """A Kubernetes API client for the session's cluster, as its admin user."""
+    api_client = config.new_client_from_config(config_file=str(cluster.kubeconfig))
+    try:
+        yield api_client
+    finally:
+        api_client.close()

@@ -133,6 +133,18 @@ class Reconciler:
                 )
             )
 
+    def _fresh(self, meta: Mapping[str, Any]) -> dict[str, Any] | None:
+        """The MLModel as stored now, or None if it is gone (or replaced by a new object).
+
+        Read under the object's lock: the body kopf hands over may predate the status
+        another reconcile of this object has just written.
+        """
+        try:
+            fresh = self.kube.get_model(meta["namespace"], meta["name"])
+        except NotFound:
+            return None
+        return fresh if fresh["metadata"].get("uid") == meta["uid"] else None
+
     def forget(self, uid: str) -> None:
         with self._locks_guard:
             self._locks.pop(uid, None)
@@ -143,14 +155,9 @@ class Reconciler:
     def reconcile(self, body: Mapping[str, Any]) -> Outcome:
         meta = body["metadata"]
         with self._lock(meta["uid"]):
-            # Read the object again under the lock: the body kopf hands over may predate
-            # the status another reconcile of this object has just written.
-            try:
-                fresh = self.kube.get_model(meta["namespace"], meta["name"])
-            except NotFound:
+            fresh = self._fresh(meta)
+            if fresh is None:
                 return Outcome({}, gone=True)
-            if fresh["metadata"].get("uid") != meta["uid"]:
-                return Outcome({}, gone=True)  # deleted and made again: a new object
             old_status: Mapping[str, Any] = fresh.get("status") or {}
             try:
                 model = parse_model(fresh)
@@ -347,9 +354,8 @@ class Reconciler:
         """
         meta = body["metadata"]
         with self._lock(meta["uid"]):
-            try:
-                fresh = self.kube.get_model(meta["namespace"], meta["name"])
-            except NotFound:
+            fresh = self._fresh(meta)
+            if fresh is None:
                 return Outcome({}, gone=True)
             outcome = self._finalize(fresh)
         self.forget(meta["uid"])

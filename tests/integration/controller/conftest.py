@@ -7,7 +7,7 @@ import uuid
 from collections.abc import Callable, Iterator
 
 import pytest
-from kubernetes import client, config
+from kubernetes import client
 from mlm_helpers import SECRET_NAME, Artifact, Models
 
 from mlmodel_operator import example_models
@@ -18,15 +18,6 @@ from mlmodel_operator.localcluster import (
     MinioServer,
     OperatorRunner,
 )
-
-
-@pytest.fixture(scope="session")
-def api(cluster: LocalCluster) -> Iterator[client.ApiClient]:
-    api_client = config.new_client_from_config(config_file=str(cluster.kubeconfig))
-    try:
-        yield api_client
-    finally:
-        api_client.close()
 
 
 @pytest.fixture(scope="session")

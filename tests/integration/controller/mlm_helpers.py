@@ -65,6 +65,19 @@ class Models:
     def delete(self, name: str) -> None:
         self.custom.delete_namespaced_custom_object(GROUP, VERSION, self.ns, PLURAL, name)
 
+    def exists(self, name: str) -> bool:
+        try:
+            self.get(name)
+        except client.ApiException as exc:
+            if exc.status == 404:
+                return False
+            raise
+        return True
+
+    def wait_gone(self, name: str, timeout: float) -> None:
+        """Wait until the MLModel is gone (its finalizer ran), with a limit."""
+        wait_until(f"MLModel {name} gone", lambda: not self.exists(name), timeout, interval=0.25)
+
     def status(self, name: str) -> dict[str, Any]:
         return dict(self.get(name).get("status") or {})
 

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kubernetes import client
 from mlm_helpers import Artifact, Models
 
 from mlmodel_operator.archive import S3Archiver
@@ -125,14 +124,7 @@ def test_v1_v2_v3_then_delete_archives_every_version_and_the_cli_tells_it(
 
     mlm.delete("churn")
 
-    def gone() -> bool:
-        try:
-            mlm.get("churn")
-        except client.ApiException as exc:
-            return exc.status == 404
-        return False
-
-    wait_until("churn deleted", gone, ARCHIVE_TIMEOUT, interval=0.25)
+    mlm.wait_gone("churn", ARCHIVE_TIMEOUT)
     m3 = read_json(minio, f"{prefix}3/manifest.json")
     assert (m3["version"], m3["reason"], m3["sha256"]) == ("3", "Deleted", v3.sha256)
     assert stored_sha256(minio, f"{prefix}3/model.joblib") == v3.sha256
@@ -284,14 +276,7 @@ def test_deleting_while_minio_is_down_waits_for_the_archive(
     finally:
         minio.start()
 
-    def gone() -> bool:
-        try:
-            mlm.get("churn")
-        except client.ApiException as exc:
-            return exc.status == 404
-        return False
-
-    wait_until("churn deleted after the archive", gone, ARCHIVE_TIMEOUT, interval=0.25)
+    mlm.wait_gone("churn", ARCHIVE_TIMEOUT)
     m = read_json(minio, f"{mlm.ns}/churn/1/manifest.json")
     assert (m["reason"], m["sha256"]) == ("Deleted", v1.sha256)
     assert stored_sha256(minio, f"{mlm.ns}/churn/1/model.joblib") == v1.sha256

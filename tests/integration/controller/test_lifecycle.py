@@ -222,14 +222,7 @@ def test_delete_runs_the_finalizer_and_collects_everything(
     assert mlm.get("churn")["metadata"]["finalizers"] == ["ml.lifecycle.io/archive"]
     mlm.delete("churn")
 
-    def gone() -> bool:
-        try:
-            mlm.get("churn")
-        except client.ApiException as exc:
-            return exc.status == 404
-        return False
-
-    wait_until("MLModel churn gone", gone, 60, interval=0.25)
+    mlm.wait_gone("churn", 60)
     wait_until(
         "owned objects collected",
         lambda: not mlm.deployments("churn") and mlm.service_version("churn") is None,

@@ -138,14 +138,7 @@ def test_core_lifecycle_with_the_service_account_only(
 
     mlm.delete("churn")
 
-    def gone() -> bool:
-        try:
-            mlm.get("churn")
-        except client.ApiException as exc:
-            return exc.status == 404
-        return False
-
-    wait_until("MLModel churn gone (finalizer ran)", gone, 60, interval=0.25)
+    mlm.wait_gone("churn", 60)
     wait_until(
         "owned objects collected",
         lambda: not mlm.deployments("churn") and mlm.service_version("churn") is None,
