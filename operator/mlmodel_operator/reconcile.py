@@ -311,7 +311,14 @@ class Reconciler:
         if dep.name:  # empty when the Deployment is already gone
             self.kube.delete_deployment(model.ref.namespace, dep.name, dep.uid)
         history = record_retired(history, dep, now, action.reason, result.location)
-        self._record(events, model, ledger.RETIRED, dep.version, {"reason": action.reason}, now)
+        self._record(
+            events,
+            model,
+            ledger.RETIRED,
+            dep.version,
+            {"reason": action.reason, "deployedAt": entry.deployed_at},  # one record per period
+            now,
+        )
         reason = Reason.ARCHIVE_SUCCEEDED if result.location else Reason.ARCHIVE_SKIPPED
         events += [
             Event("Normal", "Archived" if result.location else "NotArchived", result.message),
@@ -401,7 +408,14 @@ class Reconciler:
                     self._record(
                         events, model, ledger.ARCHIVED, entry.version, _entry(entry, location), now
                     )
-                self._record(events, model, ledger.DELETED, entry.version, {}, now)
+                self._record(
+                    events,
+                    model,
+                    ledger.DELETED,
+                    entry.version,
+                    {"deployedAt": entry.deployed_at},
+                    now,
+                )
             dep = DeploymentState(
                 name="", uid="", version=entry.version, sha256=entry.sha256, desired=0,
                 available=0, ready=0, updated=0, current=True,
