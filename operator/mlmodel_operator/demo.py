@@ -180,7 +180,10 @@ def started(workdir: Path) -> Iterator[tuple[LocalCluster, MinioServer, Operator
             minio.stop()
 
 
-def story(cluster: LocalCluster, minio: MinioServer, operator: OperatorRunner) -> None:
+def story(
+    cluster: LocalCluster, minio: MinioServer, operator: OperatorRunner
+) -> tuple[list[Any], list[Any]]:
+    """Tell the story; returns what v1 served and what its replay from the archive gave."""
     heading("3. Train two versions of the example model and upload them to MinIO")
     mc = minio.client()
     versions = {v: example_models.train_churn(v) for v in ("1", "2")}
@@ -248,6 +251,7 @@ def story(cluster: LocalCluster, minio: MinioServer, operator: OperatorRunner) -
     show(f"  served by v1 before it retired: {served}")
     show(f"  replayed from the archive:      {replayed}")
     show("  identical" if replayed == served else "  DIFFERENT: the archive does not reproduce v1")
+    return served, replayed
 
 
 def main() -> int:
@@ -259,7 +263,8 @@ def main() -> int:
     try:
         with started(workdir) as (cluster, minio, operator):
             try:
-                story(cluster, minio, operator)
+                served, replayed = story(cluster, minio, operator)
+                code = 0 if served == replayed else 1
             except (TimeoutError, subprocess.SubprocessError, RuntimeError) as exc:
                 code = 1
                 show(f"\nThe demo stopped: {exc}\nOperator log:\n{operator.log()[-4000:]}")
