@@ -71,7 +71,8 @@ def _sha256_stream(f: IO[bytes]) -> str:
     return digest.hexdigest()
 
 
-def _parse_bool(name: str, value: str) -> bool:
+def parse_bool(name: str, value: str) -> bool:
+    """An environment flag: 1/true/yes/on or 0/false/no/off (empty is false)."""
     lowered = value.strip().lower()
     if lowered in ("1", "true", "yes", "on"):
         return True
@@ -112,7 +113,7 @@ class S3Config:
             endpoint=_check_endpoint(endpoint),
             access_key=env.get("MLMODEL_S3_ACCESS_KEY", ""),
             secret_key=env.get("MLMODEL_S3_SECRET_KEY", ""),
-            secure=_parse_bool("MLMODEL_S3_SECURE", env.get("MLMODEL_S3_SECURE", "false")),
+            secure=parse_bool("MLMODEL_S3_SECURE", env.get("MLMODEL_S3_SECURE", "false")),
             region=env.get("MLMODEL_S3_REGION") or None,
         )
 

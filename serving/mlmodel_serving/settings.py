@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mlmodel_serving.artifacts import S3Config, validate_sha256
+from mlmodel_serving.artifacts import S3Config, parse_bool, validate_sha256
 
 DEFAULT_CACHE_DIR = "/var/cache/mlmodel"
 DEFAULT_MAX_BODY_BYTES = 16 * 1024 * 1024
@@ -92,15 +92,6 @@ class Settings:
     def batching(self) -> bool:
         """Micro-batching is on unless the batch size or latency is 0."""
         return self.max_batch_size > 1 and self.max_batch_latency_ms > 0
-
-
-def _env_bool(name: str, value: str) -> bool:
-    lowered = value.strip().lower()
-    if lowered in ("1", "true", "yes", "on"):
-        return True
-    if lowered in ("", "0", "false", "no", "off"):
-        return False
-    raise ValueError(f"invalid {name}={value!r}: expected true or false")
 
 
 def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
@@ -230,7 +221,7 @@ def load_settings(
         s3 = S3Config.from_env(
             {
                 "MLMODEL_S3_ENDPOINT": args.s3_endpoint,
-                "MLMODEL_S3_SECURE": str(_env_bool("MLMODEL_S3_SECURE", args.s3_secure)),
+                "MLMODEL_S3_SECURE": str(parse_bool("MLMODEL_S3_SECURE", args.s3_secure)),
                 "MLMODEL_S3_REGION": args.s3_region or "",
                 "MLMODEL_S3_ACCESS_KEY": env.get("MLMODEL_S3_ACCESS_KEY", ""),
                 "MLMODEL_S3_SECRET_KEY": env.get("MLMODEL_S3_SECRET_KEY", ""),
