@@ -31,8 +31,8 @@ from mlmodel_operator.localcluster import (
     MinioServer,
     OperatorRunner,
     Process,
-    _http_ok,
     free_port,
+    http_ok,
     wait_until,
 )
 
@@ -109,7 +109,7 @@ def serve_and_predict(
     proc.start()
     try:
         base = f"http://127.0.0.1:{port}"
-        proc.wait_ready(lambda: _http_ok(f"{base}/v2/health/ready"), 60)
+        proc.wait_ready(lambda: http_ok(f"{base}/v2/health/ready"), 60)
         show(f"  mlmodel-serve verified sha256 {art.sha256[:12]}... and loaded {art.uri}")
         body = {
             "inputs": [

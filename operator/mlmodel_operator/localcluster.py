@@ -186,7 +186,8 @@ def _start(proc: Process) -> Process:
     return proc
 
 
-def _http_ok(url: str, context: ssl.SSLContext | None = None, timeout: float = 2.0) -> bool:
+def http_ok(url: str, context: ssl.SSLContext | None = None, timeout: float = 2.0) -> bool:
+    """Whether a GET of ``url`` answers 2xx (False for an HTTP error status)."""
     try:
         with urllib.request.urlopen(url, timeout=timeout, context=context) as resp:
             return bool(200 <= resp.status < 300)
@@ -427,7 +428,7 @@ class MinioServer:
                 },
             )
         )
-        self.process.wait_ready(lambda: _http_ok(f"{self.url}/minio/health/ready"), timeout)
+        self.process.wait_ready(lambda: http_ok(f"{self.url}/minio/health/ready"), timeout)
         return self
 
     def stop(self) -> None:
@@ -476,7 +477,7 @@ class PrometheusServer:
                 self.workdir / "prometheus.log",
             )
         )
-        self.process.wait_ready(lambda: _http_ok(f"{self.url}/-/ready"), timeout)
+        self.process.wait_ready(lambda: http_ok(f"{self.url}/-/ready"), timeout)
         return self
 
     def query(self, promql: str, timeout: float = 10.0) -> list[dict[str, Any]]:
@@ -595,7 +596,7 @@ class LocalCluster:
                 self.logs / "etcd.log",
             )
         )
-        proc.wait_ready(lambda: _http_ok(f"{self.etcd_url}/health"), timeout)
+        proc.wait_ready(lambda: http_ok(f"{self.etcd_url}/health"), timeout)
 
     def _start_apiserver(self, timeout: float) -> None:
         assert self.pki is not None
@@ -631,7 +632,7 @@ class LocalCluster:
             )
         )
         ctx = self._ssl()
-        proc.wait_ready(lambda: _http_ok(f"{self.server}/readyz", ctx), timeout)
+        proc.wait_ready(lambda: http_ok(f"{self.server}/readyz", ctx), timeout)
 
     def _start_controller_manager(self, timeout: float) -> None:
         assert self.pki is not None
@@ -658,7 +659,7 @@ class LocalCluster:
             )
         )
         ctx = self._insecure_ssl()
-        proc.wait_ready(lambda: _http_ok(f"https://127.0.0.1:{port}/healthz", ctx), timeout)
+        proc.wait_ready(lambda: http_ok(f"https://127.0.0.1:{port}/healthz", ctx), timeout)
 
     def _start_scheduler(self, timeout: float) -> None:
         port = free_port()
@@ -680,7 +681,7 @@ class LocalCluster:
             )
         )
         ctx = self._insecure_ssl()
-        proc.wait_ready(lambda: _http_ok(f"https://127.0.0.1:{port}/healthz", ctx), timeout)
+        proc.wait_ready(lambda: http_ok(f"https://127.0.0.1:{port}/healthz", ctx), timeout)
 
     def _start_kwok(self, timeout: float) -> None:
         port = free_port()
@@ -701,7 +702,7 @@ class LocalCluster:
                 self.logs / "kwok.log",
             )
         )
-        proc.wait_ready(lambda: _http_ok(f"http://127.0.0.1:{port}/healthz"), timeout)
+        proc.wait_ready(lambda: http_ok(f"http://127.0.0.1:{port}/healthz"), timeout)
 
     # -- API helpers (plain HTTPS, so the harness needs no client library)
 
@@ -816,7 +817,7 @@ class OperatorRunner:
                 env=env,
             )
         )
-        self.process.wait_ready(lambda: _http_ok(f"http://127.0.0.1:{health}/healthz"), timeout)
+        self.process.wait_ready(lambda: http_ok(f"http://127.0.0.1:{health}/healthz"), timeout)
         return self
 
     def kill(self) -> None:

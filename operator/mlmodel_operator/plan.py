@@ -23,7 +23,7 @@ from typing import Any
 
 from mlmodel_operator.conditions import Phase, Reason, format_time
 from mlmodel_operator.desired import SHA256_ANNOTATION, VERSION_LABEL
-from mlmodel_operator.spec import ModelSpec
+from mlmodel_operator.spec import ModelSpec, SpecError, check_version_reuse
 
 ANN_RETIRING = "ml.lifecycle.io/retiring-since"
 ANN_APPLIED_HASH = "ml.lifecycle.io/applied-hash"
@@ -175,10 +175,9 @@ class MarkRetiring:
 
 @dataclass(frozen=True)
 class Retire:
-    """Archive ``deployment``'s version (if it ever served), verify, then delete it."""
+    """Archive ``deployment``'s version (it served traffic), verify, then delete it."""
 
     deployment: DeploymentState
-    served: bool
     reason: str = "SpecChanged"
 
 
@@ -218,14 +217,10 @@ class Plan:
 
 def digest_conflict(model: ModelSpec, observed: Observed) -> str | None:
     """A version string may never name two different artifacts."""
-    for entry in observed.history:
-        if entry.version == model.version and entry.sha256 != model.artifact.sha256:
-            return (
-                f"spec.version: {model.version!r} was already served with sha256 "
-                f"{entry.sha256[:12]}…, and spec.artifact.sha256 is now "
-                f"{model.artifact.sha256[:12]}…; a version's digest never changes: "
-                "publish the new artifact under a new spec.version"
-            )
+    try:
+        check_version_reuse(model, [e.to_status() for e in observed.history])
+    except SpecError as exc:
+        return str(exc)
     dep = observed.deployment(model.version)
     if dep is not None and dep.sha256 and dep.sha256 != model.artifact.sha256:
         return (
@@ -376,7 +371,7 @@ def plan(model: ModelSpec, observed: Observed, secret_name: str) -> Plan:
         if waited < drain:
             requeue.append(max(drain - waited, 0.5))
             continue
-        actions.append(Retire(dep, served=True))
+        actions.append(Retire(dep))
         requeue.append(POLL_SECONDS)
 
     # An open history entry whose Deployment is already gone: the operator stopped between
@@ -389,7 +384,7 @@ def plan(model: ModelSpec, observed: Observed, secret_name: str) -> Plan:
                 available=0, ready=0, updated=0, current=True,
                 created_at=parse_time(entry.deployed_at) or now,
             )  # fmt: skip
-            actions.append(Retire(gone, served=True))
+            actions.append(Retire(gone))
             retiring = True
 
     if retiring:

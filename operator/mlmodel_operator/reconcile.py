@@ -12,7 +12,7 @@ import hashlib
 import json
 import threading
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from mlmodel_operator import conditions as c
@@ -194,14 +194,7 @@ class Reconciler:
         observed = self._observe(model, old_status)
         verdict = self.verifier.check(model.artifact)
         if verdict.blocks_rollout:
-            observed = Observed(
-                observed.deployments,
-                observed.service_version,
-                observed.history,
-                observed.now,
-                observed.secret_present,
-                (verdict.reason, verdict.message),
-            )
+            observed = replace(observed, artifact_problem=(verdict.reason, verdict.message))
         p = plan(model, observed, self.settings.s3_credentials_secret)
         events = list(p.events)
         requeue = [p.requeue_after] if p.requeue_after else []

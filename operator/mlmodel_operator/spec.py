@@ -318,7 +318,8 @@ def check_version_reuse(model: ModelSpec, history: Iterable[Mapping[str, Any]]) 
                 "spec.artifact.sha256",
                 model.artifact.sha256,
                 f"{recorded}, the digest version {model.version!r} was served with before "
-                "(status.history): a version's digest never changes, publish a new version",
+                "(status.history): a version's digest never changes, publish a new version "
+                "(a new spec.version)",
             )
 
 

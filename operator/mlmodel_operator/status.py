@@ -13,7 +13,7 @@ from typing import Any
 
 from mlmodel_operator import conditions as c
 from mlmodel_operator.conditions import Phase, Reason
-from mlmodel_operator.desired import digest_prefix
+from mlmodel_operator.desired import digest_prefix, ready_summary
 from mlmodel_operator.plan import DeploymentState, HistoryEntry, Plan
 from mlmodel_operator.spec import ModelSpec
 from mlmodel_operator.verify import Verdict
@@ -107,7 +107,7 @@ def build_status(
         "message": plan.message,
         "replicas": desired,
         "readyReplicas": available,
-        "ready": f"{available}/{desired}",
+        "ready": ready_summary(available, desired),
         "conditions": conds,
         "history": [e.to_status() for e in history],
     }

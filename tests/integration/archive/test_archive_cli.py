@@ -32,7 +32,7 @@ from archive_helpers import (
 from mlmodel_operator import ledger
 from mlmodel_operator.archive import S3Archiver
 from mlmodel_operator.ledger import S3Ledger
-from mlmodel_operator.localcluster import MinioServer, _http_ok, free_port, wait_until
+from mlmodel_operator.localcluster import MinioServer, free_port, http_ok, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -224,7 +224,7 @@ def served(minio: MinioServer, archived: Archived, tmp_path: Path) -> Iterator[i
     try:
         wait_until(
             "replayed model ready",
-            lambda: proc.poll() is None and _http_ok(f"http://127.0.0.1:{port}/v2/health/ready"),
+            lambda: proc.poll() is None and http_ok(f"http://127.0.0.1:{port}/v2/health/ready"),
             60,
         )
         yield port
