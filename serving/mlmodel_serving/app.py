@@ -33,7 +33,7 @@ from mlmodel_serving.model import (
     library_versions,
 )
 from mlmodel_serving.openapi import openapi_document
-from mlmodel_serving.predictor import DirectPredictor, Predictor
+from mlmodel_serving.predictor import DirectPredictor, PredictCost, Predictor
 from mlmodel_serving.protocol import (
     InferenceError,
     MethodNotAllowed,
@@ -200,8 +200,9 @@ class ServingApp:
         self.metrics.drift.baseline_loaded = True
 
     def _make_predictor(self, model: SklearnModel) -> Predictor:
+        cost = PredictCost(self.settings.inline_predict_ms / 1000.0)
         if not self.settings.batching:
-            return DirectPredictor(model, self.metrics, self.executor)
+            return DirectPredictor(model, self.metrics, self.executor, cost)
         return BatchingPredictor(
             model,
             self.metrics,
@@ -210,6 +211,7 @@ class ServingApp:
             max_batch_latency=self.settings.max_batch_latency_ms / 1000.0,
             lanes=self.settings.predict_threads,
             open_connections=self._open_connections,
+            cost=cost,
         )
 
     def _open_connections(self) -> int | None:

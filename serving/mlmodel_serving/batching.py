@@ -15,7 +15,9 @@ When a batch closes, for a free predict lane:
   timer, and a full house does not wait either.
 
 While the lane is busy, new requests queue; when it frees, the next batch goes at once
-if it is due. Results are split back so each caller gets exactly its own rows. If
+if it is due. A batch whose model's recent predict calls were cheaper than a thread
+hand-off (:class:`~mlmodel_serving.predictor.PredictCost`) is predicted on the event loop
+instead of in the lane. Results are split back so each caller gets exactly its own rows. If
 ``predict`` fails on a batch, each request of the batch is predicted again on its own,
 so only the request whose input breaks the model gets the error.
 """
@@ -35,7 +37,7 @@ import numpy as np
 
 from mlmodel_serving.metrics import ServingMetrics
 from mlmodel_serving.model import SklearnModel
-from mlmodel_serving.predictor import Outputs, predict_and_observe
+from mlmodel_serving.predictor import Outputs, PredictCost, predict_and_observe
 from mlmodel_serving.protocol import NotReady
 
 BatchKey = tuple[tuple[str, ...], str]
@@ -61,6 +63,7 @@ class BatchingPredictor:
         max_batch_latency: float,
         lanes: int = 1,
         open_connections: Callable[[], int | None] | None = None,
+        cost: PredictCost | None = None,
     ) -> None:
         if max_batch_size < 1 or max_batch_latency <= 0:
             raise ValueError("batching needs max_batch_size >= 1 and max_batch_latency > 0")
@@ -71,6 +74,7 @@ class BatchingPredictor:
         self.max_batch_latency = max_batch_latency
         self._lanes = lanes
         self._open_connections = open_connections
+        self._cost = cost or PredictCost(0.0)
         self._queues: dict[BatchKey, deque[_Pending]] = {}
         self._queued_rows: dict[BatchKey, int] = {}
         self._queued_requests = 0
@@ -85,8 +89,17 @@ class BatchingPredictor:
         loop = asyncio.get_running_loop()
         rows = x.shape[0]
         if rows > self.max_batch_size:
+            if self._cost.inline(rows):
+                return predict_and_observe(self._model, self._metrics, x, outputs, 1, self._cost)
             return await loop.run_in_executor(
-                self._executor, predict_and_observe, self._model, self._metrics, x, outputs, 1
+                self._executor,
+                predict_and_observe,
+                self._model,
+                self._metrics,
+                x,
+                outputs,
+                1,
+                self._cost,
             )
         key = (outputs, x.dtype.str)
         queue = self._queues.get(key)
@@ -172,8 +185,14 @@ class BatchingPredictor:
         for pending in batch:
             self._metrics.observe_queue_wait(now - pending.enqueued)
         x = batch[0].x if len(batch) == 1 else np.concatenate([p.x for p in batch])
+        if self._cost.inline(rows):
+            results = _predict_batch(self._model, self._metrics, self._cost, x, key[0], batch)
+            _deliver(batch, results)
+            return
         self._inflight += 1
-        work = self._executor.submit(_predict_batch, self._model, self._metrics, x, key[0], batch)
+        work = self._executor.submit(
+            _predict_batch, self._model, self._metrics, self._cost, x, key[0], batch
+        )
         asyncio.wrap_future(work).add_done_callback(lambda done: self._finish(batch, done))
 
     def _finish(
@@ -184,13 +203,7 @@ class BatchingPredictor:
             results = done.result()
         except BaseException as exc:  # the executor itself failed (e.g. shut down)
             results = [exc] * len(batch)
-        for pending, result in zip(batch, results, strict=True):
-            if pending.future.done():
-                continue
-            if isinstance(result, BaseException):
-                pending.future.set_exception(result)
-            else:
-                pending.future.set_result(result)
+        _deliver(batch, results)
         self._check()
 
     async def close(self) -> None:
@@ -206,24 +219,35 @@ class BatchingPredictor:
         self._queued_requests = 0
 
 
+def _deliver(batch: list[_Pending], results: list[Outputs | BaseException]) -> None:
+    for pending, result in zip(batch, results, strict=True):
+        if pending.future.done():  # cancelled by its caller meanwhile
+            continue
+        if isinstance(result, BaseException):
+            pending.future.set_exception(result)
+        else:
+            pending.future.set_result(result)
+
+
 def _predict_batch(
     model: SklearnModel,
     metrics: ServingMetrics,
+    cost: PredictCost,
     x: np.ndarray[Any, Any],
     outputs: tuple[str, ...],
     batch: list[_Pending],
 ) -> list[Outputs | BaseException]:
-    """Runs in the worker thread: one predict for the batch, split back per request."""
+    """One predict for the batch (in a worker thread or inline), split back per request."""
     try:
-        result = predict_and_observe(model, metrics, x, outputs, len(batch))
-    except Exception:
+        result = predict_and_observe(model, metrics, x, outputs, len(batch), cost)
+    except Exception as exc:
         if len(batch) == 1:
-            raise
+            return [exc]
         # Find the culprit: predict each request on its own.
         retried: list[Outputs | BaseException] = []
         for pending in batch:
             try:
-                retried.append(predict_and_observe(model, metrics, pending.x, outputs, 1))
+                retried.append(predict_and_observe(model, metrics, pending.x, outputs, 1, cost))
             except Exception as exc:
                 retried.append(exc)
         return retried

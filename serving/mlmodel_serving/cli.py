@@ -20,7 +20,7 @@ from mlmodel_serving.app import ServingApp, create_app
 from mlmodel_serving.artifacts import fetch_bytes, fetch_verified
 from mlmodel_serving.drift import Baseline
 from mlmodel_serving.httpserver import HttpServer
-from mlmodel_serving.model import SklearnModel, silence_feature_name_warnings
+from mlmodel_serving.model import SklearnModel, quiet_warnings
 from mlmodel_serving.settings import Settings, load_settings
 
 log = logging.getLogger("mlmodel_serving")
@@ -145,6 +145,7 @@ async def serve(settings: Settings) -> int:
             if settings.drift_baseline_uri:
                 baseline = await asyncio.to_thread(load_drift_baseline, settings, model)
                 app.set_drift_baseline(baseline)
+            quiet_warnings()
             app.set_model(model)
             log.info(
                 "model loaded and verified; ready",
@@ -176,7 +177,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"mlmodel-serve: {exc}", file=sys.stderr)
         return 2
     configure_logging(settings.log_format, settings.log_level)
-    silence_feature_name_warnings()
+    logging.captureWarnings(True)  # load-time warnings (e.g. an unpickling version skew) as logs
+    if settings.gil_switch_interval_ms > 0:
+        # A forest's predict is mostly Python (one task per tree) and holds the GIL; with
+        # Python's 5 ms switch interval the event loop waits that long each time it needs
+        # the GIL back to read or answer a request (see docs/serving.md).
+        sys.setswitchinterval(settings.gil_switch_interval_ms / 1000.0)
     prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]  # halves /metrics
     try:
         import uvloop

@@ -1,8 +1,13 @@
-"""Running predict calls off the event loop, with their metrics.
+"""Running predict calls, off the event loop unless they are cheaper than the hand-off.
 
-:class:`DirectPredictor` predicts each request on its own in a worker thread, so the
-event loop (health checks, metrics, parsing) never waits for the model. The batching
-predictor in :mod:`mlmodel_serving.batching` has the same interface.
+:class:`DirectPredictor` predicts each request on its own. A call goes to a worker
+thread, so the event loop (health checks, metrics, parsing) never waits for a slow
+model; but handing a call to a thread and back costs a few hundred microseconds of
+thread switching and GIL hand-over, which is as much as a small model's whole
+``predict``. So while the recent calls of this model took less than
+``inline_predict_ms`` (:class:`PredictCost`), a call runs on the event loop itself.
+The batching predictor in :mod:`mlmodel_serving.batching` has the same interface and
+makes the same choice per batch.
 """
 
 from __future__ import annotations
@@ -19,6 +24,10 @@ from mlmodel_serving.model import PREDICT, PREDICT_PROBA, SklearnModel
 
 Outputs = dict[str, np.ndarray[Any, Any]]
 
+# A call with more rows than this always goes to a thread, whatever the recent cost:
+# the cost of a call grows with its rows, and the recent calls may all have been small.
+INLINE_MAX_ROWS = 1024
+
 
 class Predictor(Protocol):
     async def predict(self, x: np.ndarray[Any, Any], outputs: tuple[str, ...]) -> Outputs:
@@ -30,20 +39,49 @@ class Predictor(Protocol):
         ...
 
 
+class PredictCost:
+    """The recent time of one predict call (exponentially weighted), and where calls run.
+
+    ``inline_below`` seconds: calls run on the event loop while the recent mean is under
+    it; 0 sends every call to a thread. Until a first call has been timed, calls go to a
+    thread. Updated from any thread; a lost update under a race only delays the mean.
+    """
+
+    ALPHA = 0.2
+
+    def __init__(self, inline_below: float) -> None:
+        self.inline_below = inline_below
+        self.mean: float | None = None
+
+    def record(self, seconds: float) -> None:
+        mean = self.mean
+        self.mean = seconds if mean is None else mean + self.ALPHA * (seconds - mean)
+
+    def inline(self, rows: int) -> bool:
+        """True when a call of ``rows`` rows should run on the event loop."""
+        mean = self.mean
+        return mean is not None and mean < self.inline_below and rows <= INLINE_MAX_ROWS
+
+
 def predict_and_observe(
     model: SklearnModel,
     metrics: ServingMetrics,
     x: np.ndarray[Any, Any],
     outputs: tuple[str, ...],
     requests: int,
+    cost: PredictCost | None = None,
 ) -> Outputs:
     """Call the model once and record the batch, input and prediction metrics.
 
-    Runs in a worker thread; ``prometheus_client`` metrics are thread-safe.
+    Runs in a worker thread or on the event loop; ``prometheus_client`` metrics are
+    thread-safe.
     """
     start = time.perf_counter()
     result = model.predict(x, outputs)
-    metrics.observe_batch(x.shape[0], requests, time.perf_counter() - start)
+    seconds = time.perf_counter() - start
+    if cost is not None:
+        cost.record(seconds)
+    metrics.observe_batch(x.shape[0], requests, seconds)
     labels: np.ndarray[Any, Any] | None = None
     if PREDICT in result:
         labels = result[PREDICT]
@@ -56,17 +94,33 @@ def predict_and_observe(
 
 
 class DirectPredictor:
-    """One predict call per request, in ``executor``."""
+    """One predict call per request: on the event loop when cheap, else in ``executor``."""
 
-    def __init__(self, model: SklearnModel, metrics: ServingMetrics, executor: Executor) -> None:
+    def __init__(
+        self,
+        model: SklearnModel,
+        metrics: ServingMetrics,
+        executor: Executor,
+        cost: PredictCost | None = None,
+    ) -> None:
         self._model = model
         self._metrics = metrics
         self._executor = executor
+        self._cost = cost or PredictCost(0.0)
 
     async def predict(self, x: np.ndarray[Any, Any], outputs: tuple[str, ...]) -> Outputs:
+        if self._cost.inline(x.shape[0]):
+            return predict_and_observe(self._model, self._metrics, x, outputs, 1, self._cost)
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(
-            self._executor, predict_and_observe, self._model, self._metrics, x, outputs, 1
+            self._executor,
+            predict_and_observe,
+            self._model,
+            self._metrics,
+            x,
+            outputs,
+            1,
+            self._cost,
         )
 
     async def close(self) -> None:

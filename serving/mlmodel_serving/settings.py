@@ -17,8 +17,10 @@ from mlmodel_serving.artifacts import S3Config, parse_bool, validate_sha256
 
 DEFAULT_CACHE_DIR = "/var/cache/mlmodel"
 DEFAULT_MAX_BODY_BYTES = 16 * 1024 * 1024
-DEFAULT_MAX_BATCH_SIZE = 32
+DEFAULT_MAX_BATCH_SIZE = 1024
 DEFAULT_MAX_BATCH_LATENCY_MS = 2.0
+DEFAULT_INLINE_PREDICT_MS = 1.0
+DEFAULT_GIL_SWITCH_INTERVAL_MS = 0.2
 
 
 @dataclass(frozen=True)
@@ -37,6 +39,8 @@ class Settings:
     max_batch_size: int = DEFAULT_MAX_BATCH_SIZE
     max_batch_latency_ms: float = DEFAULT_MAX_BATCH_LATENCY_MS
     predict_threads: int = 1
+    inline_predict_ms: float = DEFAULT_INLINE_PREDICT_MS
+    gil_switch_interval_ms: float = DEFAULT_GIL_SWITCH_INTERVAL_MS
     keepalive_timeout: float = 60.0
     graceful_timeout: float = 25.0
     drift_baseline_uri: str = ""
@@ -77,14 +81,26 @@ class Settings:
             raise ValueError(f"invalid log format {self.log_format!r}: expected json or text")
         if self.max_batch_size < 0:
             raise ValueError(
-                f"invalid max batch size {self.max_batch_size}: expected >= 0 (0 disables batching)"
+                f"invalid MLMODEL_MAX_BATCH_SIZE (--max-batch-size) {self.max_batch_size}: "
+                "expected >= 0 rows (0 disables batching)"
             )
         if self.max_batch_latency_ms < 0:
             raise ValueError(
-                f"invalid max batch latency {self.max_batch_latency_ms} ms: expected >= 0 (0 disables batching)"
+                f"invalid MLMODEL_MAX_BATCH_LATENCY_MS (--max-batch-latency-ms) "
+                f"{self.max_batch_latency_ms}: expected >= 0 ms (0 disables batching)"
             )
         if self.drift_window_rows < 1:
             raise ValueError(f"invalid drift window {self.drift_window_rows} rows: expected >= 1")
+        if self.inline_predict_ms < 0:
+            raise ValueError(
+                f"invalid MLMODEL_INLINE_PREDICT_MS (--inline-predict-ms) {self.inline_predict_ms}: "
+                "expected >= 0 ms (0 always predicts in the predict threads)"
+            )
+        if self.gil_switch_interval_ms < 0:
+            raise ValueError(
+                f"invalid MLMODEL_GIL_SWITCH_INTERVAL_MS (--gil-switch-interval-ms) "
+                f"{self.gil_switch_interval_ms}: expected >= 0 ms (0 keeps Python's 5 ms)"
+            )
         if self.predict_threads < 1:
             raise ValueError(f"invalid predict threads {self.predict_threads}: expected >= 1")
 
@@ -181,6 +197,20 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
         help="threads running predict calls [MLMODEL_PREDICT_THREADS]",
     )
     p.add_argument(
+        "--inline-predict-ms",
+        type=float,
+        default=float(env("MLMODEL_INLINE_PREDICT_MS", str(DEFAULT_INLINE_PREDICT_MS))),
+        help="predict on the event loop, without a thread hand-off, while recent predict "
+        "calls took less than this; 0 always uses the predict threads [MLMODEL_INLINE_PREDICT_MS]",
+    )
+    p.add_argument(
+        "--gil-switch-interval-ms",
+        type=float,
+        default=float(env("MLMODEL_GIL_SWITCH_INTERVAL_MS", str(DEFAULT_GIL_SWITCH_INTERVAL_MS))),
+        help="how long a predict thread may hold the GIL while the event loop waits for it "
+        "(sys.setswitchinterval); 0 keeps Python's 5 ms [MLMODEL_GIL_SWITCH_INTERVAL_MS]",
+    )
+    p.add_argument(
         "--drift-baseline-uri",
         default=env("MLMODEL_DRIFT_BASELINE_URI"),
         help="baseline.json for input drift (PSI) metrics; s3:// or a local path "
@@ -246,6 +276,8 @@ def load_settings(
         max_batch_size=args.max_batch_size,
         max_batch_latency_ms=args.max_batch_latency_ms,
         predict_threads=args.predict_threads,
+        inline_predict_ms=args.inline_predict_ms,
+        gil_switch_interval_ms=args.gil_switch_interval_ms,
         keepalive_timeout=args.keepalive_timeout,
         graceful_timeout=args.graceful_timeout,
         drift_baseline_uri=args.drift_baseline_uri,

@@ -17,10 +17,21 @@ from mlmodel_serving.app import create_app
 from mlmodel_serving.batching import BatchingPredictor
 from mlmodel_serving.metrics import ServingMetrics
 from mlmodel_serving.model import SklearnModel
-from mlmodel_serving.predictor import DirectPredictor
+from mlmodel_serving.predictor import DirectPredictor, PredictCost
 from mlmodel_serving.protocol import NotReady
 
 BOTH = ("predict", "predict_proba")
+
+
+def inline_cost() -> PredictCost:
+    """A cost that sends every call to the event loop from the first one."""
+    cost = PredictCost(inline_below=10.0)
+    cost.mean = 0.0
+    return cost
+
+
+# Where predict runs: in the worker thread, or on the event loop (a cheap model).
+WHERE = pytest.mark.parametrize("inline", [False, True], ids=["thread", "inline"])
 
 
 @pytest.fixture
@@ -34,10 +45,13 @@ def run(
     model: SklearnModel,
     executor: ThreadPoolExecutor,
     scenario: Callable[[BatchingPredictor], Awaitable[Any]],
+    inline: bool = False,
     **kw: Any,
 ) -> tuple[Any, CollectorRegistry]:
     registry = CollectorRegistry()
     options: dict[str, Any] = {"max_batch_size": 8, "max_batch_latency": 0.05, **kw}
+    if inline:
+        options["cost"] = inline_cost()
 
     async def main() -> Any:
         predictor = BatchingPredictor(
@@ -64,10 +78,12 @@ def batches(registry: CollectorRegistry) -> tuple[float, float, float]:
     )
 
 
+@WHERE
 def test_each_caller_gets_its_own_rows_as_if_alone(
     iris_model: SklearnModel,
     iris: tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]],
     executor: ThreadPoolExecutor,
+    inline: bool,
 ) -> None:
     x = iris[0]
     rng = np.random.default_rng(0)
@@ -82,7 +98,7 @@ def test_each_caller_gets_its_own_rows_as_if_alone(
     async def scenario(p: BatchingPredictor) -> list[dict[str, np.ndarray[Any, Any]]]:
         return await asyncio.gather(*(p.predict(rows, outputs) for rows, outputs in requests))
 
-    results, registry = run(iris_model, executor, scenario, max_batch_size=16)
+    results, registry = run(iris_model, executor, scenario, inline, max_batch_size=16)
     for (rows, outputs), result in zip(requests, results, strict=True):
         assert tuple(result) == outputs
         alone = iris_model.predict(rows, outputs)
@@ -117,15 +133,19 @@ def test_batches_close_at_max_size_and_an_overflowing_request_starts_the_next(
     assert elapsed < 5
 
 
+@WHERE
 def test_a_request_larger_than_max_batch_size_is_predicted_alone(
     iris_model: SklearnModel,
     iris: tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]],
     executor: ThreadPoolExecutor,
+    inline: bool,
 ) -> None:
     async def scenario(p: BatchingPredictor) -> dict[str, np.ndarray[Any, Any]]:
         return await p.predict(iris[0][:20], ("predict",))
 
-    result, registry = run(iris_model, executor, scenario, max_batch_size=8, max_batch_latency=10.0)
+    result, registry = run(
+        iris_model, executor, scenario, inline, max_batch_size=8, max_batch_latency=10.0
+    )
     np.testing.assert_array_equal(result["predict"], iris_model.estimator.predict(iris[0][:20]))
     assert batches(registry) == (1, 20, 1)
 
@@ -195,7 +215,10 @@ def test_a_queue_that_is_always_full_does_not_starve_another(
     assert finished.index("proba") < len(finished) - 1
 
 
-def test_a_failing_request_does_not_fail_the_others(executor: ThreadPoolExecutor) -> None:
+@WHERE
+def test_a_failing_request_does_not_fail_the_others(
+    executor: ThreadPoolExecutor, inline: bool
+) -> None:
     model = SklearnModel(ExplodingClassifier(), "iris", "1", FAKE_SHA)
     rows = [[1.0, 0, 0, 0], [666.0, 0, 0, 0], [-1.0, 0, 0, 0], [2.0, 0, 0, 0]]
 
@@ -204,9 +227,27 @@ def test_a_failing_request_does_not_fail_the_others(executor: ThreadPoolExecutor
             *(p.predict(np.array([r]), ("predict",)) for r in rows), return_exceptions=True
         )
 
-    results, _ = run(model, executor, scenario, max_batch_latency=0.02)
+    results, _ = run(model, executor, scenario, inline, max_batch_latency=0.02)
     assert [r["predict"].tolist() for r in (results[0], results[2], results[3])] == [[1], [0], [1]]
     assert isinstance(results[1], RuntimeError) and "boom" in str(results[1])
+
+
+@WHERE
+def test_a_lone_failing_request_gets_its_own_error(
+    executor: ThreadPoolExecutor, inline: bool
+) -> None:
+    model = SklearnModel(ExplodingClassifier(), "iris", "1", FAKE_SHA)
+
+    async def scenario(p: BatchingPredictor) -> list[Any]:
+        first = await asyncio.gather(
+            p.predict(np.array([[666.0, 0, 0, 0]]), ("predict",)), return_exceptions=True
+        )
+        # The predictor still answers after the failure.
+        return [*first, await p.predict(np.array([[1.0, 0, 0, 0]]), ("predict",))]
+
+    (failed, ok), _ = run(model, executor, scenario, inline, max_batch_latency=0.01)
+    assert isinstance(failed, RuntimeError) and "boom" in str(failed)
+    assert ok["predict"].tolist() == [1]
 
 
 def test_close_fails_what_is_still_queued(
@@ -222,6 +263,38 @@ def test_close_fails_what_is_still_queued(
             await p.predict(np.array([[5.1, 3.5, 1.4, 0.2]]), ("predict",))
 
     run(iris_model, executor, scenario, max_batch_latency=5.0)
+
+
+def test_predict_cost_decides_where_calls_run() -> None:
+    cost = PredictCost(inline_below=0.001)
+    assert not cost.inline(1)  # nothing timed yet: a thread
+    cost.record(0.0002)
+    assert cost.inline(1) and cost.inline(1024)
+    assert not cost.inline(1025)  # too many rows to trust the recent cost
+    for _ in range(20):
+        cost.record(0.005)  # the model got slow: the mean follows
+    assert not cost.inline(1)
+    never = PredictCost(inline_below=0.0)
+    never.record(0.0)
+    assert not never.inline(1)
+
+
+@WHERE
+def test_direct_predictor_answers_the_same_inline_or_in_a_thread(
+    iris_model: SklearnModel,
+    iris: tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]],
+    executor: ThreadPoolExecutor,
+    inline: bool,
+) -> None:
+    registry = CollectorRegistry()
+    cost = inline_cost() if inline else PredictCost(0.0)
+    predictor = DirectPredictor(iris_model, ServingMetrics(registry, "iris"), executor, cost)
+    x = iris[0][:7]
+    result = asyncio.run(predictor.predict(x, BOTH))
+    np.testing.assert_array_equal(result["predict"], iris_model.estimator.predict(x))
+    np.testing.assert_array_equal(result["predict_proba"], iris_model.estimator.predict_proba(x))
+    assert cost.mean is not None
+    assert registry.get_sample_value("mlmodel_batch_size_sum", {"model": "iris"}) == 7
 
 
 def test_batching_is_on_by_default_and_zero_disables_it(iris_model: SklearnModel) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -9,12 +10,13 @@ import joblib
 import numpy as np
 import pytest
 from serving_helpers import FAKE_SHA
+from sklearn.ensemble import RandomForestClassifier
 from sklearn.linear_model import LinearRegression, LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from mlmodel_serving.artifacts import DigestMismatchError, sha256_file
-from mlmodel_serving.model import ModelInputError, SklearnModel, library_versions
+from mlmodel_serving.model import ModelInputError, SklearnModel, library_versions, quiet_warnings
 
 
 def test_outputs_follow_the_estimator(
@@ -79,3 +81,28 @@ def test_load_verifies_the_digest(
 
 def test_library_versions() -> None:
     assert set(library_versions()) == {"python", "sklearn", "joblib", "numpy"}
+
+
+class _NoisyForest(RandomForestClassifier):
+    """Warns on every predict, as a model fitted on a DataFrame does on array input."""
+
+    def predict_proba(self, X: Any) -> Any:
+        warnings.warn("X does not have valid feature names", UserWarning, stacklevel=2)
+        return super().predict_proba(X)
+
+
+def test_quiet_warnings_leaves_one_filter_and_predictions_unchanged() -> None:
+    rng = np.random.default_rng(0)
+    x_fit = rng.normal(size=(60, 3))
+    forest = _NoisyForest(n_estimators=5, random_state=0).fit(x_fit, x_fit[:, 0] > 0)
+    x = rng.normal(size=(4, 3))
+    with warnings.catch_warnings(record=True) as before:
+        warnings.simplefilter("always")
+        expected = forest.predict_proba(x)
+    assert any("feature names" in str(w.message) for w in before)
+    with warnings.catch_warnings(record=True) as after:  # restores the filters afterwards
+        quiet_warnings()
+        assert warnings.filters == [("ignore", None, Warning, None, 0)]
+        got = forest.predict_proba(x)
+    assert after == []
+    np.testing.assert_array_equal(got, expected)

@@ -59,6 +59,18 @@ def test_defaults() -> None:
     assert s.s3 is None
     assert s.cache_dir == Path("/var/cache/mlmodel")
     assert (s.http_host, s.http_port, s.log_format) == ("0.0.0.0", 8080, "json")
+    assert (s.max_batch_size, s.max_batch_latency_ms, s.batching) == (1024, 2.0, True)
+    assert (s.inline_predict_ms, s.gil_switch_interval_ms) == (1.0, 0.2)
+
+
+def test_tuning_from_the_environment_and_flags() -> None:
+    env = {**BASE, "MLMODEL_INLINE_PREDICT_MS": "0", "MLMODEL_GIL_SWITCH_INTERVAL_MS": "0"}
+    assert (
+        load_settings([], env).inline_predict_ms,
+        load_settings([], env).gil_switch_interval_ms,
+    ) == (0, 0)
+    s = load_settings(["--inline-predict-ms", "2.5", "--gil-switch-interval-ms", "1"], env)
+    assert (s.inline_predict_ms, s.gil_switch_interval_ms) == (2.5, 1.0)
 
 
 def test_flags_override_the_environment() -> None:
@@ -79,8 +91,10 @@ def test_flags_override_the_environment() -> None:
         ({"MLMODEL_HTTP_PORT": "http"}, "invalid numeric setting"),
         ({"MLMODEL_ARTIFACT_FORMAT": "onnx"}, "expected joblib"),
         ({"MLMODEL_HTTP_PORT": "70000"}, "1-65535"),
-        ({"MLMODEL_MAX_BATCH_SIZE": "-1"}, "0 disables"),
-        ({"MLMODEL_MAX_BATCH_LATENCY_MS": "-1"}, "0 disables"),
+        ({"MLMODEL_MAX_BATCH_SIZE": "-1"}, "MLMODEL_MAX_BATCH_SIZE .*-1: expected >= 0"),
+        ({"MLMODEL_MAX_BATCH_LATENCY_MS": "-1"}, "MLMODEL_MAX_BATCH_LATENCY_MS .*0 disables"),
+        ({"MLMODEL_INLINE_PREDICT_MS": "-0.5"}, "MLMODEL_INLINE_PREDICT_MS .*-0.5: expected >= 0"),
+        ({"MLMODEL_GIL_SWITCH_INTERVAL_MS": "-1"}, "MLMODEL_GIL_SWITCH_INTERVAL_MS .*5 ms"),
     ],
 )
 def test_bad_settings_name_the_variable_and_the_accepted_values(
