@@ -594,11 +594,15 @@ def bench_model(
                         )
                     runs.append(entry)
         info["paired"] = {}
-        for name in OURS:
+        # hello-raw too: the bare HTTP round trip under the same rhythm (a server that
+        # idled through an in-process predict answers slower than a busy one: on this VM
+        # a wake-up from idle costs ~0.3 ms), the floor of the overhead.
+        for name in (*OURS, "hello-raw"):
             srv = live.get(name)
             if srv is None or not srv.alive():
                 continue
             for b in opts.batches:
+                before = scrape_server_side(srv)
                 p = paired.paired_overhead(
                     case.model,
                     case.batch(b),
@@ -607,6 +611,15 @@ def bench_model(
                     case.v2_body(b),
                     budget_s=opts.duration_s * 1.5,
                 )
+                after = scrape_server_side(srv)
+                if before is not None and after is not None and after[1] > before[1]:
+                    # The server's own clock: from request read to answer, and in predict.
+                    p["in_server_request_ms"] = (
+                        1000.0 * (after[0] - before[0]) / (after[1] - before[1])
+                    )
+                    p["in_server_predict_ms"] = (
+                        1000.0 * (after[2] - before[2]) / (after[3] - before[3])
+                    )
                 info["paired"].setdefault(name, {})[str(b)] = p
                 print(
                     f"#   {case.name} c=1 b={b} {name:18s} paired: predict"
@@ -631,6 +644,17 @@ def drain(srv: Server, case: ModelCase) -> None:
     """
     with contextlib.suppress(OSError):
         http("POST", srv.url, case.v2_body(1), timeout=DRAIN_TIMEOUT_S, headers=JSON)
+
+
+def scrape_server_side(srv: Server) -> tuple[float, float, float, float] | None:
+    """(request seconds sum, count, predict seconds sum, count) of ours' inference route."""
+    try:
+        text = srv.scrape_metrics()
+        request = report.histogram_sum_count(text, "request_duration", "/infer")
+        predict = report.histogram_sum_count(text, "predict_duration")
+    except (ValueError, RuntimeError, OSError):
+        return None
+    return (*request, *predict)
 
 
 def scrape_batch(srv: Server) -> tuple[float, float] | None:
@@ -770,8 +794,10 @@ def render_markdown(results: dict[str, Any]) -> str:
                 f"{p['inprocess_default_filters_ms']:.3f}",
                 f"{p['inprocess_server_filters_ms']:.3f}",
                 f"{p['server_ms']:.3f}",
-                f"{p['overhead_ms']:+.3f}",
-                f"{p['overhead_fraction'] * 100:+.1f}%",
+                f"{p['overhead_ms']:+.3f}" if name in OURS else "-",
+                f"{p['overhead_fraction'] * 100:+.1f}%" if name in OURS else "-",
+                report.fmt_num(p.get("in_server_request_ms"), 3),
+                report.fmt_num(p.get("in_server_predict_ms"), 3),
             ]
             for name, by_batch in info.get("paired", {}).items()
             for b, p in by_batch.items()
@@ -779,8 +805,12 @@ def render_markdown(results: dict[str, Any]) -> str:
         if paired_rows:
             lines += [
                 f"Server overhead at concurrency 1, paired samples, {model} (medians, ms;"
-                " each sample is an in-process `predict` with the default warnings filters,"
-                " one with the server's single filter, then one request):",
+                " each sample is one request, then one in-process `predict` of the same rows"
+                " with the server's single warnings filter; every other sample times the"
+                " `predict` with the default filters instead, a column of its own; hello-raw"
+                ' is the bare HTTP round trip under the same rhythm; "in server" is the'
+                " server's own clock, mean time from reading a request to answering it, and in"
+                " predict):",
                 "",
                 report.markdown_table(
                     [
@@ -792,6 +822,8 @@ def render_markdown(results: dict[str, Any]) -> str:
                         "request",
                         "overhead",
                         "overhead / predict",
+                        "in server: request",
+                        "in server: predict",
                     ],
                     paired_rows,
                 ),

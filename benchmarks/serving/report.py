@@ -114,19 +114,25 @@ def wrk_lua_script(body: str, content_type: str = "application/json") -> str:
     )
 
 
-def histogram_sum_count(metrics_text: str, name_contains: str) -> tuple[float, float]:
+def histogram_sum_count(
+    metrics_text: str, name_contains: str, labels_contain: str = ""
+) -> tuple[float, float]:
     """Sum and count of the Prometheus histogram whose name contains `name_contains`.
 
-    Adds up all label sets of the first matching histogram family, so a histogram
-    labelled by model or output still gives one total.
+    Adds up all label sets of the first matching histogram family (only those whose
+    label text contains `labels_contain`), so a histogram labelled by model or output
+    still gives one total.
     """
     sums: dict[str, float] = {}
     counts: dict[str, float] = {}
     for line in metrics_text.splitlines():
         if not line or line.startswith("#"):
             continue
-        m = re.match(r"^([A-Za-z_:][A-Za-z0-9_:]*)(?:\{[^}]*\})?\s+(\S+)", line)
-        if not m or name_contains not in m.group(1):
+        # Label values may hold braces (a route template), so skip quoted strings whole.
+        m = re.match(
+            r'^([A-Za-z_:][A-Za-z0-9_:]*)(?:\{(?:[^"}]|"(?:[^"\\]|\\.)*")*\})?\s+(\S+)', line
+        )
+        if not m or name_contains not in m.group(1) or labels_contain not in line:
             continue
         name, value = m.group(1), float(m.group(2))
         if name.endswith("_sum"):

@@ -200,9 +200,14 @@ class ServingApp:
         self.metrics.drift.baseline_loaded = True
 
     def _make_predictor(self, model: SklearnModel) -> Predictor:
-        cost = PredictCost(self.settings.inline_predict_ms / 1000.0)
+        cost = PredictCost(
+            self.settings.inline_predict_ms / 1000.0,
+            self.settings.inline_alone_predict_ms / 1000.0,
+        )
         if not self.settings.batching:
-            return DirectPredictor(model, self.metrics, self.executor, cost)
+            return DirectPredictor(
+                model, self.metrics, self.executor, cost, open_connections=self._open_connections
+            )
         return BatchingPredictor(
             model,
             self.metrics,

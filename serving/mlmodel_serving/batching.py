@@ -37,7 +37,7 @@ import numpy as np
 
 from mlmodel_serving.metrics import ServingMetrics
 from mlmodel_serving.model import SklearnModel
-from mlmodel_serving.predictor import Outputs, PredictCost, predict_and_observe
+from mlmodel_serving.predictor import Outputs, PredictCost, only_connection, predict_and_observe
 from mlmodel_serving.protocol import NotReady
 
 BatchKey = tuple[tuple[str, ...], str]
@@ -89,7 +89,7 @@ class BatchingPredictor:
         loop = asyncio.get_running_loop()
         rows = x.shape[0]
         if rows > self.max_batch_size:
-            if self._cost.inline(rows):
+            if self._cost.inline(rows, self._alone()):
                 return predict_and_observe(self._model, self._metrics, x, outputs, 1, self._cost)
             return await loop.run_in_executor(
                 self._executor,
@@ -159,6 +159,10 @@ class BatchingPredictor:
             return oldest_key, None
         return None, oldest + self.max_batch_latency - now
 
+    def _alone(self) -> bool:
+        """No batch in a thread, and no other inference connection open."""
+        return self._inflight == 0 and only_connection(self._open_connections)
+
     def _nobody_else_can_join(self) -> bool:
         if self._open_connections is None:
             return False
@@ -185,7 +189,7 @@ class BatchingPredictor:
         for pending in batch:
             self._metrics.observe_queue_wait(now - pending.enqueued)
         x = batch[0].x if len(batch) == 1 else np.concatenate([p.x for p in batch])
-        if self._cost.inline(rows):
+        if self._cost.inline(rows, self._alone()):
             results = _predict_batch(self._model, self._metrics, self._cost, x, key[0], batch)
             _deliver(batch, results)
             return

@@ -5,7 +5,10 @@ thread, so the event loop (health checks, metrics, parsing) never waits for a sl
 model; but handing a call to a thread and back costs a few hundred microseconds of
 thread switching and GIL hand-over, which is as much as a small model's whole
 ``predict``. So while the recent calls of this model took less than
-``inline_predict_ms`` (:class:`PredictCost`), a call runs on the event loop itself.
+``inline_predict_ms`` (:class:`PredictCost`), a call runs on the event loop itself; and
+while a single connection sends inference requests (they come one at a time, so the
+loop has nothing else to do but answer probes), so do calls under
+``inline_alone_predict_ms``.
 The batching predictor in :mod:`mlmodel_serving.batching` has the same interface and
 makes the same choice per batch.
 """
@@ -14,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from concurrent.futures import Executor
 from typing import Any, Protocol
 
@@ -43,24 +47,41 @@ class PredictCost:
     """The recent time of one predict call (exponentially weighted), and where calls run.
 
     ``inline_below`` seconds: calls run on the event loop while the recent mean is under
-    it; 0 sends every call to a thread. Until a first call has been timed, calls go to a
-    thread. Updated from any thread; a lost update under a race only delays the mean.
+    it; 0 sends every call to a thread. ``alone_below``: the same bound for a call made
+    while no other inference connection is open. Until a first call has been timed,
+    calls go to a thread. Updated from any thread; a lost update under a race only
+    delays the mean.
     """
 
     ALPHA = 0.2
 
-    def __init__(self, inline_below: float) -> None:
+    def __init__(self, inline_below: float, alone_below: float = 0.0) -> None:
         self.inline_below = inline_below
+        self.alone_below = alone_below
         self.mean: float | None = None
 
     def record(self, seconds: float) -> None:
         mean = self.mean
         self.mean = seconds if mean is None else mean + self.ALPHA * (seconds - mean)
 
-    def inline(self, rows: int) -> bool:
-        """True when a call of ``rows`` rows should run on the event loop."""
+    def inline(self, rows: int, alone: bool = False) -> bool:
+        """True when a call of ``rows`` rows should run on the event loop.
+
+        ``alone``: no other inference connection is open, so nothing but a probe or a
+        scrape can be kept waiting by the call.
+        """
         mean = self.mean
-        return mean is not None and mean < self.inline_below and rows <= INLINE_MAX_ROWS
+        if mean is None or rows > INLINE_MAX_ROWS:
+            return False
+        return mean < self.inline_below or (alone and mean < self.alone_below)
+
+
+def only_connection(open_connections: Callable[[], int | None] | None) -> bool:
+    """True when the HTTP server reports at most one open inference connection."""
+    if open_connections is None:
+        return False
+    count = open_connections()
+    return count is not None and count <= 1
 
 
 def predict_and_observe(
@@ -102,26 +123,34 @@ class DirectPredictor:
         metrics: ServingMetrics,
         executor: Executor,
         cost: PredictCost | None = None,
+        open_connections: Callable[[], int | None] | None = None,
     ) -> None:
         self._model = model
         self._metrics = metrics
         self._executor = executor
         self._cost = cost or PredictCost(0.0)
+        self._open_connections = open_connections
+        self._in_threads = 0
 
     async def predict(self, x: np.ndarray[Any, Any], outputs: tuple[str, ...]) -> Outputs:
-        if self._cost.inline(x.shape[0]):
+        alone = self._in_threads == 0 and only_connection(self._open_connections)
+        if self._cost.inline(x.shape[0], alone):
             return predict_and_observe(self._model, self._metrics, x, outputs, 1, self._cost)
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(
-            self._executor,
-            predict_and_observe,
-            self._model,
-            self._metrics,
-            x,
-            outputs,
-            1,
-            self._cost,
-        )
+        self._in_threads += 1
+        try:
+            return await loop.run_in_executor(
+                self._executor,
+                predict_and_observe,
+                self._model,
+                self._metrics,
+                x,
+                outputs,
+                1,
+                self._cost,
+            )
+        finally:
+            self._in_threads -= 1
 
     async def close(self) -> None:
         return None

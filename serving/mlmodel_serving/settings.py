@@ -20,6 +20,7 @@ DEFAULT_MAX_BODY_BYTES = 16 * 1024 * 1024
 DEFAULT_MAX_BATCH_SIZE = 1024
 DEFAULT_MAX_BATCH_LATENCY_MS = 2.0
 DEFAULT_INLINE_PREDICT_MS = 1.0
+DEFAULT_INLINE_ALONE_PREDICT_MS = 50.0
 DEFAULT_GIL_SWITCH_INTERVAL_MS = 0.2
 
 
@@ -40,6 +41,7 @@ class Settings:
     max_batch_latency_ms: float = DEFAULT_MAX_BATCH_LATENCY_MS
     predict_threads: int = 1
     inline_predict_ms: float = DEFAULT_INLINE_PREDICT_MS
+    inline_alone_predict_ms: float = DEFAULT_INLINE_ALONE_PREDICT_MS
     gil_switch_interval_ms: float = DEFAULT_GIL_SWITCH_INTERVAL_MS
     keepalive_timeout: float = 60.0
     graceful_timeout: float = 25.0
@@ -95,6 +97,11 @@ class Settings:
             raise ValueError(
                 f"invalid MLMODEL_INLINE_PREDICT_MS (--inline-predict-ms) {self.inline_predict_ms}: "
                 "expected >= 0 ms (0 always predicts in the predict threads)"
+            )
+        if self.inline_alone_predict_ms < 0:
+            raise ValueError(
+                f"invalid MLMODEL_INLINE_ALONE_PREDICT_MS (--inline-alone-predict-ms) "
+                f"{self.inline_alone_predict_ms}: expected >= 0 ms (0 turns it off)"
             )
         if self.gil_switch_interval_ms < 0:
             raise ValueError(
@@ -204,6 +211,13 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
         "calls took less than this; 0 always uses the predict threads [MLMODEL_INLINE_PREDICT_MS]",
     )
     p.add_argument(
+        "--inline-alone-predict-ms",
+        type=float,
+        default=float(env("MLMODEL_INLINE_ALONE_PREDICT_MS", str(DEFAULT_INLINE_ALONE_PREDICT_MS))),
+        help="the same, while a single connection sends inference requests (a probe may "
+        "wait this long); 0 turns it off [MLMODEL_INLINE_ALONE_PREDICT_MS]",
+    )
+    p.add_argument(
         "--gil-switch-interval-ms",
         type=float,
         default=float(env("MLMODEL_GIL_SWITCH_INTERVAL_MS", str(DEFAULT_GIL_SWITCH_INTERVAL_MS))),
@@ -277,6 +291,7 @@ def load_settings(
         max_batch_latency_ms=args.max_batch_latency_ms,
         predict_threads=args.predict_threads,
         inline_predict_ms=args.inline_predict_ms,
+        inline_alone_predict_ms=args.inline_alone_predict_ms,
         gil_switch_interval_ms=args.gil_switch_interval_ms,
         keepalive_timeout=args.keepalive_timeout,
         graceful_timeout=args.graceful_timeout,

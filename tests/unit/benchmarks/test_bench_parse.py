@@ -104,6 +104,17 @@ mlmodel_request_latency_seconds_sum 4.0
     assert report.histogram_sum_count(text, "batch_size") == (150.0, 15.0)
     with pytest.raises(ValueError):
         report.histogram_sum_count(text, "queue_wait")
+    assert report.histogram_sum_count(text, "batch_size", 'output="predict_proba"') == (30.0, 5.0)
+    routes = """\
+mlmodel_request_duration_seconds_sum{route="/v2/models/{model_name}/infer"} 2.5
+mlmodel_request_duration_seconds_count{route="/v2/models/{model_name}/infer"} 4.0
+mlmodel_request_duration_seconds_sum{route="/metrics",note="a \\"}\\" here"} 9.0
+mlmodel_request_duration_seconds_count{route="/metrics",note="a \\"}\\" here"} 1.0
+"""
+    assert report.histogram_sum_count(routes, "request_duration", "/infer") == (2.5, 4.0)
+    assert report.histogram_sum_count(routes, "request_duration") == (11.5, 5.0)
+    with pytest.raises(ValueError):
+        report.histogram_sum_count(text, "batch_size", 'output="other"')
 
 
 def _rows() -> list[object]:

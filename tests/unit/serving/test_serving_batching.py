@@ -17,7 +17,7 @@ from mlmodel_serving.app import create_app
 from mlmodel_serving.batching import BatchingPredictor
 from mlmodel_serving.metrics import ServingMetrics
 from mlmodel_serving.model import SklearnModel
-from mlmodel_serving.predictor import DirectPredictor, PredictCost
+from mlmodel_serving.predictor import DirectPredictor, PredictCost, only_connection
 from mlmodel_serving.protocol import NotReady
 
 BOTH = ("predict", "predict_proba")
@@ -277,6 +277,44 @@ def test_predict_cost_decides_where_calls_run() -> None:
     never = PredictCost(inline_below=0.0)
     never.record(0.0)
     assert not never.inline(1)
+
+
+class _NoThreads(ThreadPoolExecutor):
+    """Fails the test if a call is handed to a thread."""
+
+    def submit(self, *args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("predict was handed to a thread")
+
+
+def test_a_slower_model_runs_inline_only_while_one_connection_sends_requests(
+    iris_model: SklearnModel,
+) -> None:
+    cost = PredictCost(inline_below=0.001, alone_below=0.050)
+    cost.mean = 0.010  # 10 ms: too slow for the loop in general, not for a lone client
+    assert cost.inline(1, alone=True) and not cost.inline(1, alone=False)
+    assert only_connection(lambda: 1) and not only_connection(lambda: 2)
+    assert not only_connection(None) and not only_connection(lambda: None)
+    connections = [1]
+    direct = DirectPredictor(
+        iris_model,
+        ServingMetrics(CollectorRegistry(), "iris"),
+        _NoThreads(1),
+        cost,
+        open_connections=lambda: connections[0],
+    )
+    result = asyncio.run(direct.predict(np.array([[5.1, 3.5, 1.4, 0.2]]), ("predict",)))
+    assert result["predict"].tolist() == [0]
+    cost.mean = 0.010
+    connections[0] = 2
+    with pytest.raises(AssertionError, match="handed to a thread"):
+        asyncio.run(direct.predict(np.array([[5.1, 3.5, 1.4, 0.2]]), ("predict",)))
+
+    async def lone_batch(p: BatchingPredictor) -> dict[str, np.ndarray[Any, Any]]:
+        return await p.predict(np.array([[5.1, 3.5, 1.4, 0.2]]), ("predict",))
+
+    cost.mean = 0.010
+    batched, _ = run(iris_model, _NoThreads(1), lone_batch, cost=cost, open_connections=lambda: 1)
+    assert batched["predict"].tolist() == [0]
 
 
 @WHERE

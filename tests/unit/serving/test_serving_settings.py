@@ -60,7 +60,11 @@ def test_defaults() -> None:
     assert s.cache_dir == Path("/var/cache/mlmodel")
     assert (s.http_host, s.http_port, s.log_format) == ("0.0.0.0", 8080, "json")
     assert (s.max_batch_size, s.max_batch_latency_ms, s.batching) == (1024, 2.0, True)
-    assert (s.inline_predict_ms, s.gil_switch_interval_ms) == (1.0, 0.2)
+    assert (s.inline_predict_ms, s.inline_alone_predict_ms, s.gil_switch_interval_ms) == (
+        1.0,
+        50.0,
+        0.2,
+    )
 
 
 def test_tuning_from_the_environment_and_flags() -> None:
@@ -95,6 +99,7 @@ def test_flags_override_the_environment() -> None:
         ({"MLMODEL_MAX_BATCH_LATENCY_MS": "-1"}, "MLMODEL_MAX_BATCH_LATENCY_MS .*0 disables"),
         ({"MLMODEL_INLINE_PREDICT_MS": "-0.5"}, "MLMODEL_INLINE_PREDICT_MS .*-0.5: expected >= 0"),
         ({"MLMODEL_GIL_SWITCH_INTERVAL_MS": "-1"}, "MLMODEL_GIL_SWITCH_INTERVAL_MS .*5 ms"),
+        ({"MLMODEL_INLINE_ALONE_PREDICT_MS": "-2"}, "MLMODEL_INLINE_ALONE_PREDICT_MS .*-2.0"),
     ],
 )
 def test_bad_settings_name_the_variable_and_the_accepted_values(
