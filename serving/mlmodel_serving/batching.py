@@ -37,7 +37,13 @@ import numpy as np
 
 from mlmodel_serving.metrics import ServingMetrics
 from mlmodel_serving.model import SklearnModel
-from mlmodel_serving.predictor import Outputs, PredictCost, only_connection, predict_and_observe
+from mlmodel_serving.predictor import (
+    DirectPredictor,
+    Outputs,
+    PredictCost,
+    only_connection,
+    predict_and_observe,
+)
 from mlmodel_serving.protocol import NotReady
 
 BatchKey = tuple[tuple[str, ...], str]
@@ -75,6 +81,10 @@ class BatchingPredictor:
         self._lanes = lanes
         self._open_connections = open_connections
         self._cost = cost or PredictCost(0.0)
+        # Requests larger than a batch are predicted on their own, as without batching.
+        self._oversize = DirectPredictor(
+            model, metrics, executor, self._cost, open_connections=open_connections
+        )
         self._queues: dict[BatchKey, deque[_Pending]] = {}
         self._queued_rows: dict[BatchKey, int] = {}
         self._queued_requests = 0
@@ -89,18 +99,7 @@ class BatchingPredictor:
         loop = asyncio.get_running_loop()
         rows = x.shape[0]
         if rows > self.max_batch_size:
-            if self._cost.inline(rows, self._alone()):
-                return predict_and_observe(self._model, self._metrics, x, outputs, 1, self._cost)
-            return await loop.run_in_executor(
-                self._executor,
-                predict_and_observe,
-                self._model,
-                self._metrics,
-                x,
-                outputs,
-                1,
-                self._cost,
-            )
+            return await self._oversize.predict(x, outputs)
         key = (outputs, x.dtype.str)
         queue = self._queues.get(key)
         if queue is None:
