@@ -603,14 +603,18 @@ def bench_model(
                 continue
             for b in opts.batches:
                 before = scrape_server_side(srv)
-                p = paired.paired_overhead(
-                    case.model,
-                    case.batch(b),
-                    srv.port,
-                    srv.infer_path,
-                    case.v2_body(b),
-                    budget_s=opts.duration_s * 1.5,
-                )
+                try:
+                    p = paired.paired_overhead(
+                        case.model,
+                        case.batch(b),
+                        srv.port,
+                        srv.infer_path,
+                        case.v2_body(b),
+                        budget_s=opts.duration_s * 1.5,
+                    )
+                except (OSError, RuntimeError) as exc:  # keep the grid's results
+                    print(f"#   {name} b={b}: paired run failed: {exc}", file=sys.stderr)
+                    continue
                 after = scrape_server_side(srv)
                 if before is not None and after is not None and after[1] > before[1]:
                     # The server's own clock: from request read to answer, and in predict.
@@ -981,9 +985,9 @@ def parse_args(argv: Sequence[str]) -> Options:
     p.add_argument(
         "--mlserver-max-batch-size",
         type=int,
-        default=32,
-        help="mlserver-batching: most requests per predict (MLServer counts requests; 32, the"
-        " highest concurrency, lets it group every request in flight)",
+        default=None,
+        help="mlserver-batching: most requests per predict (MLServer counts requests; the"
+        " default, the highest --concurrency, lets it group every request in flight)",
     )
     p.add_argument(
         "--max-batch-latency-ms",
@@ -1015,10 +1019,11 @@ def parse_args(argv: Sequence[str]) -> Options:
     unknown = set(servers) - set(ALL_SERVERS)
     if unknown:
         p.error(f"unknown servers {sorted(unknown)}; known: {', '.join(ALL_SERVERS)}")
+    concurrency = tuple(int(x) for x in a.concurrency.split(","))
     return Options(
         duration_s=a.duration,
         warmup_s=a.warmup,
-        concurrency=tuple(int(x) for x in a.concurrency.split(",")),
+        concurrency=concurrency,
         batches=tuple(int(x) for x in a.batch.split(",")),
         models=tuple(a.models.split(",")),
         servers=servers,
@@ -1027,7 +1032,7 @@ def parse_args(argv: Sequence[str]) -> Options:
         venv_cache=Path(a.venv_cache),
         max_batch_size=a.max_batch_size,
         max_batch_latency_ms=a.max_batch_latency_ms,
-        mlserver_max_batch_size=a.mlserver_max_batch_size,
+        mlserver_max_batch_size=a.mlserver_max_batch_size or max(concurrency),
         update_readme=a.update_readme,
         keep_workdir=a.keep_workdir,
         from_json=Path(a.from_json) if a.from_json else None,
