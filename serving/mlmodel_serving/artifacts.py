@@ -165,10 +165,7 @@ def fetch_verified(uri: str, sha256: str, cache_dir: Path, s3: S3Config | None) 
         target.unlink()
 
     if uri.startswith("s3://"):
-        bucket, key = parse_s3_uri(uri)
-        if s3 is None:
-            raise ValueError(f"{uri} is an S3 URI but no S3 configuration was given")
-        response = make_client(s3).get_object(bucket, key)
+        response = _get_s3_object(uri, s3)
         try:
             actual, tmp = _copy_hashed(response.stream(CHUNK_SIZE), target.parent)
         finally:
@@ -190,16 +187,22 @@ def fetch_verified(uri: str, sha256: str, cache_dir: Path, s3: S3Config | None) 
     return target
 
 
+def _get_s3_object(uri: str, s3: S3Config | None) -> Any:
+    """The open GET response (urllib3's) for an ``s3://`` URI; the caller closes it."""
+    bucket, key = parse_s3_uri(uri)
+    if s3 is None:
+        raise ValueError(f"{uri} is an S3 URI but no S3 configuration was given")
+    return make_client(s3).get_object(bucket, key)
+
+
 def fetch_bytes(uri: str, s3: S3Config | None, max_bytes: int = 16 * 1024 * 1024) -> bytes:
     """The bytes of a small, non-executable document (e.g. a drift baseline), unverified.
 
     Never use this for anything that gets unpickled: that is :func:`fetch_verified`.
     """
+    data: bytes
     if uri.startswith("s3://"):
-        bucket, key = parse_s3_uri(uri)
-        if s3 is None:
-            raise ValueError(f"{uri} is an S3 URI but no S3 configuration was given")
-        response = make_client(s3).get_object(bucket, key)
+        response = _get_s3_object(uri, s3)
         try:
             data = response.read(max_bytes + 1)
         finally:
