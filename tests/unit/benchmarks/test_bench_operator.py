@@ -2,27 +2,10 @@
 
 from __future__ import annotations
 
-import importlib.util
 import math
-import sys
-from pathlib import Path
-from types import ModuleType
 
 import pytest
-
-
-def _load_report() -> ModuleType:
-    # Loaded by path: benchmarks/ is not an installed package.
-    path = Path(__file__).resolve().parents[3] / "benchmarks" / "operator" / "report.py"
-    spec = importlib.util.spec_from_file_location("bench_operator_report", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-report = _load_report()
+from benchmarks.operator import report
 
 METRICS = """\
 # HELP mlmodel_operator_reconcile_duration_seconds Wall time of one reconcile of one MLModel.

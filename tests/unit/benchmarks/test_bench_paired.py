@@ -2,18 +2,13 @@
 
 from __future__ import annotations
 
-import sys
 import threading
 import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Any
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[3]))  # benchmarks/ is not installed
-
 from benchmarks.serving.paired import KeepAliveClient, paired_overhead
 
 SERVER_DELAY_S = 0.004

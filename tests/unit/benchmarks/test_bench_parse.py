@@ -2,26 +2,8 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-from types import ModuleType
-
 import pytest
-
-
-def _load_report() -> ModuleType:
-    # Loaded by path: benchmarks/ is not an installed package.
-    path = Path(__file__).resolve().parents[3] / "benchmarks" / "serving" / "report.py"
-    spec = importlib.util.spec_from_file_location("bench_serving_report", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-report = _load_report()
+from benchmarks.serving import report
 
 WRK_OUTPUT = """\
 Running 10s test @ http://127.0.0.1:8080/v2/models/iris/infer
