@@ -170,6 +170,16 @@ async def serve(settings: Settings) -> int:
     return exit_code
 
 
+def tune_process(settings: Settings) -> None:
+    """Process-wide settings of the server, applied once at start."""
+    logging.captureWarnings(True)  # load-time warnings (e.g. an unpickling version skew) as logs
+    if settings.gil_switch_interval_ms > 0:
+        # A forest's predict is mostly Python (one task per tree) and holds the GIL; with
+        # Python's 5 ms switch interval the event loop waits that long each time it needs
+        # the GIL back to read or answer a request (see docs/serving.md).
+        sys.setswitchinterval(settings.gil_switch_interval_ms / 1000.0)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = load_settings(argv)
@@ -177,12 +187,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"mlmodel-serve: {exc}", file=sys.stderr)
         return 2
     configure_logging(settings.log_format, settings.log_level)
-    logging.captureWarnings(True)  # load-time warnings (e.g. an unpickling version skew) as logs
-    if settings.gil_switch_interval_ms > 0:
-        # A forest's predict is mostly Python (one task per tree) and holds the GIL; with
-        # Python's 5 ms switch interval the event loop waits that long each time it needs
-        # the GIL back to read or answer a request (see docs/serving.md).
-        sys.setswitchinterval(settings.gil_switch_interval_ms / 1000.0)
+    tune_process(settings)
     prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]  # halves /metrics
     try:
         import uvloop

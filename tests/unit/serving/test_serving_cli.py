@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
+import warnings
 from pathlib import Path
 
 import joblib
@@ -12,7 +14,7 @@ from serving_helpers import make_settings
 from sklearn.linear_model import LogisticRegression
 
 from mlmodel_serving.artifacts import DigestMismatchError, sha256_file
-from mlmodel_serving.cli import JsonFormatter, TextFormatter, load_model, main
+from mlmodel_serving.cli import JsonFormatter, TextFormatter, load_model, main, tune_process
 
 
 def test_bad_settings_exit_2_with_the_reason(
@@ -57,3 +59,16 @@ def test_load_model_names_an_unwritable_cache_dir(tmp_path: Path) -> None:
     blocker.write_text("not a directory")
     with pytest.raises(OSError, match="set MLMODEL_CACHE_DIR or --cache-dir"):
         load_model(make_settings(cache_dir=blocker / "cache"))
+
+
+def test_tune_process_sets_the_gil_switch_interval_and_logs_warnings() -> None:
+    before = sys.getswitchinterval()
+    try:
+        tune_process(make_settings(gil_switch_interval_ms=0.3))
+        assert sys.getswitchinterval() == pytest.approx(0.0003)
+        assert warnings.showwarning.__module__ == "logging"  # warnings go to the log
+        tune_process(make_settings(gil_switch_interval_ms=0))  # 0 leaves it as it is
+        assert sys.getswitchinterval() == pytest.approx(0.0003)
+    finally:
+        sys.setswitchinterval(before)
+        logging.captureWarnings(False)
