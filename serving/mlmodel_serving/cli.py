@@ -91,6 +91,14 @@ def load_model(settings: Settings) -> SklearnModel:
     model = SklearnModel.load(
         path, settings.artifact_sha256, settings.model_name, settings.model_version
     )
+    if settings.leaf_tables:
+        reason = model.use_leaf_tables()
+        log.info(
+            "predict path: %s (%s)",
+            model.predict_path,
+            reason,
+            extra={"model": model.name, "predict_path": model.predict_path},
+        )
     model.load_seconds = time.perf_counter() - start
     return model
 
@@ -150,7 +158,8 @@ async def serve(settings: Settings) -> int:
             log.info(
                 "model loaded and verified; ready",
                 extra={"model": model.name, "version": model.version, "sha256": model.sha256,
-                       "load_seconds": round(model.load_seconds, 3)},
+                       "load_seconds": round(model.load_seconds, 3),
+                       "predict_path": model.predict_path},
             )  # fmt: skip
             await stopping
         else:

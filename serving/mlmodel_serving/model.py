@@ -12,10 +12,14 @@ from typing import Any
 import numpy as np
 
 from mlmodel_serving.artifacts import load_verified_joblib
+from mlmodel_serving.forest import LeafTables, compile_forest
 
 PREDICT = "predict"
 PREDICT_PROBA = "predict_proba"
 INPUT_NAME = "input-0"
+#: How ``SklearnModel.predict`` computes: the estimator's own methods, or leaf tables.
+PATH_SKLEARN = "sklearn"
+PATH_LEAF_TABLES = "leaf-tables"
 
 
 def quiet_warnings() -> None:
@@ -62,6 +66,8 @@ class SklearnModel:
     n_features: int | None = field(init=False)
     outputs: tuple[str, ...] = field(init=False)
     classes: np.ndarray[Any, Any] | None = field(init=False)
+    tables: LeafTables | None = field(init=False, default=None)
+    predict_path: str = field(init=False, default=PATH_SKLEARN)
 
     def __post_init__(self) -> None:
         if not callable(getattr(self.estimator, PREDICT, None)):
@@ -86,6 +92,18 @@ class SklearnModel:
     @property
     def is_classifier(self) -> bool:
         return self.classes is not None
+
+    def use_leaf_tables(self) -> str:
+        """Predict through leaf tables if they give the estimator's exact results; says why.
+
+        Only RandomForest and ExtraTrees models qualify, and only after ``compile_forest``
+        has compared both paths bit for bit on probe rows; otherwise nothing changes.
+        """
+        tables, reason = compile_forest(self.estimator)
+        if tables is not None:
+            self.tables = tables
+            self.predict_path = PATH_LEAF_TABLES
+        return reason
 
     def check_outputs(self, requested: tuple[str, ...]) -> tuple[str, ...]:
         """The outputs to compute: ``requested``, or ``("predict",)`` when none were named."""
@@ -119,7 +137,14 @@ class SklearnModel:
         self, x: np.ndarray[Any, Any], outputs: tuple[str, ...]
     ) -> dict[str, np.ndarray[Any, Any]]:
         """Compute the named outputs for the rows of ``x`` (already checked)."""
-        return {name: np.asarray(getattr(self.estimator, name)(x)) for name in outputs}
+        tables = self.tables
+        x32 = tables.prepare(x) if tables is not None else None
+        if tables is None or x32 is None:
+            return {name: np.asarray(getattr(self.estimator, name)(x)) for name in outputs}
+        mean = tables.mean(x32)
+        if not tables.is_classifier:
+            return {PREDICT: mean}
+        return {name: mean if name == PREDICT_PROBA else tables.labels(mean) for name in outputs}
 
     def output_metadata(self) -> list[dict[str, Any]]:
         meta = []
@@ -146,6 +171,7 @@ class SklearnModel:
                 "version": self.version,
                 "sha256": self.sha256,
                 "estimator": type(self.estimator).__name__,
+                "predictPath": self.predict_path,
                 **library_versions(),
             },
         }

@@ -221,8 +221,12 @@ def openapi_document() -> dict[str, Any]:
                     "type": "object",
                     "required": ["version", "sha256", "python", "sklearn", "joblib", "numpy"],
                     "properties": {
-                        k: {"type": "string"}
-                        for k in ("version", "sha256", "python", "sklearn", "joblib", "numpy")
+                        **{
+                            k: {"type": "string"}
+                            for k in ("version", "sha256", "python", "sklearn", "joblib", "numpy")
+                        },
+                        "estimator": {"type": "string"},
+                        "predictPath": {"enum": ["sklearn", "leaf-tables"]},
                     },
                 },
             },

@@ -43,6 +43,7 @@ class Settings:
     inline_predict_ms: float = DEFAULT_INLINE_PREDICT_MS
     inline_alone_predict_ms: float = DEFAULT_INLINE_ALONE_PREDICT_MS
     gil_switch_interval_ms: float = DEFAULT_GIL_SWITCH_INTERVAL_MS
+    leaf_tables: bool = True
     keepalive_timeout: float = 60.0
     graceful_timeout: float = 25.0
     drift_baseline_uri: str = ""
@@ -225,6 +226,12 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
         "(sys.setswitchinterval); 0 keeps Python's 5 ms [MLMODEL_GIL_SWITCH_INTERVAL_MS]",
     )
     p.add_argument(
+        "--leaf-tables",
+        default=env("MLMODEL_LEAF_TABLES", "true"),
+        help="predict RandomForest and ExtraTrees models through leaf tables when a load-time "
+        "check shows they give the same bits as predict: true/false [MLMODEL_LEAF_TABLES]",
+    )
+    p.add_argument(
         "--drift-baseline-uri",
         default=env("MLMODEL_DRIFT_BASELINE_URI"),
         help="baseline.json for input drift (PSI) metrics; s3:// or a local path "
@@ -293,6 +300,7 @@ def load_settings(
         inline_predict_ms=args.inline_predict_ms,
         inline_alone_predict_ms=args.inline_alone_predict_ms,
         gil_switch_interval_ms=args.gil_switch_interval_ms,
+        leaf_tables=parse_bool("MLMODEL_LEAF_TABLES (--leaf-tables)", args.leaf_tables),
         keepalive_timeout=args.keepalive_timeout,
         graceful_timeout=args.graceful_timeout,
         drift_baseline_uri=args.drift_baseline_uri,

@@ -116,6 +116,7 @@ def test_model_from_minio_predicts_like_in_process(minio: MinioServer, tmp_path:
 
         meta = requests.get(f"{srv.url}/v2/models/forest", timeout=TIMEOUT).json()
         assert meta["parameters"]["sha256"] == sha and meta["parameters"]["version"] == "2"
+        assert meta["parameters"]["predictPath"] == "leaf-tables"
         assert (tmp_path / "cache" / "sha256" / sha).is_file()
         # The secret never reaches the log.
         assert minio.secret_key not in srv.log()

@@ -11,6 +11,8 @@ from pathlib import Path
 import joblib
 import pytest
 from serving_helpers import make_settings
+from sklearn.datasets import make_classification
+from sklearn.ensemble import RandomForestClassifier
 from sklearn.linear_model import LogisticRegression
 
 from mlmodel_serving.artifacts import DigestMismatchError, sha256_file
@@ -52,6 +54,20 @@ def test_load_model_verifies_and_caches(tmp_path: Path, iris_estimator: Logistic
                 artifact_uri=str(path), artifact_sha256="e" * 64, cache_dir=tmp_path / "cache"
             )
         )
+
+
+def test_load_model_uses_leaf_tables_for_a_forest_unless_turned_off(tmp_path: Path) -> None:
+    x, y = make_classification(n_samples=200, n_features=5, random_state=0)
+    path = tmp_path / "forest.joblib"
+    joblib.dump(RandomForestClassifier(n_estimators=8, random_state=0).fit(x, y), path)
+    sha = sha256_file(path)
+    common = {"artifact_uri": str(path), "artifact_sha256": sha, "cache_dir": tmp_path / "c"}
+    on = load_model(make_settings(**common))
+    off = load_model(make_settings(**common, leaf_tables=False))
+    assert (on.predict_path, off.predict_path) == ("leaf-tables", "sklearn")
+    assert on.predict(x, ("predict_proba",))["predict_proba"].tobytes() == (
+        off.predict(x, ("predict_proba",))["predict_proba"].tobytes()
+    )
 
 
 def test_load_model_names_an_unwritable_cache_dir(tmp_path: Path) -> None:

@@ -65,6 +65,14 @@ def test_defaults() -> None:
         50.0,
         0.2,
     )
+    assert s.leaf_tables is True
+
+
+def test_leaf_tables_can_be_turned_off() -> None:
+    assert load_settings([], {**BASE, "MLMODEL_LEAF_TABLES": "false"}).leaf_tables is False
+    assert load_settings(["--leaf-tables", "off"], BASE).leaf_tables is False
+    with pytest.raises(ValueError, match=r"MLMODEL_LEAF_TABLES \(--leaf-tables\)='maybe'"):
+        load_settings(["--leaf-tables", "maybe"], BASE)
 
 
 def test_tuning_from_the_environment_and_flags() -> None:
