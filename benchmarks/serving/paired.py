@@ -15,6 +15,11 @@ in-process ``predict`` with the one warnings filter ``mlmodel-serve`` runs with
 (:func:`mlmodel_serving.model.quiet_warnings`), the overhead's floor; odd pairs with this
 process's default filters, for comparison.
 
+With ``tables`` given (a RandomForest served through leaf tables), every pair also
+times the tables' ``predict`` of the same rows in this process, right after
+scikit-learn's: the computation the server itself runs, so that request minus tables
+is what the server adds around its own ``predict``.
+
 The client is a raw socket with the request bytes built once, so the client adds only a
 send and a receive to the server's side.
 """
@@ -25,6 +30,7 @@ import socket
 import statistics
 import time
 import warnings
+from collections.abc import Callable
 from typing import Any
 
 from benchmarks.serving.procs import LOOPBACK
@@ -84,12 +90,15 @@ def paired_overhead(
     budget_s: float,
     max_samples: int = 2000,
     min_samples: int = 30,
+    tables: Callable[[Any], Any] | None = None,
 ) -> dict[str, Any]:
-    """Median in-process ``predict`` (two ways), request latency and overhead, in ms."""
+    """Median in-process ``predict`` (two or three ways), request latency and overhead, in ms."""
     client = KeepAliveClient(port, path, body)
     default_ms: list[float] = []
     quiet_ms: list[float] = []
     server_ms: list[float] = []  # the requests paired with quiet_ms
+    every_request_ms: list[float] = []  # all requests, paired with tables_ms
+    tables_ms: list[float] = []
     try:
         for _ in range(5):  # warm both sides
             client.call()
@@ -113,13 +122,18 @@ def paired_overhead(
                 quiet_ms.append(predict)
             else:
                 default_ms.append(predict)
+            if tables is not None:
+                t0 = time.perf_counter()
+                tables(x)
+                tables_ms.append((time.perf_counter() - t0) * 1000.0)
+                every_request_ms.append(request)
             n += 1
     finally:
         client.close()
     diffs = [s - q for s, q in zip(server_ms, quiet_ms, strict=True)]
     quiet = statistics.median(quiet_ms)
     overhead = statistics.median(diffs)
-    return {
+    out: dict[str, Any] = {
         "samples": len(server_ms),
         "inprocess_default_filters_ms": statistics.median(default_ms),
         "inprocess_server_filters_ms": quiet,
@@ -127,3 +141,11 @@ def paired_overhead(
         "overhead_ms": overhead,
         "overhead_fraction": overhead / quiet,
     }
+    if tables_ms:
+        over_tables = statistics.median(
+            [s - t for s, t in zip(every_request_ms, tables_ms, strict=True)]
+        )
+        out["inprocess_tables_ms"] = statistics.median(tables_ms)
+        out["overhead_vs_tables_ms"] = over_tables
+        out["overhead_vs_tables_fraction"] = over_tables / statistics.median(tables_ms)
+    return out

@@ -80,3 +80,19 @@ def test_paired_overhead_is_the_request_minus_the_predict(port: int) -> None:
     assert p["overhead_fraction"] == pytest.approx(
         p["overhead_ms"] / p["inprocess_server_filters_ms"]
     )
+    assert "inprocess_tables_ms" not in p
+
+
+def test_paired_overhead_also_against_the_tables_when_given(port: int) -> None:
+    def tables(x: object) -> None:
+        time.sleep(0.002)
+
+    p = paired_overhead(
+        _Model(), [1.0], port, "/infer", b"{}", budget_s=0.3, min_samples=10, tables=tables
+    )
+    assert p["inprocess_tables_ms"] >= 2.0
+    # The request (>= 4 ms) minus a 2 ms in-process tables predict.
+    assert p["overhead_vs_tables_ms"] > 1.0
+    assert p["overhead_vs_tables_fraction"] == pytest.approx(
+        p["overhead_vs_tables_ms"] / p["inprocess_tables_ms"]
+    )
