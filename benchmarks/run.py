@@ -4,6 +4,7 @@ Suites: `serving` (the model server against KServe, MLServer and plain FastAPI; 
 default). `python benchmarks/run.py serving --help` lists its options, e.g. `--quick`.
 `operator` (MLModel applied -> Deployment against the apiserver's own create latency,
 hundreds of models, the operator's memory): `python benchmarks/run.py operator --help`.
+`forest` (the server's leaf tables against scikit-learn's forest predict, in one process).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-SUITES = ("serving", "operator")
+SUITES = ("serving", "operator", "forest")
 
 
 def main(argv: list[str]) -> int:
@@ -24,6 +25,10 @@ def main(argv: list[str]) -> int:
         print(f"unknown suite {suite!r}; known: {', '.join(SUITES)}", file=sys.stderr)
         return 2
     command = " ".join(["python", "benchmarks/run.py", suite, *argv])
+    if suite == "forest":
+        from benchmarks.serving import bench_forest
+
+        return bench_forest.main(argv, command=command)
     if suite == "operator":
         from benchmarks.operator import bench_operator
 
