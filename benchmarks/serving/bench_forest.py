@@ -105,7 +105,7 @@ def render(results: list[dict[str, Any]], command: str) -> str:
     ]
     return "\n".join(
         [
-            f"### Forest predict: leaf tables against scikit-learn, {dt.date.today().isoformat()}",
+            f"#### Leaf tables against scikit-learn, {dt.date.today().isoformat()}",
             "",
             f"Command: `{command}`; 100-tree RandomForest on 20 features, one process,"
             " the two paths alternating call by call, every pair equal bit for bit.",
