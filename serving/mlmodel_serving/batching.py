@@ -100,6 +100,12 @@ class BatchingPredictor:
         rows = x.shape[0]
         if rows > self.max_batch_size:
             return await self._oversize.predict(x, outputs)
+        if self._queued_requests == 0 and self._alone() and self._cost.inline(rows, alone=True):
+            # The only inference connection, nothing queued or in a thread, and a call
+            # cheap enough for the loop: the batch would be this request alone, run
+            # inline on the next loop turn. Run it now and save that turn.
+            self._metrics.observe_queue_wait(0.0)
+            return predict_and_observe(self._model, self._metrics, x, outputs, 1, self._cost)
         key = (outputs, x.dtype.str)
         queue = self._queues.get(key)
         if queue is None:

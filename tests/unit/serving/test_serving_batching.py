@@ -317,6 +317,34 @@ def test_a_slower_model_runs_inline_only_while_one_connection_sends_requests(
     assert batched["predict"].tolist() == [0]
 
 
+def test_a_lone_cheap_request_is_predicted_without_waiting_a_loop_turn(
+    iris_model: SklearnModel,
+) -> None:
+    async def lone(p: BatchingPredictor) -> tuple[dict[str, np.ndarray[Any, Any]], bool]:
+        result = await p.predict(np.array([[5.1, 3.5, 1.4, 0.2]]), ("predict",))
+        return result, p._check_scheduled
+
+    (result, scheduled), registry = run(
+        iris_model, _NoThreads(1), lone, inline=True, open_connections=lambda: 1
+    )
+    assert result["predict"].tolist() == [0] and not scheduled
+    assert batches(registry) == (1.0, 1.0, 1.0)
+    assert (
+        registry.get_sample_value("mlmodel_batch_queue_wait_seconds_count", {"model": "iris"}) == 1
+    )
+
+    # With a second inference connection open, the request queues as usual.
+    async def two(p: BatchingPredictor) -> bool:
+        task = asyncio.ensure_future(p.predict(np.array([[5.1, 3.5, 1.4, 0.2]]), ("predict",)))
+        await asyncio.sleep(0)
+        queued = p._queued_requests == 1
+        await task
+        return queued
+
+    queued, _ = run(iris_model, _NoThreads(1), two, inline=True, open_connections=lambda: 2)
+    assert queued
+
+
 @WHERE
 def test_direct_predictor_answers_the_same_inline_or_in_a_thread(
     iris_model: SklearnModel,
