@@ -242,6 +242,13 @@ def _env(model: ModelSpec, settings: Settings) -> list[dict[str, Any]]:
         env.append(
             {"name": "MLMODEL_MAX_BATCH_LATENCY_MS", "value": str(batching.max_batch_latency_ms)}
         )
+    if model.serving.leaf_tables is not None:
+        env.append(
+            {
+                "name": "MLMODEL_LEAF_TABLES",
+                "value": "true" if model.serving.leaf_tables else "false",
+            }
+        )
     drift = model.monitoring.drift
     if model.monitoring.enabled and drift.baseline_uri is not None:
         env.append({"name": "MLMODEL_DRIFT_BASELINE_URI", "value": drift.baseline_uri})

@@ -155,6 +155,8 @@ class ServingSpec:
     # {"requests": {name: quantity}, "limits": {name: quantity}}, defaults filled in.
     resources: Mapping[str, Mapping[str, str]] = field(default_factory=_default_resources)
     batching: BatchingSpec = field(default_factory=BatchingSpec)
+    # None: the server's default (leaf tables on for forests that pass its load check).
+    leaf_tables: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -374,7 +376,16 @@ def _parse_serving(raw: Mapping[str, Any]) -> ServingSpec:
         ),
     )
     resources = _parse_resources(_object(raw.get("resources"), "spec.serving.resources"))
-    return ServingSpec(replicas=replicas, image=image, resources=resources, batching=batching)
+    leaf_tables = raw.get("leafTables")
+    if leaf_tables is not None and not isinstance(leaf_tables, bool):
+        raise SpecError("spec.serving.leafTables", leaf_tables, "true, false or unset")
+    return ServingSpec(
+        replicas=replicas,
+        image=image,
+        resources=resources,
+        batching=batching,
+        leaf_tables=leaf_tables,
+    )
 
 
 def _parse_resources(raw: Mapping[str, Any]) -> Mapping[str, Mapping[str, str]]:

@@ -305,6 +305,8 @@ AGREEMENT: list[tuple[str, Any, bool]] = [
     ("serving.batching.maxBatchSize", 4097, False),
     ("serving.batching.maxBatchLatencyMs", 1000, True),
     ("serving.batching.maxBatchLatencyMs", 1001, False),
+    ("serving.leafTables", False, True),
+    ("serving.leafTables", "off", False),
     ("rollout.readyTimeoutSeconds", 10, True),
     ("rollout.readyTimeoutSeconds", 86400, True),
     ("rollout.readyTimeoutSeconds", 9, False),

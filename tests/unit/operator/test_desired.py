@@ -63,6 +63,7 @@ FULL = make_model(
             "limits": {"cpu": "2", "nvidia.com/gpu": 1},
         },
         "batching": {"maxBatchSize": 32, "maxBatchLatencyMs": 10},
+        "leafTables": False,
     },
     rollout={"readyTimeoutSeconds": 61},
     monitoring={"drift": {"baselineUri": "s3://models/churn/baseline.json"}},
@@ -300,6 +301,7 @@ def test_build_deployment_with_every_option() -> None:
     assert env["MLMODEL_S3_SECURE"]["value"] == "true"
     assert env["MLMODEL_MAX_BATCH_SIZE"]["value"] == "32"
     assert env["MLMODEL_MAX_BATCH_LATENCY_MS"]["value"] == "10"
+    assert env["MLMODEL_LEAF_TABLES"]["value"] == "false"
     assert env["MLMODEL_DRIFT_BASELINE_URI"]["value"] == "s3://models/churn/baseline.json"
     assert env["MLMODEL_S3_ACCESS_KEY"] == {
         "name": "MLMODEL_S3_ACCESS_KEY",

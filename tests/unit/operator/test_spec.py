@@ -102,6 +102,7 @@ def test_full_spec_is_read_field_by_field() -> None:
                 "limits": {"cpu": 2, "memory": "2Gi"},
             },
             "batching": {"maxBatchSize": 64, "maxBatchLatencyMs": 5},
+            "leafTables": False,
         },
         rollout={"readyTimeoutSeconds": 120},
         retirement={"drainSeconds": 0},
@@ -127,6 +128,7 @@ def test_full_spec_is_read_field_by_field() -> None:
             "limits": {"cpu": "2", "memory": "2Gi"},
         },
         batching=BatchingSpec(max_batch_size=64, max_batch_latency_ms=5),
+        leaf_tables=False,
     )
     assert model.rollout.ready_timeout_seconds == 120
     assert model.retirement.drain_seconds == 0
@@ -350,6 +352,12 @@ INVALID: list[tuple[str, dict[str, Any], str, str]] = [
         with_field("serving.batching.maxBatchLatencyMs", 1001),
         "spec.serving.batching.maxBatchLatencyMs",
         "0 to 1000",
+    ),
+    (
+        "leaf tables not a boolean",
+        with_field("serving.leafTables", "off"),
+        "spec.serving.leafTables",
+        "true, false or unset",
     ),
     (
         "unknown resources key",
