@@ -1092,6 +1092,16 @@ def parse_args(argv: Sequence[str]) -> Options:
     unknown = set(servers) - set(ALL_SERVERS)
     if unknown:
         p.error(f"unknown servers {sorted(unknown)}; known: {', '.join(ALL_SERVERS)}")
+    if a.mlserver_max_batch_size is not None and a.mlserver_max_batch_size < 1:
+        p.error(
+            f"--mlserver-max-batch-size {a.mlserver_max_batch_size}: expected >= 1 requests"
+            " (unset: the highest --concurrency)"
+        )
+    if a.max_batch_size < 0 or a.max_batch_latency_ms < 0:
+        p.error(
+            f"--max-batch-size {a.max_batch_size} / --max-batch-latency-ms"
+            f" {a.max_batch_latency_ms:g}: expected >= 0"
+        )
     concurrency = tuple(int(x) for x in a.concurrency.split(","))
     return Options(
         duration_s=a.duration,

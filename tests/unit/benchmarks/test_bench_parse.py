@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from benchmarks.serving import report
+from benchmarks.serving import bench_serving, report
 
 WRK_OUTPUT = """\
 Running 10s test @ http://127.0.0.1:8080/v2/models/iris/infer
@@ -152,3 +152,23 @@ def test_config_section_renders_rows_floor_and_ratios() -> None:
     assert "| in-process predict (floor) | 10,000 | 0.100 | - | - |" in lines
     assert any("2.00x the req/s of the best anchor (mlserver)" in line for line in lines)
     assert any("0.10x the hello-raw floor" in line for line in lines)
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--mlserver-max-batch-size", "0"], "--mlserver-max-batch-size 0: expected >= 1"),
+        (["--max-batch-size", "-1"], "--max-batch-size -1"),
+        (["--servers", "ours,nginx"], "unknown servers ['nginx']"),
+    ],
+)
+def test_bad_options_are_named(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit):
+        bench_serving.parse_args(argv)
+    assert message in capsys.readouterr().err
+
+
+def test_mlserver_batch_size_defaults_to_the_highest_concurrency() -> None:
+    assert bench_serving.parse_args(["--concurrency", "1,8"]).mlserver_max_batch_size == 8
