@@ -5,11 +5,11 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
-from typing import Any
 
 import kubernetes_validate
 import numpy as np
 import pytest
+from model_specs import OWNER, SHA, make_model
 from prometheus_client import CollectorRegistry
 
 from mlmodel_operator.metrics import OperatorMetrics
@@ -25,25 +25,10 @@ from mlmodel_operator.monitoring import (
     dashboard_panels,
 )
 from mlmodel_operator.settings import Settings
-from mlmodel_operator.spec import ModelSpec, parse_model
 from mlmodel_serving.drift import DriftMonitor, PredictionBaseline, build_baseline
 from mlmodel_serving.metrics import ServingMetrics
 
-SHA = "3b2c6f0e8d4a1957c0f5e2b7a9d8c6e4f1a3b5c7d9e0f2a4b6c8d0e1f3a5b7c9"
-UID = "0b9f6a52-3d1c-4c8e-9a57-2f0e4b1c7d63"
 SETTINGS = Settings()
-
-
-def make_model(**spec: Any) -> ModelSpec:
-    body: dict[str, Any] = {
-        "metadata": {"name": "churn", "namespace": "team-a", "uid": UID, "generation": 2},
-        "spec": {
-            "version": "3",
-            "artifact": {"uri": "s3://models/churn/3/model.joblib", "sha256": SHA},
-        },
-    }
-    body["spec"].update(spec)
-    return parse_model(body)
 
 
 MODEL = make_model()
@@ -53,14 +38,6 @@ FULL = make_model(
         "drift": {"baselineUri": "s3://models/churn/3/baseline.json", "psiThreshold": 0.3},
     }
 )
-OWNER = {
-    "apiVersion": "ml.lifecycle.io/v1alpha1",
-    "kind": "MLModel",
-    "name": "churn",
-    "uid": UID,
-    "controller": True,
-    "blockOwnerDeletion": True,
-}
 LABELS = {
     "app.kubernetes.io/name": "mlmodel-serving",
     "app.kubernetes.io/instance": "churn",

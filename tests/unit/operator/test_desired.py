@@ -8,6 +8,7 @@ from typing import Any
 import kubernetes_validate
 import pytest
 from kubernetes_validate.utils import all_versions
+from model_specs import OWNER, SHA, make_model
 from packaging.version import Version
 
 from mlmodel_operator.desired import (
@@ -23,10 +24,6 @@ from mlmodel_operator.desired import (
     service_fqdn,
 )
 from mlmodel_operator.settings import Settings
-from mlmodel_operator.spec import ModelSpec, parse_model
-
-SHA = "3b2c6f0e8d4a1957c0f5e2b7a9d8c6e4f1a3b5c7d9e0f2a4b6c8d0e1f3a5b7c9"
-UID = "0b9f6a52-3d1c-4c8e-9a57-2f0e4b1c7d63"
 
 # Every minor version from 1.30 to the newest the installed kubernetes-validate knows.
 KUBERNETES_VERSIONS = sorted(
@@ -37,18 +34,6 @@ KUBERNETES_VERSIONS = sorted(
     },
     key=Version,
 )
-
-
-def make_model(**spec: Any) -> ModelSpec:
-    body: dict[str, Any] = {
-        "metadata": {"name": "churn", "namespace": "team-a", "uid": UID, "generation": 2},
-        "spec": {
-            "version": "3",
-            "artifact": {"uri": "s3://models/churn/3/model.joblib", "sha256": SHA},
-        },
-    }
-    body["spec"].update(spec)
-    return parse_model(body)
 
 
 MODEL = make_model()
@@ -68,14 +53,6 @@ FULL = make_model(
     rollout={"readyTimeoutSeconds": 61},
     monitoring={"drift": {"baselineUri": "s3://models/churn/baseline.json"}},
 )
-OWNER = {
-    "apiVersion": "ml.lifecycle.io/v1alpha1",
-    "kind": "MLModel",
-    "name": "churn",
-    "uid": UID,
-    "controller": True,
-    "blockOwnerDeletion": True,
-}
 LABELS_V3 = {
     "app.kubernetes.io/name": "mlmodel-serving",
     "app.kubernetes.io/instance": "churn",

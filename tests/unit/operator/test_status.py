@@ -4,24 +4,17 @@ from __future__ import annotations
 
 import datetime as dt
 
+from model_specs import make_model
+
 from mlmodel_operator.conditions import FALSE, TRUE, UNKNOWN, Phase, Reason
 from mlmodel_operator.plan import DeploymentState, HistoryEntry, Plan
-from mlmodel_operator.spec import parse_model
 from mlmodel_operator.status import ArchiveNote, build_status
 from mlmodel_operator.verify import Verdict
 
 SHA = "ab" * 32
 T0 = dt.datetime(2026, 3, 1, tzinfo=dt.UTC)
 T1 = T0 + dt.timedelta(minutes=5)
-MODEL = parse_model(
-    {
-        "metadata": {"name": "churn", "namespace": "team-a", "uid": "u", "generation": 4},
-        "spec": {
-            "version": "2",
-            "artifact": {"uri": "s3://models/churn/2/model.joblib", "sha256": SHA},
-        },
-    }
-)
+MODEL = make_model(uid="u", generation=4, sha256=SHA, version="2")
 SERVING = DeploymentState("churn-v2", "uid", "2", SHA, 2, 2, 2, 2, True, T0)
 VERIFIED = Verdict(TRUE, Reason.DIGEST_VERIFIED, "ok")
 ENDPOINT = "http://churn.team-a.svc:8080/v2/models/churn"
