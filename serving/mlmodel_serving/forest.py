@@ -8,7 +8,8 @@ tree walks are well under one).
 
 A ``LeafTables`` does the same arithmetic with the bookkeeping taken out of the loop:
 
-* at load, each tree's leaf values are laid out once as the rows scikit-learn looks up;
+* at load, each tree's leaf values are taken as the rows scikit-learn looks up (a view
+  of the tree's own array, so no memory is added);
 * per call, the input is cast to float32 once, each tree is walked by scikit-learn's
   own Cython ``Tree.apply``, and the looked-up rows are added in estimator order into
   one float64 array, then divided by the number of trees.

@@ -120,6 +120,14 @@ def test_any_finite_rows_give_the_same_bits(rf: RandomForestClassifier, x: Any) 
     _assert_same_bits(_tables(rf), rf, x)
 
 
+def test_the_tables_are_views_of_the_trees_not_copies(rf: RandomForestClassifier) -> None:
+    tables = _tables(rf)
+    assert all(
+        np.shares_memory(table, member.tree_.value)
+        for table, member in zip(tables.tables, rf.estimators_, strict=True)
+    )
+
+
 def test_probe_rows_sit_on_the_split_thresholds(rf: RandomForestClassifier) -> None:
     rows = probe_rows(rf, n_rows=200)
     assert rows.shape == (200, N_FEATURES) and np.isfinite(rows).all()
