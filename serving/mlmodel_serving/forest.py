@@ -51,12 +51,11 @@ PROBE_ROWS = 512
 
 @dataclass(frozen=True)
 class LeafTables:
-    """Per-tree ``Tree`` objects and their normalised leaf values, in estimator order."""
+    """Per-tree ``Tree`` objects and their leaf values, in estimator order."""
 
     trees: tuple[Any, ...]
     tables: tuple[np.ndarray[Any, Any], ...]
     classes: np.ndarray[Any, Any] | None
-    n_features: int
 
     @property
     def is_classifier(self) -> bool:
@@ -104,7 +103,10 @@ def compile_forest(estimator: Any) -> tuple[LeafTables | None, str]:
         return None, str(exc)
     except Exception as exc:  # an estimator from another scikit-learn: keep its own path
         return None, f"could not read the fitted trees ({type(exc).__name__}: {exc})"
-    mismatch = _check(estimator, tables)
+    try:
+        mismatch = _check(estimator, tables)
+    except Exception as exc:  # predict itself failed on the probe rows: keep its own path
+        return None, f"could not compare on probe rows ({type(exc).__name__}: {exc})"
     if mismatch:
         return None, mismatch
     return tables, f"leaf tables for {len(tables.trees)} trees, equal to predict on probe rows"
@@ -126,17 +128,16 @@ def _build(estimator: Any, *, is_classifier: bool) -> LeafTables:
     trees = tuple(member.tree_ for member in estimator.estimators_)
     if not trees:
         raise _Unsupported("no fitted trees")
-    n_features = int(estimator.n_features_in_)
     if not is_classifier:
         values = tuple(np.ascontiguousarray(t.value[:, 0, 0], dtype=np.float64) for t in trees)
-        return LeafTables(trees, values, None, n_features)
+        return LeafTables(trees, values, None)
     n_classes = int(estimator.n_classes_)
     if any(int(m.n_classes_) != n_classes for m in estimator.estimators_):
         raise _Unsupported("a tree has a different number of classes from the forest")
     fractions = tuple(
         np.ascontiguousarray(t.value[:, 0, :n_classes], dtype=np.float64) for t in trees
     )
-    return LeafTables(trees, fractions, np.asarray(estimator.classes_), n_features)
+    return LeafTables(trees, fractions, np.asarray(estimator.classes_))
 
 
 def probe_rows(estimator: Any, n_rows: int = PROBE_ROWS, seed: int = 0) -> np.ndarray[Any, Any]:

@@ -184,6 +184,17 @@ def test_any_difference_on_the_probe_rows_keeps_predict(
     assert tables is None and "predict_proba differs" in why
 
 
+def test_a_predict_that_fails_on_the_probe_rows_keeps_predict(
+    rf: RandomForestClassifier, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(x: Any) -> Any:
+        raise RuntimeError("no probes today")
+
+    monkeypatch.setattr(rf, "predict_proba", broken)
+    tables, why = compile_forest(rf)
+    assert tables is None and "could not compare on probe rows (RuntimeError" in why
+
+
 def test_the_model_uses_tables_only_when_asked(rf: RandomForestClassifier) -> None:
     model = SklearnModel(rf, "forest", "1", FAKE_SHA)
     assert model.predict_path == PATH_SKLEARN and model.tables is None
