@@ -61,12 +61,15 @@ class LeafTables:
     def is_classifier(self) -> bool:
         return self.classes is not None
 
-    def prepare(self, x: np.ndarray[Any, Any]) -> np.ndarray[Any, Any] | None:
-        """``x`` as the float32 C array the trees walk, or None if the cast is not finite.
+    def prepare(self, x: Any) -> np.ndarray[Any, Any] | None:
+        """``x`` as the float32 C array the trees walk, or None to let scikit-learn predict.
 
-        A finite float64 beyond float32's range becomes infinite; scikit-learn rejects
-        that with its own error, so the caller must let scikit-learn see such input.
+        None for anything but a dense array (a Pipeline step may hand on a sparse matrix),
+        and when the cast is not finite: a finite float64 beyond float32's range becomes
+        infinite, and scikit-learn rejects that with its own error.
         """
+        if not isinstance(x, np.ndarray):
+            return None
         x32 = np.ascontiguousarray(x, dtype=np.float32)
         if not np.isfinite(x32).all():
             return None
@@ -110,6 +113,38 @@ def compile_forest(estimator: Any) -> tuple[LeafTables | None, str]:
     if mismatch:
         return None, mismatch
     return tables, f"leaf tables for {len(tables.trees)} trees, equal to predict on probe rows"
+
+
+def compile_model(estimator: Any) -> tuple[LeafTables | None, Any, str]:
+    """``(tables, head, reason)`` for a forest, or a Pipeline whose last step is one.
+
+    For a Pipeline, ``head`` is the Pipeline of its earlier steps: predict with the
+    tables on ``head.transform(x)``, as ``Pipeline.predict`` hands the last step the
+    transformed rows. The forest is checked on its own probe rows, and the whole
+    Pipeline once more on random rows of its input. ``head`` is None for a bare forest.
+    """
+    kind = (type(estimator).__module__, type(estimator).__name__)
+    if kind != ("sklearn.pipeline", "Pipeline"):
+        tables, reason = compile_forest(estimator)
+        return tables, None, reason
+    try:
+        head, final = estimator[:-1], estimator.steps[-1][1]
+    except Exception as exc:
+        return None, None, f"could not split the Pipeline ({type(exc).__name__}: {exc})"
+    tables, reason = compile_forest(final)
+    if tables is None:
+        return None, None, f"the Pipeline's last step: {reason}"
+    try:
+        mismatch = _check_pipeline(estimator, head, tables)
+    except Exception as exc:  # a step that cannot take random numeric rows
+        return (
+            None,
+            None,
+            f"could not compare the Pipeline on random rows ({type(exc).__name__}: {exc})",
+        )
+    if mismatch:
+        return None, None, mismatch
+    return tables, head, f"{reason}, after the Pipeline's first {len(head.steps)} step(s)"
 
 
 class _Unsupported(Exception):
@@ -184,6 +219,22 @@ def _check(estimator: Any, tables: LeafTables) -> str:
                 return f"predict differs from the leaf tables on {len(x)} probe rows"
         elif not _same(mean, estimator.predict(x)):
             return f"predict differs from the leaf tables on {len(x)} probe rows"
+    return ""
+
+
+def _check_pipeline(pipeline: Any, head: Any, tables: LeafTables) -> str:
+    """An empty string when head + tables give the whole Pipeline's exact bits."""
+    rows = np.random.default_rng(0).normal(size=(256, int(pipeline.n_features_in_)))
+    for x in (rows[:1], rows[:32], rows):
+        x32 = tables.prepare(head.transform(x))
+        if x32 is None:
+            return "the Pipeline's earlier steps do not give a finite dense array"
+        mean = tables.mean(x32)
+        expected = pipeline.predict_proba(x) if tables.is_classifier else pipeline.predict(x)
+        if not _same(mean, expected):
+            return f"the Pipeline's predict differs from the leaf tables on {len(x)} random rows"
+        if tables.is_classifier and not _same(tables.labels(mean), pipeline.predict(x)):
+            return f"the Pipeline's predict differs from the leaf tables on {len(x)} random rows"
     return ""
 
 

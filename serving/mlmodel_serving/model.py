@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from mlmodel_serving.artifacts import load_verified_joblib
-from mlmodel_serving.forest import LeafTables, compile_forest
+from mlmodel_serving.forest import LeafTables, compile_model
 
 PREDICT = "predict"
 PREDICT_PROBA = "predict_proba"
@@ -67,6 +67,8 @@ class SklearnModel:
     outputs: tuple[str, ...] = field(init=False)
     classes: np.ndarray[Any, Any] | None = field(init=False)
     tables: LeafTables | None = field(init=False, default=None)
+    # With tables for a Pipeline's last step: the Pipeline of the steps before it.
+    tables_head: Any = field(init=False, default=None)
     predict_path: str = field(init=False, default=PATH_SKLEARN)
 
     def __post_init__(self) -> None:
@@ -96,12 +98,13 @@ class SklearnModel:
     def use_leaf_tables(self) -> str:
         """Predict through leaf tables if they give the estimator's exact results; says why.
 
-        Only RandomForest and ExtraTrees models qualify, and only after ``compile_forest``
-        has compared both paths bit for bit on probe rows; otherwise nothing changes.
+        Only RandomForest and ExtraTrees models (bare, or as a Pipeline's last step)
+        qualify, and only after ``compile_model`` has compared both paths bit for bit;
+        otherwise nothing changes.
         """
-        tables, reason = compile_forest(self.estimator)
+        tables, head, reason = compile_model(self.estimator)
         if tables is not None:
-            self.tables = tables
+            self.tables, self.tables_head = tables, head
             self.predict_path = PATH_LEAF_TABLES
         return reason
 
@@ -138,7 +141,10 @@ class SklearnModel:
     ) -> dict[str, np.ndarray[Any, Any]]:
         """Compute the named outputs for the rows of ``x`` (already checked)."""
         tables = self.tables
-        x32 = tables.prepare(x) if tables is not None else None
+        x32 = None
+        if tables is not None:
+            head = self.tables_head
+            x32 = tables.prepare(x if head is None else head.transform(x))
         if tables is None or x32 is None:
             return {name: np.asarray(getattr(self.estimator, name)(x)) for name in outputs}
         mean = tables.mean(x32)

@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
+from scipy import sparse
 from serving_helpers import FAKE_SHA
 from sklearn.datasets import make_classification, make_regression
 from sklearn.ensemble import (
@@ -20,10 +21,10 @@ from sklearn.ensemble import (
 )
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
+from sklearn.preprocessing import FunctionTransformer, StandardScaler
 
 from mlmodel_serving import forest as forest_module
-from mlmodel_serving.forest import LeafTables, compile_forest, probe_rows
+from mlmodel_serving.forest import LeafTables, compile_forest, compile_model, probe_rows
 from mlmodel_serving.model import PATH_LEAF_TABLES, PATH_SKLEARN, SklearnModel
 
 N_FEATURES = 6
@@ -193,6 +194,47 @@ def test_a_predict_that_fails_on_the_probe_rows_keeps_predict(
     monkeypatch.setattr(rf, "predict_proba", broken)
     tables, why = compile_forest(rf)
     assert tables is None and "could not compare on probe rows (RuntimeError" in why
+
+
+def test_a_pipeline_ending_in_a_forest_gives_the_pipelines_bits() -> None:
+    x, y = _classification()
+    pipe = make_pipeline(StandardScaler(), RandomForestClassifier(10, random_state=0)).fit(x, y)
+    tables, head, why = compile_model(pipe)
+    assert tables is not None and head is not None, why
+    assert "after the Pipeline's first 1 step(s)" in why
+    model = SklearnModel(pipe, "forest", "1", FAKE_SHA)
+    model.use_leaf_tables()
+    assert model.predict_path == PATH_LEAF_TABLES
+    rows = _rows(40)
+    out = model.predict(rows, ("predict", "predict_proba"))
+    assert out["predict_proba"].tobytes() == pipe.predict_proba(rows).tobytes()
+    assert out["predict"].tolist() == pipe.predict(rows).tolist()
+
+
+@pytest.mark.parametrize(
+    ("steps", "reason"),
+    [
+        (
+            lambda: [StandardScaler(), LogisticRegression()],
+            "the Pipeline's last step: LogisticRegression is not",
+        ),
+        (
+            # Earlier steps that hand on a sparse matrix: scikit-learn's predict takes it,
+            # the tables do not.
+            lambda: [
+                FunctionTransformer(sparse.csr_matrix),
+                RandomForestClassifier(5, random_state=0),
+            ],
+            "do not give a finite dense array",
+        ),
+    ],
+    ids=["linear-last", "sparse-head"],
+)
+def test_other_pipelines_keep_predict(steps: Any, reason: str) -> None:
+    x, y = _classification()
+    pipe = make_pipeline(*steps()).fit(x, y)
+    tables, head, why = compile_model(pipe)
+    assert tables is None and head is None and reason in why
 
 
 def test_the_model_uses_tables_only_when_asked(rf: RandomForestClassifier) -> None:
