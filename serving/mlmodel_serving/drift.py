@@ -25,7 +25,7 @@ import threading
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import numpy as np
 import orjson
@@ -186,18 +186,46 @@ def psi(expected: np.ndarray[Any, Any], counts: np.ndarray[Any, Any]) -> float:
     return float(((actual - base) * np.log(actual / base)).sum())
 
 
+T = TypeVar("T")
+
+
+class PendingRows(Generic[T]):
+    """Items of input rows kept until enough rows are pending to fold them in one go.
+
+    Used under its owner's lock: a one-row request then costs a list append, and the
+    numpy work runs once per ``limit`` rows (or at scrape time).
+    """
+
+    def __init__(self, limit: int = 4096) -> None:
+        self.limit = limit
+        self._items: list[T] = []
+        self._rows = 0
+
+    def add(self, item: T, rows: int) -> bool:
+        """Keep ``item`` (``rows`` rows); True when enough rows are pending to fold."""
+        self._items.append(item)
+        self._rows += rows
+        return self._rows >= self.limit
+
+    def take(self) -> list[T]:
+        """Everything pending, oldest first; the buffer is empty afterwards."""
+        items = self._items
+        self._items = []
+        self._rows = 0
+        return items
+
+
 class DriftMonitor:
     """Bins recent input rows per feature against a baseline; PSI over a sliding window."""
-
-    PENDING_ROWS = 4096
 
     def __init__(self, baseline: Baseline, window_rows: int = 10_000, min_rows: int = 100) -> None:
         self.baseline = baseline
         self.window_rows = window_rows
         self.min_rows = min_rows
         self._lock = threading.Lock()
-        self._pending: list[tuple[np.ndarray[Any, Any], np.ndarray[Any, Any] | None]] = []
-        self._pending_rows = 0
+        self._pending: PendingRows[tuple[np.ndarray[Any, Any], np.ndarray[Any, Any] | None]] = (
+            PendingRows()
+        )
         # A chunk: (rows, counts per feature, counts per predicted class)
         self._chunks: deque[tuple[int, list[np.ndarray[Any, Any]]]] = deque()
         sizes = [len(f.proportions) for f in baseline.features]
@@ -215,15 +243,14 @@ class DriftMonitor:
         if labels is not None and labels.shape[0] != x.shape[0]:
             labels = None
         with self._lock:
-            self._pending.append((x, labels))
-            self._pending_rows += x.shape[0]
-            if self._pending_rows >= self.PENDING_ROWS:
+            if self._pending.add((x, labels), x.shape[0]):
                 self._flush()
 
     def _flush(self) -> None:
-        if not self._pending:
+        pending = self._pending.take()
+        if not pending:
             return
-        rows = np.concatenate([x for x, _ in self._pending]).astype(np.float64, copy=False)
+        rows = np.concatenate([x for x, _ in pending]).astype(np.float64, copy=False)
         counts = [
             np.bincount(
                 np.searchsorted(f.edges, rows[:, j], side="left"), minlength=len(f.proportions)
@@ -234,13 +261,11 @@ class DriftMonitor:
             unknown = len(self._class_index)
             index = [
                 self._class_index.get(str(label), unknown)
-                for _, labels in self._pending
+                for _, labels in pending
                 if labels is not None
                 for label in labels.tolist()
             ]
             counts.append(np.bincount(np.asarray(index, dtype=np.int64), minlength=unknown + 1))
-        self._pending = []
-        self._pending_rows = 0
         self._chunks.append((rows.shape[0], counts))
         self._window_total += rows.shape[0]
         for total, chunk in zip(self._window, counts, strict=True):

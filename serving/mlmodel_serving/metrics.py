@@ -17,7 +17,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from mlmodel_serving.drift import DriftMonitor
+from mlmodel_serving.drift import DriftMonitor, PendingRows
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -34,37 +34,31 @@ class FeatureStats(Collector):
     mean = rate(sum) / rate(rows); variance follows from the sum of squares.
     """
 
-    # Rows are summed lazily, at scrape time or when this many are pending, so that a
-    # one-row request costs a list append instead of a few numpy reductions.
-    PENDING_ROWS = 4096
-
     def __init__(self, model: str) -> None:
         self._model = model
         self._lock = threading.Lock()
         self._rows = 0
         self._sum: np.ndarray[Any, Any] | None = None
         self._squares: np.ndarray[Any, Any] | None = None
-        self._pending: list[np.ndarray[Any, Any]] = []
-        self._pending_rows = 0
+        # Rows are summed lazily, at scrape time or when enough are pending, so that a
+        # one-row request costs a list append instead of a few numpy reductions.
+        self._pending: PendingRows[np.ndarray[Any, Any]] = PendingRows()
 
     def observe(self, x: np.ndarray[Any, Any]) -> None:
         if x.ndim != 2 or x.dtype.kind not in "biuf":
             return
         with self._lock:
-            self._pending.append(x)
-            self._pending_rows += x.shape[0]
-            if self._pending_rows >= self.PENDING_ROWS:
+            if self._pending.add(x, x.shape[0]):
                 self._flush()
 
     def _flush(self) -> None:
         """Fold pending rows into the sums (caller holds the lock)."""
-        if not self._pending:
+        pending = self._pending.take()
+        if not pending:
             return
-        width = self._pending[-1].shape[1]
-        same = [x for x in self._pending if x.shape[1] == width]
+        width = pending[-1].shape[1]
+        same = [x for x in pending if x.shape[1] == width]
         values = np.concatenate(same).astype(np.float64, copy=False)
-        self._pending = []
-        self._pending_rows = 0
         column_sum = values.sum(axis=0)
         column_squares = np.einsum("ij,ij->j", values, values)
         if self._sum is None or self._squares is None or self._sum.shape != column_sum.shape:

@@ -14,6 +14,7 @@ from mlmodel_serving.app import create_app
 from mlmodel_serving.drift import (
     Baseline,
     DriftMonitor,
+    PendingRows,
     PredictionBaseline,
     build_baseline,
     psi,
@@ -162,3 +163,11 @@ def test_predicted_class_psi(iris: tuple[np.ndarray[Any, Any], np.ndarray[Any, A
     no_labels = DriftMonitor(build_baseline(x), min_rows=10)
     no_labels.observe(x, y)
     assert no_labels.snapshot()[2] is None
+
+
+def test_pending_rows_fold_once_enough_rows_wait() -> None:
+    pending: PendingRows[str] = PendingRows(limit=5)
+    assert not pending.add("a", 2) and not pending.add("b", 2)
+    assert pending.add("c", 1)  # 5 rows pending: time to fold
+    assert pending.take() == ["a", "b", "c"]
+    assert pending.take() == [] and not pending.add("d", 4)
