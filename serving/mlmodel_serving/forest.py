@@ -25,6 +25,7 @@ to call; the tables keep estimator order.)
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -183,18 +184,20 @@ def probe_rows(estimator: Any, n_rows: int = PROBE_ROWS, seed: int = 0) -> np.nd
     """
     rng = np.random.default_rng(seed)
     n_features = int(estimator.n_features_in_)
-    per_feature: list[list[float]] = [[] for _ in range(n_features)]
-    for member in estimator.estimators_:
-        tree = member.tree_
-        inner = tree.children_left != -1
-        for feature, threshold in zip(tree.feature[inner], tree.threshold[inner], strict=True):
-            per_feature[int(feature)].append(float(threshold))
+    # Every split's (feature, threshold), grouped by feature with numpy: a big forest has
+    # millions of splits, too many for a Python loop at start-up.
+    trees = [member.tree_ for member in estimator.estimators_]
+    inner = [tree.children_left != -1 for tree in trees]
+    features = np.concatenate([t.feature[i] for t, i in zip(trees, inner, strict=True)])
+    thresholds = np.concatenate([t.threshold[i] for t, i in zip(trees, inner, strict=True)])
+    order = np.argsort(features, kind="stable")
+    bounds = np.searchsorted(features[order], np.arange(n_features + 1))
+    per_feature = [thresholds[order[bounds[j] : bounds[j + 1]]] for j in range(n_features)]
     columns = []
-    for thresholds in per_feature:
-        if not thresholds:
+    for values in per_feature:
+        if not len(values):
             columns.append(rng.normal(size=n_rows))
             continue
-        values = np.asarray(thresholds)
         low, high = float(values.min()), float(values.max())
         span = max(high - low, 1.0)
         picks = rng.choice(values, size=n_rows)
@@ -206,35 +209,35 @@ def probe_rows(estimator: Any, n_rows: int = PROBE_ROWS, seed: int = 0) -> np.nd
 
 def _check(estimator: Any, tables: LeafTables) -> str:
     """An empty string when the tables give predict's (and predict_proba's) exact bits."""
-    rows = probe_rows(estimator)
-    for x in (rows[:1], rows[:32], rows):
-        x32 = tables.prepare(x)
-        if x32 is None:
-            return "probe rows were not finite in float32"
-        mean = tables.mean(x32)
-        if tables.is_classifier:
-            if not _same(mean, estimator.predict_proba(x)):
-                return f"predict_proba differs from the leaf tables on {len(x)} probe rows"
-            if not _same(tables.labels(mean), estimator.predict(x)):
-                return f"predict differs from the leaf tables on {len(x)} probe rows"
-        elif not _same(mean, estimator.predict(x)):
-            return f"predict differs from the leaf tables on {len(x)} probe rows"
-    return ""
+    return _compare(estimator, probe_rows(estimator), tables, None, "probe rows")
 
 
 def _check_pipeline(pipeline: Any, head: Any, tables: LeafTables) -> str:
     """An empty string when head + tables give the whole Pipeline's exact bits."""
     rows = np.random.default_rng(0).normal(size=(256, int(pipeline.n_features_in_)))
+    return _compare(pipeline, rows, tables, head.transform, "random rows through the Pipeline")
+
+
+def _compare(
+    model: Any,
+    rows: np.ndarray[Any, Any],
+    tables: LeafTables,
+    transform: Callable[[Any], Any] | None,
+    what: str,
+) -> str:
+    """Compare ``model`` with the tables (after ``transform``) on 1, 32 and all ``rows``."""
     for x in (rows[:1], rows[:32], rows):
-        x32 = tables.prepare(head.transform(x))
+        x32 = tables.prepare(x if transform is None else transform(x))
         if x32 is None:
-            return "the Pipeline's earlier steps do not give a finite dense array"
+            return f"{what} do not give a finite dense array"
         mean = tables.mean(x32)
-        expected = pipeline.predict_proba(x) if tables.is_classifier else pipeline.predict(x)
-        if not _same(mean, expected):
-            return f"the Pipeline's predict differs from the leaf tables on {len(x)} random rows"
-        if tables.is_classifier and not _same(tables.labels(mean), pipeline.predict(x)):
-            return f"the Pipeline's predict differs from the leaf tables on {len(x)} random rows"
+        if tables.is_classifier:
+            if not _same(mean, model.predict_proba(x)):
+                return f"predict_proba differs from the leaf tables on {len(x)} {what}"
+            if not _same(tables.labels(mean), model.predict(x)):
+                return f"predict differs from the leaf tables on {len(x)} {what}"
+        elif not _same(mean, model.predict(x)):
+            return f"predict differs from the leaf tables on {len(x)} {what}"
     return ""
 
 
