@@ -42,11 +42,17 @@ def measure(
     estimator: Any, x_all: np.ndarray[Any, Any], batches: Sequence[int], pairs: int
 ) -> list[dict[str, Any]]:
     """Per batch size: median ms of each path, their ratio, and that every pair matched."""
-    from mlmodel_serving.forest import compile_forest
-    from mlmodel_serving.model import quiet_warnings
+    from mlmodel_serving.model import (
+        PATH_LEAF_TABLES,
+        PREDICT,
+        PREDICT_PROBA,
+        SklearnModel,
+        quiet_warnings,
+    )
 
-    tables, reason = compile_forest(estimator)
-    if tables is None:
+    served = SklearnModel(estimator, "forest", "1", "-")  # the server's own predict path
+    reason = served.use_leaf_tables()
+    if served.predict_path != PATH_LEAF_TABLES:
         raise RuntimeError(f"no leaf tables for the benchmark forest: {reason}")
     rng = np.random.default_rng(0)
     out = []
@@ -60,13 +66,11 @@ def measure(
                 t0 = time.perf_counter()
                 labels = estimator.predict(x)
                 t1 = time.perf_counter()
-                x32 = tables.prepare(x)
-                assert x32 is not None
-                mean = tables.mean(x32)
-                fast = tables.labels(mean)
+                fast = served.predict(x, (PREDICT,))[PREDICT]
                 t2 = time.perf_counter()
                 # Checked outside the timed calls: probabilities and labels, bit for bit.
-                if mean.tobytes() != estimator.predict_proba(x).tobytes() or (
+                proba = served.predict(x, (PREDICT_PROBA,))[PREDICT_PROBA]
+                if proba.tobytes() != estimator.predict_proba(x).tobytes() or (
                     fast.tolist() != labels.tolist()
                 ):
                     raise AssertionError(f"leaf tables differ from predict at {size} rows")

@@ -156,19 +156,13 @@ def inprocess_predict_ms(
 
 def tables_predict(case: ModelCase) -> Callable[[Any], Any] | None:
     """The leaf-table predict ``mlmodel-serve`` runs for this model, or None (not a forest)."""
-    from mlmodel_serving.forest import compile_forest
+    from mlmodel_serving.model import PATH_LEAF_TABLES, PREDICT, SklearnModel
 
-    tables, _ = compile_forest(case.model)
-    if tables is None:
+    model = SklearnModel(case.model, case.name, "1", case.sha256)
+    model.use_leaf_tables()
+    if model.predict_path != PATH_LEAF_TABLES:
         return None
-
-    def predict(x: Any) -> Any:
-        x32 = tables.prepare(x)
-        assert x32 is not None
-        mean = tables.mean(x32)
-        return tables.labels(mean) if tables.is_classifier else mean
-
-    return predict
+    return lambda x: model.predict(x, (PREDICT,))[PREDICT]
 
 
 def prediction_checker(expected: list[float]) -> Callable[[bytes], bool]:
