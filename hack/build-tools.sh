@@ -42,7 +42,8 @@ build_kubernetes() {
   ld="$ld -X k8s.io/client-go/pkg/version.gitVersion=$v -X k8s.io/client-go/pkg/version.gitMajor=1 -X k8s.io/client-go/pkg/version.gitMinor=$minor"
   (cd "$HACK/go/kubernetes" && go build -trimpath -ldflags "$ld" -o "$OUT/" \
     k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager \
-    k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubectl)
+    k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubectl \
+    k8s.io/kubernetes/cmd/kubelet k8s.io/kubernetes/cmd/kube-proxy)
 }
 
 build_etcd() {
@@ -52,6 +53,20 @@ build_etcd() {
 build_kwok() {
   GOBIN="$OUT" go install -trimpath -ldflags "-s -w -X sigs.k8s.io/kwok/pkg/consts.Version=$KWOK_VERSION" \
     "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION"
+}
+
+# containerd 2.x for the real node (Debian's 1.6 lacks the CRI RuntimeConfig call the
+# kubelet of Kubernetes 1.35 makes): the daemon, its runc shim and ctr (image import).
+build_containerd() {
+  local m=github.com/containerd/containerd/v2 v="$CONTAINERD_VERSION"
+  GOBIN="$OUT" go install -trimpath -ldflags "-s -w -X $m/version.Version=$v" \
+    "$m/cmd/containerd@$v" "$m/cmd/containerd-shim-runc-v2@$v" "$m/cmd/ctr@$v"
+}
+
+# CoreDNS for the real node's pods (cluster.local only, nothing forwarded), built from a
+# wrapper module with the few plugins it needs (hack/go/coredns).
+build_coredns() {
+  (cd "$HACK/go/coredns" && go build -trimpath -ldflags "-s -w" -o "$OUT/coredns" .)
 }
 
 build_minio() {
@@ -81,11 +96,18 @@ fetch_prometheus_operator_crds() {
   log "prometheus-operator CRDs $v: -> $dest"
 }
 
-# Debian packages the tests use: Prometheus + promtool, and shellcheck for the scripts.
+# Debian packages the tests use: Prometheus + promtool, shellcheck for the scripts, and
+# for the real node: runc, the CNI plugins, iptables and conntrack (kube-proxy), and
+# buildah + debootstrap to build the images without a Docker engine.
 install_debian_packages() {
-  local missing=()
-  command -v prometheus >/dev/null && command -v promtool >/dev/null || missing+=(prometheus)
-  command -v shellcheck >/dev/null || missing+=(shellcheck)
+  local missing=() pair
+  for pair in prometheus:prometheus promtool:prometheus shellcheck:shellcheck runc:runc \
+    /usr/lib/cni/bridge:containernetworking-plugins iptables:iptables conntrack:conntrack \
+    buildah:buildah debootstrap:debootstrap; do
+    local cmd="${pair%%:*}" pkg="${pair#*:}"
+    if [[ "$cmd" == /* ]]; then [[ -x "$cmd" ]] && continue; else command -v "$cmd" >/dev/null && continue; fi
+    [[ " ${missing[*]} " == *" $pkg "* ]] || missing+=("$pkg")
+  done
   if [[ ${#missing[@]} -eq 0 ]]; then
     log "debian packages: installed ($(prometheus --version 2>&1 | head -1))"; return 0
   fi
@@ -98,17 +120,19 @@ install_debian_packages() {
   log "debian packages: installed in $((SECONDS - start))s"
 }
 
-want="${*:-etcd kubernetes kwok minio debian prometheus-operator-crds}"
+want="${*:-etcd kubernetes kwok containerd coredns minio debian prometheus-operator-crds}"
 total=$SECONDS
 for c in $want; do
   case "$c" in
     etcd) run_build etcd "$ETCD_VERSION" etcd -- build_etcd ;;
-    kubernetes) run_build kubernetes "$KUBERNETES_VERSION" kube-apiserver kube-controller-manager kube-scheduler kubectl -- build_kubernetes ;;
+    kubernetes) run_build kubernetes "$KUBERNETES_VERSION" kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet kube-proxy -- build_kubernetes ;;
+    coredns) run_build coredns "$COREDNS_VERSION" coredns -- build_coredns ;;
+    containerd) run_build containerd "$CONTAINERD_VERSION" containerd containerd-shim-runc-v2 ctr -- build_containerd ;;
     kwok) run_build kwok "$KWOK_VERSION" kwok -- build_kwok ;;
     minio) run_build minio "$MINIO_VERSION" minio -- build_minio ;;
     debian) install_debian_packages ;;
     prometheus-operator-crds) fetch_prometheus_operator_crds ;;
-    *) echo "unknown component: $c (accepted: etcd kubernetes kwok minio debian prometheus-operator-crds)" >&2; exit 2 ;;
+    *) echo "unknown component: $c (accepted: etcd kubernetes kwok containerd coredns minio debian prometheus-operator-crds)" >&2; exit 2 ;;
   esac
 done
 log "all tools ready in $((SECONDS - total))s (cache: $BIN)"
