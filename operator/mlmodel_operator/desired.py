@@ -23,7 +23,7 @@ RUN_AS_USER: Final = 10001
 READY_PATH: Final = "/v2/health/ready"
 LIVE_PATH: Final = "/v2/health/live"
 METRICS_PATH: Final = "/metrics"
-STARTUP_PERIOD_SECONDS: Final = 5
+STARTUP_PERIOD_SECONDS: Final = 1
 DIGEST_PREFIX_LENGTH: Final = 12
 
 
@@ -185,10 +185,12 @@ def _container(model: ModelSpec, settings: Settings) -> dict[str, Any]:
         "ports": [{"name": PORT_NAME, "containerPort": settings.serving_port, "protocol": "TCP"}],
         "env": _env(model, settings),
         "resources": {kind: dict(values) for kind, values in resources.items() if values},
-        # The startup probe covers download, digest check and load; the rollout timeout
-        # bounds it anyway, so it may take that long before liveness restarts the pod.
+        # The startup probe covers download, digest check and load: it asks the readiness
+        # path, which answers 200 only once the verified model is loaded (the liveness
+        # path answers as soon as the process listens). Probed every second, so a loaded
+        # model is Ready within a second or so; the rollout timeout bounds the whole of it.
         "startupProbe": {
-            "httpGet": {"path": LIVE_PATH, "port": PORT_NAME},
+            "httpGet": {"path": READY_PATH, "port": PORT_NAME},
             "periodSeconds": STARTUP_PERIOD_SECONDS,
             "timeoutSeconds": 2,
             "failureThreshold": max(

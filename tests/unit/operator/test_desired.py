@@ -150,10 +150,10 @@ EXPECTED_DEPLOYMENT: dict[str, Any] = {
                             "limits": {"memory": "1Gi"},
                         },
                         "startupProbe": {
-                            "httpGet": {"path": "/v2/health/live", "port": "http"},
-                            "periodSeconds": 5,
+                            "httpGet": {"path": "/v2/health/ready", "port": "http"},
+                            "periodSeconds": 1,
                             "timeoutSeconds": 2,
-                            "failureThreshold": 120,
+                            "failureThreshold": 600,
                         },
                         "readinessProbe": {
                             "httpGet": {"path": "/v2/health/ready", "port": "http"},
@@ -267,7 +267,7 @@ def test_build_deployment_with_every_option() -> None:
     container = deployment["spec"]["template"]["spec"]["containers"][0]
     assert container["image"] == "registry.local/serving:dev"  # the spec's override wins
     assert container["imagePullPolicy"] == "Never"
-    assert container["startupProbe"]["failureThreshold"] == 13  # ceil(61 / 5)
+    assert container["startupProbe"]["failureThreshold"] == 61  # 61 s at one probe a second
     assert container["resources"] == {
         "requests": {"cpu": "1", "memory": "256Mi", "nvidia.com/gpu": "1"},
         "limits": {"cpu": "2", "memory": "1Gi", "nvidia.com/gpu": "1"},
