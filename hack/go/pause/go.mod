@@ -1,0 +1,3 @@
+module mlmodel-lifecycle/hack/go/pause
+
+go 1.22
