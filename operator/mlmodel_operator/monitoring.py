@@ -13,6 +13,8 @@ healthy model and see data, and query the whole expression to see it fire.
 from __future__ import annotations
 
 import json
+import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -442,6 +444,42 @@ def dashboard_panels() -> list[dict[str, Any]]:
             "short", 12, 32,
         ),
     ]  # fmt: skip
+
+
+_GRAFANA_VARIABLE = re.compile(r"\$(?:\{(\w+)\}|(\w+))")
+
+
+def expand_variables(query: str, values: Mapping[str, str]) -> str:
+    """``query`` with each Grafana variable (``$name`` or ``${name}``) replaced by
+    ``values[name]``, as Grafana sends it to Prometheus for those choices.
+
+    Values are put in as given: for a regex matcher (``version=~"$version"``) pass what
+    Grafana would, e.g. ``.*`` for All. A variable with no value raises ValueError.
+    """
+
+    def value(match: re.Match[str]) -> str:
+        name = match.group(1) or match.group(2)
+        if name not in values:
+            raise ValueError(f"no value for the Grafana variable ${name} in {query}")
+        return values[name]
+
+    return _GRAFANA_VARIABLE.sub(value, query)
+
+
+def variable_selectors() -> list[tuple[str, str, str]]:
+    """(variable, label, selector) of each query variable of the dashboard: Grafana runs
+    ``label_values(selector, label)``, so the selector (after :func:`expand_variables`)
+    must find series that carry the label."""
+    out = []
+    for variable in build_dashboard()["templating"]["list"]:
+        if variable["type"] != "query":
+            continue
+        definition = variable["definition"]
+        if not (definition.startswith("label_values(") and definition.endswith(")")):
+            raise ValueError(f"variable {variable['name']}: not a label_values() query")
+        selector, label = definition[len("label_values(") : -1].rsplit(",", 1)
+        out.append((variable["name"], label.strip(), selector.strip()))
+    return out
 
 
 def build_dashboard() -> dict[str, Any]:

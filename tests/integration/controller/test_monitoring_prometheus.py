@@ -34,9 +34,10 @@ from sklearn.preprocessing import FunctionTransformer
 from mlmodel_operator.localcluster import OperatorRunner, PrometheusServer, wait_until
 from mlmodel_operator.monitoring import (
     build_alerts,
-    build_dashboard,
     build_rule_file,
     dashboard_panels,
+    expand_variables,
+    variable_selectors,
 )
 from mlmodel_operator.spec import ModelSpec, parse_model
 
@@ -219,30 +220,21 @@ def dashboard_queries() -> list[tuple[str, str]]:
     out = []
     for panel in dashboard_panels():
         for target in panel["targets"]:
-            expr = target["expr"]
-            regressor = "mlmodel_prediction_value" in expr
+            regressor = "mlmodel_prediction_value" in target["expr"]
             values = {
-                "$namespace": NAMESPACE,
-                "$model": REGRESSOR if regressor else NAME,
-                "$version": "1" if regressor else VERSION,
-                "$__rate_interval": RATE_INTERVAL,
+                "namespace": NAMESPACE,
+                "model": REGRESSOR if regressor else NAME,
+                "version": "1" if regressor else VERSION,
+                "__rate_interval": RATE_INTERVAL,
             }
-            for var, value in values.items():
-                expr = expr.replace(var, value)
-            assert "$" not in expr, expr
-            out.append((panel["title"], expr))
+            out.append((panel["title"], expand_variables(target["expr"], values)))
     return out
 
 
 def variable_queries() -> list[tuple[str, str]]:
     """label_values(SELECTOR, label) -> the selector, which must find series with that label."""
-    out = []
-    for var in build_dashboard()["templating"]["list"][1:]:
-        inner = var["definition"].removeprefix("label_values(").removesuffix(")")
-        selector, label = inner.rsplit(",", 1)
-        selector = selector.replace("$namespace", NAMESPACE).replace("$model", NAME)
-        out.append((label.strip(), selector))
-    return out
+    values = {"namespace": NAMESPACE, "model": NAME}
+    return [(label, expand_variables(sel, values)) for _, label, sel in variable_selectors()]
 
 
 def values(prom: PrometheusServer, expr: str) -> list[float]:
