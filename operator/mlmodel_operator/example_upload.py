@@ -68,13 +68,22 @@ def ensure_buckets(client: Any, buckets: Sequence[str]) -> None:
 
 
 def upload_version(client: Any, version: str, bucket: str = MODELS_BUCKET) -> tuple[str, str]:
-    """Train and upload one version with its drift baseline; returns (sha256, uri)."""
-    from mlmodel_serving.drift import build_baseline
+    """Train and upload one version with its drift baseline; returns (sha256, uri).
+
+    The baseline is what ``mlmodel baseline --model`` makes: the features' bins and the
+    proportions of the classes the model predicts on its training data, so the server
+    exports ``mlmodel_prediction_psi`` (and the MLModelPredictionDrift alert has data).
+    """
+    import joblib
+
+    from mlmodel_operator.baseline_cli import make_baseline
 
     trained = train_churn(version, bucket=bucket)
     upload(client, trained)
     x, _ = churn_data()
-    baseline = build_baseline(x).to_json()
+    # The model just trained here, from the bytes it was dumped to a moment ago.
+    model = joblib.load(io.BytesIO(trained.data))
+    baseline = make_baseline(x, None, bins=10, model=model)
     key = trained.key.rsplit("/", 1)[0] + "/baseline.json"
     client.put_object(bucket, key, io.BytesIO(baseline), len(baseline))
     return trained.sha256, trained.uri
