@@ -76,6 +76,14 @@ mirror() {
   echo "${uri%/}"
 }
 
+DEBOOTSTRAP_PID=""
+stop_debootstrap() {
+  [[ -n "$DEBOOTSTRAP_PID" ]] || return 0
+  kill -TERM -- "-$DEBOOTSTRAP_PID" "$DEBOOTSTRAP_PID" 2>/dev/null || true
+  wait "$DEBOOTSTRAP_PID" 2>/dev/null || true  # at most 30 s: timeout -k 30
+  DEBOOTSTRAP_PID=""
+}
+
 # unmount whatever debootstrap left mounted under $1 (it mounts proc and sys in the target)
 unmount_under() {
   local m
@@ -99,13 +107,19 @@ build() {
   list="$(IFS=,; echo "${PACKAGES[*]}")"
   log "debootstrap $SUITE (minbase + $list) from $url ..."
   start=$SECONDS
-  if ! timeout -k 30 "$DEBOOTSTRAP_TIMEOUT" debootstrap --variant=minbase --components=main \
-      --include="$list" "$SUITE" "$rootfs" "$url" >"$staging/debootstrap.log" 2>&1; then
+  # timeout(1) puts debootstrap in a process group of its own: stop that group if we are
+  timeout -k 30 "$DEBOOTSTRAP_TIMEOUT" debootstrap --variant=minbase --components=main \
+    --include="$list" "$SUITE" "$rootfs" "$url" >"$staging/debootstrap.log" 2>&1 </dev/null &
+  DEBOOTSTRAP_PID=$!
+  trap 'stop_debootstrap; exit 130' INT
+  trap 'stop_debootstrap; exit 143' TERM
+  if ! wait "$DEBOOTSTRAP_PID"; then
     log "debootstrap FAILED after $((SECONDS - start))s (limit ${DEBOOTSTRAP_TIMEOUT}s); last lines of its log:"
     tail -n 30 "$staging/debootstrap.log" >&2
     [[ -f "$rootfs/debootstrap/debootstrap.log" ]] && tail -n 30 "$rootfs/debootstrap/debootstrap.log" >&2
     exit 1
   fi
+  DEBOOTSTRAP_PID=""
   log "debootstrap done in $((SECONDS - start))s"
   unmount_under "$rootfs"
   start=$SECONDS
@@ -132,6 +146,8 @@ build() {
   rm -rf "$dest"
   mv "$staging" "$dest"
   trap - EXIT
+  # bases of earlier versions of this script are of no more use
+  find "$IMAGES" -mindepth 1 -maxdepth 1 -name 'base-*' ! -name "base-${k:0:16}" -exec rm -rf {} +
   log "packed in $((SECONDS - start))s: $dest/rootfs.tar ($(du -h "$dest/rootfs.tar" | cut -f1))"
   echo "$dest/rootfs.tar"
 }

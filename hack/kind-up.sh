@@ -2,7 +2,9 @@
 # `make kind-up`: the whole story on a kind cluster, for a laptop with Docker.
 #
 #   1. create the kind cluster of kind-config.yaml (or reuse it)
-#   2. build both images (hack/images.sh) and load them into the node
+#   2. build both images (hack/images.sh) and load them into the node: with Docker as
+#      `docker-image`s; where hack/images.sh builds with buildah (no Docker engine answers,
+#      or MLMODEL_IMAGE_BUILDER=buildah), from its docker-archive tarballs
 #   3. optionally, the Prometheus operator stack (MLMODEL_KIND_MONITORING=1, needs helm)
 #   4. install the CRDs, MinIO (laptop only) and the operator (manifests/)
 #   5. train and upload the example model in the cluster (manifests/examples/upload)
@@ -13,7 +15,9 @@
 # MLMODEL_KIND_SKIP_BUILD (0: set 1 to load images you built yourself),
 # MLMODEL_KIND_PORT (18080, the local end of the port-forward),
 # KUBE_PROMETHEUS_STACK_VERSION (the chart version, pinned below).
-# Every wait has a time limit. Needs docker, kind and kubectl (and helm for monitoring).
+# KIND_EXPERIMENTAL_PROVIDER (docker; kind's own setting, e.g. podman).
+# Every wait has a time limit. Needs kind, kubectl, curl, the engine kind runs its node in
+# (docker or podman), and helm for monitoring.
 #
 # Untested in this project's CI (no Docker engine there): kept correct by review and by
 # the shellcheck linter; the manifests it applies are checked on a real apiserver by
@@ -34,12 +38,13 @@ STATE="${XDG_CACHE_HOME:-$HOME/.cache}/mlmodel-lifecycle/kind-$CLUSTER"
 step() { printf '\n=== kind-up: %s\n' "$*"; }
 die() { echo "kind-up: $*" >&2; exit 1; }
 
-need=(docker kind kubectl curl)
+PROVIDER="${KIND_EXPERIMENTAL_PROVIDER:-docker}"
+need=("$PROVIDER" kind kubectl curl)
 [[ "$MONITORING" == 1 ]] && need+=(helm)
 for tool in "${need[@]}"; do
   command -v "$tool" >/dev/null || die "'$tool' is not on the PATH"
 done
-docker info >/dev/null 2>&1 || die "the Docker engine is not running"
+timeout 30 "$PROVIDER" info >/dev/null 2>&1 || die "the $PROVIDER engine is not running (kind runs its node in it)"
 
 step "cluster '$CLUSTER'"
 if kind get clusters | grep -qx "$CLUSTER"; then
@@ -49,13 +54,30 @@ else
 fi
 k() { kubectl --context "kind-$CLUSTER" "$@"; }
 
-step "images"
-if [[ "$SKIP_BUILD" == 1 ]]; then
-  echo "MLMODEL_KIND_SKIP_BUILD=1: loading ${IMAGES[*]} as they are"
+BUILDER="$("$ROOT/hack/images.sh" --which)"
+step "images (built with $BUILDER)"
+if [[ "$BUILDER" == docker ]]; then
+  if [[ "$SKIP_BUILD" == 1 ]]; then
+    echo "MLMODEL_KIND_SKIP_BUILD=1: loading ${IMAGES[*]} as they are"
+  else
+    IMAGE_REGISTRY="$REGISTRY" IMAGE_TAG="$TAG" "$ROOT/hack/images.sh" --docker
+  fi
+  timeout 900 kind load docker-image --name "$CLUSTER" "${IMAGES[@]}"
 else
-  IMAGE_REGISTRY="$REGISTRY" IMAGE_TAG="$TAG" "$ROOT/hack/images.sh"
+  # hack/buildah-images.sh prints `archive<TAB>short<TAB>name<TAB>path` per image
+  if [[ "$SKIP_BUILD" == 1 ]]; then
+    echo "MLMODEL_KIND_SKIP_BUILD=1: loading the archives as they are"
+    archives="$(IMAGE_REGISTRY="$REGISTRY" IMAGE_TAG="$TAG" "$ROOT/hack/buildah-images.sh" --list mlmodel-operator mlmodel-serving)"
+  else
+    archives="$(IMAGE_REGISTRY="$REGISTRY" IMAGE_TAG="$TAG" "$ROOT/hack/images.sh" --buildah mlmodel-operator mlmodel-serving)"
+  fi
+  while IFS=$'\t' read -r kind_of _ name path; do
+    [[ "$kind_of" == archive ]] || continue
+    [[ -f "$path" ]] || die "no archive of $name at $path"
+    echo "loading $name from $path"
+    timeout 900 kind load image-archive --name "$CLUSTER" "$path"
+  done <<<"$archives"
 fi
-kind load docker-image --name "$CLUSTER" "${IMAGES[@]}"
 
 if [[ "$MONITORING" == 1 ]]; then
   step "Prometheus operator stack (kube-prometheus-stack $STACK_VERSION, namespace monitoring)"
