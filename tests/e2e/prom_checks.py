@@ -823,7 +823,7 @@ def inference_traffic(
     ``requests`` V2 inference requests of ``rows`` rows drawn from the churn model's own
     training data (``example_models.churn_data``) to ``url`` (the model's infer URL
     through its Service), each on a new connection so kube-proxy spreads them over the
-    Pods. A request that is not answered 200 fails the call."""
+    Pods. A request answered with an HTTP error status fails the call."""
     import numpy as np
 
     from mlmodel_operator.example_models import churn_data
@@ -850,8 +850,10 @@ def inference_traffic(
                 method="POST",
                 headers={"Content-Type": "application/json"},
             )
-            with urllib.request.urlopen(request, timeout=timeout) as resp:
-                if resp.status != 200:
-                    raise AssertionError(f"POST {url}: {resp.status} {resp.read()[:500]!r}")
+            try:
+                with urllib.request.urlopen(request, timeout=timeout) as resp:
+                    resp.read()
+            except urllib.error.HTTPError as exc:
+                raise AssertionError(f"POST {url}: {exc.code} {exc.read()[:500]!r}") from None
 
     return send
