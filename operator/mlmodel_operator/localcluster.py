@@ -37,6 +37,9 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 VERSIONS_FILE = REPO_ROOT / "hack" / "versions.env"
 
 
+SERVICE_CLUSTER_IP_RANGE = "10.96.0.0/16"
+
+
 class HarnessError(RuntimeError):
     """A local server could not be started; the message names it and shows its log."""
 
@@ -209,6 +212,10 @@ class Pki:
         return self.directory / "ca.crt"
 
     @property
+    def ca_key(self) -> Path:
+        return self.directory / "ca.key"
+
+    @property
     def server_cert(self) -> Path:
         return self.directory / "apiserver.crt"
 
@@ -233,33 +240,86 @@ class Pki:
         return self.directory / "sa.pub"
 
 
-def make_pki(directory: Path) -> Pki:
-    """A CA, an apiserver serving cert for 127.0.0.1, an admin client cert in
+def _new_key() -> Any:
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    return ec.generate_private_key(ec.SECP256R1())
+
+
+def _write_key(path: Path, key: Any) -> None:
+    from cryptography.hazmat.primitives import serialization
+
+    path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    path.chmod(0o600)
+
+
+def issue_certificate(
+    pki: Pki,
+    name: str,
+    common_name: str,
+    *,
+    organizations: Sequence[str] = (),
+    server: bool = False,
+    ips: Sequence[str] = (),
+    dns_names: Sequence[str] = (),
+) -> tuple[Path, Path]:
+    """A leaf certificate signed by the cluster CA: ``<name>.crt`` and ``<name>.key``.
+
+    ``server=True`` makes a serving certificate (with the given IP and DNS names),
+    otherwise a client certificate whose user is ``common_name`` in ``organizations``.
+    """
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    ca_key = serialization.load_pem_private_key(pki.ca_key.read_bytes(), password=None)
+    ca = x509.load_pem_x509_certificate(pki.ca_cert.read_bytes())
+    now = dt.datetime.now(dt.UTC)
+    subject = x509.Name(
+        [x509.NameAttribute(NameOID.ORGANIZATION_NAME, org) for org in organizations]
+        + [x509.NameAttribute(NameOID.COMMON_NAME, common_name)]
+    )
+    usage = ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH
+    key = _new_key()
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(ca.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(ca.not_valid_after_utc)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+    )
+    sans: list[x509.GeneralName] = [x509.IPAddress(ipaddress.ip_address(ip)) for ip in ips]
+    sans += [x509.DNSName(dns) for dns in dns_names]
+    if sans:
+        builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
+    cert = builder.sign(ca_key, hashes.SHA256())  # type: ignore[arg-type]
+    cert_path, key_path = pki.directory / f"{name}.crt", pki.directory / f"{name}.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    _write_key(key_path, key)
+    return cert_path, key_path
+
+
+def make_pki(directory: Path, apiserver_ips: Sequence[str] = ("127.0.0.1",)) -> Pki:
+    """A CA, an apiserver serving cert for ``apiserver_ips``, an admin client cert in
     ``system:masters`` and a service-account signing key pair."""
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+    from cryptography.x509.oid import NameOID
 
     directory.mkdir(parents=True, exist_ok=True)
     pki = Pki(directory)
     now = dt.datetime.now(dt.UTC)
-    not_after = now + dt.timedelta(days=2)
-
-    def key() -> ec.EllipticCurvePrivateKey:
-        return ec.generate_private_key(ec.SECP256R1())
-
-    def write_key(path: Path, k: ec.EllipticCurvePrivateKey) -> None:
-        path.write_bytes(
-            k.private_bytes(
-                serialization.Encoding.PEM,
-                serialization.PrivateFormat.PKCS8,
-                serialization.NoEncryption(),
-            )
-        )
-        path.chmod(0o600)
-
-    ca_key = key()
+    ca_key = _new_key()
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "mlmodel-local-ca")])
     ca = (
         x509.CertificateBuilder()
@@ -268,7 +328,7 @@ def make_pki(directory: Path) -> Pki:
         .public_key(ca_key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(not_after)
+        .not_valid_after(now + dt.timedelta(days=2))
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
         .add_extension(
             x509.KeyUsage(
@@ -287,56 +347,25 @@ def make_pki(directory: Path) -> Pki:
         .sign(ca_key, hashes.SHA256())
     )
     pki.ca_cert.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
-
-    def leaf(
-        cert_path: Path,
-        key_path: Path,
-        subject: x509.Name,
-        usage: x509.ObjectIdentifier,
-        sans: list[x509.GeneralName] | None = None,
-    ) -> None:
-        k = key()
-        builder = (
-            x509.CertificateBuilder()
-            .subject_name(subject)
-            .issuer_name(ca_name)
-            .public_key(k.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(minutes=5))
-            .not_valid_after(not_after)
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
-        )
-        if sans:
-            builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
-        cert = builder.sign(ca_key, hashes.SHA256())
-        cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-        write_key(key_path, k)
-
-    leaf(
-        pki.server_cert,
-        pki.server_key,
-        x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "kube-apiserver")]),
-        ExtendedKeyUsageOID.SERVER_AUTH,
-        [
-            x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
-            x509.DNSName("localhost"),
-            x509.DNSName("kubernetes.default.svc"),
+    _write_key(pki.ca_key, ca_key)
+    issue_certificate(
+        pki,
+        "apiserver",
+        "kube-apiserver",
+        server=True,
+        # 10.96.0.1: the `kubernetes` Service, which pods on a real node dial
+        ips=[*apiserver_ips, "10.96.0.1"],
+        dns_names=[
+            "localhost",
+            "kubernetes",
+            "kubernetes.default",
+            "kubernetes.default.svc",
+            "kubernetes.default.svc.cluster.local",
         ],
     )
-    leaf(
-        pki.admin_cert,
-        pki.admin_key,
-        x509.Name(
-            [
-                x509.NameAttribute(NameOID.ORGANIZATION_NAME, "system:masters"),
-                x509.NameAttribute(NameOID.COMMON_NAME, "mlmodel-admin"),
-            ]
-        ),
-        ExtendedKeyUsageOID.CLIENT_AUTH,
-    )
-    sa = key()
-    write_key(pki.sa_key, sa)
+    issue_certificate(pki, "admin", "mlmodel-admin", organizations=["system:masters"])
+    sa = _new_key()
+    _write_key(pki.sa_key, sa)
     pki.sa_pub.write_bytes(
         sa.public_key().public_bytes(
             serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
@@ -505,6 +534,10 @@ class LocalCluster:
 
     workdir: Path
     nodes: int = 1
+    # Set for a real node (realnode.py): the apiserver listens on this address of the
+    # node's bridge instead of 127.0.0.1, so Pods reach it through the `kubernetes`
+    # Service, and it authorizes kubelets with the Node authorizer.
+    node_ip: str | None = None
     processes: dict[str, Process] = field(default_factory=dict)
     apiserver_port: int = 0
     pki: Pki | None = None
@@ -515,7 +548,7 @@ class LocalCluster:
 
     @property
     def server(self) -> str:
-        return f"https://127.0.0.1:{self.apiserver_port}"
+        return f"https://{self.node_ip or '127.0.0.1'}:{self.apiserver_port}"
 
     @property
     def logs(self) -> Path:
@@ -523,10 +556,12 @@ class LocalCluster:
 
     @classmethod
     @contextlib.contextmanager
-    def up(cls, workdir: Path | None = None, nodes: int = 1) -> Iterator[LocalCluster]:
+    def up(
+        cls, workdir: Path | None = None, nodes: int = 1, node_ip: str | None = None
+    ) -> Iterator[LocalCluster]:
         own_tmp = workdir is None
         path = Path(tempfile.mkdtemp(prefix="mlmodel-cluster-")) if workdir is None else workdir
-        cluster = cls(path, nodes=nodes)
+        cluster = cls(path, nodes=nodes, node_ip=node_ip)
         try:
             cluster.start()
             yield cluster
@@ -539,13 +574,15 @@ class LocalCluster:
 
     def start(self, timeout: float = 90.0) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self.pki = make_pki(self.workdir / "pki")
+        ips = ["127.0.0.1"] + ([self.node_ip] if self.node_ip else [])
+        self.pki = make_pki(self.workdir / "pki", apiserver_ips=ips)
         self._start_etcd(timeout)
         self._start_apiserver(timeout)
         write_kubeconfig(self.kubeconfig, self.server, self.pki)
         self._start_controller_manager(timeout)
         self._start_scheduler(timeout)
-        self._start_kwok(timeout)
+        if self.nodes:
+            self._start_kwok(timeout)
         for i in range(self.nodes):
             self.create_node(f"kwok-node-{i}")
         wait_until(
@@ -602,14 +639,41 @@ class LocalCluster:
         assert self.pki is not None
         self.apiserver_port = free_port()
         pki = self.pki
+        if self.node_ip:
+            kubelet_cert, kubelet_key = issue_certificate(
+                pki, "apiserver-kubelet-client", "kube-apiserver-kubelet-client",
+                organizations=["system:masters"],
+            )  # fmt: skip
+            network = [
+                f"--bind-address={self.node_ip}",
+                f"--advertise-address={self.node_ip}",
+                # the `kubernetes` Service points at node_ip, for Pods' in-cluster clients
+                "--endpoint-reconciler-type=lease",
+                "--authorization-mode=Node,RBAC",
+                "--enable-admission-plugins=NodeRestriction",
+                # `kubectl logs/exec` dial the kubelet at its InternalIP (the bridge
+                # address), never by hostname: no DNS lookup leaves the machine
+                "--kubelet-preferred-address-types=InternalIP",
+                f"--kubelet-client-certificate={kubelet_cert}",
+                f"--kubelet-client-key={kubelet_key}",
+                f"--kubelet-certificate-authority={pki.ca_cert}",
+            ]
+        else:
+            network = [
+                "--bind-address=127.0.0.1",
+                "--advertise-address=127.0.0.1",
+                "--authorization-mode=RBAC",
+                # a loopback advertise address cannot be put in the `kubernetes`
+                # Endpoints object, so nothing reconciles it (as in envtest)
+                "--endpoint-reconciler-type=none",
+            ]
         proc = self._add(
             Process(
                 "kube-apiserver",
                 [
                     str(binary("kubernetes", "kube-apiserver")),
                     f"--etcd-servers={self.etcd_url}",
-                    "--bind-address=127.0.0.1",
-                    "--advertise-address=127.0.0.1",
+                    *network,
                     f"--secure-port={self.apiserver_port}",
                     f"--cert-dir={self.workdir / 'apiserver-certs'}",
                     f"--tls-cert-file={pki.server_cert}",
@@ -619,11 +683,7 @@ class LocalCluster:
                     f"--service-account-signing-key-file={pki.sa_key}",
                     "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
                     "--api-audiences=https://kubernetes.default.svc.cluster.local",
-                    "--authorization-mode=RBAC",
-                    "--service-cluster-ip-range=10.96.0.0/16",
-                    # a loopback advertise address cannot be put in the `kubernetes`
-                    # Endpoints object, so nothing reconciles it (as in envtest)
-                    "--endpoint-reconciler-type=none",
+                    f"--service-cluster-ip-range={SERVICE_CLUSTER_IP_RANGE}",
                     "--allow-privileged=false",
                     "--profiling=false",
                     "--v=1",
