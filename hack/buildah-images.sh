@@ -179,13 +179,34 @@ step_import_base() {
   t 600 "${BUILDAH[@]}" commit --rm --format docker "$c" "$name"
 }
 
+# step_dockerfile SHORT NAME DOCKERFILE. On overlay, with --layers: a rebuild after a
+# source change reuses the steps before the first changed COPY (the pip installs). The
+# final image keeps its own steps' cache alive; an earlier stage's ("AS build") steps are
+# kept by building that stage first under a tag of its own (localhost/mlmodel/build-cache),
+# else the pruning after the build would drop them. On vfs each layer is a full copy: no
+# layers there.
 step_dockerfile() {
-  local name="$1" dockerfile="$2" layers=()
-  # layers speed up a rebuild after a source change; on vfs each layer is a full copy
-  [[ "${BUILDAH[*]}" == *"--storage-driver overlay"* ]] && layers=(--layers)
-  t "$BUILD_TIMEOUT" "${BUILDAH[@]}" bud --pull=never --isolation chroot --network host \
-    "${layers[@]}" --format docker --volume "$PIPDIR:/etc/xdg/pip:ro" \
-    -f "$ROOT/$dockerfile" -t "$name" "$ROOT"
+  local short="$1" name="$2" dockerfile="$3" bud stage
+  bud=("${BUILDAH[@]}" bud --pull=never --isolation chroot --network host --format docker
+    --volume "$PIPDIR:/etc/xdg/pip:ro" -f "$ROOT/$dockerfile")
+  if [[ "${BUILDAH[*]}" == *"--storage-driver overlay"* ]]; then
+    bud+=(--layers)
+    while read -r stage; do
+      echo "== stage $stage (kept as the build cache)"
+      t "$BUILD_TIMEOUT" "${bud[@]}" --target "$stage" \
+        -t "localhost/mlmodel/build-cache:$short-$stage" "$ROOT"
+    done < <(stages_before_last "$ROOT/$dockerfile")
+  fi
+  echo "== $name"
+  t "$BUILD_TIMEOUT" "${bud[@]}" -t "$name" "$ROOT"
+}
+
+# the names of a Dockerfile's stages (FROM ... AS name), the last stage left out
+stages_before_last() {
+  awk 'toupper($1) == "FROM" {
+         name = ""; for (i = 2; i < NF; i++) if (tolower($i) == "as") name = $(i + 1)
+         print (name == "" ? "-" : name)
+       }' "$1" | sed '$d' | { grep -v '^-$' || true; }
 }
 
 step_minio_binary() { "$HACK/build-tools.sh" minio; }
@@ -373,15 +394,15 @@ else
     base_tar="$("$HACK/debian-base.sh" --path)"
     base_key="$("$HACK/debian-base.sh" --key)"
     base_name="localhost/mlmodel/debian-base:${base_key:0:16}"
-    if [[ -f "$base_tar" ]]; then
-      log "base root filesystem: cached in $base_tar"
-    else
-      run_step base 1500 base
-      grep -E '^\[debian-base' "$LOGS/base.log" | sed 's/^/  /' >&2
-    fi
     if t 60 "${BUILDAH[@]}" inspect --type image "$base_name" >/dev/null 2>&1; then
       log "base image $base_name: in the storage"
     else
+      if [[ -f "$base_tar" ]]; then
+        log "base root filesystem: cached in $base_tar"
+      else
+        run_step base 1500 base
+        grep -E '^\[debian-base' "$LOGS/base.log" | sed 's/^/  /' >&2
+      fi
       run_step base-import 900 import_base "$base_tar" "$base_name"
     fi
     for from in $(from_names "$ROOT/operator/Dockerfile" "$ROOT/serving/Dockerfile"); do
@@ -395,8 +416,8 @@ else
   for short in "${stale[@]}"; do
     name="$(image_name "$short")"
     case "$short" in
-      mlmodel-operator) run_step "build-$short" "$BUILD_TIMEOUT" dockerfile "$name" operator/Dockerfile ;;
-      mlmodel-serving) run_step "build-$short" "$BUILD_TIMEOUT" dockerfile "$name" serving/Dockerfile ;;
+      mlmodel-operator) run_step "build-$short" "$BUILD_TIMEOUT" dockerfile "$short" "$name" operator/Dockerfile ;;
+      mlmodel-serving) run_step "build-$short" "$BUILD_TIMEOUT" dockerfile "$short" "$name" serving/Dockerfile ;;
       minio)
         [[ -x "$CACHE/bin/minio-$MINIO_VERSION/minio" ]] || run_step minio-binary 3600 minio_binary
         run_step "build-$short" 900 minio "$name" ;;
