@@ -379,6 +379,8 @@ if [[ ${#stale[@]} -gt 0 ]]; then
     flock -w "$LOCK_TIMEOUT" 9 || die "another image build still holds $IMAGES/.lock"
     mapfile -t stale < <(stale_images)  # it may have built them
   fi
+  # staging files of a push that was killed outright
+  find "$ARCHIVES" -mindepth 1 -maxdepth 1 -type d -name '.*' -exec rm -rf {} +
 fi
 if [[ ${#stale[@]} -eq 0 ]]; then
   log "up to date: ${want[*]} ($ARCHIVES)"
@@ -415,6 +417,9 @@ else
   fi
   for short in "${stale[@]}"; do
     name="$(image_name "$short")"
+    # the inputs' hash before the build: an input edited while it runs makes the stamp
+    # stale (a rebuild next time), never an old archive look new
+    key="$(input_key "$short")"
     case "$short" in
       mlmodel-operator) run_step "build-$short" "$BUILD_TIMEOUT" dockerfile "$short" "$name" operator/Dockerfile ;;
       mlmodel-serving) run_step "build-$short" "$BUILD_TIMEOUT" dockerfile "$short" "$name" serving/Dockerfile ;;
@@ -423,7 +428,7 @@ else
         run_step "build-$short" 900 minio "$name" ;;
       pause) run_step "build-$short" 900 pause "$name" ;;
     esac
-    run_step "push-$short" 900 push "$short" "$(input_key "$short")"
+    run_step "push-$short" 900 push "$short" "$key"
     log "$name -> $ARCHIVES/$short.tar ($(du -h "$ARCHIVES/$short.tar" | cut -f1))"
   done
   # drop what the new images replaced (untagged, unused) and bases of earlier keys; the

@@ -98,8 +98,13 @@ build() {
   if [[ -f "$dest/rootfs.tar" ]]; then log "cached: $dest/rootfs.tar"; echo "$dest/rootfs.tar"; return; fi
   command -v debootstrap >/dev/null || die "debootstrap is not installed (hack/build-tools.sh debian)"
   [[ "$(id -u)" -eq 0 ]] || die "debootstrap needs root"
-  local url; url="$(mirror)"
+  local url old; url="$(mirror)"
   mkdir -p "$IMAGES"
+  for old in "$IMAGES"/.base-*; do  # what a build killed outright left (we hold the lock)
+    [[ -d "$old" ]] || continue
+    unmount_under "$old"
+    rm -rf --one-file-system "$old"
+  done
   staging="$(mktemp -d "$IMAGES/.base-${k:0:16}.XXXX")"
   # shellcheck disable=SC2064  # expand now: the staging path is fixed
   trap "unmount_under '$staging'; rm -rf --one-file-system '$staging'" EXIT
