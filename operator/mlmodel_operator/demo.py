@@ -1,9 +1,11 @@
-"""`make demo`: the whole story on the real local control plane.
+"""`make demo`: the whole story on the local control plane with a real node.
 
-Builds nothing itself (``make demo`` runs ``make setup`` first), starts the control
-plane, MinIO and the operator, trains and uploads two versions of the example model,
-applies v1, rolls to v2, shows the switch, the retirement and the history, then waits
-for Ctrl-C and stops everything it started.
+``make demo`` runs ``make setup`` first (the tools); the images are built here if their
+inputs changed (``nodeimages``). It starts the control plane and a real node (containerd,
+kubelet, kube-proxy), installs the CRDs, the operator and MinIO from ``manifests/`` as a
+user would, trains and uploads two versions of the example model, applies v1, predicts
+through the model's Service, rolls to v2, shows the switch, the retirement, the archive
+and a replay, then waits for Ctrl-C and tears everything down. Needs root (the node).
 """
 
 from __future__ import annotations
@@ -24,20 +26,13 @@ from typing import Any
 
 import yaml
 
-from mlmodel_operator import example_models
-from mlmodel_operator.localcluster import (
-    REPO_ROOT,
-    LocalCluster,
-    MinioServer,
-    OperatorRunner,
-    Process,
-    free_port,
-    http_ok,
-    wait_until,
-)
+from mlmodel_operator import realstack
+from mlmodel_operator.example_upload import upload_version
+from mlmodel_operator.localcluster import REPO_ROOT, LocalCluster, wait_until
+from mlmodel_operator.nodeimages import build_image_archives
+from mlmodel_operator.realnode import RealNode
 
 NAMESPACE = "demo"
-SECRET = "mlmodel-s3-credentials"
 
 
 def heading(text: str) -> None:
@@ -57,7 +52,6 @@ def example(version: str, sha256: str) -> str:
     body["metadata"]["namespace"] = NAMESPACE
     body["spec"]["artifact"]["sha256"] = sha256
     body["spec"]["retirement"]["drainSeconds"] = 3  # short, for the demo
-    body["spec"].pop("monitoring", None)  # the demo has no Prometheus operator
     return str(yaml.safe_dump(body))
 
 
@@ -68,13 +62,15 @@ SAMPLE_ROWS = [
 ]
 
 
-def s3_env(minio: MinioServer) -> dict[str, str]:
-    """The object-store environment of the `mlmodel` and `mlmodel-serve` commands."""
+def s3_env(cluster: LocalCluster) -> dict[str, str]:
+    """The object-store environment of the `mlmodel` command: the in-cluster MinIO, reached
+    from this machine through its Service's ClusterIP."""
+    creds = realstack.laptop_credentials()
     return {
         **os.environ,
-        "MLMODEL_S3_ENDPOINT": minio.endpoint,
-        "MLMODEL_S3_ACCESS_KEY": minio.access_key,
-        "MLMODEL_S3_SECRET_KEY": minio.secret_key,
+        "MLMODEL_S3_ENDPOINT": realstack.minio_endpoint(cluster),
+        "MLMODEL_S3_ACCESS_KEY": creds["accessKey"],
+        "MLMODEL_S3_SECRET_KEY": creds["secretKey"],
     }
 
 
@@ -89,49 +85,27 @@ def run_cli(args: list[str], env: dict[str, str]) -> str:
     return result.stdout + result.stderr
 
 
-def serve_and_predict(
-    minio: MinioServer, art: example_models.TrainedArtifact, workdir: Path
-) -> list[Any]:
-    """Run mlmodel-serve on the artifact in MinIO, make predictions over HTTP, stop it."""
-    port = free_port()
-    exe = Path(sys.executable).parent / "mlmodel-serve"
-    proc = Process(
-        "mlmodel-serve",
-        [
-            str(exe), "--model-name", "churn", "--model-version", art.version,
-            "--artifact-uri", art.uri, "--artifact-sha256", art.sha256,
-            "--cache-dir", str(workdir / "serve-cache"),
-            "--host", "127.0.0.1", "--port", str(port),
-        ],
-        workdir / "serve.log",
-        env=s3_env(minio),
-    )  # fmt: skip
-    proc.start()
-    try:
-        base = f"http://127.0.0.1:{port}"
-        proc.wait_ready(lambda: http_ok(f"{base}/v2/health/ready"), 60)
-        show(f"  mlmodel-serve verified sha256 {art.sha256[:12]}... and loaded {art.uri}")
-        body = {
-            "inputs": [
-                {"name": "input-0", "shape": [len(SAMPLE_ROWS), len(SAMPLE_ROWS[0])],
-                 "datatype": "FP64", "data": [v for row in SAMPLE_ROWS for v in row]}
-            ]
-        }  # fmt: skip
-        show(f"  POST {base}/v2/models/churn/infer  ({len(SAMPLE_ROWS)} rows)")
-        req = urllib.request.Request(
-            f"{base}/v2/models/churn/infer",
-            data=json.dumps(body).encode(),
-            headers={"Content-Type": "application/json"},
-        )
-        with urllib.request.urlopen(req, timeout=10) as resp:
-            answer = json.load(resp)
-            headers = {k: v for k, v in resp.headers.items() if k.lower().startswith("x-model")}
-        show(f"  response headers: {headers}")
-        show("  " + json.dumps(answer)[:400])
-        predict = next(o for o in answer["outputs"] if o["name"] == "predict")
-        return list(predict["data"])
-    finally:
-        proc.stop()
+def predict_through_service(cluster: LocalCluster) -> list[Any]:
+    """A V2 prediction through the model's Service (ClusterIP, kube-proxy) to a real Pod."""
+    ip = realstack.service_ip(cluster, NAMESPACE, "churn")
+    url = f"http://{ip}:8080/v2/models/churn/infer"
+    body = {
+        "inputs": [
+            {"name": "input-0", "shape": [len(SAMPLE_ROWS), len(SAMPLE_ROWS[0])],
+             "datatype": "FP64", "data": [v for row in SAMPLE_ROWS for v in row]}
+        ]
+    }  # fmt: skip
+    show(f"  POST {url}  ({len(SAMPLE_ROWS)} rows)")
+    req = urllib.request.Request(
+        url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        answer = json.load(resp)
+        headers = {k: v for k, v in resp.headers.items() if k.lower().startswith("x-model")}
+    show(f"  response headers: {headers}")
+    show("  " + json.dumps(answer)[:400])
+    predict = next(o for o in answer["outputs"] if o["name"] == "predict")
+    return list(predict["data"])
 
 
 def status(cluster: LocalCluster) -> dict[str, Any]:
@@ -157,66 +131,47 @@ def follow(cluster: LocalCluster, until: str, version: str, timeout: float = 120
 
 
 @contextlib.contextmanager
-def started(workdir: Path) -> Iterator[tuple[LocalCluster, MinioServer, OperatorRunner]]:
-    heading("1. The local control plane: etcd, kube-apiserver, controller-manager, scheduler, kwok")
-    with LocalCluster.up(workdir / "cluster") as cluster:
+def started(workdir: Path) -> Iterator[tuple[LocalCluster, Any]]:
+    """The control plane, a real node, and the project installed on it; yields the cluster
+    and a MinIO client on the in-cluster MinIO. Torn down on the way out."""
+    heading("1. The images, built from the project's Dockerfiles (cached by their inputs)")
+    images = build_image_archives()
+    for image in images.values():
+        show(f"  {image.name}  ({image.path.stat().st_size // 2**20} MiB archive)")
+    heading("2. Control plane + a real node: containerd, runc, kubelet, kube-proxy, CoreDNS")
+    with RealNode.up(
+        images["pause"].name, [a.path for a in images.values()], workdir / "cluster"
+    ) as node:
+        cluster = node.api_cluster
         show(f"kubeconfig: {cluster.kubeconfig}")
         show(cluster.kubectl("get", "nodes", "-o", "wide"))
-        heading("2. MinIO (credentials generated for this run)")
-        minio = MinioServer(workdir / "minio").start()
-        try:
-            show(f"MinIO at {minio.url}")
-            operator = OperatorRunner(
-                cluster,
-                minio,
-                workdir / "operator",
-                env={"MLMODEL_SERVING_IMAGE": "registry.local/mlmodel-serving:demo"},
-            )
-            try:
-                yield cluster, minio, operator
-            finally:
-                operator.stop()
-        finally:
-            minio.stop()
+        heading("3. kubectl apply -k crds/, -k manifests/ and manifests/minio")
+        realstack.install(cluster, images["minio"].name, workdir)
+        show(cluster.kubectl("get", "deploy,pods", "-n", realstack.SYSTEM_NS, "-o", "wide"))
+        yield cluster, realstack.minio_client(cluster)
 
 
-def story(
-    cluster: LocalCluster, minio: MinioServer, operator: OperatorRunner
-) -> tuple[list[Any], list[Any]]:
+def story(cluster: LocalCluster, mc: Any) -> tuple[list[Any], list[Any]]:
     """Tell the story; returns what v1 served and what its replay from the archive gave."""
-    heading("3. Train two versions of the example model and upload them to MinIO")
-    mc = minio.client()
-    versions = {v: example_models.train_churn(v) for v in ("1", "2")}
-    for art in versions.values():
-        example_models.upload(mc, art)
-        show(f"  v{art.version}: {art.uri}  sha256={art.sha256}  ({len(art.data)} bytes)")
-
-    heading("4. Install the MLModel CRD and start the operator (`mlmodel run`)")
-    show(cluster.kubectl("apply", "--server-side", "-k", str(REPO_ROOT / "crds")))
-    cluster.kubectl(
-        "wait", "--for=condition=Established", "--timeout=30s", "crd/mlmodels.ml.lifecycle.io"
-    )
-    operator.start()
-    show(f"  operator running; its log: {operator.workdir}")
-    cluster.kubectl("create", "namespace", NAMESPACE)
-    cluster.kubectl(
-        "create", "secret", "generic", SECRET, "-n", NAMESPACE,
-        f"--from-literal=accessKey={minio.access_key}",
-        f"--from-literal=secretKey={minio.secret_key}",
-    )  # fmt: skip
+    heading("4. Train two versions of the example model and upload them to MinIO")
+    digests = {}
+    for version in ("1", "2"):
+        sha256, uri = upload_version(mc, version)
+        digests[version] = sha256
+        show(f"  v{version}: {uri}  sha256={sha256}")
+    realstack.create_serving_namespace(cluster, NAMESPACE)
 
     heading("5. Apply version 1 (manifests/examples/churn-v1.yaml, real digest)")
-    show(cluster.kubectl("apply", "-f", "-", stdin=example("1", versions["1"].sha256)))
+    show(cluster.kubectl("apply", "-f", "-", stdin=example("1", digests["1"])))
     follow(cluster, "Serving", "1")
     show(cluster.kubectl("get", "mlm", "-n", NAMESPACE, "-o", "wide"))
-    show(cluster.kubectl("get", "deploy,svc,pods", "-n", NAMESPACE))
-    show("  (kwok fake nodes: the Pods are scheduled and Ready, but no container runs on them.)")
+    show(cluster.kubectl("get", "deploy,svc,pods", "-n", NAMESPACE, "-o", "wide"))
 
-    heading("6. The real model server on the same artifact (mlmodel-serve, run locally)")
-    served = serve_and_predict(minio, versions["1"], operator.workdir)
+    heading("6. A prediction through the Service, answered by a real Pod")
+    served = predict_through_service(cluster)
 
     heading("7. Apply version 2: rolled out, traffic switched when ready, v1 retired")
-    show(cluster.kubectl("apply", "-f", "-", stdin=example("2", versions["2"].sha256)))
+    show(cluster.kubectl("apply", "-f", "-", stdin=example("2", digests["2"])))
     follow(cluster, "Serving", "2")
     wait_until(
         "churn-v1 deleted",
@@ -235,21 +190,25 @@ def story(
     )  # fmt: skip
 
     heading("8. The archive: what retired, where, verified")
-    env = s3_env(minio)
+    env = s3_env(cluster)
     show(run_cli(["archive", "ls", "churn", "-n", NAMESPACE], env))
     show(run_cli(["archive", "show", "churn", "1", "-n", NAMESPACE], env))
 
     heading("9. Replay version 1 from the archive on the same inputs")
-    inputs = operator.workdir / "inputs.csv"
-    inputs.write_text("\n".join(",".join(repr(v) for v in row) for row in SAMPLE_ROWS) + "\n")
-    out = operator.workdir / "replayed.jsonl"
-    args = ["replay", "churn", "--version", "1", "-n", NAMESPACE, "--input", str(inputs)]
-    show(run_cli([*args, "--output", str(out)], env))
-    replayed = [
-        json.loads(line)["predict"] for line in out.read_text().splitlines() if line.strip()
-    ]
-    show(f"  served by v1 before it retired: {served}")
-    show(f"  replayed from the archive:      {replayed}")
+    inputs = Path(tempfile.mkdtemp(prefix="mlmodel-replay-"))
+    try:
+        rows = inputs / "inputs.csv"
+        rows.write_text("\n".join(",".join(repr(v) for v in row) for row in SAMPLE_ROWS) + "\n")
+        out = inputs / "replayed.jsonl"
+        args = ["replay", "churn", "--version", "1", "-n", NAMESPACE, "--input", str(rows)]
+        show(run_cli([*args, "--output", str(out)], env))
+        replayed = [
+            json.loads(line)["predict"] for line in out.read_text().splitlines() if line.strip()
+        ]
+    finally:
+        shutil.rmtree(inputs, ignore_errors=True)
+    show(f"  served by v1 through its Service: {served}")
+    show(f"  replayed from the archive:        {replayed}")
     show("  identical" if replayed == served else "  DIFFERENT: the archive does not reproduce v1")
     return served, replayed
 
@@ -261,13 +220,16 @@ def main() -> int:
     workdir = Path(tempfile.mkdtemp(prefix="mlmodel-demo-"))
     code = 0
     try:
-        with started(workdir) as (cluster, minio, operator):
+        with started(workdir) as (cluster, mc):
             try:
-                served, replayed = story(cluster, minio, operator)
+                served, replayed = story(cluster, mc)
                 code = 0 if served == replayed else 1
             except (TimeoutError, subprocess.SubprocessError, RuntimeError) as exc:
                 code = 1
-                show(f"\nThe demo stopped: {exc}\nOperator log:\n{operator.log()[-4000:]}")
+                log = cluster.kubectl(
+                    "logs", "deploy/mlmodel-operator", "-n", realstack.SYSTEM_NS, check=False
+                )
+                show(f"\nThe demo stopped: {exc}\nOperator log:\n{log[-4000:]}")
                 return code
             heading("Running. In another shell:")
             show(f"  export KUBECONFIG={cluster.kubeconfig}")

@@ -33,7 +33,7 @@ import sys
 import tempfile
 import time
 import urllib.error
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,6 +45,7 @@ from .localcluster import (
     Process,
     _start,
     binary,
+    cache_dir,
     free_port,
     http_ok,
     issue_certificate,
@@ -337,7 +338,7 @@ def teardown(state: NodeState, log: list[str] | None = None) -> list[str]:
     """
     notes = log if log is not None else []
     workdir = Path(state.workdir)
-    _kill_pids([p for p in state.pids if _alive(p)])
+    _kill_pids([p for p in state.pids if _ours(p)])
     socket_path = str(workdir / "containerd" / "containerd.sock")
     # shims outlive containerd (their own sessions): find them by our socket address
     shims = _pids_of(lambda argv: bool(argv) and "containerd-shim" in argv[0]
@@ -374,14 +375,13 @@ def teardown(state: NodeState, log: list[str] | None = None) -> list[str]:
     return leftovers(state)
 
 
-def _alive(pid: int) -> bool:
+def _ours(pid: int) -> bool:
+    """Whether ``pid`` still runs one of the harness's binaries (not a reused pid)."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        argv0 = (Path("/proc") / str(pid) / "cmdline").read_bytes().split(b"\0")[0]
+    except OSError:
         return False
-    except PermissionError:
-        return True
-    return True
+    return argv0.decode(errors="replace").startswith(str(cache_dir()))
 
 
 def _pids_in_cgroup(name: str) -> list[int]:
@@ -397,7 +397,7 @@ def leftovers(state: NodeState) -> list[str]:
     """What of a node is still on the machine: empty after a complete teardown."""
     found = []
     workdir = Path(state.workdir)
-    alive = [p for p in state.pids if _alive(p)]
+    alive = [p for p in state.pids if _ours(p)]
     if alive:
         found.append(f"processes still running: {alive}")
     socket_path = str(workdir / "containerd" / "containerd.sock")
@@ -437,6 +437,7 @@ def cleanup_previous() -> list[str]:
     if remaining:
         raise HarnessError("a previous real node could not be cleaned up: " + "; ".join(remaining))
     STATE_FILE.unlink(missing_ok=True)
+    shutil.rmtree(state.workdir, ignore_errors=True)
     return notes
 
 
@@ -477,8 +478,10 @@ class RealNode:
         remaining: list[str] = []
         try:
             node.start_network()
+            cluster_dir = cluster_dir or workdir / "cluster"
             with LocalCluster.up(cluster_dir, nodes=0, node_ip=NODE_IP) as cluster:
                 node.cluster = cluster
+                node.track(cluster.processes.values())
                 try:
                     node.start_runtime(timeout)
                     yield node
@@ -587,6 +590,12 @@ class RealNode:
         cni.parent.mkdir(parents=True, exist_ok=True)
         cni.write_text(json.dumps(cni_config(self.workdir / "cni" / "ipam"), indent=2))
         self.check_isolated()
+
+    def track(self, processes: Iterable[Process]) -> None:
+        """Record processes in the state file, so a cleanup after a crash stops them too."""
+        assert self.state is not None
+        self.state.pids.extend(p.popen.pid for p in processes if p.popen is not None)
+        self.state.save()
 
     def _add(self, proc: Process) -> Process:
         self.processes[proc.name] = _start(proc)
@@ -762,10 +771,14 @@ class RealNode:
 
     # -- stop
 
-    def stop_runtime(self, grace_seconds: int = 2, timeout: float = 90.0) -> None:
+    def stop_runtime(self, grace_seconds: int = 2, timeout: float = 60.0) -> None:
         """Delete the Pods while the apiserver answers, then stop the node's processes."""
         kubelet = self.processes.get("kubelet")
         if kubelet is not None and kubelet.running():
+            # no controller may replace a deleted Pod, no scheduler place it
+            for name in ("kube-controller-manager", "kube-scheduler"):
+                if self.cluster is not None and name in self.cluster.processes:
+                    self.cluster.processes[name].stop()
             with contextlib.suppress(Exception):
                 self._delete_pods(grace_seconds, timeout)
         for name in ("kube-proxy", "kubelet", "coredns"):
@@ -844,11 +857,45 @@ def _write_client_kubeconfig(path: Path, cluster: LocalCluster, cert: Path, key:
     path.chmod(0o600)
 
 
+def run_until_signal(ready_file: Path | None = None) -> int:
+    """Build the images if needed, run a control plane with a real node until SIGINT or
+    SIGTERM, then tear it all down. Prints the kubeconfig; writes ``ready_file`` once the
+    node is Ready (the teardown test waits for it)."""
+    from mlmodel_operator.nodeimages import build_image_archives
+
+    images = build_image_archives()
+    stop = {"signal": 0}
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        stop["signal"] = signum
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    with RealNode.up(images["pause"].name, [a.path for a in images.values()]) as node:
+        cluster = node.api_cluster
+        print(f"real node {node.name} Ready; export KUBECONFIG={cluster.kubeconfig}", flush=True)
+        if ready_file is not None:
+            ready_file.write_text(json.dumps({"kubeconfig": str(cluster.kubeconfig),
+                                              "workdir": str(node.workdir)}))  # fmt: skip
+        while not stop["signal"]:
+            time.sleep(0.2)
+        print(f"signal {stop['signal']}: tearing down", flush=True)
+    print("torn down: nothing left", flush=True)
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m mlmodel_operator.realnode cleanup``: undo what a killed harness left."""
-    parser = argparse.ArgumentParser(prog="python -m mlmodel_operator.realnode")
-    parser.add_argument("command", choices=["cleanup", "leftovers"])
+    """``python -m mlmodel_operator.realnode up|cleanup|leftovers``."""
+    parser = argparse.ArgumentParser(
+        prog="python -m mlmodel_operator.realnode",
+        description="up: a control plane with a real node until Ctrl-C; cleanup: undo what "
+        "a killed run left; leftovers: list it (exit 1 if any).",
+    )
+    parser.add_argument("command", choices=["up", "cleanup", "leftovers"])
+    parser.add_argument("--ready-file", type=Path, help="up: written once the node is Ready")
     args = parser.parse_args(argv)
+    if args.command == "up":
+        return run_until_signal(args.ready_file)
     state = NodeState.load()
     if state is None:
         print(f"no real node recorded in {STATE_FILE}: nothing to do")
