@@ -29,7 +29,7 @@ case "${1:-}" in
 esac
 if [[ -z "$BUILDER" ]]; then
   BUILDER=buildah
-  if command -v "$DOCKER" >/dev/null && timeout 30 "$DOCKER" info >/dev/null 2>&1; then
+  if command -v "$DOCKER" >/dev/null && timeout --foreground 30 "$DOCKER" info >/dev/null 2>&1; then
     BUILDER=docker
   fi
 fi
@@ -46,12 +46,12 @@ fi
 
 [[ $# -eq 0 ]] || { echo "images: with $DOCKER, only the two project images are built (got: $*)" >&2; exit 2; }
 command -v "$DOCKER" >/dev/null || { echo "images: '$DOCKER' is not on the PATH" >&2; exit 1; }
-timeout 30 "$DOCKER" info >/dev/null 2>&1 || { echo "images: the $DOCKER engine is not running" >&2; exit 1; }
+timeout --foreground 30 "$DOCKER" info >/dev/null 2>&1 || { echo "images: the $DOCKER engine is not running" >&2; exit 1; }
 
 build() {
   local name="$1" dockerfile="$2"
   echo "images: building $REGISTRY/$name:$TAG from $dockerfile"
-  timeout 3600 "$DOCKER" build --pull -f "$ROOT/$dockerfile" -t "$REGISTRY/$name:$TAG" "$ROOT"
+  timeout --foreground 3600 "$DOCKER" build --pull -f "$ROOT/$dockerfile" -t "$REGISTRY/$name:$TAG" "$ROOT"
 }
 
 build mlmodel-operator operator/Dockerfile

@@ -44,7 +44,7 @@ need=("$PROVIDER" kind kubectl curl)
 for tool in "${need[@]}"; do
   command -v "$tool" >/dev/null || die "'$tool' is not on the PATH"
 done
-timeout 30 "$PROVIDER" info >/dev/null 2>&1 || die "the $PROVIDER engine is not running (kind runs its node in it)"
+timeout --foreground 30 "$PROVIDER" info >/dev/null 2>&1 || die "the $PROVIDER engine is not running (kind runs its node in it)"
 
 step "cluster '$CLUSTER'"
 if kind get clusters | grep -qx "$CLUSTER"; then
@@ -62,7 +62,7 @@ if [[ "$BUILDER" == docker ]]; then
   else
     IMAGE_REGISTRY="$REGISTRY" IMAGE_TAG="$TAG" "$ROOT/hack/images.sh" --docker
   fi
-  timeout 900 kind load docker-image --name "$CLUSTER" "${IMAGES[@]}"
+  timeout --foreground 900 kind load docker-image --name "$CLUSTER" "${IMAGES[@]}"
 else
   # hack/buildah-images.sh prints `archive<TAB>short<TAB>name<TAB>path` per image
   if [[ "$SKIP_BUILD" == 1 ]]; then
@@ -75,7 +75,7 @@ else
     [[ "$kind_of" == archive ]] || continue
     [[ -f "$path" ]] || die "no archive of $name at $path"
     echo "loading $name from $path"
-    timeout 900 kind load image-archive --name "$CLUSTER" "$path"
+    timeout --foreground 900 kind load image-archive --name "$CLUSTER" "$path"
   done <<<"$archives"
 fi
 
