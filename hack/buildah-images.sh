@@ -187,7 +187,7 @@ step_import_base() {
 # layers there.
 step_dockerfile() {
   local short="$1" name="$2" dockerfile="$3" bud stage
-  bud=("${BUILDAH[@]}" bud --pull=never --isolation chroot --network host --format docker
+  bud=("${BUILDAH[@]}" bud --pull=never --isolation chroot --network host --format docker --force-rm
     --volume "$PIPDIR:/etc/xdg/pip:ro" -f "$ROOT/$dockerfile")
   if [[ "${BUILDAH[*]}" == *"--storage-driver overlay"* ]]; then
     bud+=(--layers)
@@ -391,6 +391,8 @@ else
   trap 'exit 130' INT
   trap 'exit 143' TERM
   setup_storage
+  # working containers a killed run left behind (this storage is ours, and we hold the lock)
+  t 120 "${BUILDAH[@]}" rm --all >/dev/null 2>&1 || true
   log "buildah $(buildah --version | awk '{print $3}'), storage $STORE/storage ($(cat "$STORE/driver"))"
   if [[ " ${stale[*]} " == *" mlmodel-"* ]]; then
     base_tar="$("$HACK/debian-base.sh" --path)"
