@@ -5,6 +5,8 @@ default). `python benchmarks/run.py serving --help` lists its options, e.g. `--q
 `operator` (MLModel applied -> Deployment against the apiserver's own create latency,
 hundreds of models, the operator's memory): `python benchmarks/run.py operator --help`.
 `forest` (the server's leaf tables against scikit-learn's forest predict, in one process).
+`node` (the lifecycle on a real node: apply -> first prediction, version switches and a
+Pod deletion under load; needs root).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-SUITES = ("serving", "operator", "forest")
+SUITES = ("serving", "operator", "forest", "node")
 
 
 def main(argv: list[str]) -> int:
@@ -29,6 +31,10 @@ def main(argv: list[str]) -> int:
         from benchmarks.serving import bench_forest
 
         return bench_forest.main(argv, command=command)
+    if suite == "node":
+        from benchmarks.node import bench_node
+
+        return bench_node.main(argv, command=command)
     if suite == "operator":
         from benchmarks.operator import bench_operator
 

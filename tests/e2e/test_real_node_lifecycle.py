@@ -25,14 +25,13 @@ from typing import Any
 import pytest
 import yaml
 from prom_checks import check_prometheus_scrapes_real_pods, inference_traffic
-from real_helpers import LoadClient, wait_answering
 
 from mlmodel_operator import demo, realstack
 from mlmodel_operator.example_upload import upload_version
 from mlmodel_operator.localcluster import REPO_ROOT, LocalCluster, wait_until
 from mlmodel_operator.nodeimages import ImageArchive
 from mlmodel_operator.realnode import RealNode
-from mlmodel_operator.realstack import SYSTEM_NS, get_json
+from mlmodel_operator.realstack import SYSTEM_NS, LoadClient, get_json, wait_answering
 
 pytestmark = pytest.mark.e2e
 
