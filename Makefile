@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: setup tools venv lint typecheck unit integration test demo bench kind-up kind-down images clean
+.PHONY: setup tools node-images venv lint typecheck unit integration test demo bench kind-up kind-down images clean
 
 setup: venv tools
 
@@ -21,6 +21,11 @@ $(VENV)/.installed: pyproject.toml
 tools:
 	hack/build-tools.sh
 
+# The four images the real node runs (operator, serving, MinIO, pause) as archives for
+# containerd, built with buildah; rebuilt only where an input changed (about 0.2 s if none).
+node-images: tools
+	hack/buildah-images.sh
+
 lint: venv tools
 	$(VENV)/bin/ruff check operator serving tests benchmarks hack
 	$(VENV)/bin/ruff format --check operator serving tests benchmarks hack
@@ -32,12 +37,12 @@ typecheck: venv
 unit: venv
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
 
-integration: setup
+integration: setup node-images
 	$(PY) -m pytest tests/integration tests/e2e $(PYTEST_ARGS)
 
 test: setup lint typecheck unit integration
 
-demo: setup
+demo: setup node-images
 	$(PY) -m mlmodel_operator.demo
 
 bench: setup
