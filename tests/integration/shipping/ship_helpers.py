@@ -7,7 +7,8 @@ from pathlib import Path
 
 import yaml
 
-from mlmodel_operator.localcluster import REPO_ROOT, LocalCluster, wait_until
+from mlmodel_operator.localcluster import REPO_ROOT, LocalCluster
+from mlmodel_operator.realstack import wait_established
 
 MANIFESTS = REPO_ROOT / "manifests"
 NAMESPACE = "mlmodel-system"
@@ -24,18 +25,6 @@ def install_crds(cluster: LocalCluster) -> None:
     wait_established(
         cluster, "mlmodels.ml.lifecycle.io", "clusterkopfpeerings.kopf.dev", "kopfpeerings.kopf.dev"
     )
-
-
-def wait_established(cluster: LocalCluster, *crds: str, timeout: float = 30.0) -> None:
-    """Wait until each CRD is served (`kubectl wait` fails while it has no conditions yet)."""
-    path = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/"
-
-    def established(name: str) -> bool:
-        conditions = cluster.api("GET", path + name).get("status", {}).get("conditions", [])
-        return any(c["type"] == "Established" and c["status"] == "True" for c in conditions)
-
-    for name in crds:
-        wait_until(f"CRD {name} Established", lambda n=name: established(n), timeout)
 
 
 def install_identity(cluster: LocalCluster) -> None:
