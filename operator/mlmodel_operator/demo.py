@@ -99,9 +99,18 @@ def predict_through_service(cluster: LocalCluster) -> list[Any]:
     req = urllib.request.Request(
         url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
     )
-    with urllib.request.urlopen(req, timeout=10) as resp:
-        answer = json.load(resp)
-        headers = {k: v for k, v in resp.headers.items() if k.lower().startswith("x-model")}
+    answers: list[tuple[Any, dict[str, str]]] = []
+
+    def answered() -> bool:
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            headers = {k: v for k, v in resp.headers.items() if k.lower().startswith("x-model")}
+            answers.append((json.load(resp), headers))
+        return True
+
+    # kube-proxy programs a new Service's rules a moment after it and its endpoints exist;
+    # until then its ClusterIP refuses connections
+    wait_until(f"an answer from {url}", answered, 30, 0.2)
+    answer, headers = answers[-1]
     show(f"  response headers: {headers}")
     show("  " + json.dumps(answer)[:400])
     predict = next(o for o in answer["outputs"] if o["name"] == "predict")
