@@ -87,7 +87,7 @@ def serving_alone(cluster: LocalCluster, name: str, version: str) -> bool:
     if status.get("phase") != "Serving" or status.get("activeVersion") != version:
         return False
     deployments = realstack.get_json(
-        cluster, "deployments", "-n", NS, "-l", f"app.kubernetes.io/name={name}"
+        cluster, "deployments", "-n", NS, "-l", f"ml.lifecycle.io/model={name}"
     )["items"]
     return [d["metadata"]["name"] for d in deployments] == [f"{name}-v{version}"]
 
@@ -131,7 +131,7 @@ def switch(
 
 def pod_deletion(cluster: LocalCluster, name: str, version: str, rate: float) -> dict[str, Any]:
     """A serving Pod deleted under load; requests until its replacement is Ready."""
-    selector = f"ml.lifecycle.io/version={version},app.kubernetes.io/name={name}"
+    selector = f"ml.lifecycle.io/model={name},ml.lifecycle.io/version={version}"
     pods = realstack.get_json(cluster, "pods", "-n", NS, "-l", selector)["items"]
     victim = pods[0]["metadata"]["name"]
 

@@ -88,13 +88,18 @@ class Stack:
 
     def deployments(self) -> list[str]:
         items = get_json(
-            self.cluster, "deployments", "-n", NS, "-l", "app.kubernetes.io/name=churn"
+            self.cluster, "deployments", "-n", NS, "-l", "ml.lifecycle.io/model=churn"
         )["items"]
         return sorted(d["metadata"]["name"] for d in items)
 
     def serving_pods(self, version: str) -> list[dict[str, Any]]:
         pods: list[dict[str, Any]] = get_json(
-            self.cluster, "pods", "-n", NS, "-l", f"ml.lifecycle.io/version={version}"
+            self.cluster,
+            "pods",
+            "-n",
+            NS,
+            "-l",
+            f"ml.lifecycle.io/model=churn,ml.lifecycle.io/version={version}",
         )["items"]
         return pods
 
