@@ -105,6 +105,7 @@ EXPECTED_DEPLOYMENT: dict[str, Any] = {
                     "fsGroup": 10001,
                     "seccompProfile": {"type": "RuntimeDefault"},
                 },
+                "terminationGracePeriodSeconds": 35,
                 "containers": [
                     {
                         "name": "server",
@@ -167,6 +168,7 @@ EXPECTED_DEPLOYMENT: dict[str, Any] = {
                             "timeoutSeconds": 2,
                             "failureThreshold": 3,
                         },
+                        "lifecycle": {"preStop": {"sleep": {"seconds": 5}}},
                         "securityContext": {
                             "runAsNonRoot": True,
                             "runAsUser": 10001,
