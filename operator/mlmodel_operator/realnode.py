@@ -792,15 +792,15 @@ class RealNode:
 
     def stop(self) -> list[str]:
         """Undo every change to the machine (after :meth:`stop_runtime`). Leftovers."""
-        if self.state is None:
-            return []
-        for proc in self.processes.values():
-            proc.stop()
-        remaining = teardown(self.state)
-        if not remaining:
-            STATE_FILE.unlink(missing_ok=True)
-            self.state = None
-        if self._lock is not None:
+        remaining: list[str] = []
+        if self.state is not None:
+            for proc in self.processes.values():
+                proc.stop()
+            remaining = teardown(self.state)
+            if not remaining:
+                STATE_FILE.unlink(missing_ok=True)
+                self.state = None
+        if self._lock is not None:  # also when the lock was held by another node
             self._lock.close()
             self._lock = None
         return remaining
