@@ -344,7 +344,7 @@ def teardown(state: NodeState, log: list[str] | None = None) -> list[str]:
     shims = _pids_of(lambda argv: bool(argv) and "containerd-shim" in argv[0]
                      and any(socket_path in a for a in argv))  # fmt: skip
     # container processes: anything whose cgroup is under kubepods
-    in_pods = [pid for pid in _pids_in_cgroup("kubepods")]
+    in_pods = _pids_in_cgroup("kubepods")
     _kill_pids(shims + in_pods)
     if shims or in_pods:
         notes.append(f"killed {len(shims)} shims and {len(in_pods)} container processes")
@@ -408,10 +408,13 @@ def leftovers(state: NodeState) -> list[str]:
         found.append(f"bridge {BRIDGE} still exists")
     if FORWARD_CHAIN in _iptables_chains("filter"):
         found.append(f"iptables chain {FORWARD_CHAIN} still exists")
-    for table in ("filter", "nat", "mangle"):
-        kube = sorted(c for c in _iptables_chains(table) if c.startswith("KUBE-"))
-        if kube:
-            found.append(f"iptables {table} chains still exist: {kube}")
+    for iptables in ("iptables", "ip6tables"):
+        if shutil.which(iptables) is None:
+            continue
+        for table in ("filter", "nat", "mangle"):
+            kube = sorted(c for c in _iptables_chains(table, iptables) if c.startswith("KUBE-"))
+            if kube:
+                found.append(f"{iptables} {table} chains still exist: {kube}")
     mounts = mounts_under(workdir, Path("/proc/self/mountinfo").read_text())
     if mounts:
         found.append(f"mounts still under {workdir}: {mounts[:5]}")
@@ -446,7 +449,7 @@ def cleanup_previous() -> list[str]:
 
 @dataclass
 class RealNode:
-    """A local control plane with one real node; ``with RealNode.up(images, sandbox_image)``.
+    """A local control plane with one real node: ``with RealNode.up(sandbox_image, images)``.
 
     Order matters: the bridge comes first (the apiserver listens on its address), then
     the control plane, then containerd (with ``images``, docker-archive tarballs, imported;
