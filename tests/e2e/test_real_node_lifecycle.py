@@ -16,7 +16,6 @@ from __future__ import annotations
 import io
 import json
 import re
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -361,7 +360,6 @@ def test_startup_probe_waits_for_the_loaded_model(stack: Stack) -> None:
     assert loads, log[-2000:]
     budget = probe["periodSeconds"] * probe["failureThreshold"]
     assert budget >= 10 * max(loads), (budget, loads)
-    time.sleep(0)
 
 
 def test_the_demo_story_on_the_same_installation(stack: Stack) -> None:
