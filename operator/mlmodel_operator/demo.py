@@ -89,15 +89,9 @@ def predict_through_service(cluster: LocalCluster) -> list[Any]:
     """A V2 prediction through the model's Service (ClusterIP, kube-proxy) to a real Pod."""
     ip = realstack.service_ip(cluster, NAMESPACE, "churn")
     url = f"http://{ip}:8080/v2/models/churn/infer"
-    body = {
-        "inputs": [
-            {"name": "input-0", "shape": [len(SAMPLE_ROWS), len(SAMPLE_ROWS[0])],
-             "datatype": "FP64", "data": [v for row in SAMPLE_ROWS for v in row]}
-        ]
-    }  # fmt: skip
     show(f"  POST {url}  ({len(SAMPLE_ROWS)} rows)")
     req = urllib.request.Request(
-        url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
+        url, data=realstack.infer_body(SAMPLE_ROWS), headers={"Content-Type": "application/json"}
     )
     answers: list[tuple[Any, dict[str, str]]] = []
 

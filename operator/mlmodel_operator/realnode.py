@@ -33,7 +33,7 @@ import sys
 import tempfile
 import time
 import urllib.error
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -270,7 +270,7 @@ def _bridge_exists() -> bool:
     return Path("/sys/class/net", BRIDGE).exists()
 
 
-def _pids_of(predicate: Any) -> list[int]:
+def _pids_of(predicate: Callable[[list[str]], bool]) -> list[int]:
     pids = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -339,10 +339,7 @@ def teardown(state: NodeState, log: list[str] | None = None) -> list[str]:
     notes = log if log is not None else []
     workdir = Path(state.workdir)
     _kill_pids([p for p in state.pids if _ours(p)])
-    socket_path = str(workdir / "containerd" / "containerd.sock")
-    # shims outlive containerd (their own sessions): find them by our socket address
-    shims = _pids_of(lambda argv: bool(argv) and "containerd-shim" in argv[0]
-                     and any(socket_path in a for a in argv))  # fmt: skip
+    shims = _shims(workdir)
     # container processes: anything whose cgroup is under kubepods
     in_pods = _pids_in_cgroup("kubepods")
     _kill_pids(shims + in_pods)
@@ -375,6 +372,17 @@ def teardown(state: NodeState, log: list[str] | None = None) -> list[str]:
     return leftovers(state)
 
 
+def _shims(workdir: Path) -> list[int]:
+    """containerd's shims of the node in ``workdir``: they outlive containerd (their own
+    sessions), so they are found by the containerd socket address they were given."""
+    socket_path = str(workdir / "containerd" / "containerd.sock")
+    return _pids_of(
+        lambda argv: (
+            bool(argv) and "containerd-shim" in argv[0] and any(socket_path in a for a in argv)
+        )
+    )
+
+
 def _ours(pid: int) -> bool:
     """Whether ``pid`` still runs one of the harness's binaries (not a reused pid)."""
     try:
@@ -400,8 +408,7 @@ def leftovers(state: NodeState) -> list[str]:
     alive = [p for p in state.pids if _ours(p)]
     if alive:
         found.append(f"processes still running: {alive}")
-    socket_path = str(workdir / "containerd" / "containerd.sock")
-    shims = _pids_of(lambda argv: any(socket_path in a for a in argv))
+    shims = _shims(workdir)
     if shims:
         found.append(f"shims still running: {shims}")
     if _bridge_exists():
@@ -635,7 +642,7 @@ class RealNode:
     def _import_images(self, timeout: float) -> None:
         for archive in self.images:
             self._ctr("images", "import", "--no-unpack", str(archive), timeout=timeout)
-        listed = self._ctr("images", "list", "--quiet").stdout.split()
+        listed = self.images_listed()
         if self.sandbox_image not in listed and f"docker.io/{self.sandbox_image}" not in listed:
             raise HarnessError(
                 f"the sandbox image {self.sandbox_image} is not in containerd after the "
@@ -643,6 +650,7 @@ class RealNode:
             )
 
     def images_listed(self) -> list[str]:
+        """The image names (and digests) containerd holds for Kubernetes."""
         return self._ctr("images", "list", "--quiet").stdout.split()
 
     def _start_coredns(self, timeout: float) -> None:

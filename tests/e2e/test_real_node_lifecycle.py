@@ -49,7 +49,7 @@ class Stack:
     workdir: Path
 
     def model_url(self, name: str = "churn") -> str:
-        ip = get_json(self.cluster, "service", name, "-n", NS)["spec"]["clusterIP"]
+        ip = realstack.service_ip(self.cluster, NS, name)
         return f"http://{ip}:8080/v2/models/{name}/infer"
 
     def mlmodel(self, name: str = "churn") -> dict[str, Any]:
