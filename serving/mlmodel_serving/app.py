@@ -27,15 +27,15 @@ from mlmodel_serving.drift import Baseline, DriftMonitor
 from mlmodel_serving.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from mlmodel_serving.metrics import ServingMetrics
 from mlmodel_serving.model import (
-    PREDICT,
     ModelInputError,
     SklearnModel,
     library_versions,
 )
 from mlmodel_serving.openapi import openapi_document
-from mlmodel_serving.predictor import DirectPredictor, PredictCost, Predictor
+from mlmodel_serving.predictor import DirectPredictor, Outputs, PredictCost, Predictor
 from mlmodel_serving.protocol import (
     InferenceError,
+    InferenceRequest,
     MethodNotAllowed,
     NotFound,
     NotReady,
@@ -45,6 +45,7 @@ from mlmodel_serving.protocol import (
     encode_error,
     encode_json,
     encode_v1_response,
+    encode_v2_binary_response,
     encode_v2_response,
 )
 from mlmodel_serving.settings import Settings
@@ -124,7 +125,10 @@ def _template_regex(template: str) -> re.Pattern[str]:
 _MATCHERS = [(route, _template_regex(route.template)) for route in ROUTES]
 _PATH_CACHE_LIMIT = 4096
 
-Handler = Callable[[bytes, dict[str, str], str], Awaitable[Response]]
+Handler = Callable[[bytes, dict[str, str], str, int | None], Awaitable[Response]]
+BINARY = b"application/octet-stream"
+#: The binary data extension's header: the length of the JSON part of the body.
+HEADER_LENGTH = b"inference-header-content-length"
 
 
 class ServingApp:
@@ -273,16 +277,25 @@ class ServingApp:
         )
 
     async def handle(
-        self, method: str, path: str, body: bytes, request_id: str | None = None
+        self,
+        method: str,
+        path: str,
+        body: bytes,
+        request_id: str | None = None,
+        header_length: int | None = None,
     ) -> Response:
-        """Answer one request. Never raises: errors become JSON error responses."""
+        """Answer one request. Never raises: errors become JSON error responses.
+
+        ``header_length``: the request's ``Inference-Header-Content-Length`` (the binary
+        data extension of the Open Inference Protocol), when it has one.
+        """
         start = time.perf_counter()
         request_id = request_id or self.new_request_id()
         route_name, protocol = "unmatched", "http"
         try:
             route, params = self.resolve(method, path)
             route_name, protocol = route.template, route.protocol
-            response = await self._handlers[route.name](body, params, request_id)
+            response = await self._handlers[route.name](body, params, request_id, header_length)
         except (InferenceError, ModelInputError) as exc:
             response = self.error_response(exc, request_id)
         except Exception:
@@ -340,64 +353,90 @@ class ServingApp:
         return model
 
     async def _server_metadata(
-        self, body: bytes, params: dict[str, str], request_id: str
+        self, body: bytes, params: dict[str, str], request_id: str, header_length: int | None
     ) -> Response:
         return Response(
             200, encode_json({"name": "mlmodel-serve", "version": __version__, "extensions": []})
         )
 
-    async def _live(self, body: bytes, params: dict[str, str], request_id: str) -> Response:
+    async def _live(
+        self, body: bytes, params: dict[str, str], request_id: str, header_length: int | None
+    ) -> Response:
         return Response(200, b'{"live":true}')
 
-    async def _ready(self, body: bytes, params: dict[str, str], request_id: str) -> Response:
+    async def _ready(
+        self, body: bytes, params: dict[str, str], request_id: str, header_length: int | None
+    ) -> Response:
         if self.ready:
             return Response(200, b'{"ready":true}')
         return Response(503, b'{"ready":false}')
 
     async def _model_metadata(
-        self, body: bytes, params: dict[str, str], request_id: str
+        self, body: bytes, params: dict[str, str], request_id: str, header_length: int | None
     ) -> Response:
         model = self._require_model(params)
         return Response(200, encode_json(model.metadata()))
 
-    async def _model_ready(self, body: bytes, params: dict[str, str], request_id: str) -> Response:
+    async def _model_ready(
+        self, body: bytes, params: dict[str, str], request_id: str, header_length: int | None
+    ) -> Response:
         model = self._require_model(params)
         return Response(
             200 if self.ready else 503,
             encode_json({"name": model.name, "ready": self.ready}),
         )
 
-    async def _infer_v2(self, body: bytes, params: dict[str, str], request_id: str) -> Response:
-        model = self._require_model(params)
-        request = decode_v2_request(body)
-        outputs = model.check_outputs(request.outputs)
-        model.check_input(request.data)
-        assert self.predictor is not None
-        result = await self.predictor.predict(request.data, outputs)
-        return Response(
-            200,
-            encode_v2_response(model.name, model.version, request.id, result),
-        )
+    async def infer(
+        self, request: InferenceRequest, params: dict[str, str]
+    ) -> tuple[SklearnModel, Outputs]:
+        """Predict a decoded request (any protocol) on the model ``params`` names.
 
-    async def _v1_model(self, body: bytes, params: dict[str, str], request_id: str) -> Response:
+        ``params``: ``model_name`` and optionally ``model_version``. Raises
+        :class:`InferenceError` or :class:`ModelInputError` for what the client got wrong.
+        """
+        model = self._require_model(params)
+        outputs = model.check_outputs(request.outputs)
+        x = model.prepare(request)
+        assert self.predictor is not None
+        return model, await self.predictor.predict(x, outputs)
+
+    async def _infer_v2(
+        self, body: bytes, params: dict[str, str], request_id: str, header_length: int | None
+    ) -> Response:
+        self._require_model(params)
+        request = decode_v2_request(body, header_length)
+        model, result = await self.infer(request, params)
+        if not (request.binary_default or request.binary_outputs):
+            return Response(200, encode_v2_response(model.name, model.version, request.id, result))
+        data, json_length = encode_v2_binary_response(
+            model.name, model.version, request.id, result, request.wants_binary
+        )
+        return Response(200, data, BINARY, [(HEADER_LENGTH, b"%d" % json_length)])
+
+    async def _v1_model(
+        self, body: bytes, params: dict[str, str], request_id: str, header_length: int | None
+    ) -> Response:
         model = self._require_model(params)
         return Response(
             200,
             encode_json({"name": model.name, "ready": self.ready}),
         )
 
-    async def _v1_predict(self, body: bytes, params: dict[str, str], request_id: str) -> Response:
-        model = self._require_model(params)
+    async def _v1_predict(
+        self, body: bytes, params: dict[str, str], request_id: str, header_length: int | None
+    ) -> Response:
         request = decode_v1_request(body)
-        model.check_input(request.data)
-        assert self.predictor is not None
-        result = await self.predictor.predict(request.data, (PREDICT,))
+        _, result = await self.infer(request, params)
         return Response(200, encode_v1_response(result))
 
-    async def _metrics(self, body: bytes, params: dict[str, str], request_id: str) -> Response:
+    async def _metrics(
+        self, body: bytes, params: dict[str, str], request_id: str, header_length: int | None
+    ) -> Response:
         return Response(200, self.metrics.render(), content_type=METRICS_CONTENT_TYPE.encode())
 
-    async def _openapi(self, body: bytes, params: dict[str, str], request_id: str) -> Response:
+    async def _openapi(
+        self, body: bytes, params: dict[str, str], request_id: str, header_length: int | None
+    ) -> Response:
         return Response(200, self._openapi_body)
 
     # -- ASGI ------------------------------------------------------------------------
@@ -417,11 +456,14 @@ class ServingApp:
             return
         request_id: str | None = None
         declared = 0
+        header_length: int | None = None
         for name, value in scope["headers"]:
             if name == b"x-request-id":
                 request_id = value.decode("latin-1")
             elif name == b"content-length":
                 declared = int(value) if value.isdigit() else 0
+            elif name == HEADER_LENGTH:
+                header_length = parse_header_length(value)
         response: Response | None = None
         if declared > self.settings.max_body_bytes:
             response = self.payload_too_large(request_id)
@@ -442,11 +484,17 @@ class ServingApp:
                 more = message.get("more_body", False)
             if response is None:
                 response = await self.handle(
-                    scope["method"], scope["path"], b"".join(chunks), request_id
+                    scope["method"], scope["path"], b"".join(chunks), request_id, header_length
                 )
         headers = [(b"content-type", response.content_type), *response.headers]
         await send({"type": "http.response.start", "status": response.status, "headers": headers})
         await send({"type": "http.response.body", "body": response.body})
+
+
+def parse_header_length(value: bytes) -> int:
+    """``Inference-Header-Content-Length``; -1 (rejected when decoding) if not a number."""
+    value = value.strip()
+    return int(value) if value.isdigit() and len(value) <= 18 else -1
 
 
 def create_app(

@@ -31,12 +31,11 @@ from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
 from mlmodel_serving.metrics import ServingMetrics
-from mlmodel_serving.model import SklearnModel
+from mlmodel_serving.model import ModelInput, SklearnModel
 from mlmodel_serving.predictor import (
     DirectPredictor,
     Outputs,
@@ -51,7 +50,7 @@ BatchKey = tuple[tuple[str, ...], str]
 
 @dataclass(slots=True)
 class _Pending:
-    x: np.ndarray[Any, Any]
+    x: ModelInput
     future: asyncio.Future[Outputs]
     enqueued: float
 
@@ -93,7 +92,7 @@ class BatchingPredictor:
         self._check_scheduled = False
         self._closed = False
 
-    async def predict(self, x: np.ndarray[Any, Any], outputs: tuple[str, ...]) -> Outputs:
+    async def predict(self, x: ModelInput, outputs: tuple[str, ...]) -> Outputs:
         if self._closed:
             raise NotReady("the server is shutting down")
         loop = asyncio.get_running_loop()
@@ -106,7 +105,7 @@ class BatchingPredictor:
             # inline on the next loop turn. Run it now and save that turn.
             self._metrics.observe_queue_wait(0.0)
             return predict_and_observe(self._model, self._metrics, x, outputs, 1, self._cost)
-        key = (outputs, x.dtype.str)
+        key = (outputs, x.dtype.str if isinstance(x, np.ndarray) else "frame")
         queue = self._queues.get(key)
         if queue is None:
             queue = self._queues[key] = deque()
@@ -193,7 +192,7 @@ class BatchingPredictor:
         now = time.perf_counter()
         for pending in batch:
             self._metrics.observe_queue_wait(now - pending.enqueued)
-        x = batch[0].x if len(batch) == 1 else np.concatenate([p.x for p in batch])
+        x = batch[0].x if len(batch) == 1 else _concatenate([p.x for p in batch])
         if self._cost.inline(rows, self._alone()):
             results = _predict_batch(self._model, self._metrics, self._cost, x, key[0], batch)
             _deliver(batch, results)
@@ -228,6 +227,16 @@ class BatchingPredictor:
         self._queued_requests = 0
 
 
+def _concatenate(xs: list[ModelInput]) -> ModelInput:
+    """The rows of several requests as one input (all arrays, or all DataFrames)."""
+    arrays = [x for x in xs if isinstance(x, np.ndarray)]
+    if len(arrays) == len(xs):
+        return np.concatenate(arrays)
+    import pandas as pd  # only models with text columns get DataFrames
+
+    return pd.concat([x for x in xs if isinstance(x, pd.DataFrame)], ignore_index=True)
+
+
 def _deliver(batch: list[_Pending], results: list[Outputs | BaseException]) -> None:
     for pending, result in zip(batch, results, strict=True):
         if pending.future.done():  # cancelled by its caller meanwhile
@@ -242,7 +251,7 @@ def _predict_batch(
     model: SklearnModel,
     metrics: ServingMetrics,
     cost: PredictCost,
-    x: np.ndarray[Any, Any],
+    x: ModelInput,
     outputs: tuple[str, ...],
     batch: list[_Pending],
 ) -> list[Outputs | BaseException]:

@@ -22,6 +22,8 @@ from typing import TYPE_CHECKING, cast
 
 import httptools
 
+from mlmodel_serving.app import HEADER_LENGTH, parse_header_length
+
 if TYPE_CHECKING:
     from mlmodel_serving.app import Response, ServingApp
 
@@ -41,8 +43,9 @@ _REASONS = {
 _MAX_QUEUED = 16  # pipelined requests per connection before reading pauses
 _MAX_HEAD_BYTES = 64 * 1024  # request line and headers together
 
-# A queued request: method, path, body, request id, keep-alive, prebuilt response.
-_Queued = tuple[str, str, bytes, "str | None", bool, "Response | None"]
+# A queued request: method, path, body, request id, keep-alive, prebuilt response, and
+# the binary data extension's JSON header length.
+_Queued = tuple[str, str, bytes, "str | None", bool, "Response | None", "int | None"]
 
 
 class HttpServer:
@@ -123,6 +126,7 @@ class HttpConnection(asyncio.Protocol):
         self.request_id: str | None = None
         self.expect_continue = False
         self.declared_length = 0
+        self.header_length: int | None = None
         self.head_size = 0
         self.discard = False  # the rest of this connection's input is ignored
         self.queue: deque[_Queued] = deque()
@@ -175,6 +179,7 @@ class HttpConnection(asyncio.Protocol):
         self.request_id = None
         self.expect_continue = False
         self.declared_length = 0
+        self.header_length = None
         self.head_size = 0
         self.request_started = time.monotonic()
 
@@ -193,6 +198,8 @@ class HttpConnection(asyncio.Protocol):
             self.declared_length = int(value) if value.isdigit() else 0
         elif lowered == b"expect":
             self.expect_continue = value.lower() == b"100-continue"
+        elif lowered == HEADER_LENGTH:
+            self.header_length = parse_header_length(value)
 
     def _count_head(self, size: int) -> None:
         self.head_size += size
@@ -228,7 +235,15 @@ class HttpConnection(asyncio.Protocol):
         if method == "POST" and not self.sends_inference:
             self.sends_inference = True
             self.server.inference_connections += 1
-        item: _Queued = (method, path, body, self.request_id, self.parser.should_keep_alive(), None)
+        item: _Queued = (
+            method,
+            path,
+            body,
+            self.request_id,
+            self.parser.should_keep_alive(),
+            None,
+            self.header_length,
+        )
         if self.task is None and not self.queue and not self.writing_paused:
             self._start(item)
         else:
@@ -256,7 +271,7 @@ class HttpConnection(asyncio.Protocol):
 
     def _enqueue_final(self, response: Response) -> None:
         """Answer ``response`` after the requests before it, then close."""
-        item: _Queued = ("", "", b"", None, False, response)
+        item: _Queued = ("", "", b"", None, False, response, None)
         if self.task is None and not self.queue:
             self._start(item)
         else:
@@ -267,10 +282,10 @@ class HttpConnection(asyncio.Protocol):
         self.task = self.loop.create_task(self._answer(item))
 
     async def _answer(self, item: _Queued) -> None:
-        method, path, body, request_id, keep_alive, response = item
+        method, path, body, request_id, keep_alive, response, header_length = item
         try:
             if response is None:
-                response = await self.app.handle(method, path, body, request_id)
+                response = await self.app.handle(method, path, body, request_id, header_length)
             else:
                 response.headers.append(
                     (b"x-request-id", (request_id or self.app.new_request_id()).encode())

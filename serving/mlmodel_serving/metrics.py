@@ -248,10 +248,10 @@ class ServingMetrics:
         self._batch_requests.observe(requests)
         self._predict_duration.observe(predict_seconds)
 
-    def observe_inputs(
-        self, x: np.ndarray[Any, Any], labels: np.ndarray[Any, Any] | None = None
-    ) -> None:
+    def observe_inputs(self, x: Any, labels: np.ndarray[Any, Any] | None = None) -> None:
         """Input rows (and, for classifiers, the predicted class of each) for drift."""
+        if not isinstance(x, np.ndarray):  # a DataFrame with text columns: not summed
+            return
         self.features.observe(x)
         self.drift.observe(x, labels)
 

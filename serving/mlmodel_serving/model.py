@@ -7,16 +7,24 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Union
 
 import numpy as np
 
 from mlmodel_serving.artifacts import load_verified_joblib
 from mlmodel_serving.forest import LeafTables, compile_model
+from mlmodel_serving.protocol import InferenceRequest
+from mlmodel_serving.tabular import INPUT_NAME, InputSchema, ModelInputError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 PREDICT = "predict"
 PREDICT_PROBA = "predict_proba"
-INPUT_NAME = "input-0"
+DECISION_FUNCTION = "decision_function"
+#: What ``predict`` takes: a numeric array, or a DataFrame for a model with text columns.
+ModelInput = Union[np.ndarray[Any, Any], "pd.DataFrame"]
+__all__ = ["INPUT_NAME", "ModelInputError"]
 #: How ``SklearnModel.predict`` computes: the estimator's own methods, or leaf tables.
 PATH_SKLEARN = "sklearn"
 PATH_LEAF_TABLES = "leaf-tables"
@@ -35,10 +43,6 @@ def quiet_warnings() -> None:
     """
     warnings.resetwarnings()
     warnings.simplefilter("ignore")
-
-
-class ModelInputError(ValueError):
-    """The input does not fit the model (wrong rank, feature count or output name)."""
 
 
 def library_versions() -> dict[str, str]:
@@ -64,6 +68,7 @@ class SklearnModel:
     sha256: str
     load_seconds: float = 0.0
     n_features: int | None = field(init=False)
+    schema: InputSchema = field(init=False)
     outputs: tuple[str, ...] = field(init=False)
     classes: np.ndarray[Any, Any] | None = field(init=False)
     tables: LeafTables | None = field(init=False, default=None)
@@ -77,10 +82,13 @@ class SklearnModel:
                 f"the artifact holds a {type(self.estimator).__name__}, which has no predict(): "
                 "expected a scikit-learn estimator or Pipeline"
             )
-        n = getattr(self.estimator, "n_features_in_", None)
-        self.n_features = int(n) if n is not None else None
-        has_proba = callable(getattr(self.estimator, PREDICT_PROBA, None))
-        self.outputs = (PREDICT, PREDICT_PROBA) if has_proba else (PREDICT,)
+        self.schema = InputSchema.of(self.estimator)
+        self.n_features = self.schema.n_features
+        optional = (PREDICT_PROBA, DECISION_FUNCTION)
+        self.outputs = (
+            PREDICT,
+            *(name for name in optional if callable(getattr(self.estimator, name, None))),
+        )
         classes = getattr(self.estimator, "classes_", None)
         self.classes = np.asarray(classes) if classes is not None else None
 
@@ -119,9 +127,13 @@ class SklearnModel:
                 )
         return requested
 
+    def prepare(self, request: InferenceRequest) -> ModelInput:
+        """The decoded request as ``predict`` takes it (see :class:`InputSchema`)."""
+        return self.schema.prepare(request)
+
     def check_input(self, x: np.ndarray[Any, Any]) -> None:
-        """Reject input that does not have the shape ``[N, n_features]`` with N >= 1."""
-        expected = f"[N, {self.n_features}]" if self.n_features is not None else "[N, F]"
+        """Reject a numeric array that does not have the shape ``[N, n_features]``, N >= 1."""
+        expected = self.schema.shape_text
         if x.ndim != 2:
             raise ModelInputError(
                 f"input has shape {list(x.shape)}: expected a 2-D shape {expected}"
@@ -133,19 +145,29 @@ class SklearnModel:
                 f"input has {x.shape[1]} features per row: model {self.name!r} expects "
                 f"{self.n_features} (shape {expected})"
             )
-        if x.dtype.kind == "f" and not np.isfinite(x).all():
-            raise ModelInputError("input holds NaN or infinite values: expected finite numbers")
 
-    def predict(
-        self, x: np.ndarray[Any, Any], outputs: tuple[str, ...]
-    ) -> dict[str, np.ndarray[Any, Any]]:
-        """Compute the named outputs for the rows of ``x`` (already checked)."""
+    def predict(self, x: ModelInput, outputs: tuple[str, ...]) -> dict[str, np.ndarray[Any, Any]]:
+        """Compute the named outputs for the rows of ``x`` (already prepared).
+
+        A ``ValueError`` from the estimator is its own input validation (NaN where the
+        model takes none, a value it cannot convert): a :class:`ModelInputError`.
+        """
+        try:
+            return self._predict(x, outputs)
+        except ModelInputError:
+            raise
+        except ValueError as exc:
+            raise ModelInputError(f"model {self.name!r} cannot take this input: {exc}") from None
+
+    def _predict(self, x: ModelInput, outputs: tuple[str, ...]) -> dict[str, np.ndarray[Any, Any]]:
         tables = self.tables
         x32 = None
         if tables is not None:
             head = self.tables_head
             x32 = tables.prepare(x if head is None else head.transform(x))
         if tables is None or x32 is None:
+            return {name: np.asarray(getattr(self.estimator, name)(x)) for name in outputs}
+        if DECISION_FUNCTION in outputs:  # not in the tables: the estimator computes it
             return {name: np.asarray(getattr(self.estimator, name)(x)) for name in outputs}
         mean = tables.mean(x32)
         if not tables.is_classifier:
@@ -158,9 +180,13 @@ class SklearnModel:
             if name == PREDICT:
                 dtype = _label_datatype(self.classes) if self.classes is not None else "FP64"
                 meta.append({"name": PREDICT, "datatype": dtype, "shape": [-1]})
-            else:
+            elif name == PREDICT_PROBA:
                 n_classes = len(self.classes) if self.classes is not None else -1
                 meta.append({"name": PREDICT_PROBA, "datatype": "FP64", "shape": [-1, n_classes]})
+            else:  # decision_function: [N] for two classes, [N, classes] beyond
+                n_classes = len(self.classes) if self.classes is not None else 0
+                shape = [-1, n_classes] if n_classes > 2 else [-1]
+                meta.append({"name": DECISION_FUNCTION, "datatype": "FP64", "shape": shape})
         return meta
 
     def metadata(self) -> dict[str, Any]:
@@ -169,15 +195,14 @@ class SklearnModel:
             "name": self.name,
             "versions": [self.version],
             "platform": "sklearn",
-            "inputs": [
-                {"name": INPUT_NAME, "datatype": "FP64", "shape": [-1, self.n_features or -1]}
-            ],
+            "inputs": self.schema.metadata(),
             "outputs": self.output_metadata(),
             "parameters": {
                 "version": self.version,
                 "sha256": self.sha256,
                 "estimator": type(self.estimator).__name__,
                 "predictPath": self.predict_path,
+                **({"content_type": "pd"} if self.schema.tabular else {}),
                 **library_versions(),
             },
         }

@@ -24,7 +24,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from mlmodel_serving.metrics import ServingMetrics
-from mlmodel_serving.model import PREDICT, PREDICT_PROBA, SklearnModel
+from mlmodel_serving.model import PREDICT, PREDICT_PROBA, ModelInput, SklearnModel
 
 Outputs = dict[str, np.ndarray[Any, Any]]
 
@@ -34,7 +34,7 @@ INLINE_MAX_ROWS = 1024
 
 
 class Predictor(Protocol):
-    async def predict(self, x: np.ndarray[Any, Any], outputs: tuple[str, ...]) -> Outputs:
+    async def predict(self, x: ModelInput, outputs: tuple[str, ...]) -> Outputs:
         """Predict ``outputs`` for the rows of ``x`` (already checked against the model)."""
         ...
 
@@ -87,7 +87,7 @@ def only_connection(open_connections: Callable[[], int | None] | None) -> bool:
 def predict_and_observe(
     model: SklearnModel,
     metrics: ServingMetrics,
-    x: np.ndarray[Any, Any],
+    x: ModelInput,
     outputs: tuple[str, ...],
     requests: int,
     cost: PredictCost | None = None,
@@ -132,7 +132,7 @@ class DirectPredictor:
         self._open_connections = open_connections
         self._in_threads = 0
 
-    async def predict(self, x: np.ndarray[Any, Any], outputs: tuple[str, ...]) -> Outputs:
+    async def predict(self, x: ModelInput, outputs: tuple[str, ...]) -> Outputs:
         alone = self._in_threads == 0 and only_connection(self._open_connections)
         if self._cost.inline(x.shape[0], alone):
             return predict_and_observe(self._model, self._metrics, x, outputs, 1, self._cost)

@@ -9,7 +9,7 @@ wrong and what would be accepted.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -70,14 +70,51 @@ class NotReady(InferenceError):
 
 
 @dataclass(frozen=True, slots=True)
-class InferenceRequest:
-    """A decoded request: one input tensor and the names of the outputs wanted."""
+class Tensor:
+    """One decoded input tensor. ``datatype`` None: JSON values of a V1 object row, typed
+    later by the model's input schema."""
 
+    name: str
+    datatype: str | None
     data: np.ndarray[Any, Any]
-    datatype: str
+
+
+@dataclass(frozen=True, slots=True)
+class InferenceRequest:
+    """A decoded request: its input tensors, the outputs wanted and how to send them.
+
+    ``binary_outputs``: names of outputs to return with the binary data extension;
+    ``binary_default``: whether outputs not named there are returned binary
+    (``parameters.binary_data_output``).
+    """
+
+    inputs: tuple[Tensor, ...]
     outputs: tuple[str, ...] = ()
     id: str | None = None
-    input_name: str = "input-0"
+    content_type: str | None = None
+    binary_outputs: frozenset[str] = frozenset()
+    json_outputs: frozenset[str] = frozenset()
+    binary_default: bool = False
+
+    @property
+    def data(self) -> np.ndarray[Any, Any]:
+        """The first input's data (a request of one tensor)."""
+        return self.inputs[0].data
+
+    @property
+    def datatype(self) -> str | None:
+        return self.inputs[0].datatype
+
+    @property
+    def input_name(self) -> str:
+        return self.inputs[0].name
+
+    def wants_binary(self, output: str) -> bool:
+        if output in self.binary_outputs:
+            return True
+        if output in self.json_outputs:
+            return False
+        return self.binary_default
 
 
 def parse_json(body: bytes) -> Any:
@@ -107,29 +144,67 @@ def _json_type(value: Any) -> str:
     return "an object"
 
 
-def decode_v2_request(body: bytes) -> InferenceRequest:
-    """Decode a V2 ``/infer`` body: exactly one input tensor, optional ``outputs`` and ``id``."""
-    req = _expect_object(parse_json(body), "request body")
-    inputs = req.get("inputs")
-    if not isinstance(inputs, list) or len(inputs) != 1:
-        got = f"{len(inputs)} tensors" if isinstance(inputs, list) else _json_type(inputs)
-        raise BadRequest(
-            f"'inputs' must be an array with exactly one tensor "
-            f"{{name, shape, datatype, data}}, got {got}"
-        )
-    tensor = _expect_object(inputs[0], "inputs[0]")
-    name = tensor.get("name", "input-0")
-    if not isinstance(name, str):
-        raise BadRequest(f"inputs[0].name must be a string, got {_json_type(name)}")
-    datatype = tensor.get("datatype")
-    if not isinstance(datatype, str) or datatype not in DATATYPES:
-        raise BadRequest(
-            f"inputs[0].datatype {datatype!r} is not supported: expected one of {_ACCEPTED_DATATYPES}"
-        )
-    shape = decode_shape(tensor.get("shape"), "inputs[0].shape")
-    data = decode_tensor_data(tensor.get("data"), datatype, shape, "inputs[0].data")
+# Largest tensor rank and dimension a request may declare: numpy allows 64 dimensions,
+# and a product of dimensions past 2**62 would overflow before any size check.
+MAX_DIMS = 16
+MAX_DIM = 2**40
+# V2 request parameter naming how inputs are laid out; "pd": one tensor per column.
+CONTENT_TYPE_PANDAS = "pd"
 
+
+def decode_v2_request(body: bytes, header_length: int | None = None) -> InferenceRequest:
+    """Decode a V2 ``/infer`` body: inputs, optional ``outputs``, ``id`` and ``parameters``.
+
+    ``header_length``: the ``Inference-Header-Content-Length`` header of the binary data
+    extension. The first ``header_length`` bytes are then the JSON request and the rest
+    holds the tensors whose ``parameters.binary_data_size`` says how many bytes are theirs,
+    in input order.
+    """
+    if header_length is None:
+        req = _expect_object(parse_json(body), "request body")
+        binary: bytes | memoryview = b""
+    else:
+        if not 0 < header_length <= len(body):
+            raise BadRequest(
+                f"Inference-Header-Content-Length is {header_length} but the body has "
+                f"{len(body)} bytes: expected a JSON header length between 1 and the body size"
+            )
+        view = memoryview(body)
+        req = _expect_object(parse_json(view[:header_length].tobytes()), "request header")
+        binary = view[header_length:]
+    inputs = req.get("inputs")
+    if not isinstance(inputs, list) or not inputs:
+        got = "an empty array" if isinstance(inputs, list) else _json_type(inputs)
+        raise BadRequest(
+            "'inputs' must be a non-empty array of tensors {name, shape, datatype, data} "
+            f"(one 2-D tensor, or one tensor per column), got {got}"
+        )
+    tensors: list[Tensor] = []
+    offset = 0
+    for i, raw in enumerate(inputs):
+        tensor, used = _decode_v2_input(raw, i, binary, offset)
+        offset += used
+        tensors.append(tensor)
+    if offset != len(binary):
+        raise BadRequest(
+            f"the body holds {len(binary) - offset} bytes after the tensors' binary data "
+            f"(the inputs' binary_data_size add up to {offset} of {len(binary)})"
+        )
+    names = [t.name for t in tensors]
+    if len(set(names)) != len(names):
+        dup = next(n for n in names if names.count(n) > 1)
+        raise BadRequest(f"input {dup!r} is given more than once: each input name must be unique")
+
+    params = _parameters(req.get("parameters"), "parameters")
+    content_type = params.get("content_type")
+    if content_type is not None and not isinstance(content_type, str):
+        raise BadRequest(
+            f'parameters.content_type must be a string (e.g. "pd"), got {_json_type(content_type)}'
+        )
+    binary_default = _bool_parameter(params, "binary_data_output", "parameters")
     outputs: tuple[str, ...] = ()
+    binary_outputs: set[str] = set()
+    json_outputs: set[str] = set()
     raw_outputs = req.get("outputs")
     if raw_outputs is not None:
         if not isinstance(raw_outputs, list):
@@ -138,17 +213,152 @@ def decode_v2_request(body: bytes) -> InferenceRequest:
             )
         names = []
         for i, out in enumerate(raw_outputs):
-            out_name = _expect_object(out, f"outputs[{i}]").get("name")
+            obj = _expect_object(out, f"outputs[{i}]")
+            out_name = obj.get("name")
             if not isinstance(out_name, str):
                 raise BadRequest(f"outputs[{i}].name must be a string, got {_json_type(out_name)}")
             names.append(out_name)
+            out_params = _parameters(obj.get("parameters"), f"outputs[{i}].parameters")
+            wanted = _bool_parameter(out_params, "binary_data", f"outputs[{i}].parameters")
+            if "binary_data" in out_params:
+                (binary_outputs if wanted else json_outputs).add(out_name)
         outputs = tuple(dict.fromkeys(names))
     request_id = req.get("id")
     if request_id is not None and not isinstance(request_id, str):
         raise BadRequest(f"'id' must be a string, got {_json_type(request_id)}")
     return InferenceRequest(
-        data=data, datatype=datatype, outputs=outputs, id=request_id, input_name=name
+        inputs=tuple(tensors),
+        outputs=outputs,
+        id=request_id,
+        content_type=content_type,
+        binary_outputs=frozenset(binary_outputs),
+        json_outputs=frozenset(json_outputs),
+        binary_default=binary_default,
     )
+
+
+def _decode_v2_input(
+    raw: Any, i: int, binary: bytes | memoryview, offset: int
+) -> tuple[Tensor, int]:
+    """One element of ``inputs``; returns the tensor and the binary bytes it used."""
+    where = f"inputs[{i}]"
+    tensor = _expect_object(raw, where)
+    name = tensor.get("name", "input-0" if i == 0 else f"input-{i}")
+    if not isinstance(name, str):
+        raise BadRequest(f"{where}.name must be a string, got {_json_type(name)}")
+    where = f"input {name!r}" if name else where
+    datatype = tensor.get("datatype")
+    if not isinstance(datatype, str) or datatype not in DATATYPES:
+        raise BadRequest(
+            f"{where}: datatype {datatype!r} is not supported: expected one of {_ACCEPTED_DATATYPES}"
+        )
+    shape = decode_shape(tensor.get("shape"), f"{where}: shape")
+    params = _parameters(tensor.get("parameters"), f"{where}: parameters")
+    size = params.get("binary_data_size")
+    if size is None:
+        return Tensor(
+            name, datatype, decode_tensor_data(tensor.get("data"), datatype, shape, where)
+        ), 0
+    if type(size) is not int or size < 0:
+        raise BadRequest(
+            f"{where}: parameters.binary_data_size must be a non-negative integer, got {size!r}"
+        )
+    if "data" in tensor:
+        raise BadRequest(f"{where} has both 'data' and parameters.binary_data_size: send one")
+    if offset + size > len(binary):
+        raise BadRequest(
+            f"{where}: binary_data_size {size} runs past the end of the body "
+            f"({len(binary) - offset} bytes left after the header and earlier tensors)"
+        )
+    data = decode_raw_tensor(binary[offset : offset + size], datatype, shape, where)
+    return Tensor(name, datatype, data), size
+
+
+def _parameters(value: Any, where: str) -> Mapping[str, Any]:
+    if value is None:
+        return {}
+    return _expect_object(value, where)
+
+
+def _bool_parameter(params: Mapping[str, Any], key: str, where: str) -> bool:
+    value = params.get(key, False)
+    if not isinstance(value, bool):
+        raise BadRequest(f"{where}.{key} must be true or false, got {_json_type(value)}")
+    return value
+
+
+def decode_raw_tensor(
+    raw: bytes | memoryview, datatype: str, shape: tuple[int, ...], where: str
+) -> np.ndarray[Any, Any]:
+    """A tensor from its raw bytes (binary data extension, gRPC ``raw_input_contents``).
+
+    Fixed-size types are little-endian, row-major; BYTES elements are each a 4-byte
+    little-endian length and that many bytes (UTF-8 text here). Sizes are checked against
+    the shape before anything is allocated.
+    """
+    count = math.prod(shape)
+    if datatype == "BYTES":
+        return _decode_raw_bytes(raw, count, shape, where)
+    dtype = DATATYPES[datatype].newbyteorder("<")
+    if len(raw) != count * dtype.itemsize:
+        raise BadRequest(
+            f"{where} has {len(raw)} bytes of {datatype} data but shape {list(shape)} needs "
+            f"{count * dtype.itemsize} ({count} elements of {dtype.itemsize} bytes)"
+        )
+    arr = np.frombuffer(raw, dtype=dtype).astype(DATATYPES[datatype], copy=False)
+    if datatype == "BOOL" and arr.size and int(np.frombuffer(raw, dtype=np.uint8).max()) > 1:
+        raise BadRequest(f"{where}: BOOL elements must be the bytes 0 or 1")
+    if arr.dtype.kind == "f" and arr.size and not np.isfinite(arr).all():
+        raise BadRequest(f"{where} holds values that are not finite (NaN or infinity)")
+    return arr.reshape(shape)
+
+
+def _decode_raw_bytes(
+    raw: bytes | memoryview, count: int, shape: tuple[int, ...], where: str
+) -> np.ndarray[Any, Any]:
+    if count * 4 > len(raw):
+        raise BadRequest(
+            f"{where} has {len(raw)} bytes of BYTES data, too few for the {count} elements of "
+            f"shape {list(shape)} (each needs a 4-byte length)"
+        )
+    view = memoryview(raw)
+    values: list[str] = []
+    pos = 0
+    for _ in range(count):
+        if pos + 4 > len(view):
+            raise BadRequest(f"{where}: BYTES data ends inside an element's 4-byte length")
+        length = int.from_bytes(view[pos : pos + 4], "little")
+        pos += 4
+        if pos + length > len(view):
+            raise BadRequest(
+                f"{where}: a BYTES element declares {length} bytes but only "
+                f"{len(view) - pos} remain"
+            )
+        try:
+            values.append(str(view[pos : pos + length], "utf-8"))
+        except UnicodeDecodeError:
+            raise BadRequest(f"{where}: a BYTES element is not UTF-8 text") from None
+        pos += length
+    if pos != len(view):
+        raise BadRequest(
+            f"{where}: {len(view) - pos} bytes follow the {count} BYTES elements of "
+            f"shape {list(shape)}"
+        )
+    arr = np.empty(count, dtype=object)
+    arr[:] = values
+    return arr.reshape(shape)
+
+
+def encode_raw_tensor(arr: np.ndarray[Any, Any]) -> bytes:
+    """The raw bytes of ``arr`` (the inverse of :func:`decode_raw_tensor`)."""
+    if arr.dtype.kind in "OUS":
+        parts = []
+        for value in arr.reshape(-1).tolist():
+            data = value if isinstance(value, bytes) else str(value).encode()
+            parts.append(len(data).to_bytes(4, "little"))
+            parts.append(data)
+        return b"".join(parts)
+    return np.ascontiguousarray(arr, dtype=arr.dtype.newbyteorder("<")).tobytes()
 
 
 def decode_shape(shape: Any, where: str) -> tuple[int, ...]:
@@ -156,9 +366,13 @@ def decode_shape(shape: Any, where: str) -> tuple[int, ...]:
         raise BadRequest(
             f"{where} must be a non-empty array of non-negative integers, got {_json_type(shape)}"
         )
+    if len(shape) > MAX_DIMS:
+        raise BadRequest(f"{where} has {len(shape)} dimensions: at most {MAX_DIMS} are accepted")
     for dim in shape:
         if type(dim) is not int or dim < 0:
             raise BadRequest(f"{where} must hold non-negative integers, got {shape!r}")
+        if dim > MAX_DIM:
+            raise BadRequest(f"{where} has a dimension of {dim}: at most {MAX_DIM} is accepted")
     return tuple(shape)
 
 
@@ -185,6 +399,8 @@ def decode_tensor_data(
         ) from None
     if arr.size != expected:
         raise _size_error(where, arr.size, shape)
+    if dtype.kind == "f" and arr.dtype.kind == "O":
+        arr = _nulls_to_nan(arr, datatype, where)
     if arr.size and arr.dtype.kind not in _KINDS_FOR[dtype.kind]:
         raise BadRequest(
             f"{where} holds {_kind_name(arr.dtype)} values, which a {datatype} tensor cannot take"
@@ -195,9 +411,27 @@ def decode_tensor_data(
         if dtype.kind in "iu" and arr.size and not np.array_equal(converted, arr):
             raise BadRequest(f"{where} holds values outside the range of {datatype}")
         arr = converted
-    if dtype.kind == "f" and arr.size and not np.isfinite(arr).all():
+    if dtype.kind == "f" and arr.size and np.isinf(arr).any():
         raise BadRequest(f"{where} holds values that are not finite or overflow {datatype}")
     return arr.reshape(shape)
+
+
+def _nulls_to_nan(arr: np.ndarray[Any, Any], datatype: str, where: str) -> np.ndarray[Any, Any]:
+    """A floating-point tensor given with JSON nulls (missing values): null becomes NaN.
+
+    Whether the model takes NaN is the model's business (an imputer does); anything else
+    that is not a number is rejected here.
+    """
+    values = arr.reshape(-1).tolist()
+    for value in values:
+        if value is not None and (type(value) is bool or not isinstance(value, int | float)):
+            raise BadRequest(
+                f"{where} holds {_json_type(value)} ({value!r}), which a {datatype} tensor cannot "
+                "take: expected numbers, or null for a missing value"
+            )
+    return np.array([math.nan if v is None else v for v in values], dtype=np.float64).reshape(
+        arr.shape
+    )
 
 
 def _size_error(where: str, size: int, shape: tuple[int, ...]) -> BadRequest:
@@ -219,32 +453,82 @@ def _kind_name(dtype: np.dtype[Any]) -> str:
 
 
 def decode_v1_request(body: bytes) -> InferenceRequest:
-    """Decode a KServe V1 ``:predict`` body ``{"instances": [[...], ...]}``."""
+    """Decode a KServe V1 ``:predict`` body.
+
+    ``{"instances": [[...], ...]}``: rows as arrays (numbers, strings, or mixed values for a
+    model with typed columns); ``{"instances": [{"column": value, ...}, ...]}``: rows as
+    objects, one column per key.
+    """
     req = _expect_object(parse_json(body), "request body")
     instances = req.get("instances")
     if not isinstance(instances, list) or not instances:
         raise BadRequest(
-            f"'instances' must be a non-empty array of rows, e.g. {{\"instances\": [[1.0, 2.0]]}}, "
+            f"'instances' must be a non-empty array of rows, e.g. {{\"instances\": [[1.0, 2.0]]}} "
+            f'or {{"instances": [{{"tenure": 34, "contract": "month"}}]}}, '
             f"got {_json_type(instances)}"
         )
+    if isinstance(instances[0], dict):
+        return InferenceRequest(inputs=_v1_object_rows(instances))
     if not all(isinstance(row, list) for row in instances):
-        raise BadRequest("every element of 'instances' must be an array (one row of features)")
-    if all(isinstance(v, str) for row in instances for v in row):
-        rows = len(instances)
-        cols = len(instances[0])
-        if any(len(row) != cols for row in instances):
-            raise BadRequest("'instances' rows must all have the same length")
+        raise BadRequest(
+            "every element of 'instances' must be an array (one row of features) "
+            "or, for rows as objects, every element an object"
+        )
+    rows = len(instances)
+    cols = len(instances[0])
+    if any(len(row) != cols for row in instances):
+        raise BadRequest("'instances' rows must all have the same length")
+    if cols == 0:
+        raise BadRequest("'instances' rows are empty: each row needs one value per feature")
+    values = [v for row in instances for v in row]
+    if all(type(v) is str for v in values):
         arr = decode_tensor_data(instances, "BYTES", (rows, cols), "instances")
-        return InferenceRequest(data=arr, datatype="BYTES")
-    try:
-        arr = np.asarray(instances)
-    except (ValueError, TypeError, OverflowError) as exc:
-        raise BadRequest(f"'instances' is not a rectangular array of numbers: {exc}") from None
-    if arr.ndim != 2:
-        raise BadRequest(f"'instances' must be an array of rows (2-D), got {arr.ndim}-D")
-    return InferenceRequest(
-        data=decode_tensor_data(instances, "FP64", arr.shape, "instances"), datatype="FP64"
-    )
+        return InferenceRequest(inputs=(Tensor("instances", "BYTES", arr),))
+    if all(isinstance(v, int | float) and type(v) is not bool for v in values):
+        arr = decode_tensor_data(instances, "FP64", (rows, cols), "instances")
+        return InferenceRequest(inputs=(Tensor("instances", "FP64", arr),))
+    for v in values:
+        if isinstance(v, list | dict):
+            raise BadRequest(
+                f"'instances' rows must hold numbers, strings or null, got {_json_type(v)}"
+            )
+    arr = np.empty(rows * cols, dtype=object)
+    arr[:] = values
+    return InferenceRequest(inputs=(Tensor("instances", None, arr.reshape(rows, cols)),))
+
+
+def _v1_object_rows(instances: list[Any]) -> tuple[Tensor, ...]:
+    """Rows as objects -> one untyped column tensor per key, in the first row's key order."""
+    columns: dict[str, list[Any]] = {}
+    first = instances[0]
+    for key in first:
+        columns[key] = []
+    for i, row in enumerate(instances):
+        if not isinstance(row, dict):
+            raise BadRequest(
+                f"instances[{i}] is {_json_type(row)}: when rows are objects, every row must be one"
+            )
+        if row.keys() != first.keys():
+            missing = [k for k in first if k not in row]
+            extra = [k for k in row if k not in first]
+            what = f"lacks {missing}" if missing else f"has keys the first row lacks: {extra}"
+            raise BadRequest(
+                f"instances[{i}] {what}: every row must name the same columns "
+                "(use null for a missing value)"
+            )
+        for key, value in row.items():
+            if isinstance(value, list | dict):
+                raise BadRequest(
+                    f"instances[{i}][{key!r}] is {_json_type(value)}: "
+                    "a column value must be a number, a string or null"
+                )
+            columns[key].append(value)
+    tensors = []
+    for key, values in columns.items():
+        arr = np.empty(len(values), dtype=object)
+        arr[:] = values
+        tensors.append(Tensor(key, None, arr))
+    return tuple(tensors)
 
 
 def datatype_of(arr: np.ndarray[Any, Any]) -> str:
@@ -288,6 +572,44 @@ def encode_v2_response(
     if request_id is not None:
         response["id"] = request_id
     return orjson.dumps(response, option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+def encode_v2_binary_response(
+    model_name: str,
+    model_version: str,
+    request_id: str | None,
+    outputs: Mapping[str, np.ndarray[Any, Any]],
+    binary: Callable[[str], bool],
+) -> tuple[bytes, int]:
+    """A V2 response with the binary data extension: (body, JSON header length).
+
+    Outputs for which ``binary(name)`` is true carry ``parameters.binary_data_size`` and
+    their raw bytes follow the JSON header in output order; the others stay JSON.
+    """
+    tensors: list[dict[str, Any]] = []
+    blobs: list[bytes] = []
+    for name, arr in outputs.items():
+        entry: dict[str, Any] = {
+            "name": name,
+            "shape": list(arr.shape),
+            "datatype": datatype_of(arr),
+        }
+        if binary(name):
+            raw = encode_raw_tensor(arr)
+            entry["parameters"] = {"binary_data_size": len(raw)}
+            blobs.append(raw)
+        else:
+            entry["data"] = _json_data(arr)
+        tensors.append(entry)
+    response: dict[str, Any] = {
+        "model_name": model_name,
+        "model_version": model_version,
+        "outputs": tensors,
+    }
+    if request_id is not None:
+        response["id"] = request_id
+    header = orjson.dumps(response, option=orjson.OPT_SERIALIZE_NUMPY)
+    return b"".join([header, *blobs]), len(header)
 
 
 def encode_v1_response(outputs: Mapping[str, np.ndarray[Any, Any]]) -> bytes:

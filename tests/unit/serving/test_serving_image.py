@@ -15,7 +15,12 @@ import mlmodel_serving
 REPO = Path(__file__).resolve().parents[3]
 SERVING = Path(mlmodel_serving.__file__).parent
 # import name -> distribution name, for the serving package's third-party imports
-DISTRIBUTIONS = {"sklearn": "scikit-learn", "prometheus_client": "prometheus-client"}
+DISTRIBUTIONS = {
+    "sklearn": "scikit-learn",
+    "prometheus_client": "prometheus-client",
+    "grpc": "grpcio",
+    "google": "protobuf",
+}
 
 
 def pins() -> dict[str, str]:
