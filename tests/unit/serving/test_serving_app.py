@@ -61,6 +61,7 @@ def test_model_metadata(client: Client) -> None:
     assert meta["outputs"] == [
         {"name": "predict", "datatype": "INT64", "shape": [-1]},
         {"name": "predict_proba", "datatype": "FP64", "shape": [-1, 3]},
+        {"name": "decision_function", "datatype": "FP64", "shape": [-1, 3]},
     ]
     params = meta["parameters"]
     assert params["version"] == "3" and params["sha256"] == FAKE_SHA

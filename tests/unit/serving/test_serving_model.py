@@ -22,7 +22,8 @@ from mlmodel_serving.model import ModelInputError, SklearnModel, library_version
 def test_outputs_follow_the_estimator(
     iris_model: SklearnModel, regressor: LinearRegression
 ) -> None:
-    assert iris_model.outputs == ("predict", "predict_proba") and iris_model.is_classifier
+    assert iris_model.outputs == ("predict", "predict_proba", "decision_function")
+    assert iris_model.is_classifier
     reg = SklearnModel(regressor, "r", "1", FAKE_SHA)
     assert reg.outputs == ("predict",) and not reg.is_classifier and reg.n_features == 3
 
@@ -50,7 +51,9 @@ def test_check_input(iris_model: SklearnModel) -> None:
 def test_check_outputs(iris_model: SklearnModel) -> None:
     assert iris_model.check_outputs(()) == ("predict",)
     assert iris_model.check_outputs(("predict_proba",)) == ("predict_proba",)
-    with pytest.raises(ModelInputError, match=r"has outputs \['predict', 'predict_proba'\]"):
+    with pytest.raises(
+        ModelInputError, match=r"has outputs \['predict', 'predict_proba', 'decision_function'\]"
+    ):
         iris_model.check_outputs(("score",))
 
 

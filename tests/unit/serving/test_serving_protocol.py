@@ -61,8 +61,8 @@ def test_decode_v2_outputs_id_and_types() -> None:
     [
         (b"{not json", "not valid JSON"),
         (b"[]", "must be a JSON object"),
-        (b"{}", "exactly one tensor"),
-        (b'{"inputs": []}', "exactly one tensor"),
+        (b"{}", "'inputs' must be a non-empty array of tensors"),
+        (b'{"inputs": []}', "got an empty array"),
         (orjson.dumps({"inputs": [1]}), "inputs[0] must be a JSON object"),
         (v2({"name": "x", "shape": [1, 2], "datatype": "FP128", "data": [1, 2]}), "FP32, FP64"),
         (v2({"name": "x", "shape": [1, 2], "data": [1, 2]}), "datatype None is not supported"),
@@ -82,7 +82,29 @@ def test_decode_v2_outputs_id_and_types() -> None:
             v2({"name": "x", "shape": [1, 2], "datatype": "FP32", "data": ["a", "b"]}),
             "string values",
         ),
-        (v2({"name": "x", "shape": [1, 2], "datatype": "FP32", "data": [1, None]}), "non-numeric"),
+        (
+            v2({"name": "x", "shape": [1, 2], "datatype": "FP32", "data": [1, {"a": 1}]}),
+            "an object ({'a': 1}), which a FP32 tensor cannot take",
+        ),
+        (
+            v2({"name": "x", "shape": [1] * 17, "datatype": "FP32", "data": [1]}),
+            "17 dimensions: at most 16",
+        ),
+        (
+            v2({"name": "x", "shape": [2**63 - 1, 0], "datatype": "FP32", "data": []}),
+            "at most 1099511627776",
+        ),
+        (
+            orjson.dumps(
+                {
+                    "inputs": [
+                        {"name": "x", "shape": [1], "datatype": "FP64", "data": [1]},
+                        {"name": "x", "shape": [1], "datatype": "FP64", "data": [2]},
+                    ]
+                }
+            ),
+            "input 'x' is given more than once",
+        ),
         (
             v2({"name": "x", "shape": [2, 2], "datatype": "FP32", "data": [[1, 2], [3]]}),
             "rectangular",
@@ -127,7 +149,19 @@ def test_decode_v1() -> None:
     req = decode_v1_request(b'{"instances": [[1, 2], [3, 4.5]]}')
     assert req.data.dtype == np.float64 and req.data.tolist() == [[1, 2], [3, 4.5]]
     strings = decode_v1_request(b'{"instances": [["a", "b"]]}')
-    assert strings.data.dtype == object
+    assert strings.data.dtype == object and strings.datatype == "BYTES"
+    # Mixed rows stay untyped: the model's columns say what each position takes.
+    mixed = decode_v1_request(b'{"instances": [[34.5, "month", null]]}')
+    assert mixed.datatype is None and mixed.data.tolist() == [[34.5, "month", None]]
+
+
+def test_decode_v1_rows_as_objects() -> None:
+    req = decode_v1_request(
+        b'{"instances": [{"tenure": 3, "contract": "month"}, {"tenure": 5.5, "contract": null}]}'
+    )
+    assert [(t.name, t.datatype) for t in req.inputs] == [("tenure", None), ("contract", None)]
+    assert req.inputs[0].data.tolist() == [3, 5.5]
+    assert req.inputs[1].data.tolist() == ["month", None]
 
 
 @pytest.mark.parametrize(
@@ -136,10 +170,14 @@ def test_decode_v1() -> None:
         (b"{}", "'instances' must be a non-empty array"),
         (b'{"instances": []}', "'instances' must be a non-empty array"),
         (b'{"instances": [1, 2]}', "must be an array (one row"),
-        (b'{"instances": [[1, 2], [3]]}', "rectangular"),
+        (b'{"instances": [[1, 2], [3]]}', "same length"),
         (b'{"instances": [["a", "b"], ["c"]]}', "same length"),
-        (b'{"instances": [[1, "a"]]}', "string values"),
-        (b'{"instances": [[[1]]]}', "2-D"),
+        (b'{"instances": [[[1]]]}', "must hold numbers, strings or null, got an array"),
+        (b'{"instances": [[]]}', "rows are empty"),
+        (b'{"instances": [{"a": 1}, [1]]}', "instances[1] is an array"),
+        (b'{"instances": [{"a": 1}, {"b": 1}]}', "instances[1] lacks ['a']"),
+        (b'{"instances": [{"a": 1}, {"a": 1, "b": 2}]}', "has keys the first row lacks: ['b']"),
+        (b'{"instances": [{"a": [1]}]}', "instances[0]['a'] is an array"),
     ],
 )
 def test_decode_v1_rejects_with_a_message(body: bytes, message: str) -> None:
@@ -287,8 +325,9 @@ def test_decode_v2_never_fails_other_than_with_an_inference_error(body: Any) -> 
     except InferenceError as exc:
         assert 400 <= exc.status < 500 and exc.message
     else:
-        assert isinstance(req.data, np.ndarray)
-        assert req.data.size == math.prod(req.data.shape)
+        for tensor in req.inputs:
+            assert isinstance(tensor.data, np.ndarray)
+            assert tensor.data.size == math.prod(tensor.data.shape)
 
 
 @given(st.one_of(json_values, st.fixed_dictionaries({"instances": json_values})))
@@ -299,7 +338,7 @@ def test_decode_v1_never_fails_other_than_with_an_inference_error(body: Any) -> 
     except InferenceError as exc:
         assert exc.status == 400 and exc.message
     else:
-        assert req.data.ndim == 2
+        assert all(t.data.ndim in (1, 2) for t in req.inputs)
 
 
 @given(st.binary(max_size=64))
