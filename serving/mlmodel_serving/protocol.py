@@ -69,6 +69,19 @@ class NotReady(InferenceError):
     status = 503
 
 
+class MixedValues(BadRequest):
+    """JSON tensor data mixing text and numbers: rows of a table, typed by its columns.
+
+    Raised while decoding; the request keeps the values as an untyped tensor, which a
+    model with named columns reads by position and any other model rejects with
+    ``message``.
+    """
+
+    def __init__(self, message: str, values: np.ndarray[Any, Any]) -> None:
+        super().__init__(message)
+        self.values = values
+
+
 @dataclass(frozen=True, slots=True)
 class Tensor:
     """One decoded input tensor. ``datatype`` None: JSON values of a V1 object row, typed
@@ -77,6 +90,8 @@ class Tensor:
     name: str
     datatype: str | None
     data: np.ndarray[Any, Any]
+    # Untyped JSON values mixing text and numbers: why a numeric tensor cannot take them.
+    problem: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -256,9 +271,11 @@ def _decode_v2_input(
     params = _parameters(tensor.get("parameters"), f"{where}: parameters")
     size = params.get("binary_data_size")
     if size is None:
-        return Tensor(
-            name, datatype, decode_tensor_data(tensor.get("data"), datatype, shape, where)
-        ), 0
+        try:
+            data = decode_tensor_data(tensor.get("data"), datatype, shape, where)
+        except MixedValues as mixed:
+            return Tensor(name, None, mixed.values, problem=mixed.message), 0
+        return Tensor(name, datatype, data), 0
     if type(size) is not int or size < 0:
         raise BadRequest(
             f"{where}: parameters.binary_data_size must be a non-negative integer, got {size!r}"
@@ -308,8 +325,8 @@ def decode_raw_tensor(
     arr = np.frombuffer(raw, dtype=dtype).astype(DATATYPES[datatype], copy=False)
     if datatype == "BOOL" and arr.size and int(np.frombuffer(raw, dtype=np.uint8).max()) > 1:
         raise BadRequest(f"{where}: BOOL elements must be the bytes 0 or 1")
-    if arr.dtype.kind == "f" and arr.size and not np.isfinite(arr).all():
-        raise BadRequest(f"{where} holds values that are not finite (NaN or infinity)")
+    if arr.dtype.kind == "f" and arr.size and np.isinf(arr).any():  # NaN: a missing value
+        raise BadRequest(f"{where} holds infinite values: expected finite numbers or NaN")
     return arr.reshape(shape)
 
 
@@ -385,11 +402,15 @@ def decode_tensor_data(
     expected = math.prod(shape)
     dtype = DATATYPES[datatype]
     if datatype == "BYTES":
-        arr = np.asarray(data, dtype=object)
+        arr = _object_array(data, datatype, where)
         if arr.size != expected:
             raise _size_error(where, arr.size, shape)
-        if not all(type(v) is str for v in arr.flat):
-            raise BadRequest(f"{where}: every element of a BYTES tensor must be a string")
+        _check_scalars(arr, datatype, where)
+        if not all(type(v) is str or v is None for v in arr.flat):
+            raise MixedValues(
+                f"{where} holds numbers among its strings, which a BYTES tensor cannot take",
+                arr.reshape(shape),
+            )
         return arr.reshape(shape)
     try:
         arr = np.asarray(data)
@@ -399,6 +420,14 @@ def decode_tensor_data(
         ) from None
     if arr.size != expected:
         raise _size_error(where, arr.size, shape)
+    if arr.dtype.kind in "US" and arr.size:  # numpy made every value text: were they all?
+        mixed = _object_array(data, datatype, where)
+        _check_scalars(mixed, datatype, where)
+        if not all(type(v) is str for v in mixed.flat):
+            raise MixedValues(
+                f"{where} holds text among its numbers, which a {datatype} tensor cannot take",
+                mixed.reshape(shape),
+            )
     if dtype.kind == "f" and arr.dtype.kind == "O":
         arr = _nulls_to_nan(arr, datatype, where)
     if arr.size and arr.dtype.kind not in _KINDS_FOR[dtype.kind]:
@@ -432,6 +461,25 @@ def _nulls_to_nan(arr: np.ndarray[Any, Any], datatype: str, where: str) -> np.nd
     return np.array([math.nan if v is None else v for v in values], dtype=np.float64).reshape(
         arr.shape
     )
+
+
+def _object_array(data: list[Any], datatype: str, where: str) -> np.ndarray[Any, Any]:
+    try:
+        arr = np.asarray(data, dtype=object)
+    except (ValueError, TypeError) as exc:
+        raise BadRequest(
+            f"{where} is not a rectangular array of {datatype} values: {exc}"
+        ) from None
+    return arr
+
+
+def _check_scalars(arr: np.ndarray[Any, Any], datatype: str, where: str) -> None:
+    for v in arr.flat:
+        if isinstance(v, list | dict) or type(v) is bool:
+            raise BadRequest(
+                f"{where} holds {_json_type(v)}, which a {datatype} tensor cannot take: "
+                "expected a flat or nested array of scalars"
+            )
 
 
 def _size_error(where: str, size: int, shape: tuple[int, ...]) -> BadRequest:

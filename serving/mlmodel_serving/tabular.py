@@ -178,6 +178,8 @@ class InputSchema:
 
     def _numeric_matrix(self, tensor: Tensor) -> np.ndarray[Any, Any]:
         """One 2-D tensor for an all-numeric model (today's fast path)."""
+        if tensor.problem is not None:
+            raise ModelInputError(tensor.problem)
         x = tensor.data
         if x.ndim != 2:
             raise ModelInputError(
