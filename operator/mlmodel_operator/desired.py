@@ -18,6 +18,9 @@ VERSION_LABEL: Final = f"{API_GROUP}/version"
 
 CONTAINER_NAME: Final = "server"
 PORT_NAME: Final = "http"
+# The Open Inference Protocol over gRPC, served next to HTTP (mlmodel-serve's default port).
+GRPC_PORT_NAME: Final = "grpc"
+GRPC_PORT: Final = 8081
 CACHE_DIR: Final = "/var/cache/mlmodel"
 RUN_AS_USER: Final = 10001
 READY_PATH: Final = "/v2/health/ready"
@@ -154,7 +157,14 @@ def build_service(model: ModelSpec, active_version: str, settings: Settings) -> 
                     "targetPort": PORT_NAME,
                     "protocol": "TCP",
                     "appProtocol": "http",
-                }
+                },
+                {
+                    "name": GRPC_PORT_NAME,
+                    "port": GRPC_PORT,
+                    "targetPort": GRPC_PORT_NAME,
+                    "protocol": "TCP",
+                    "appProtocol": "grpc",
+                },
             ],
         },
     }
@@ -188,7 +198,10 @@ def _container(model: ModelSpec, settings: Settings) -> dict[str, Any]:
         "name": CONTAINER_NAME,
         "image": model.serving.image or settings.serving_image,
         "imagePullPolicy": settings.image_pull_policy,
-        "ports": [{"name": PORT_NAME, "containerPort": settings.serving_port, "protocol": "TCP"}],
+        "ports": [
+            {"name": PORT_NAME, "containerPort": settings.serving_port, "protocol": "TCP"},
+            {"name": GRPC_PORT_NAME, "containerPort": GRPC_PORT, "protocol": "TCP"},
+        ],
         "env": _env(model, settings),
         "resources": {kind: dict(values) for kind, values in resources.items() if values},
         # The startup probe covers download, digest check and load: it asks the readiness
@@ -244,6 +257,7 @@ def _env(model: ModelSpec, settings: Settings) -> list[dict[str, Any]]:
         {"name": "MLMODEL_S3_ENDPOINT", "value": settings.s3_endpoint},
         {"name": "MLMODEL_S3_SECURE", "value": "true" if settings.s3_secure else "false"},
         {"name": "MLMODEL_CACHE_DIR", "value": CACHE_DIR},
+        {"name": "MLMODEL_GRPC_PORT", "value": str(GRPC_PORT)},
     ]
     batching = model.serving.batching
     if batching.max_batch_size is not None:

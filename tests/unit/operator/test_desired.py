@@ -111,7 +111,10 @@ EXPECTED_DEPLOYMENT: dict[str, Any] = {
                         "name": "server",
                         "image": "ghcr.io/mlmodel-lifecycle/mlmodel-serving:0.1.0",
                         "imagePullPolicy": "IfNotPresent",
-                        "ports": [{"name": "http", "containerPort": 8080, "protocol": "TCP"}],
+                        "ports": [
+                            {"name": "http", "containerPort": 8080, "protocol": "TCP"},
+                            {"name": "grpc", "containerPort": 8081, "protocol": "TCP"},
+                        ],
                         "env": [
                             {"name": "MLMODEL_MODEL_NAME", "value": "churn"},
                             {"name": "MLMODEL_MODEL_VERSION", "value": "3"},
@@ -127,6 +130,7 @@ EXPECTED_DEPLOYMENT: dict[str, Any] = {
                             },
                             {"name": "MLMODEL_S3_SECURE", "value": "false"},
                             {"name": "MLMODEL_CACHE_DIR", "value": "/var/cache/mlmodel"},
+                            {"name": "MLMODEL_GRPC_PORT", "value": "8081"},
                             {
                                 "name": "MLMODEL_S3_ACCESS_KEY",
                                 "valueFrom": {
@@ -213,7 +217,14 @@ EXPECTED_SERVICE: dict[str, Any] = {
                 "targetPort": "http",
                 "protocol": "TCP",
                 "appProtocol": "http",
-            }
+            },
+            {
+                "name": "grpc",
+                "port": 8081,
+                "targetPort": "grpc",
+                "protocol": "TCP",
+                "appProtocol": "grpc",
+            },
         ],
     },
 }
@@ -335,6 +346,24 @@ def test_building_is_pure() -> None:
 
 def test_build_service() -> None:
     assert build_service(MODEL, "3", SETTINGS) == EXPECTED_SERVICE
+
+
+def test_the_open_inference_protocol_over_grpc_has_its_own_port() -> None:
+    """The server's gRPC port: on the container, in its environment, and on the Service."""
+    container = build_deployment(MODEL, SETTINGS)["spec"]["template"]["spec"]["containers"][0]
+    assert {"name": "grpc", "containerPort": 8081, "protocol": "TCP"} in container["ports"]
+    assert {"name": "MLMODEL_GRPC_PORT", "value": "8081"} in container["env"]
+    ports = {p["name"]: p for p in build_service(MODEL, "3", SETTINGS)["spec"]["ports"]}
+    assert ports["grpc"] == {
+        "name": "grpc",
+        "port": 8081,
+        "targetPort": "grpc",
+        "protocol": "TCP",
+        "appProtocol": "grpc",
+    }
+    assert ports["http"]["appProtocol"] == "http"
+    # the probes stay on HTTP
+    assert container["readinessProbe"]["httpGet"]["port"] == "http"
 
 
 def test_the_service_selects_the_active_version_not_the_spec() -> None:
