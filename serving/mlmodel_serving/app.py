@@ -190,6 +190,7 @@ class ServingApp:
         self.metrics.set_model_info(
             model.version, model.sha256, library_versions(), model.load_seconds
         )
+        self._openapi_body = encode_json(openapi_document(model.metadata()))
         self.model = model
         self.metrics.set_ready(True)
 

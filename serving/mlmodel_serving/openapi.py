@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from mlmodel_serving import __version__
+from mlmodel_serving.protocol import MAX_DIM, MAX_DIMS
 
 _DATATYPES = [
     "BOOL", "INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32", "UINT64",
@@ -75,15 +76,55 @@ def _infer(params: list[Any]) -> dict[str, Any]:
             "parameters": params,
             "requestBody": {
                 "required": True,
-                "content": {"application/json": {"schema": _ref("InferenceRequest")}},
+                "content": {
+                    "application/json": {"schema": _ref("InferenceRequest")},
+                    "application/octet-stream": {
+                        "schema": {"type": "string", "format": "binary"},
+                        "description": "Binary data extension: the JSON InferenceRequest "
+                        "(Inference-Header-Content-Length bytes), then the raw tensors",
+                    },
+                },
             },
             "responses": {"200": ok, **_ERRORS},
         }
     }
 
 
-def openapi_document() -> dict[str, Any]:
-    """The OpenAPI description (a fresh dict each call)."""
+def openapi_document(metadata: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The OpenAPI description (a fresh dict each call).
+
+    ``metadata``: the loaded model's V2 metadata; the request schemas then name its real
+    inputs (column names and types) and outputs.
+    """
+    inputs = metadata["inputs"] if metadata is not None else []
+    output_names = (
+        [o["name"] for o in metadata["outputs"]]
+        if metadata is not None
+        else ["predict", "predict_proba", "decision_function"]
+    )
+    columns = [i for i in inputs if len(i["shape"]) == 1]  # named columns: shape [-1]
+    name_schema: dict[str, Any] = {"type": "string"}
+    row_object: dict[str, Any] = {"type": "object"}
+    columns_text = "The model's inputs are listed by GET /v2/models/{model_name}."
+    if columns:
+        names = [c["name"] for c in columns]
+        # A column's name, or any name for one 2-D tensor of rows.
+        name_schema = {"type": "string", "examples": names}
+        columns_text = "This model takes the columns " + ", ".join(
+            f"{c['name']} ({c['datatype']})" for c in columns
+        )
+        row_object = {
+            "type": "object",
+            "required": names,
+            "additionalProperties": False,
+            "properties": {
+                c["name"]: {"type": ["string", "null"]}
+                if c["datatype"] == "BYTES"
+                else {"type": ["number", "null"]}
+                for c in columns
+            },
+        }
+
     ready_or_not = {**_json("Ready", "Ready"), "description": "200 when ready, 503 when not"}
     model_params = [_MODEL_NAME]
     version_params = [_MODEL_NAME, _MODEL_VERSION]
@@ -234,33 +275,62 @@ def openapi_document() -> dict[str, Any]:
         "InferenceRequest": {
             "type": "object",
             "required": ["inputs"],
+            "description": "One 2-D tensor of rows, or one tensor per column for a model "
+            "fitted on named columns. With the binary data extension (header "
+            "Inference-Header-Content-Length), this JSON is the body's first part and "
+            "tensors with parameters.binary_data_size follow it as raw bytes.",
             "properties": {
                 "id": {"type": "string"},
-                "parameters": {"type": "object"},
-                "inputs": {
-                    "type": "array",
-                    "minItems": 1,
-                    "maxItems": 1,
-                    "items": {
-                        "type": "object",
-                        "required": ["name", "shape", "datatype", "data"],
-                        "properties": {
-                            "name": {"type": "string"},
-                            "shape": {"type": "array", "items": {"type": "integer", "minimum": 0}},
-                            "datatype": {"enum": _DATATYPES},
-                            "data": tensor_data,
+                "parameters": {
+                    "type": "object",
+                    "properties": {
+                        "content_type": {
+                            "type": "string",
+                            "description": '"pd": the inputs are the columns of one table',
                         },
+                        "binary_data_output": {"type": "boolean"},
                     },
                 },
+                "inputs": {"type": "array", "minItems": 1, "items": _ref("RequestTensor")},
                 "outputs": {
                     "type": "array",
                     "items": {
                         "type": "object",
                         "required": ["name"],
-                        "properties": {"name": {"enum": ["predict", "predict_proba"]}},
+                        "properties": {
+                            "name": {"enum": output_names},
+                            "parameters": {
+                                "type": "object",
+                                "properties": {"binary_data": {"type": "boolean"}},
+                            },
+                        },
                     },
                 },
             },
+        },
+        "RequestTensor": {
+            "type": "object",
+            "required": ["name", "shape", "datatype"],
+            "description": columns_text,
+            "properties": {
+                "name": name_schema,
+                "shape": {
+                    "type": "array",
+                    "minItems": 1,
+                    "maxItems": MAX_DIMS,
+                    "items": {"type": "integer", "minimum": 0, "maximum": MAX_DIM},
+                },
+                "datatype": {"enum": _DATATYPES},
+                "data": tensor_data,
+                "parameters": {
+                    "type": "object",
+                    "properties": {"binary_data_size": {"type": "integer", "minimum": 0}},
+                },
+            },
+            "oneOf": [
+                {"required": ["data"]},
+                {"required": ["parameters"], "not": {"required": ["data"]}},
+            ],
         },
         "InferenceResponse": {
             "type": "object",
@@ -273,12 +343,18 @@ def openapi_document() -> dict[str, Any]:
                     "type": "array",
                     "items": {
                         "type": "object",
-                        "required": ["name", "shape", "datatype", "data"],
+                        "required": ["name", "shape", "datatype"],
                         "properties": {
                             "name": {"type": "string"},
                             "shape": {"type": "array", "items": {"type": "integer"}},
                             "datatype": {"enum": _DATATYPES},
                             "data": {"type": "array", "description": "Flat, row-major"},
+                            "parameters": {
+                                "type": "object",
+                                "description": "binary_data_size: the output's bytes follow "
+                                "the JSON header (binary data extension)",
+                                "properties": {"binary_data_size": {"type": "integer"}},
+                            },
                         },
                     },
                 },
@@ -288,7 +364,13 @@ def openapi_document() -> dict[str, Any]:
             "type": "object",
             "required": ["instances"],
             "properties": {
-                "instances": {"type": "array", "minItems": 1, "items": {"type": "array"}}
+                "instances": {
+                    "type": "array",
+                    "minItems": 1,
+                    "description": "Rows: arrays of values in the model's column order, or "
+                    "objects with one key per column. " + columns_text,
+                    "items": {"anyOf": [{"type": "array"}, row_object]},
+                }
             },
         },
         "V1Response": {

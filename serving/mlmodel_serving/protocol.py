@@ -408,7 +408,7 @@ def decode_tensor_data(
         _check_scalars(arr, datatype, where)
         if not all(type(v) is str or v is None for v in arr.flat):
             raise MixedValues(
-                f"{where} holds numbers among its strings, which a BYTES tensor cannot take",
+                f"{where}: every element of a BYTES tensor must be a string (or null), got numbers",
                 arr.reshape(shape),
             )
         return arr.reshape(shape)
@@ -420,6 +420,8 @@ def decode_tensor_data(
         ) from None
     if arr.size != expected:
         raise _size_error(where, arr.size, shape)
+    if arr.dtype.kind == "O" and any(type(v) is str for v in arr.flat):
+        arr = arr.astype(str)  # text with nulls: handled as text below
     if arr.dtype.kind in "US" and arr.size:  # numpy made every value text: were they all?
         mixed = _object_array(data, datatype, where)
         _check_scalars(mixed, datatype, where)

@@ -119,8 +119,8 @@ def test_decode_v2_outputs_id_and_types() -> None:
         ),
         (v2({"name": "x", "shape": [1, 2], "datatype": "FP32", "data": [1, 1e300]}), "not finite"),
         (
-            v2({"name": "x", "shape": [1, 2], "datatype": "BYTES", "data": ["a", 1]}),
-            "must be a string",
+            v2({"name": "x", "shape": [1, 2], "datatype": "BYTES", "data": ["a", True]}),
+            "holds a boolean, which a BYTES tensor cannot take",
         ),
         (v2({"name": "x", "shape": [1, 2], "datatype": "FP64", "data": 5}), "must be an array"),
         (v2({"name": 7, "shape": [1], "datatype": "FP64", "data": [1]}), "name must be a string"),
@@ -143,6 +143,16 @@ def test_decode_v2_rejects_with_a_message(body: bytes, message: str) -> None:
         decode_v2_request(body)
     assert err.value.status == 400
     assert message in err.value.message
+
+
+def test_mixed_json_values_stay_untyped_with_the_reason() -> None:
+    """Rows mixing text and numbers are a table's rows: the model's columns type them."""
+    for datatype in ("BYTES", "FP64"):
+        req = decode_v2_request(
+            v2({"name": "x", "shape": [1, 3], "datatype": datatype, "data": [34.0, "month", None]})
+        )
+        assert req.datatype is None and req.data.tolist() == [[34.0, "month", None]]
+        assert req.inputs[0].problem is not None and datatype in req.inputs[0].problem
 
 
 def test_decode_v1() -> None:
