@@ -19,6 +19,7 @@ from prometheus_client import CollectorRegistry
 from mlmodel_serving.app import ServingApp, create_app
 from mlmodel_serving.artifacts import fetch_bytes, fetch_verified
 from mlmodel_serving.drift import Baseline
+from mlmodel_serving.grpcserver import GrpcServer
 from mlmodel_serving.httpserver import HttpServer
 from mlmodel_serving.model import SklearnModel, quiet_warnings
 from mlmodel_serving.settings import Settings, load_settings
@@ -125,11 +126,29 @@ async def serve(settings: Settings) -> int:
         app, max_body_bytes=settings.max_body_bytes, keepalive_timeout=settings.keepalive_timeout
     )
     port = await server.start(settings.http_host, settings.http_port)
+    # The Open Inference Protocol over gRPC, on its own port, answered by the same app.
+    grpc_server: GrpcServer | None = None
+    grpc_port = 0
+    if settings.grpc_port:
+        grpc_server = GrpcServer(app)
+        try:
+            grpc_port = await grpc_server.start(settings.http_host, settings.grpc_port)
+        except OSError as bind_error:
+            log.error(
+                "refusing to serve: %s; set MLMODEL_GRPC_PORT (--grpc-port) to a free port, "
+                "or to 0 to disable gRPC",
+                bind_error,
+                extra={"model": settings.model_name},
+            )
+            await server.shutdown(0)
+            await app.close()
+            return 1
     log.info(
         "listening",
         extra={
             "host": settings.http_host,
             "port": port,
+            "grpc_port": grpc_port,
             "model": settings.model_name,
             "version": settings.model_version,
             "batching": settings.batching,
@@ -174,7 +193,11 @@ async def serve(settings: Settings) -> int:
     stopping.cancel()
     log.info("shutting down", extra={"graceful_timeout": settings.graceful_timeout})
     app.start_draining()
-    await server.shutdown(settings.graceful_timeout)
+    # Both servers drain at once, within the one graceful timeout.
+    await asyncio.gather(
+        server.shutdown(settings.graceful_timeout),
+        *([grpc_server.shutdown(settings.graceful_timeout)] if grpc_server else []),
+    )
     await app.close()
     return exit_code
 

@@ -34,6 +34,7 @@ class Settings:
     cache_dir: Path = Path(DEFAULT_CACHE_DIR)
     http_host: str = "0.0.0.0"
     http_port: int = 8080
+    grpc_port: int = 8081  # the Open Inference Protocol over gRPC; 0: no gRPC server
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     log_format: str = "json"
     log_level: str = "info"
@@ -76,6 +77,17 @@ class Settings:
             )
         if not 0 < self.http_port < 65536:
             raise ValueError(f"invalid HTTP port {self.http_port}: expected 1-65535")
+        if not 0 <= self.grpc_port < 65536:
+            raise ValueError(
+                f"invalid gRPC port {self.grpc_port} (MLMODEL_GRPC_PORT, --grpc-port): "
+                "expected 1-65535, or 0 to disable gRPC"
+            )
+        if self.grpc_port == self.http_port:
+            raise ValueError(
+                f"the gRPC port (MLMODEL_GRPC_PORT, --grpc-port) and the HTTP port "
+                f"(MLMODEL_HTTP_PORT, --port) are both {self.http_port}: give them different "
+                "ports, or set the gRPC port to 0 to disable gRPC"
+            )
         if self.max_body_bytes < 1024:
             raise ValueError(
                 f"invalid max body bytes {self.max_body_bytes}: expected at least 1024"
@@ -169,6 +181,13 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
         type=int,
         default=int(env("MLMODEL_HTTP_PORT", "8080")),
         help="[MLMODEL_HTTP_PORT]",
+    )
+    p.add_argument(
+        "--grpc-port",
+        type=int,
+        default=int(env("MLMODEL_GRPC_PORT", "8081")),
+        help="port of the Open Inference Protocol's gRPC API, on the same host as HTTP; "
+        "0 disables gRPC [MLMODEL_GRPC_PORT]",
     )
     p.add_argument(
         "--max-body-bytes",
@@ -291,6 +310,7 @@ def load_settings(
         cache_dir=Path(args.cache_dir),
         http_host=args.host,
         http_port=args.port,
+        grpc_port=args.grpc_port,
         max_body_bytes=args.max_body_bytes,
         log_format=args.log_format,
         log_level=args.log_level,
