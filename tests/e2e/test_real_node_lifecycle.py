@@ -13,6 +13,7 @@ The tests of this module run in order on one installation (module-scoped fixture
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import re
@@ -21,7 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import joblib
 import pytest
+import requests
 import yaml
 from prom_checks import check_prometheus_scrapes_real_pods, inference_traffic
 
@@ -152,6 +155,107 @@ def test_v1_serves_from_real_pods_through_the_service(stack: Stack) -> None:
     answer = wait_answering(stack.model_url())
     assert answer["model_version"] == "1" and answer["model_name"] == "churn"
     assert len(answer["outputs"][0]["data"]) == 2
+
+
+def test_a_dataframe_pipeline_answers_v1_objects_binary_http_and_grpc_through_the_service(
+    stack: Stack,
+) -> None:
+    """The mixed-type churn Pipeline (numbers and text) as its own MLModel: real Pods
+    answer KServe V1 object rows, tritonclient over HTTP (binary tensors) and over gRPC
+    through the Service's ``grpc`` port, each exactly as the Pipeline does in-process."""
+    import numpy as np
+    import tritonclient.grpc as grpcclient
+    import tritonclient.http as httpclient
+
+    from mlmodel_operator.example_models import CHURN_TEXT, churn_frame, fit_churn_pipeline
+
+    name = "churn-table"
+    pipeline = fit_churn_pipeline("onehot")
+    buf = io.BytesIO()
+    joblib.dump(pipeline, buf)
+    data = buf.getvalue()
+    key = f"{name}/1/model.joblib"
+    stack.minio.put_object("models", key, io.BytesIO(data), len(data))
+    body = {
+        "apiVersion": "ml.lifecycle.io/v1alpha1",
+        "kind": "MLModel",
+        "metadata": {"name": name, "namespace": NS},
+        "spec": {
+            "version": "1",
+            "artifact": {
+                "uri": f"s3://models/{key}",
+                "sha256": hashlib.sha256(data).hexdigest(),
+                "format": "joblib",
+            },
+            "serving": {"replicas": 1},
+            "rollout": {"readyTimeoutSeconds": int(ROLLOUT_TIMEOUT)},
+            "monitoring": {"enabled": False},
+            "archive": {"bucket": "model-archive"},
+        },
+    }
+    stack.cluster.kubectl("apply", "--server-side", "-f", "-", stdin=yaml.safe_dump(body))
+    try:
+        wait_until(
+            f"{name} Serving",
+            lambda: stack.mlmodel(name).get("status", {}).get("phase") == "Serving",
+            ROLLOUT_TIMEOUT,
+            1.0,
+        )
+        service = get_json(stack.cluster, "service", name, "-n", NS)
+        ports = {p["name"]: p for p in service["spec"]["ports"]}
+        assert ports["grpc"]["port"] == 8081 and ports["grpc"]["appProtocol"] == "grpc"
+        ip = realstack.service_ip(stack.cluster, NS, name)
+        rows, _ = churn_frame(32, seed=21)
+        rows = rows.dropna(subset=list(CHURN_TEXT)).reset_index(drop=True)
+        want_labels = pipeline.predict(rows).tolist()
+        want_proba = pipeline.predict_proba(rows).tobytes()
+
+        v1_body = {"instances": rows.to_dict("records")}
+        answers: list[Any] = []
+
+        def answered() -> bool:  # kube-proxy programs a new Service's rules a moment later
+            reply = requests.post(
+                f"http://{ip}:8080/v1/models/{name}:predict", json=v1_body, timeout=10
+            )
+            answers.append(reply.json())
+            return reply.status_code == 200
+
+        wait_until(f"an answer from {name}", answered, 30.0, 0.2)
+        assert answers[-1]["predictions"] == want_labels
+
+        for module, address in ((httpclient, f"{ip}:8080"), (grpcclient, f"{ip}:8081")):
+            client = module.InferenceServerClient(address)
+            try:
+                inputs = []
+                for column in rows.columns:
+                    datatype = "BYTES" if column in CHURN_TEXT else "FP64"
+                    tensor = module.InferInput(column, [len(rows)], datatype)
+                    tensor.set_data_from_numpy(
+                        rows[column].to_numpy(object if datatype == "BYTES" else np.float64)
+                    )
+                    inputs.append(tensor)
+                outputs = [
+                    module.InferRequestedOutput("predict"),
+                    module.InferRequestedOutput("predict_proba"),
+                ]
+                result = client.infer(name, inputs, outputs=outputs)
+                labels = [v.decode() for v in result.as_numpy("predict").tolist()]
+                assert labels == want_labels, module.__name__
+                assert result.as_numpy("predict_proba").tobytes() == want_proba, module.__name__
+            finally:
+                client.close()
+    finally:
+        stack.cluster.kubectl("delete", "mlmodel", name, "-n", NS, "--wait=false")
+        wait_until(
+            f"{name}'s Pods gone",
+            lambda: (
+                not get_json(
+                    stack.cluster, "pods", "-n", NS, "-l", f"ml.lifecycle.io/model={name}"
+                )["items"]
+            ),
+            ROLLOUT_TIMEOUT,
+            1.0,
+        )
 
 
 def test_prometheus_scrapes_the_real_serving_pods(stack: Stack) -> None:
