@@ -550,6 +550,49 @@ def test_requests_are_counted_with_their_http_equivalent_status(iris_server: Run
         ), text
 
 
+class BlockingClassifier:
+    """predict waits until released: a request that stays in flight."""
+
+    n_features_in_ = 4
+    classes_ = np.array([0, 1])
+
+    def __init__(self) -> None:
+        self.entered = threading.Event()
+        self.release = threading.Event()
+
+    def predict(self, x: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+        self.entered.set()
+        self.release.wait(10)
+        return np.zeros(len(x), dtype=np.int64)
+
+
+def test_calls_in_flight_count_as_inference_connections() -> None:
+    """The predictor's batching and inline decisions see gRPC calls next to HTTP ones."""
+    estimator = BlockingClassifier()
+    app = create_app(
+        make_settings(max_batch_size=0),
+        SklearnModel(estimator, "iris", "3", FAKE_SHA),
+        CollectorRegistry(),
+    )
+    app.connection_count = lambda: 2  # as the HTTP server reports its connections
+    running = Running(app)
+    try:
+        assert app.connection_count() == 2
+        x = np.zeros((1, 4))
+        caller = threading.Thread(
+            target=running.client.infer, args=("iris", [triton_input("input-0", x, "FP64")])
+        )
+        caller.start()
+        assert estimator.entered.wait(10)
+        assert app.connection_count() == 3
+        estimator.release.set()
+        caller.join(10)
+        assert app.connection_count() == 2
+    finally:
+        estimator.release.set()
+        running.close()
+
+
 def test_unimplemented_methods_of_the_protocol(iris_server: Running) -> None:
     err = triton_error(iris_server.client.get_model_config, "iris")
     assert err.status() == "StatusCode.UNIMPLEMENTED"
