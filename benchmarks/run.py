@@ -5,6 +5,8 @@ default). `python benchmarks/run.py serving --help` lists its options, e.g. `--q
 `operator` (MLModel applied -> Deployment against the apiserver's own create latency,
 hundreds of models, the operator's memory): `python benchmarks/run.py operator --help`.
 `forest` (the server's leaf tables against scikit-learn's forest predict, in one process).
+`encodings` (one request to mlmodel-serve as V2 JSON, the V2 binary data extension and
+gRPC, at 1 and 1,000 rows: `python benchmarks/run.py encodings --help`).
 `node` (the lifecycle on a real node: apply -> first prediction, version switches and a
 Pod deletion under load; needs root).
 """
@@ -16,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-SUITES = ("serving", "operator", "forest", "node")
+SUITES = ("serving", "operator", "forest", "encodings", "node")
 
 
 def main(argv: list[str]) -> int:
@@ -31,6 +33,10 @@ def main(argv: list[str]) -> int:
         from benchmarks.serving import bench_forest
 
         return bench_forest.main(argv, command=command)
+    if suite == "encodings":
+        from benchmarks.serving import bench_encodings
+
+        return bench_encodings.main(argv, command=command)
     if suite == "node":
         from benchmarks.node import bench_node
 

@@ -38,7 +38,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from benchmarks.serving import anchors, paired, report
-from benchmarks.serving.procs import JSON, LOOPBACK, Server, free_port, http
+from benchmarks.serving.procs import LOOPBACK, Server, free_port, http
 
 REPO = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
@@ -52,7 +52,9 @@ ALL_SERVERS = (
     "ours",
     "ours-batching",
     "ours-sklearn",
+    "ours-before",
     "kserve",
+    "kserve-pd",
     "mlserver",
     "mlserver-2proc",
     "mlserver-batching",
@@ -64,10 +66,44 @@ ALL_SERVERS = (
 # ours-sklearn: batching off and leaf tables off, so a forest is predicted by
 # scikit-learn's own predict, the same computation as the in-process floor.
 OURS = ("ours", "ours-batching", "ours-sklearn")
+# ours-before: `ours` (batching off) as it was at --before-ref, from a git worktree.
+BEFORE = "ours-before"
+DEFAULT_BEFORE_REF = "06e5586^"  # the last commit before the tabular (DataFrame) work
 BLAS_ENV = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")
 COLD_START_TIMEOUT_S = 180.0
 INPROCESS = "in-process"
+MODELS = ("iris", "forest", "churn")
 DRAIN_TIMEOUT_S = 60.0
+
+
+@dataclass(frozen=True)
+class Request:
+    """One inference request as a server is sent it: where, what and with which headers."""
+
+    path: str
+    body: bytes
+    content_type: str = "application/json"
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Content-Type": self.content_type}
+
+
+# How each server is asked, per kind of model. Numeric models: every server gets the same
+# V2 body, one FP64 tensor of shape [rows, features]. The tabular (DataFrame) model: each
+# server the way its own documentation asks for a DataFrame (see TabularCase.request).
+NUMERIC = "numeric"
+TABULAR = "tabular"
+# Servers that cannot take a tabular request at all: the plain FastAPI endpoint reads one
+# FP64 tensor, and ours-before predates named per-column tensors.
+NUMERIC_ONLY = ("fastapi", "ours-before")
+# kserve-pd: KServe asked with V2 columns and content_type pd; for a numeric model that is
+# the same request as `kserve`'s, so it runs for the tabular model only.
+TABULAR_ONLY = ("kserve-pd",)
+# Rows every server must predict right before it is timed, whatever --batch is: enough rows
+# that a server decoding a column wrongly (text as bytes, columns out of order) answers
+# something else for some of them.
+VERIFY_ROWS = 100
 
 
 @dataclass(frozen=True)
@@ -78,56 +114,162 @@ class ModelCase:
     description: str
     path: Path
     sha256: str
-    rows: Any  # numpy array of request rows
+    rows: Any  # numpy array of request rows (a DataFrame for a tabular model)
     model: Any
+    kind: str = NUMERIC
 
     def batch(self, size: int) -> Any:
         reps = -(-size // len(self.rows))
+        if self.kind == TABULAR:
+            import pandas as pd
+
+            return pd.concat([self.rows] * reps, ignore_index=True).iloc[:size]
         import numpy as np
 
         return np.concatenate([self.rows] * reps)[:size]
 
+    def serves(self, server: str) -> bool:
+        if self.kind == TABULAR:
+            return server not in NUMERIC_ONLY
+        return server not in TABULAR_ONLY
+
     def v2_body(self, size: int) -> bytes:
+        """Numeric: one FP64 tensor [rows, features]. Tabular: one tensor per column."""
         x = self.batch(size)
-        doc = {
-            "inputs": [
-                {
-                    "name": "input-0",
-                    "shape": list(x.shape),
-                    "datatype": "FP64",
-                    "data": [float(v) for v in x.ravel()],
-                }
-            ]
-        }
+        if self.kind == TABULAR:
+            doc = {"inputs": v2_columns(x)}
+        else:
+            doc = {
+                "inputs": [
+                    {
+                        "name": "input-0",
+                        "shape": list(x.shape),
+                        "datatype": "FP64",
+                        "data": [float(v) for v in x.ravel()],
+                    }
+                ]
+            }
         return json.dumps(doc, separators=(",", ":")).encode()
 
-    def expected(self, size: int) -> list[float]:
-        return [float(v) for v in self.model.predict(self.batch(size))]
+    def request(self, server: str, size: int) -> Request:
+        """What `server` is sent for `size` rows.
+
+        Tabular: ours, the V2 per-column tensors; MLServer and kserve-pd, the same with
+        the pandas codec named (request ``parameters.content_type: "pd"``, the documented
+        way to get a DataFrame in both); kserve, V1 rows as objects. KServe 0.21 makes a
+        DataFrame of each V1 instance, and one of scalars fails ("If using all scalar
+        values, you must pass an index"), so the rows go as one instance, a list of row
+        objects (``{"instances": [[{column: value}, ...]]}``): one DataFrame of every row.
+        The floors get ours.
+        """
+        v2 = f"/v2/models/{self.name}/infer"
+        if self.kind != TABULAR:
+            return Request(v2, self.v2_body(size))
+        x = self.batch(size)
+        if server.startswith("mlserver") or server == "kserve-pd":
+            doc: dict[str, Any] = {"parameters": {"content_type": "pd"}, "inputs": v2_columns(x)}
+            return Request(v2, json.dumps(doc, separators=(",", ":")).encode())
+        if server == "kserve":
+            body = json.dumps({"instances": [self.object_rows(x)]}, separators=(",", ":"))
+            return Request(f"/v1/models/{self.name}:predict", body.encode())
+        return Request(v2, self.v2_body(size))
+
+    def v1_scalar_rows(self, size: int) -> Request:
+        """V1 rows as objects, one instance per row (what KServe 0.21 cannot read)."""
+        body = json.dumps({"instances": self.object_rows(self.batch(size))}, separators=(",", ":"))
+        return Request(f"/v1/models/{self.name}:predict", body.encode())
+
+    def object_rows(self, x: Any) -> list[dict[str, Any]]:
+        numeric = self.numeric_columns()
+        return [
+            {k: (float(v) if k in numeric else str(v)) for k, v in r.items()}
+            for r in x.to_dict("records")
+        ]
+
+    def numeric_columns(self) -> tuple[str, ...]:
+        return tuple(str(c) for c, t in self.rows.dtypes.items() if t.kind == "f")
+
+    def expected(self, size: int) -> list[Any]:
+        """The model's own predictions in this process: floats, or strings for text labels."""
+        return [v if isinstance(v, str) else float(v) for v in self.model.predict(self.batch(size))]
 
 
-def train_models(workdir: Path) -> list[ModelCase]:
+def v2_columns(frame: Any) -> list[dict[str, Any]]:
+    """One V2 tensor per DataFrame column: FP64 for numbers, BYTES (strings) for text."""
+    out = []
+    for column, dtype in frame.dtypes.items():
+        numeric = dtype.kind == "f"
+        values = frame[column].tolist()
+        out.append(
+            {
+                "name": str(column),
+                "shape": [len(frame)],
+                "datatype": "FP64" if numeric else "BYTES",
+                "data": [float(v) for v in values] if numeric else [str(v) for v in values],
+            }
+        )
+    return out
+
+
+def train_models(
+    workdir: Path, names: Sequence[str] = ("iris", "forest", "churn")
+) -> list[ModelCase]:
     import joblib
     from sklearn.datasets import load_iris, make_classification
     from sklearn.ensemble import RandomForestClassifier
     from sklearn.linear_model import LogisticRegression
 
+    trained: list[tuple[str, str, Any, Any, str]] = []
+    if "iris" in names:
+        xi, yi = load_iris(return_X_y=True)
+        small = LogisticRegression(max_iter=1000, random_state=0).fit(xi, yi)
+        trained.append(("iris", "LogisticRegression on iris (4 features)", small, xi, NUMERIC))
+    if "forest" in names:
+        xf, yf = make_classification(
+            n_samples=2000, n_features=20, n_informative=10, random_state=0
+        )
+        medium = RandomForestClassifier(n_estimators=100, random_state=0).fit(xf, yf)
+        trained.append(
+            ("forest", "RandomForest, 100 trees, 20 features", medium, xf[:200], NUMERIC)
+        )
+    if "churn" in names:
+        trained.append(churn_case())
     cases = []
-    xi, yi = load_iris(return_X_y=True)
-    small = LogisticRegression(max_iter=1000, random_state=0).fit(xi, yi)
-    xf, yf = make_classification(n_samples=2000, n_features=20, n_informative=10, random_state=0)
-    medium = RandomForestClassifier(n_estimators=100, random_state=0).fit(xf, yf)
-    for name, desc, model, rows in (
-        ("iris", "LogisticRegression on iris (4 features)", small, xi),
-        ("forest", "RandomForest, 100 trees, 20 features", medium, xf[:200]),
-    ):
+    for name, desc, model, rows, kind in trained:
         path = workdir / "models" / name / "model.joblib"
         path.parent.mkdir(parents=True, exist_ok=True)
         joblib.dump(model, path)
         digest = hashlib.sha256(path.read_bytes()).hexdigest()
         # Serve and time exactly what is on disk.
         loaded = joblib.load(path)
-        cases.append(ModelCase(name, desc, path, digest, rows, loaded))
+        cases.append(ModelCase(name, desc, path, digest, rows, loaded, kind))
     return cases
+
+
+def churn_case() -> tuple[str, str, Any, Any, str]:
+    """The mixed-type churn Pipeline ("onehot") and 200 complete rows to send it.
+
+    Rows with a missing value are left out: JSON has no NaN, and each server spells a
+    missing value its own way (or not at all), so every server gets the same complete rows.
+    """
+    from mlmodel_operator.example_models import CHURN_TEXT, churn_frame, fit_churn_pipeline
+
+    model = fit_churn_pipeline("onehot")
+    frame, _ = churn_frame(300, seed=5)
+    rows = frame.dropna().reset_index(drop=True).iloc[:200]
+    # The correctness check must be able to tell a server that mangles the text columns:
+    # with every text value unknown, some of the verified rows must change their label.
+    head = rows.iloc[:VERIFY_ROWS]
+    blank = head.copy()
+    for column in CHURN_TEXT:
+        blank[column] = "?"
+    if (model.predict(blank) == model.predict(head)).all():
+        raise RuntimeError("churn rows cannot tell a server that ignores the text columns")
+    desc = (
+        "churn Pipeline: ColumnTransformer (impute + StandardScaler on 3 numeric columns,"
+        " impute + OneHotEncoder on 3 text columns) + LogisticRegression, string labels"
+    )
+    return "churn", desc, model, rows, TABULAR
 
 
 def inprocess_predict_ms(
@@ -165,19 +307,29 @@ def tables_predict(case: ModelCase) -> Callable[[Any], Any] | None:
     return lambda x: model.predict(x, (PREDICT,))[PREDICT]
 
 
-def prediction_checker(expected: list[float]) -> Callable[[bytes], bool]:
-    """True when a V2 response carries exactly the expected predictions."""
+def prediction_checker(expected: list[Any]) -> Callable[[bytes], bool]:
+    """True when a V2 response (or a V1 one) carries exactly the expected predictions.
+
+    Numbers compare as floats, text labels as strings: ``"churn"`` must come back as
+    ``"churn"``, not as bytes or a number.
+    """
+    text = bool(expected) and isinstance(expected[0], str)
+
+    def same(data: Any) -> bool:
+        if not isinstance(data, list) or len(data) != len(expected):
+            return False
+        if text:
+            return data == expected
+        return [float(v) for v in data] == expected
 
     def check(body: bytes) -> bool:
         try:
             doc = json.loads(body)
-            for out in doc.get("outputs", []):
-                data = out.get("data")
-                if data is not None and [float(v) for v in data] == expected:
-                    return True
+            if "predictions" in doc:  # KServe V1
+                return same(doc["predictions"])
+            return any(same(out.get("data")) for out in doc.get("outputs", []))
         except (ValueError, TypeError, AttributeError):
             return False
-        return False
 
     return check
 
@@ -207,10 +359,71 @@ class Options:
     keep_workdir: bool
     from_json: Path | None
     nice: int
+    before_ref: str = DEFAULT_BEFORE_REF
+
+
+def ours_command(
+    ours_bin: Path,
+    case: ModelCase,
+    port: int,
+    cache_dir: Path,
+    *,
+    batching: tuple[int, float] | None,
+    leaf_tables: bool = True,
+    grpc_port: int | None = None,
+) -> list[str]:
+    """mlmodel-serve's command line for one model; batching None turns it off.
+
+    ``grpc_port`` None passes no ``--grpc-port`` (a server from before gRPC has no such
+    flag); every other server gets a port of its own, or 0 for none: the default, 8081,
+    would be taken by the first of several servers running side by side.
+    """
+    argv = [
+        str(ours_bin),
+        "--model-name",
+        case.name,
+        "--model-version",
+        "1",
+        "--artifact-uri",
+        str(case.path),
+        "--artifact-sha256",
+        case.sha256,
+        "--cache-dir",
+        str(cache_dir),
+        "--host",
+        LOOPBACK,
+        "--port",
+        str(port),
+    ]
+    if grpc_port is not None:
+        argv += ["--grpc-port", str(grpc_port)]
+    if batching is None:
+        argv += ["--max-batch-size", "0", "--max-batch-latency-ms", "0"]
+    else:
+        argv += ["--max-batch-size", str(batching[0]), "--max-batch-latency-ms", f"{batching[1]:g}"]
+    if not leaf_tables:
+        argv += ["--leaf-tables", "false"]
+    return argv
+
+
+def ours_has_grpc(ours_bin: Path) -> bool:
+    """Whether this mlmodel-serve knows ``--grpc-port`` (it serves gRPC, on 8081 by default)."""
+    try:
+        proc = subprocess.run(
+            [str(ours_bin), "--help"], capture_output=True, text=True, timeout=60, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return "--grpc-port" in proc.stdout
 
 
 def build_server(
-    name: str, case: ModelCase, opts: Options, venvs: dict[str, Path], workdir: Path
+    name: str,
+    case: ModelCase,
+    opts: Options,
+    venvs: dict[str, Path],
+    workdir: Path,
+    before_src: Path | None = None,
 ) -> Server:
     """The command, environment and probe paths for one server on one model."""
     port = free_port()
@@ -219,38 +432,35 @@ def build_server(
     cwd.mkdir(parents=True, exist_ok=True)
     log = workdir / "logs" / f"{case.name}-{name}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
-    infer = f"/v2/models/{case.name}/infer"
+    infer = case.request(name, 1).path
     if name in OURS:
-        argv = [
-            str(opts.ours_bin),
-            "--model-name",
-            case.name,
-            "--model-version",
-            "1",
-            "--artifact-uri",
-            str(case.path),
-            "--artifact-sha256",
-            case.sha256,
-            "--cache-dir",
-            str(cwd / "cache"),
-            "--host",
-            LOOPBACK,
-            "--port",
-            str(port),
-        ]
-        if name in ("ours", "ours-sklearn"):
-            argv += ["--max-batch-size", "0", "--max-batch-latency-ms", "0"]
-            if name == "ours-sklearn":
-                argv += ["--leaf-tables", "false"]
-        else:
-            argv += [
-                "--max-batch-size",
-                str(opts.max_batch_size),
-                "--max-batch-latency-ms",
-                f"{opts.max_batch_latency_ms:g}",
-            ]
+        # gRPC on, on a port of its own, as shipped (it idles: every request here is HTTP).
+        grpc = free_port() if ours_has_grpc(opts.ours_bin) else None
+        batching = (
+            (opts.max_batch_size, opts.max_batch_latency_ms) if name == "ours-batching" else None
+        )
+        argv = ours_command(
+            opts.ours_bin,
+            case,
+            port,
+            cwd / "cache",
+            batching=batching,
+            leaf_tables=name != "ours-sklearn",
+            grpc_port=grpc,
+        )
         return Server(name, argv, port, infer, env, cwd, log, metrics_path="/metrics")
-    if name == "kserve":
+    if name == BEFORE:
+        # mlmodel-serve as it was at --before-ref, from a git worktree, under the same venv
+        # (so the same numpy, scikit-learn and uvloop): only the server's own code differs.
+        if before_src is None:
+            raise ValueError("ours-before needs the worktree of --before-ref")
+        argv = ours_command(
+            venv_python(opts.ours_bin), case, port, cwd / "cache", batching=None, grpc_port=None
+        )
+        argv[1:1] = ["-m", "mlmodel_serving.cli"]
+        env["PYTHONPATH"] = str(before_src / "serving")
+        return Server(name, argv, port, infer, env, cwd, log, metrics_path="/metrics")
+    if name in ("kserve", "kserve-pd"):
         py = venvs["kserve"] / "bin" / "python"
         argv = [
             str(py),
@@ -319,6 +529,76 @@ def build_server(
     raise ValueError(f"unknown server {name!r}; known: {', '.join(ALL_SERVERS)}")
 
 
+def venv_python(ours_bin: Path) -> Path:
+    """The interpreter beside mlmodel-serve (the project's venv), or this one."""
+    py = ours_bin.parent / "python"
+    return py if py.exists() else Path(sys.executable)
+
+
+def add_before_worktree(ref: str, workdir: Path, python: Path) -> tuple[Path, str]:
+    """Check `ref` out, detached, into a git worktree under `workdir`; (path, commit).
+
+    Also checks that the venv's interpreter, with ``PYTHONPATH=<worktree>/serving``,
+    imports mlmodel_serving from the worktree and not the project's editable install.
+    Remove it with :func:`remove_worktree`.
+    """
+    git = ["git", "-C", str(REPO)]
+    commit = subprocess.run(
+        [*git, "rev-parse", "--verify", f"{ref}^{{commit}}"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    if commit.returncode != 0:
+        raise RuntimeError(f"--before-ref {ref!r} is not a commit: {commit.stderr.strip()}")
+    sha = commit.stdout.strip()
+    path = workdir / "before-src"
+    proc = subprocess.run(
+        [*git, "worktree", "add", "--detach", str(path), sha],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"git worktree add {path} {sha} failed: {proc.stderr.strip()}")
+    probe = subprocess.run(
+        [str(python), "-c", "import mlmodel_serving; print(mlmodel_serving.__file__)"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=dict(os.environ, PYTHONPATH=str(path / "serving")),
+        check=False,
+        cwd=path,
+    )
+    where = probe.stdout.strip()
+    if probe.returncode != 0 or not where.startswith(str(path)):
+        remove_worktree(path)
+        raise RuntimeError(
+            f"{python} with PYTHONPATH={path / 'serving'} imports mlmodel_serving from"
+            f" {where or probe.stderr.strip()!r}, not from the worktree"
+        )
+    return path, sha
+
+
+def remove_worktree(path: Path) -> None:
+    """Remove a worktree made by :func:`add_before_worktree` (only that one)."""
+    proc = subprocess.run(
+        ["git", "-C", str(REPO), "worktree", "remove", "--force", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    if proc.returncode != 0:
+        print(
+            f"# could not remove the worktree {path}: {proc.stderr.strip()}; remove it with"
+            f" `git worktree remove --force {path}`",
+            file=sys.stderr,
+        )
+
+
 def needed_venvs(servers: Sequence[str]) -> list[str]:
     need = []
     for s in servers:
@@ -326,7 +606,7 @@ def needed_venvs(servers: Sequence[str]) -> list[str]:
             "mlserver"
             if s.startswith("mlserver")
             else "kserve"
-            if s == "kserve"
+            if s in ("kserve", "kserve-pd")
             else "fastapi"
             if s in ("fastapi", "hello", "hello-raw")
             else None
@@ -414,8 +694,8 @@ def machine_info() -> dict[str, Any]:
 
 def anchor_versions(venvs: dict[str, Path]) -> dict[str, str]:
     pkgs = {
-        "kserve": ["kserve", "fastapi", "uvicorn"],
-        "mlserver": ["mlserver", "mlserver-sklearn", "fastapi", "uvicorn"],
+        "kserve": ["kserve", "fastapi", "uvicorn", "pandas"],
+        "mlserver": ["mlserver", "mlserver-sklearn", "fastapi", "uvicorn", "pandas"],
         "fastapi": ["fastapi", "uvicorn", "pydantic"],
     }
     out: dict[str, str] = {}
@@ -492,15 +772,36 @@ def run(opts: Options, argv_text: str) -> dict[str, Any]:
         results["install_failures"]["ours"] = f"{opts.ours_bin} not found"
         servers = [s for s in servers if s not in OURS]
     results["versions"] = anchor_versions(venvs)
+    before_src: Path | None = None
+    if BEFORE in servers:
+        try:
+            before_src, sha = add_before_worktree(
+                opts.before_ref, workdir, venv_python(opts.ours_bin)
+            )
+            results["settings"]["before"] = {"ref": opts.before_ref, "commit": sha}
+            print(f"# {BEFORE}: {opts.before_ref} = {sha[:12]} in {before_src}", file=sys.stderr)
+        except RuntimeError as exc:
+            print(f"# skipping {BEFORE}: {exc}", file=sys.stderr)
+            results["install_failures"][BEFORE] = str(exc)
+            servers = [s for s in servers if s != BEFORE]
     results["servers"] = servers
 
     try:
-        cases = [c for c in train_models(workdir) if c.name in opts.models]
+        cases = [c for c in train_models(workdir, opts.models) if c.name in opts.models]
         for case in cases:
             results["models"][case.name] = bench_model(
-                case, servers, opts, venvs, workdir, wrk, results["runs"]
+                case,
+                [s for s in servers if case.serves(s)],
+                opts,
+                venvs,
+                workdir,
+                wrk,
+                results["runs"],
+                before_src,
             )
     finally:
+        if before_src is not None:
+            remove_worktree(before_src)
         if not opts.keep_workdir:
             shutil.rmtree(workdir / "run", ignore_errors=True)
     results["machine"]["loadavg_end"] = os.getloadavg()
@@ -516,11 +817,20 @@ def bench_model(
     workdir: Path,
     wrk: str,
     runs: list[dict[str, Any]],
+    before_src: Path | None = None,
 ) -> dict[str, Any]:
     print(f"# model {case.name}: {case.description}", file=sys.stderr)
     info: dict[str, Any] = {
         "description": case.description,
+        "kind": case.kind,
         "sha256": case.sha256,
+        "requests": {
+            name: {
+                "path": case.request(name, 1).path,
+                "body_b1": case.request(name, 1).body[:600].decode(),
+            }
+            for name in servers
+        },
         "inprocess": {str(b): inprocess_predict_ms(case, b) for b in opts.batches},
         "servers": {},
     }
@@ -530,20 +840,25 @@ def bench_model(
             str(b): inprocess_predict_ms(case, b, predict=tables) for b in opts.batches
         }
     live: dict[str, Server] = {}
-    scripts = {}
-    for b in opts.batches:
-        script = workdir / f"{case.name}-b{b}.lua"
-        script.write_text(report.wrk_lua_script(case.v2_body(b).decode()))
-        scripts[b] = script
+    scripts: dict[tuple[str, int], Path] = {}
+    for name in servers:
+        for b in opts.batches:
+            req = case.request(name, b)
+            script = workdir / f"{case.name}-{name}-b{b}.lua"
+            script.write_text(report.wrk_lua_script(req.body.decode(), req.content_type))
+            scripts[name, b] = script
     try:
         # Cold start: one server at a time, so they do not compete for the CPU.
         for name in servers:
-            srv = build_server(name, case, opts, venvs, workdir)
+            srv = build_server(name, case, opts, venvs, workdir, before_src)
             check = accept_any if name in report.FLOORS else prediction_checker(case.expected(1))
             srv.start()
             live[name] = srv
+            first = case.request(name, 1)
             try:
-                cold = srv.wait_first_prediction(case.v2_body(1), check, COLD_START_TIMEOUT_S)
+                cold = srv.wait_first_prediction(
+                    first.body, check, COLD_START_TIMEOUT_S, headers=first.headers
+                )
             except RuntimeError as exc:
                 print(f"# {name} failed to serve {case.name}: {exc}", file=sys.stderr)
                 info["servers"][name] = {"error": str(exc)}
@@ -552,13 +867,25 @@ def bench_model(
                 continue
             info["servers"][name] = {"cold_start_s": round(cold, 3), "log": str(srv.log_path)}
             print(f"#   {name}: first prediction {cold:.2f}s after start", file=sys.stderr)
-            # Larger batches must be right too before we time them.
-            for b in opts.batches:
+            # Larger batches must be right too before we time them, and VERIFY_ROWS rows
+            # (whatever --batch is) against the in-process predict of the same rows.
+            for b in sorted({*opts.batches, VERIFY_ROWS}):
                 if name in report.FLOORS:
                     break
-                status, out = http("POST", srv.url, case.v2_body(b), timeout=30, headers=JSON)
+                req = case.request(name, b)
+                status, out = http("POST", srv.url, req.body, timeout=30, headers=req.headers)
                 if status != 200 or not prediction_checker(case.expected(b))(out):
                     raise RuntimeError(f"{name} answered batch {b} wrongly: {status} {out[:300]!r}")
+            info["servers"][name]["verified_rows"] = sorted({*opts.batches, VERIFY_ROWS})
+            if name == "kserve" and case.kind == TABULAR:
+                # Recorded, not timed: V1 rows as objects, one instance per row.
+                req = case.v1_scalar_rows(2)
+                status, out = http("POST", srv.url, req.body, timeout=30, headers=req.headers)
+                info["servers"][name]["v1_one_object_per_instance"] = {
+                    "status": status,
+                    "right": status == 200 and prediction_checker(case.expected(2))(out),
+                    "answer": out[:300].decode(errors="replace"),
+                }
 
         configs = [(c, b) for c in opts.concurrency for b in opts.batches]
         order = [s for s in servers if s in live]
@@ -588,11 +915,11 @@ def bench_model(
                     srv = live[name]
                     if not srv.alive():
                         continue
-                    run_wrk(wrk, srv.url, scripts[b], conc, opts.warmup_s)
+                    run_wrk(wrk, srv.url, scripts[name, b], conc, opts.warmup_s)
                     drain(srv, case)
                     before = scrape_batch(srv) if name == "ours-batching" else None
                     load0 = os.getloadavg()[0]
-                    res, text = run_wrk(wrk, srv.url, scripts[b], conc, opts.duration_s)
+                    res, text = run_wrk(wrk, srv.url, scripts[name, b], conc, opts.duration_s)
                     after = scrape_batch(srv) if name == "ours-batching" else None
                     drain(srv, case)
                     entry: dict[str, Any] = {
@@ -624,7 +951,7 @@ def bench_model(
         # hello-raw too: the bare HTTP round trip under the same rhythm (a server that
         # idled through an in-process predict answers slower than a busy one: on this VM
         # a wake-up from idle costs ~0.3 ms), the floor of the overhead.
-        for name in (*OURS, "hello-raw"):
+        for name in (*OURS, BEFORE, "hello-raw"):
             srv = live.get(name)
             if srv is None or not srv.alive():
                 continue
@@ -636,7 +963,7 @@ def bench_model(
                         case.batch(b),
                         srv.port,
                         srv.infer_path,
-                        case.v2_body(b),
+                        case.request(name, b).body,
                         budget_s=opts.duration_s * 1.5,
                         tables=tables,
                     )
@@ -679,8 +1006,9 @@ def drain(srv: Server, case: ModelCase) -> None:
     request waits behind them, so the next run (of this server or another) does not
     share the CPU with the last run's backlog.
     """
+    req = case.request(srv.name, 1)
     with contextlib.suppress(OSError):
-        http("POST", srv.url, case.v2_body(1), timeout=DRAIN_TIMEOUT_S, headers=JSON)
+        http("POST", srv.url, req.body, timeout=DRAIN_TIMEOUT_S, headers=req.headers)
 
 
 def scrape_server_side(srv: Server) -> tuple[float, float, float, float] | None:
@@ -767,8 +1095,13 @@ def render_markdown(results: dict[str, Any]) -> str:
         )
         lines.append("")
     summary: list[list[str]] = []
+    before_after: list[list[str]] = []
+    before = s.get("before")
+    before_label = f"{before['ref']} = {before['commit'][:12]}" if before else BEFORE
     for model, info in results["models"].items():
         lines += [f"#### {model}: {info['description']}", ""]
+        if info.get("kind") == TABULAR:
+            lines += [tabular_requests_markdown(info), ""]
         for conc in s["concurrency"]:
             for b in s["batches"]:
                 rows = [
@@ -806,6 +1139,23 @@ def render_markdown(results: dict[str, Any]) -> str:
                 section = report.config_section(
                     f"{model}, concurrency {conc}, batch {b}", rows, inproc, comps
                 )
+                line = report.before_after_line(rows, "ours", BEFORE, before_label)
+                if line:
+                    section += line + "\n"
+                    mine = next(r for r in rows if r.server == "ours")
+                    old = next(r for r in rows if r.server == BEFORE)
+                    before_after.append(
+                        [
+                            model,
+                            str(conc),
+                            str(b),
+                            report.fmt_num(old.rps),
+                            report.fmt_num(mine.rps),
+                            report.fmt_ratio(report.ratio(mine.rps, old.rps)),
+                            report.fmt_ms(old.p99_ms),
+                            report.fmt_ms(mine.p99_ms),
+                        ]
+                    )
                 batch_rows = runs.get((model, conc, b, "ours-batching"), {}).get("mean_batch_rows")
                 if batch_rows is not None:
                     section += f"- ours-batching mean rows per predict: {batch_rows:.1f}\n"
@@ -838,8 +1188,8 @@ def render_markdown(results: dict[str, Any]) -> str:
                 f"{p['inprocess_default_filters_ms']:.3f}",
                 f"{p['inprocess_server_filters_ms']:.3f}",
                 f"{p['server_ms']:.3f}",
-                f"{p['overhead_ms']:+.3f}" if name in OURS else "-",
-                f"{p['overhead_fraction'] * 100:+.1f}%" if name in OURS else "-",
+                f"{p['overhead_ms']:+.3f}" if name in (*OURS, BEFORE) else "-",
+                f"{p['overhead_fraction'] * 100:+.1f}%" if name in (*OURS, BEFORE) else "-",
                 report.fmt_num(p.get("inprocess_tables_ms"), 3),
                 f"{p['overhead_vs_tables_ms']:+.3f}"
                 if name in ("ours", "ours-batching") and "overhead_vs_tables_ms" in p
@@ -889,8 +1239,48 @@ def render_markdown(results: dict[str, Any]) -> str:
         ),
         "",
     ]
+    if before_after:
+        lines += [
+            f"#### Before and after: ours against {BEFORE} ({before_label}), numeric models",
+            "",
+            f"Both batching off, the same venv; {BEFORE} runs the server's code as it was at"
+            " that commit, from a git worktree.",
+            "",
+            report.markdown_table(
+                [
+                    "model",
+                    "c",
+                    "batch",
+                    f"{BEFORE} req/s",
+                    "ours req/s",
+                    "req/s ratio",
+                    f"{BEFORE} p99 ms",
+                    "ours p99 ms",
+                ],
+                before_after,
+            ),
+            "",
+        ]
     lines += targets_markdown(results, runs)
     return "\n".join(lines)
+
+
+def tabular_requests_markdown(info: dict[str, Any]) -> str:
+    """How each server was asked for the tabular model (the request of one row)."""
+    out = ["Requests (one row; batches repeat the rows of each column or object):", ""]
+    for name, req in info.get("requests", {}).items():
+        if name in report.FLOORS:
+            continue
+        out.append(f"- `{name}`: `POST {req['path']}` `{req['body_b1']}`")
+    probe = info.get("servers", {}).get("kserve", {}).get("v1_one_object_per_instance")
+    if probe is not None:
+        out.append(
+            "- KServe with V1 rows as objects, one instance per row"
+            ' (`{"instances": [{column: value}, ...]}`), not timed: HTTP'
+            f" {probe['status']}, {'right' if probe['right'] else 'no prediction'}"
+            f" (`{probe['answer'][:160]}`)"
+        )
+    return "\n".join(out)
 
 
 def targets_markdown(
@@ -911,14 +1301,23 @@ def targets_markdown(
         return "n/a" if ok is None else ("met" if ok else "MISSED")
 
     def vs_anchor(
-        model: str, ours: str, anchors_: Sequence[str], factor: float, label: str
+        model: str,
+        ours: str,
+        anchors_: Sequence[str],
+        factor: float,
+        label: str,
+        batch: int = 1,
+        p99_lower: bool = True,
     ) -> None:
-        rows = [r for n in results["servers"] if (r := row(model, 32, 1, n))]
+        rows = [r for n in results["servers"] if (r := row(model, 32, batch, n))]
         c = report.compare(rows, ours, anchors_, None)
         ok = (
             None
             if c is None or c.rps_vs_best_anchor is None
-            else (c.rps_vs_best_anchor >= factor and (c.p99_vs_best_anchor or 99) < 1)
+            else (
+                c.rps_vs_best_anchor >= factor
+                and (not p99_lower or (c.p99_vs_best_anchor or 99) < 1)
+            )
         )
         out.append(
             f"- {label}: {report.fmt_ratio(c.rps_vs_best_anchor if c else None)} req/s of {c.best_anchor if c else '-'},"
@@ -985,6 +1384,17 @@ def targets_markdown(
         3.0,
         "Issue 8, small model c=32 b=1 batching on, >= 3x best anchor",
     )
+    if "churn" in results["models"]:
+        for b in results["settings"]["batches"]:
+            vs_anchor(
+                "churn",
+                "ours",
+                report.ANCHORS_UNBATCHED,
+                2.0,
+                f"Tabular churn Pipeline c=32 b={b}, >= 2x best of KServe/MLServer",
+                batch=b,
+                p99_lower=False,
+            )
     for model in results["models"]:
         for b in results["settings"]["batches"]:
             on, off = row(model, 1, b, "ours-batching"), row(model, 1, b, "ours")
@@ -1032,7 +1442,12 @@ def parse_args(argv: Sequence[str]) -> Options:
     p.add_argument("--warmup", type=int, default=3, help="seconds of warm-up before each run")
     p.add_argument("--concurrency", default="1,32")
     p.add_argument("--batch", default="1,100")
-    p.add_argument("--models", default="iris,forest")
+    p.add_argument(
+        "--models",
+        default="iris,forest,churn",
+        help="iris and forest (numeric, one FP64 tensor), churn (a DataFrame Pipeline of"
+        " numeric and text columns; not served by fastapi and ours-before)",
+    )
     p.add_argument("--servers", default=",".join(ALL_SERVERS))
     p.add_argument(
         "--rounds",
@@ -1066,6 +1481,13 @@ def parse_args(argv: Sequence[str]) -> Options:
     p.add_argument(
         "--update-readme", action="store_true", help="copy the tables into benchmarks/README.md"
     )
+    p.add_argument(
+        "--before-ref",
+        default=DEFAULT_BEFORE_REF,
+        help=f"{BEFORE}: the git commit (or ref) mlmodel-serve is run from, checked out into"
+        " a worktree in the work directory and removed afterwards (default: the parent of"
+        " 06e5586, the last commit before the tabular work)",
+    )
     p.add_argument("--keep-workdir", action="store_true")
     p.add_argument(
         "--nice",
@@ -1097,12 +1519,16 @@ def parse_args(argv: Sequence[str]) -> Options:
             f" {a.max_batch_latency_ms:g}: expected >= 0"
         )
     concurrency = tuple(int(x) for x in a.concurrency.split(","))
+    models = tuple(m for m in a.models.split(",") if m)
+    unknown = set(models) - set(MODELS)
+    if unknown:
+        p.error(f"unknown models {sorted(unknown)}; known: {', '.join(MODELS)}")
     return Options(
         duration_s=a.duration,
         warmup_s=a.warmup,
         concurrency=concurrency,
         batches=tuple(int(x) for x in a.batch.split(",")),
-        models=tuple(a.models.split(",")),
+        models=models,
         servers=servers,
         rounds=a.rounds,
         ours_bin=Path(a.ours_bin),
@@ -1114,6 +1540,7 @@ def parse_args(argv: Sequence[str]) -> Options:
         keep_workdir=a.keep_workdir,
         from_json=Path(a.from_json) if a.from_json else None,
         nice=a.nice,
+        before_ref=a.before_ref,
     )
 
 

@@ -88,7 +88,11 @@ class Server:
         return self.proc is not None and self.proc.poll() is None
 
     def wait_first_prediction(
-        self, body: bytes, check: Callable[[bytes], bool], timeout_s: float
+        self,
+        body: bytes,
+        check: Callable[[bytes], bool],
+        timeout_s: float,
+        headers: Mapping[str, str] | None = None,
     ) -> float:
         """Seconds from process start to the first correct prediction.
 
@@ -101,7 +105,7 @@ class Server:
             if not self.alive():
                 raise RuntimeError(f"{self.name} exited before serving:\n{self.log_tail()}")
             try:
-                status, out = http("POST", self.url, body, timeout=5.0, headers=JSON)
+                status, out = http("POST", self.url, body, timeout=5.0, headers=headers or JSON)
                 if status == 200 and check(out):
                     return time.monotonic() - self.started_at
                 last = f"HTTP {status}: {out[:300]!r}"
@@ -174,6 +178,19 @@ def session_pids(sid: int) -> list[int]:
         if session == sid and state != "Z":
             pids.append(int(entry))
     return pids
+
+
+def session_cpu_s(sid: int) -> float:
+    """User + system CPU seconds of the live processes in session `sid`, so far."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in session_pids(sid):
+        try:
+            rest = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(rest[11]) + int(rest[12])  # utime, stime (fields 14 and 15)
+    return total / tick
 
 
 def session_rss_kib(sid: int) -> int:

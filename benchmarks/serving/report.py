@@ -15,7 +15,7 @@ _DURATION = re.compile(r"^\s*([0-9]*\.?[0-9]+)(us|ms|s|m|h)\s*$")
 
 # Servers that are anchors (other projects' model servers) and floors (not servers of a
 # model at all). Ours are the rest.
-ANCHORS_UNBATCHED = ("kserve", "mlserver", "mlserver-2proc")
+ANCHORS_UNBATCHED = ("kserve", "kserve-pd", "mlserver", "mlserver-2proc")
 ANCHORS_ALL = (*ANCHORS_UNBATCHED, "mlserver-batching", "mlserver-batching-2proc")
 # Floors: no model at all, the same requests. "hello" is a bare ASGI app on uvicorn;
 # "hello-raw" an asyncio protocol on httptools, the stack mlmodel-serve is built on.
@@ -114,6 +114,27 @@ def wrk_lua_script(body: str, content_type: str = "application/json") -> str:
     )
 
 
+def wrk_lua_file_script(body_path: str, headers: Mapping[str, str]) -> str:
+    """A wrk Lua script that POSTs the bytes of the file `body_path`, with `headers`.
+
+    For binary bodies: a Lua long string would turn the body's CR LF pairs into LF.
+    """
+    lines = ['wrk.method = "POST"']
+    lines += [f"wrk.headers[{_lua_str(k)}] = {_lua_str(v)}" for k, v in headers.items()]
+    lines += [
+        f'local f = assert(io.open({_lua_str(body_path)}, "rb"))',
+        'wrk.body = f:read("*a")',
+        "f:close()",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _lua_str(text: str) -> str:
+    if any(c in text for c in '"\\\n\r'):
+        raise ValueError(f"not a plain Lua string: {text!r}")
+    return f'"{text}"'
+
+
 def histogram_sum_count(
     metrics_text: str, name_contains: str, labels_contain: str = ""
 ) -> tuple[float, float]:
@@ -208,6 +229,18 @@ def compare(
         rps_vs_plain=ratio(mine.rps, plain.rps if plain else None),
         rps_vs_floors=floors,
         rps_vs_inprocess=ratio(mine.rps, inprocess_rps),
+    )
+
+
+def before_after_line(rows: Sequence[Row], after: str, before: str, label: str) -> str | None:
+    """One markdown line: `after` against `before` (the same server at an older commit)."""
+    by_name = {r.server: r for r in rows}
+    new, old = by_name.get(after), by_name.get(before)
+    if new is None or old is None:
+        return None
+    return (
+        f"- **{after} against {before}** ({label}): {fmt_ratio(ratio(new.rps, old.rps))} its"
+        f" req/s, p99 {fmt_ratio(ratio(new.p99_ms, old.p99_ms))} of its p99"
     )
 
 
