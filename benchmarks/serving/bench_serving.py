@@ -54,7 +54,6 @@ ALL_SERVERS = (
     "ours-sklearn",
     "ours-before",
     "kserve",
-    "kserve-pd",
     "mlserver",
     "mlserver-2proc",
     "mlserver-batching",
@@ -97,9 +96,6 @@ TABULAR = "tabular"
 # Servers that cannot take a tabular request at all: the plain FastAPI endpoint reads one
 # FP64 tensor, and ours-before predates named per-column tensors.
 NUMERIC_ONLY = ("fastapi", "ours-before")
-# kserve-pd: KServe asked with V2 columns and content_type pd; for a numeric model that is
-# the same request as `kserve`'s, so it runs for the tabular model only.
-TABULAR_ONLY = ("kserve-pd",)
 # Rows every server must predict right before it is timed, whatever --batch is: enough rows
 # that a server decoding a column wrongly (text as bytes, columns out of order) answers
 # something else for some of them.
@@ -129,9 +125,7 @@ class ModelCase:
         return np.concatenate([self.rows] * reps)[:size]
 
     def serves(self, server: str) -> bool:
-        if self.kind == TABULAR:
-            return server not in NUMERIC_ONLY
-        return server not in TABULAR_ONLY
+        return not (self.kind == TABULAR and server in NUMERIC_ONLY)
 
     def v2_body(self, size: int) -> bytes:
         """Numeric: one FP64 tensor [rows, features]. Tabular: one tensor per column."""
@@ -154,30 +148,46 @@ class ModelCase:
     def request(self, server: str, size: int) -> Request:
         """What `server` is sent for `size` rows.
 
-        Tabular: ours, the V2 per-column tensors; MLServer and kserve-pd, the same with
-        the pandas codec named (request ``parameters.content_type: "pd"``, the documented
-        way to get a DataFrame in both); kserve, V1 rows as objects. KServe 0.21 makes a
-        DataFrame of each V1 instance, and one of scalars fails ("If using all scalar
-        values, you must pass an index"), so the rows go as one instance, a list of row
-        objects (``{"instances": [[{column: value}, ...]]}``): one DataFrame of every row.
-        The floors get ours.
+        Tabular: ours, the V2 per-column tensors; MLServer, the same with its pandas codec
+        named (request ``parameters.content_type: "pd"``, its documented way to get a
+        DataFrame); kserve, V1 rows as objects. KServe 0.21 makes a DataFrame of each V1
+        instance, and one of scalars fails ("If using all scalar values, you must pass an
+        index"), so the rows go as one instance, a list of row objects
+        (``{"instances": [[{column: value}, ...]]}``): one DataFrame of every row. KServe's
+        V2 DataFrame path cannot answer string labels (see :meth:`kserve_probes`). The
+        floors get ours.
         """
         v2 = f"/v2/models/{self.name}/infer"
         if self.kind != TABULAR:
             return Request(v2, self.v2_body(size))
         x = self.batch(size)
-        if server.startswith("mlserver") or server == "kserve-pd":
-            doc: dict[str, Any] = {"parameters": {"content_type": "pd"}, "inputs": v2_columns(x)}
-            return Request(v2, json.dumps(doc, separators=(",", ":")).encode())
+        if server.startswith("mlserver"):
+            return self.v2_pandas(size)
         if server == "kserve":
             body = json.dumps({"instances": [self.object_rows(x)]}, separators=(",", ":"))
             return Request(f"/v1/models/{self.name}:predict", body.encode())
         return Request(v2, self.v2_body(size))
 
-    def v1_scalar_rows(self, size: int) -> Request:
-        """V1 rows as objects, one instance per row (what KServe 0.21 cannot read)."""
-        body = json.dumps({"instances": self.object_rows(self.batch(size))}, separators=(",", ":"))
-        return Request(f"/v1/models/{self.name}:predict", body.encode())
+    def v2_pandas(self, size: int) -> Request:
+        """V2 per-column tensors with the request's ``content_type: "pd"``."""
+        doc = {"parameters": {"content_type": "pd"}, "inputs": v2_columns(self.batch(size))}
+        body = json.dumps(doc, separators=(",", ":")).encode()
+        return Request(f"/v2/models/{self.name}/infer", body)
+
+    def kserve_probes(self, size: int) -> dict[str, Request]:
+        """Ways of asking KServe 0.21 for a DataFrame that it answers wrongly or not at all.
+
+        Sent once and recorded (not timed), so each run shows whether they still fail:
+        V1 rows as objects, one instance per row (KServe builds a DataFrame of each
+        instance's scalars: ValueError); V2 columns with ``content_type: "pd"`` (read
+        into a DataFrame, but ``get_predict_response`` cannot encode string labels:
+        TypeError).
+        """
+        rows = json.dumps({"instances": self.object_rows(self.batch(size))}, separators=(",", ":"))
+        return {
+            "v1_one_object_per_instance": Request(f"/v1/models/{self.name}:predict", rows.encode()),
+            "v2_content_type_pd": self.v2_pandas(size),
+        }
 
     def object_rows(self, x: Any) -> list[dict[str, Any]]:
         numeric = self.numeric_columns()
@@ -460,7 +470,7 @@ def build_server(
         argv[1:1] = ["-m", "mlmodel_serving.cli"]
         env["PYTHONPATH"] = str(before_src / "serving")
         return Server(name, argv, port, infer, env, cwd, log, metrics_path="/metrics")
-    if name in ("kserve", "kserve-pd"):
+    if name == "kserve":
         py = venvs["kserve"] / "bin" / "python"
         argv = [
             str(py),
@@ -606,7 +616,7 @@ def needed_venvs(servers: Sequence[str]) -> list[str]:
             "mlserver"
             if s.startswith("mlserver")
             else "kserve"
-            if s in ("kserve", "kserve-pd")
+            if s == "kserve"
             else "fastapi"
             if s in ("fastapi", "hello", "hello-raw")
             else None
@@ -772,6 +782,10 @@ def run(opts: Options, argv_text: str) -> dict[str, Any]:
         results["install_failures"]["ours"] = f"{opts.ours_bin} not found"
         servers = [s for s in servers if s not in OURS]
     results["versions"] = anchor_versions(venvs)
+    with contextlib.suppress(ImportError):
+        import pandas
+
+        results["versions"]["ours:pandas"] = pandas.__version__
     before_src: Path | None = None
     if BEFORE in servers:
         try:
@@ -878,14 +892,17 @@ def bench_model(
                     raise RuntimeError(f"{name} answered batch {b} wrongly: {status} {out[:300]!r}")
             info["servers"][name]["verified_rows"] = sorted({*opts.batches, VERIFY_ROWS})
             if name == "kserve" and case.kind == TABULAR:
-                # Recorded, not timed: V1 rows as objects, one instance per row.
-                req = case.v1_scalar_rows(2)
-                status, out = http("POST", srv.url, req.body, timeout=30, headers=req.headers)
-                info["servers"][name]["v1_one_object_per_instance"] = {
-                    "status": status,
-                    "right": status == 200 and prediction_checker(case.expected(2))(out),
-                    "answer": out[:300].decode(errors="replace"),
-                }
+                # Recorded, not timed: the ways KServe 0.21 does not answer this model.
+                probes = info["servers"][name]["probes"] = {}
+                for label, req in case.kserve_probes(2).items():
+                    url = f"http://{LOOPBACK}:{srv.port}{req.path}"
+                    status, out = http("POST", url, req.body, timeout=30, headers=req.headers)
+                    probes[label] = {
+                        "path": req.path,
+                        "status": status,
+                        "right": status == 200 and prediction_checker(case.expected(2))(out),
+                        "answer": out[:300].decode(errors="replace"),
+                    }
 
         configs = [(c, b) for c in opts.concurrency for b in opts.batches]
         order = [s for s in servers if s in live]
@@ -1272,11 +1289,15 @@ def tabular_requests_markdown(info: dict[str, Any]) -> str:
         if name in report.FLOORS:
             continue
         out.append(f"- `{name}`: `POST {req['path']}` `{req['body_b1']}`")
-    probe = info.get("servers", {}).get("kserve", {}).get("v1_one_object_per_instance")
-    if probe is not None:
+    labels = {
+        "v1_one_object_per_instance": "V1 rows as objects, one instance per row"
+        ' (`{"instances": [{column: value}, ...]}`)',
+        "v2_content_type_pd": 'V2 columns with `"parameters": {"content_type": "pd"}`'
+        " (as MLServer is asked)",
+    }
+    for label, probe in info.get("servers", {}).get("kserve", {}).get("probes", {}).items():
         out.append(
-            "- KServe with V1 rows as objects, one instance per row"
-            ' (`{"instances": [{column: value}, ...]}`), not timed: HTTP'
+            f"- KServe asked with {labels.get(label, label)}, once, not timed: HTTP"
             f" {probe['status']}, {'right' if probe['right'] else 'no prediction'}"
             f" (`{probe['answer'][:160]}`)"
         )

@@ -15,7 +15,7 @@ _DURATION = re.compile(r"^\s*([0-9]*\.?[0-9]+)(us|ms|s|m|h)\s*$")
 
 # Servers that are anchors (other projects' model servers) and floors (not servers of a
 # model at all). Ours are the rest.
-ANCHORS_UNBATCHED = ("kserve", "kserve-pd", "mlserver", "mlserver-2proc")
+ANCHORS_UNBATCHED = ("kserve", "mlserver", "mlserver-2proc")
 ANCHORS_ALL = (*ANCHORS_UNBATCHED, "mlserver-batching", "mlserver-batching-2proc")
 # Floors: no model at all, the same requests. "hello" is a bare ASGI app on uvicorn;
 # "hello-raw" an asyncio protocol on httptools, the stack mlmodel-serve is built on.
