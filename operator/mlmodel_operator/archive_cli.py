@@ -451,6 +451,7 @@ def _serve(args: argparse.Namespace, m: ManifestView, version: str, cache: Path)
         exe, "--model-name", args.model, "--model-version", version,
         "--artifact-uri", m.artifact_uri, "--artifact-sha256", m.sha256,
         "--cache-dir", str(cache), "--host", args.host, "--port", str(args.port),
+        "--grpc-port", str(args.grpc_port),
     ]  # fmt: skip
     endpoint = os.environ.get("MLMODEL_S3_ENDPOINT")
     if endpoint:
@@ -558,6 +559,13 @@ def add_parsers(sub: Any) -> None:
     rep.add_argument("--serve", action="store_true", help="run mlmodel-serve on the archived copy")
     rep.add_argument("--host", default="127.0.0.1", help="with --serve (default: %(default)s)")
     rep.add_argument("--port", type=int, default=8080, help="with --serve (default: %(default)s)")
+    rep.add_argument(
+        "--grpc-port",
+        type=int,
+        default=0,
+        help="with --serve: also serve the Open Inference Protocol over gRPC on this port "
+        "(default: 0, HTTP only)",
+    )
     rep.add_argument("--cache-dir", default=str(DEFAULT_CACHE), help="(default: %(default)s)")
     _common(rep)
     rep.set_defaults(func=_wrap(replay, "replay"))

@@ -58,6 +58,7 @@ class ServeProcess:
             "HOME": os.environ.get("HOME", ""),
             "MLMODEL_HTTP_HOST": "127.0.0.1",
             "MLMODEL_HTTP_PORT": str(self.port),
+            "MLMODEL_GRPC_PORT": "0",  # HTTP only unless a test asks: processes run side by side
             "MLMODEL_CACHE_DIR": str(self.workdir / "cache"),
             "MLMODEL_LOG_FORMAT": "json",
             **self.env,

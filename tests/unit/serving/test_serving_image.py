@@ -31,7 +31,7 @@ def pins() -> dict[str, str]:
 
 def third_party_imports() -> set[str]:
     names: set[str] = set()
-    for path in SERVING.glob("*.py"):
+    for path in SERVING.rglob("*.py"):  # oip/ included
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.Import):
                 names.update(alias.name.split(".")[0] for alias in node.names)
