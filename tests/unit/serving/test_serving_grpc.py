@@ -170,6 +170,31 @@ def churn_inputs(df: pd.DataFrame, column_shape: bool = False) -> list[triton.In
 # -- inference with tritonclient's defaults ----------------------------------------------
 
 
+@pytest.mark.parametrize("kind", ["onehot", "ordinal", "hgb"])
+def test_every_example_churn_pipeline_over_grpc_as_in_process(kind: str) -> None:
+    """The three mixed-type Pipelines of example_models (one-hot + LogisticRegression,
+    ordinal + RandomForest, HistGradientBoosting with categorical features), missing
+    numbers as NaN: the same bits as the fitted Pipeline on the same DataFrame."""
+    from mlmodel_operator import example_models as ex
+
+    pipeline = ex.fit_churn_pipeline(kind)
+    model = SklearnModel(pipeline, "churn", "1", FAKE_SHA)
+    model.use_leaf_tables()
+    running = Running(create_app(make_settings(model_name="churn"), model, CollectorRegistry()))
+    try:
+        df, _ = ex.churn_frame(48, seed=31)
+        df = df.dropna(subset=list(ex.CHURN_TEXT)).reset_index(drop=True)  # no null in BYTES
+        result = running.client.infer(
+            "churn", churn_inputs(df), outputs=outputs("predict", "predict_proba")
+        )
+        x = ex.as_categories(df) if kind == "hgb" else df
+        labels = [v.decode() for v in result.as_numpy("predict").tolist()]
+        assert labels == pipeline.predict(x).tolist()
+        assert result.as_numpy("predict_proba").tobytes() == pipeline.predict_proba(x).tobytes()
+    finally:
+        running.close()
+
+
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_iris_predictions_are_the_estimators_bit_for_bit(
     iris_server: Running,
