@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime as dt
-import http.client
 import json
 import os
 import resource
@@ -38,6 +37,7 @@ import sys
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
+from http.client import HTTPConnection
 from pathlib import Path
 from typing import Any
 
@@ -123,7 +123,7 @@ def build_bodies(case: ModelCase, rows: int) -> Bodies:
 def post_with_headers(
     port: int, path: str, body: bytes, headers: dict[str, str]
 ) -> tuple[int, dict[str, str], bytes]:
-    conn = http.client.HTTPConnection(LOOPBACK, port, timeout=30)
+    conn = HTTPConnection(LOOPBACK, port, timeout=30)
     try:
         conn.request("POST", path, body=body, headers=headers)
         resp = conn.getresponse()

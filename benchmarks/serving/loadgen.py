@@ -199,13 +199,19 @@ def grpc_worker_factory(
 
 
 def run_http(port: int, request: bytes, concurrency: int, duration_s: float) -> LoadResult:
-    make, close = http_worker_factory(port, request)
-    return asyncio.run(closed_loop(make, concurrency, duration_s, close))
+    async def main() -> LoadResult:
+        make, close = http_worker_factory(port, request)
+        return await closed_loop(make, concurrency, duration_s, close)
+
+    return asyncio.run(main())
 
 
 def run_grpc(port: int, request: bytes, concurrency: int, duration_s: float) -> LoadResult:
-    make, close = grpc_worker_factory(port, request)
-    return asyncio.run(closed_loop(make, concurrency, duration_s, close))
+    async def main() -> LoadResult:  # grpc.aio channels belong to the loop they are made in
+        make, close = grpc_worker_factory(port, request)
+        return await closed_loop(make, concurrency, duration_s, close)
+
+    return asyncio.run(main())
 
 
 def grpc_call_once(port: int, request: bytes, timeout_s: float = 10.0) -> bytes:
