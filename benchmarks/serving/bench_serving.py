@@ -2,9 +2,11 @@
 
 One command runs it all (`make bench`, or `python benchmarks/run.py serving`):
 
-1. trains the two models (LogisticRegression on iris; a 100-tree RandomForest on 20
-   features from make_classification), with fixed seeds, and saves them with joblib;
-2. builds (once, cached) a venv per anchor with pinned versions;
+1. trains the models (LogisticRegression on iris; a 100-tree RandomForest on 20
+   features from make_classification; the churn Pipeline of numeric and text columns,
+   fitted on a DataFrame), with fixed seeds, and saves them with joblib;
+2. builds (once, cached) a venv per anchor with pinned versions, and for `ours-before`
+   a git worktree of --before-ref (removed at the end);
 3. per model, starts every server on 127.0.0.1 with one worker process, one at a time,
    timing process start -> first correct prediction (cold start);
 4. drives them with wrk at each concurrency x batch size, round-robin over servers per
@@ -12,6 +14,7 @@ One command runs it all (`make bench`, or `python benchmarks/run.py serving`):
 5. writes JSON to benchmarks/results/serving-<date>.json and prints markdown tables.
 
 Every process started here is stopped in a `finally`, and every wait is bounded.
+Every server must answer the in-process predictions before it is timed.
 """
 
 from __future__ import annotations
