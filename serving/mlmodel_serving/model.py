@@ -149,14 +149,19 @@ class SklearnModel:
     def predict(self, x: ModelInput, outputs: tuple[str, ...]) -> dict[str, np.ndarray[Any, Any]]:
         """Compute the named outputs for the rows of ``x`` (already prepared).
 
-        A ``ValueError`` from the estimator is its own input validation (NaN where the
-        model takes none, a value it cannot convert): a :class:`ModelInputError`.
+        A ``ValueError`` from the estimator on input it validates and rejects (a
+        DataFrame's values, NaN where the model takes none, numbers beyond float32 for a
+        tree) is the client's: a :class:`ModelInputError`. On finite numeric input the
+        same error comes from inside the model (a step that makes NaN): it stays an
+        error of the server.
         """
         try:
             return self._predict(x, outputs)
         except ModelInputError:
             raise
         except ValueError as exc:
+            if isinstance(x, np.ndarray) and not _rejectable(x):
+                raise
             raise ModelInputError(f"model {self.name!r} cannot take this input: {exc}") from None
 
     def _predict(self, x: ModelInput, outputs: tuple[str, ...]) -> dict[str, np.ndarray[Any, Any]]:
@@ -206,6 +211,16 @@ class SklearnModel:
                 **library_versions(),
             },
         }
+
+
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def _rejectable(x: np.ndarray[Any, Any]) -> bool:
+    """Numeric input scikit-learn's validation rejects: NaN, or beyond float32's range."""
+    if x.dtype.kind != "f":
+        return x.dtype.kind not in "biu"  # text or objects: the values were the client's
+    return bool(np.isnan(x).any() or (np.abs(x) > _FLOAT32_MAX).any())
 
 
 def _label_datatype(classes: np.ndarray[Any, Any]) -> str:

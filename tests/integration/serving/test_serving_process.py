@@ -191,7 +191,7 @@ def test_bad_input_is_4xx_and_the_server_keeps_serving(
         (
             "POST",
             "/v2/models/iris/infer",
-            requests.models.complexjson.dumps(v2([row], ["decision_function"])).encode(),
+            requests.models.complexjson.dumps(v2([row], ["score"])).encode(),
             400,
             "unknown output",
         ),

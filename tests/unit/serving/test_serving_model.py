@@ -109,3 +109,22 @@ def test_quiet_warnings_leaves_one_filter_and_predictions_unchanged() -> None:
         got = forest.predict_proba(x)
     assert after == []
     np.testing.assert_array_equal(got, expected)
+
+
+def test_estimator_errors_on_client_values_are_input_errors_else_the_servers(
+    iris: tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]],
+) -> None:
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import FunctionTransformer
+
+    from mlmodel_serving.model import ModelInputError
+
+    sqrt = make_pipeline(FunctionTransformer(np.sqrt), LogisticRegression(max_iter=1000))
+    model = SklearnModel(sqrt.fit(*iris), "sqrt", "1", FAKE_SHA)
+    # NaN sent by the client: LogisticRegression's validation refuses it -> a 400
+    with pytest.raises(ModelInputError, match="cannot take this input.*NaN"):
+        model.predict(np.array([[np.nan, 1.0, 1.0, 1.0]]), ("predict",))
+    # finite input, NaN made inside the Pipeline: the model's fault, not a ModelInputError
+    with pytest.raises(ValueError) as inside:
+        model.predict(np.array([[-1.0, 1.0, 1.0, 1.0]]), ("predict",))
+    assert not isinstance(inside.value, ModelInputError)
