@@ -122,7 +122,7 @@ def test_estimator_errors_on_client_values_are_input_errors_else_the_servers(
     sqrt = make_pipeline(FunctionTransformer(np.sqrt), LogisticRegression(max_iter=1000))
     model = SklearnModel(sqrt.fit(*iris), "sqrt", "1", FAKE_SHA)
     # NaN sent by the client: LogisticRegression's validation refuses it -> a 400
-    with pytest.raises(ModelInputError, match="cannot take this input.*NaN"):
+    with pytest.raises(ModelInputError, match=r"cannot take this input.*NaN"):
         model.predict(np.array([[np.nan, 1.0, 1.0, 1.0]]), ("predict",))
     # finite input, NaN made inside the Pipeline: the model's fault, not a ModelInputError
     with pytest.raises(ValueError) as inside:
