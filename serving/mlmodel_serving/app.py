@@ -337,21 +337,31 @@ class ServingApp:
 
     # -- routes ----------------------------------------------------------------------
 
-    def _require_model(self, params: dict[str, str]) -> SklearnModel:
-        name = params["model_name"]
-        if name != self.settings.model_name:
-            raise NotFound(
-                f"model {name!r} not found: this server serves {self.settings.model_name!r}"
-            )
+    def find_model(self, name: str, version: str | None = None) -> SklearnModel | None:
+        """The model ``name`` (and ``version``, if given) names; None while it loads.
+
+        Raises NotFound for another model or version. Shared by every protocol.
+        """
+        served = self.settings.model_name
+        if name != served:
+            raise NotFound(f"model {name!r} not found: this server serves {served!r}")
         model = self.model
-        if model is None:
-            raise NotReady(f"model {name!r} is still being fetched and verified; retry shortly")
-        version = params.get("model_version")
-        if version is not None and version != model.version:
+        if model is not None and version and version != model.version:
             raise NotFound(
-                f"version {version!r} of model {name!r} not found: this server serves version {model.version!r}"
+                f"version {version!r} of model {name!r} not found: this server serves "
+                f"version {model.version!r}"
             )
         return model
+
+    def require_model(self, name: str, version: str | None = None) -> SklearnModel:
+        """:meth:`find_model`, and NotReady while the model is still being loaded."""
+        model = self.find_model(name, version)
+        if model is None:
+            raise NotReady(f"model {name!r} is still being fetched and verified; retry shortly")
+        return model
+
+    def _require_model(self, params: dict[str, str]) -> SklearnModel:
+        return self.require_model(params["model_name"], params.get("model_version"))
 
     async def _server_metadata(
         self, body: bytes, params: dict[str, str], request_id: str, header_length: int | None

@@ -33,8 +33,6 @@ from mlmodel_serving.protocol import (
     BadRequest,
     InferenceError,
     InferenceRequest,
-    NotFound,
-    NotReady,
     Tensor,
     datatype_of,
     decode_raw_tensor,
@@ -363,25 +361,6 @@ class GrpcServer:
         # out: the response's own id field still carries it.
         return [(key, value) for key, value in metadata if _metadata_value(value)]
 
-    def _model_for(self, name: str, version: str) -> SklearnModel | None:
-        """The model ``name`` (and ``version``, if given) names; None while it loads."""
-        served = self.app.settings.model_name
-        if name != served:
-            raise NotFound(f"model {name!r} not found: this server serves {served!r}")
-        model = self.app.model
-        if model is not None and version and version != model.version:
-            raise NotFound(
-                f"version {version!r} of model {name!r} not found: this server serves "
-                f"version {model.version!r}"
-            )
-        return model
-
-    def _loaded_model(self, name: str, version: str) -> SklearnModel:
-        model = self._model_for(name, version)
-        if model is None:
-            raise NotReady(f"model {name!r} is still being fetched and verified; retry shortly")
-        return model
-
     # -- the RPCs ------------------------------------------------------------------------
 
     async def _server_live(
@@ -398,7 +377,7 @@ class GrpcServer:
     async def _model_ready(
         self, request: pb.ModelReadyRequest, request_id: str
     ) -> tuple[pb.ModelReadyResponse, int]:
-        model = self._model_for(request.name, request.version)
+        model = self.app.find_model(request.name, request.version)
         ready = model is not None and self.app.ready
         return pb.ModelReadyResponse(ready=ready), 200 if ready else 503
 
@@ -410,7 +389,7 @@ class GrpcServer:
     async def _model_metadata(
         self, request: pb.ModelMetadataRequest, request_id: str
     ) -> tuple[pb.ModelMetadataResponse, int]:
-        meta = self._loaded_model(request.name, request.version).metadata()
+        meta = self.app.require_model(request.name, request.version).metadata()
         response = pb.ModelMetadataResponse(
             name=meta["name"],
             versions=meta["versions"],
@@ -427,7 +406,7 @@ class GrpcServer:
         if request.model_version:
             params["model_version"] = request.model_version
         # An unknown or still-loading model is reported before the inputs are looked at.
-        self._loaded_model(request.model_name, request.model_version)
+        self.app.require_model(request.model_name, request.model_version)
         decoded = decode_infer_request(request, request_id)
         self.inflight += 1
         try:
