@@ -44,6 +44,7 @@ from mlmodel_serving.predictor import (
     predict_and_observe,
 )
 from mlmodel_serving.protocol import NotReady
+from mlmodel_serving.tabular import Columns
 
 BatchKey = tuple[tuple[str, ...], str]
 
@@ -105,7 +106,7 @@ class BatchingPredictor:
             # inline on the next loop turn. Run it now and save that turn.
             self._metrics.observe_queue_wait(0.0)
             return predict_and_observe(self._model, self._metrics, x, outputs, 1, self._cost)
-        key = (outputs, x.dtype.str if isinstance(x, np.ndarray) else "frame")
+        key = (outputs, x.dtype.str if isinstance(x, np.ndarray) else "columns")
         queue = self._queues.get(key)
         if queue is None:
             queue = self._queues[key] = deque()
@@ -228,13 +229,11 @@ class BatchingPredictor:
 
 
 def _concatenate(xs: list[ModelInput]) -> ModelInput:
-    """The rows of several requests as one input (all arrays, or all DataFrames)."""
+    """The rows of several requests as one input (all arrays, or all Columns)."""
     arrays = [x for x in xs if isinstance(x, np.ndarray)]
     if len(arrays) == len(xs):
         return np.concatenate(arrays)
-    import pandas as pd  # only models with text columns get DataFrames
-
-    return pd.concat([x for x in xs if isinstance(x, pd.DataFrame)], ignore_index=True)
+    return Columns.concatenate([x for x in xs if isinstance(x, Columns)])
 
 
 def _deliver(batch: list[_Pending], results: list[Outputs | BaseException]) -> None:

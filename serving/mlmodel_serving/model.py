@@ -7,23 +7,20 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Union
+from typing import Any
 
 import numpy as np
 
 from mlmodel_serving.artifacts import load_verified_joblib
 from mlmodel_serving.forest import LeafTables, compile_model
 from mlmodel_serving.protocol import InferenceRequest
-from mlmodel_serving.tabular import INPUT_NAME, InputSchema, ModelInputError
-
-if TYPE_CHECKING:
-    import pandas as pd
+from mlmodel_serving.tabular import INPUT_NAME, Columns, InputSchema, ModelInputError
 
 PREDICT = "predict"
 PREDICT_PROBA = "predict_proba"
 DECISION_FUNCTION = "decision_function"
-#: What ``predict`` takes: a numeric array, or a DataFrame for a model with text columns.
-ModelInput = Union[np.ndarray[Any, Any], "pd.DataFrame"]
+#: What ``predict`` takes: a numeric array, or Columns for a model with text columns.
+ModelInput = np.ndarray[Any, Any] | Columns
 __all__ = ["INPUT_NAME", "ModelInputError"]
 #: How ``SklearnModel.predict`` computes: the estimator's own methods, or leaf tables.
 PATH_SKLEARN = "sklearn"
@@ -165,6 +162,11 @@ class SklearnModel:
             raise ModelInputError(f"model {self.name!r} cannot take this input: {exc}") from None
 
     def _predict(self, x: ModelInput, outputs: tuple[str, ...]) -> dict[str, np.ndarray[Any, Any]]:
+        if isinstance(x, Columns):
+            return self._predict_frame(x.frame(), outputs)
+        return self._predict_frame(x, outputs)
+
+    def _predict_frame(self, x: Any, outputs: tuple[str, ...]) -> dict[str, np.ndarray[Any, Any]]:
         tables = self.tables
         x32 = None
         if tables is not None:

@@ -11,8 +11,9 @@ ColumnTransformer, nested Pipelines, and HistGradientBoosting's own categorical 
 
 * a numeric 2-D array for a model whose columns are all numeric (the fast path: one
   2-D tensor, or one tensor per column stacked in the model's order);
-* a DataFrame, columns in the model's order, for a model with text columns: from one
-  tensor per column (V2, MLServer's ``content_type: "pd"``, KServe V1 rows as objects)
+* :class:`Columns` (one typed array per column, in the model's order; a DataFrame only
+  at ``predict``, so that a batch of requests builds one) for a model with text
+  columns: from one tensor per column (V2, MLServer's ``content_type: "pd"``, KServe V1 rows as objects)
   or from rows of mixed values matched to the columns by position.
 
 Every mismatch is a :class:`ModelInputError` (HTTP 400) naming the column and what is
@@ -50,6 +51,38 @@ class ModelInputError(ValueError):
 class Column:
     name: str
     datatype: str  # TEXT or NUMBER
+
+
+@dataclass(frozen=True, slots=True)
+class Columns:
+    """Rows of a table as one array per column, in the model's column order.
+
+    What a request for a model with text columns becomes. Batching concatenates these
+    per column (cheap), and :meth:`frame` builds the one DataFrame ``predict`` gets.
+    """
+
+    names: tuple[str, ...]
+    arrays: tuple[np.ndarray[Any, Any], ...]
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (self.arrays[0].shape[0], len(self.arrays))
+
+    def frame(self) -> pd.DataFrame:
+        """The DataFrame: float64 numbers, text as pandas infers it (as ``read_csv`` does)."""
+        import pandas as pd
+
+        return pd.DataFrame(dict(zip(self.names, self.arrays, strict=True)), copy=False)
+
+    @staticmethod
+    def concatenate(parts: Sequence[Columns]) -> Columns:
+        return Columns(
+            parts[0].names,
+            tuple(
+                np.concatenate([part.arrays[j] for part in parts])
+                for j in range(len(parts[0].names))
+            ),
+        )
 
 
 def infer_columns(estimator: Any) -> tuple[Column, ...] | None:
@@ -157,8 +190,8 @@ class InputSchema:
 
     # -- requests -> model input ---------------------------------------------------------
 
-    def prepare(self, request: InferenceRequest) -> np.ndarray[Any, Any] | pd.DataFrame:
-        """The model input for ``request``: a numeric array or, with text columns, a DataFrame."""
+    def prepare(self, request: InferenceRequest) -> np.ndarray[Any, Any] | Columns:
+        """The model input for ``request``: a numeric array or, with text columns, Columns."""
         inputs = request.inputs
         by_column = (
             len(inputs) > 1
@@ -214,7 +247,7 @@ class InputSchema:
             out[i] = _to_number(value, where)
         return out.reshape(x.shape)
 
-    def _from_rows(self, tensor: Tensor) -> pd.DataFrame:
+    def _from_rows(self, tensor: Tensor) -> Columns:
         """One 2-D tensor of rows for a model with text columns: columns by position."""
         columns = self.columns
         assert columns is not None
@@ -233,7 +266,7 @@ class InputSchema:
             ]
         )
 
-    def _from_columns(self, inputs: Sequence[Tensor]) -> np.ndarray[Any, Any] | pd.DataFrame:
+    def _from_columns(self, inputs: Sequence[Tensor]) -> np.ndarray[Any, Any] | Columns:
         """One tensor per column, matched to the model's columns by name."""
         columns = self.columns
         if columns is None:
@@ -316,13 +349,9 @@ class InputSchema:
                 )
         return out
 
-    def _frame(self, values: list[np.ndarray[Any, Any]]) -> pd.DataFrame:
-        import pandas as pd
-
+    def _frame(self, values: list[np.ndarray[Any, Any]]) -> Columns:
         assert self.columns is not None
-        return pd.DataFrame(
-            {c.name: v for c, v in zip(self.columns, values, strict=True)}, copy=False
-        )
+        return Columns(tuple(c.name for c in self.columns), tuple(values))
 
 
 def _to_number(value: Any, where: str) -> float:
