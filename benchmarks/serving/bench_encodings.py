@@ -496,14 +496,7 @@ def render(results: dict[str, Any]) -> str:
 
 
 def update_readme(markdown: str) -> None:
-    text = README.read_text()
-    block = f"{BEGIN}\n{markdown}\n{END}"
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        text = head + block + rest.split(END, 1)[1]
-    else:
-        text = text.rstrip("\n") + "\n\n" + block + "\n"
-    README.write_text(text)
+    report.replace_block(README, BEGIN, END, markdown)
 
 
 def parse_args(argv: Sequence[str]) -> Options:
@@ -566,10 +559,7 @@ def main(argv: Sequence[str], command: str = "python benchmarks/run.py encodings
             print(f"{opts.ours_bin} does not exist", file=sys.stderr)
             return 2
         results = run(opts, command)
-        RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-        stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H%M")
-        out = RESULTS_DIR / f"encodings-{stamp}.json"
-        out.write_text(json.dumps(results, indent=1, default=str) + "\n")
+        out = report.save_results(RESULTS_DIR, "encodings", results)
         print(f"# results: {out}", file=sys.stderr)
     markdown = render(results)
     print(markdown)

@@ -130,14 +130,7 @@ def render(results: list[dict[str, Any]], command: str) -> str:
 
 
 def update_readme(markdown: str) -> None:
-    text = README.read_text()
-    block = f"{BEGIN}\n{markdown}\n{END}"
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        text = head + block + rest.split(END, 1)[1]
-    else:
-        text = text.rstrip("\n") + "\n\n" + block + "\n"
-    README.write_text(text)
+    report.replace_block(README, BEGIN, END, markdown)
 
 
 def main(argv: Sequence[str], command: str = "python benchmarks/run.py forest") -> int:

@@ -1443,15 +1443,7 @@ def targets_markdown(
 
 
 def update_readme(markdown: str) -> None:
-    text = README.read_text() if README.exists() else ""
-    block = f"{README_BEGIN}\n{markdown}\n{README_END}"
-    if README_BEGIN in text and README_END in text:
-        head, rest = text.split(README_BEGIN, 1)
-        _, tail = rest.split(README_END, 1)
-        text = head + block + tail
-    else:
-        text = text.rstrip() + "\n\n" + block + "\n"
-    README.write_text(text)
+    report.replace_block(README, README_BEGIN, README_END, markdown)
 
 
 def ours_batching_defaults() -> tuple[int, float]:
@@ -1587,10 +1579,7 @@ def main(argv: Sequence[str] | None = None, command: str | None = None) -> int:
         results = json.loads(opts.from_json.read_text())
     else:
         results = run(opts, command)
-        RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-        stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H%M")
-        out = RESULTS_DIR / f"serving-{stamp}.json"
-        out.write_text(json.dumps(results, indent=1, default=str) + "\n")
+        out = report.save_results(RESULTS_DIR, "serving", results)
         print(f"# results: {out}", file=sys.stderr)
     md = render_markdown(results)
     print(md)

@@ -4,10 +4,13 @@ render markdown. Standard library only, no I/O, so the unit tests run in millise
 
 from __future__ import annotations
 
+import datetime as dt
+import json
 import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 _UNIT_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0, "h": 3_600_000.0}
@@ -322,3 +325,25 @@ def rows_from_runs(runs: Iterable[Mapping[str, Any]]) -> list[Row]:
         )
         for r in runs
     ]
+
+
+def replace_block(readme: Path, begin: str, end: str, markdown: str) -> None:
+    """Put ``markdown`` between the ``begin`` and ``end`` markers of ``readme`` (appended,
+    with the markers, when they are not there yet)."""
+    text = readme.read_text() if readme.exists() else ""
+    block = f"{begin}\n{markdown}\n{end}"
+    if begin in text and end in text:
+        head, rest = text.split(begin, 1)
+        text = head + block + rest.split(end, 1)[1]
+    else:
+        text = text.rstrip("\n") + "\n\n" + block + "\n"
+    readme.write_text(text)
+
+
+def save_results(results_dir: Path, suite: str, results: Any) -> Path:
+    """Write ``results`` as ``<results_dir>/<suite>-<UTC stamp>.json``; return the path."""
+    results_dir.mkdir(parents=True, exist_ok=True)
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H%M")
+    out = results_dir / f"{suite}-{stamp}.json"
+    out.write_text(json.dumps(results, indent=1, default=str) + "\n")
+    return out
