@@ -15,7 +15,11 @@ When a batch closes, for a free predict lane:
   timer, and a full house does not wait either.
 
 While the lane is busy, new requests queue; when it frees, the next batch goes at once
-if it is due. A batch whose model's recent predict calls were cheaper than a thread
+if it is due. For a model whose predict call costs much more than ``max_batch_latency``
+(a DataFrame Pipeline's ``predict`` costs ~10 ms whatever its rows), the clients just
+answered by the finished batch are given ``max_batch_latency`` to send their next
+request and join: otherwise the clients split into two groups that take turns, and
+every call predicts half the rows it could for the same cost. A batch whose model's recent predict calls were cheaper than a thread
 hand-off (:class:`~mlmodel_serving.predictor.PredictCost`) is predicted on the event loop
 instead of in the lane. Results are split back so each caller gets exactly its own rows. If
 ``predict`` fails on a batch, each request of the batch is predicted again on its own,
@@ -47,6 +51,9 @@ from mlmodel_serving.protocol import NotReady
 from mlmodel_serving.tabular import Columns
 
 BatchKey = tuple[tuple[str, ...], str]
+# A predict call this many times ``max_batch_latency`` (recent mean) makes a freed lane
+# wait ``max_batch_latency`` for the clients it just answered (see the module docstring).
+REGROUP_COST_FACTOR = 4.0
 
 
 @dataclass(slots=True)
@@ -92,6 +99,7 @@ class BatchingPredictor:
         self._timer: asyncio.TimerHandle | None = None
         self._check_scheduled = False
         self._closed = False
+        self._lane_freed = -math.inf  # perf_counter() when a batch last finished
 
     async def predict(self, x: ModelInput, outputs: tuple[str, ...]) -> Outputs:
         if self._closed:
@@ -147,10 +155,14 @@ class BatchingPredictor:
         oldest = math.inf
         due_key: BatchKey | None = None
         due_since = math.inf
+        mean = self._cost.mean
+        regroup = mean is not None and mean > REGROUP_COST_FACTOR * self.max_batch_latency
         for key, queue in self._queues.items():
             if not queue:
                 continue
             head = queue[0].enqueued
+            if regroup:  # wait from when the lane freed: its clients may join
+                head = max(head, self._lane_freed)
             if head < oldest:
                 oldest, oldest_key = head, key
             full = self._queued_rows[key] >= self.max_batch_size
@@ -208,6 +220,7 @@ class BatchingPredictor:
         self, batch: list[_Pending], done: asyncio.Future[list[Outputs | BaseException]]
     ) -> None:
         self._inflight -= 1
+        self._lane_freed = time.perf_counter()
         try:
             results = done.result()
         except BaseException as exc:  # the executor itself failed (e.g. shut down)

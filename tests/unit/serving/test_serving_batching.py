@@ -397,3 +397,53 @@ def test_through_the_app_with_queue_wait_metrics(iris_model: SklearnModel) -> No
         assert registry.get_sample_value("mlmodel_batch_size_count", {"model": "iris"}) == 1
     finally:
         client.close()
+
+
+class SlowClassifier:
+    """A model whose every predict call costs 200 ms whatever its rows (like a DataFrame
+    Pipeline, slowed down so that the test holds on a busy machine), recording how many
+    rows each call got."""
+
+    n_features_in_ = 4
+    classes_ = np.array([0, 1])
+
+    def __init__(self) -> None:
+        self.calls: list[int] = []
+
+    def predict(self, x: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+        self.calls.append(x.shape[0])
+        time.sleep(0.2)
+        return np.zeros(x.shape[0], dtype=np.int64)
+
+
+@pytest.mark.parametrize("slow_mean", [True, False], ids=["expensive-calls", "cheap-calls"])
+def test_clients_answered_by_an_expensive_call_may_join_the_next(
+    executor: ThreadPoolExecutor, slow_mean: bool
+) -> None:
+    """Four clients, each sending its next request as soon as it is answered. With calls
+    far dearer than max_batch_latency, a freed lane waits for the clients it answered, so
+    every call after the first predicts all four; with cheap calls the pairs alternate."""
+    slow = SlowClassifier()
+    model = SklearnModel(slow, "iris", "1", FAKE_SHA)
+    cost = PredictCost(inline_below=0.0)
+
+    async def client(p: BatchingPredictor, first_delay: float) -> None:
+        await asyncio.sleep(first_delay)
+        for _ in range(4):
+            await p.predict(np.zeros((1, 4)), ("predict",))
+
+    async def scenario(p: BatchingPredictor) -> None:
+        if slow_mean:
+            cost.mean = 0.2  # as measured after a first call
+        else:
+            cost.mean = 0.001
+            cost.record = lambda seconds: None  # type: ignore[method-assign]  # keep it cheap
+        # two clients start at once, two join while the first call runs
+        await asyncio.gather(client(p, 0), client(p, 0), client(p, 0.06), client(p, 0.06))
+
+    run(model, executor, scenario, max_batch_latency=0.02, open_connections=lambda: 4, cost=cost)
+    if slow_mean:
+        # the late pair joins at once; the last call holds the late pair's last requests
+        assert slow.calls == [2, 4, 4, 4, 2], slow.calls
+    else:
+        assert slow.calls[:3] == [2, 2, 2], slow.calls  # the two groups take turns
