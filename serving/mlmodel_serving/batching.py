@@ -19,7 +19,9 @@ if it is due. For a model whose predict call costs much more than ``max_batch_la
 (a DataFrame Pipeline's ``predict`` costs ~10 ms whatever its rows), the clients just
 answered by the finished batch are given ``max_batch_latency`` to send their next
 request and join: otherwise the clients split into two groups that take turns, and
-every call predicts half the rows it could for the same cost. A batch whose model's recent predict calls were cheaper than a thread
+every call predicts half the rows it could for the same cost.
+
+A batch whose model's recent predict calls were cheaper than a thread
 hand-off (:class:`~mlmodel_serving.predictor.PredictCost`) is predicted on the event loop
 instead of in the lane. Results are split back so each caller gets exactly its own rows. If
 ``predict`` fails on a batch, each request of the batch is predicted again on its own,

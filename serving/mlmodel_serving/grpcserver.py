@@ -34,6 +34,7 @@ from mlmodel_serving.protocol import (
     InferenceError,
     InferenceRequest,
     Tensor,
+    check_unique_names,
     datatype_of,
     decode_raw_tensor,
     decode_shape,
@@ -126,10 +127,7 @@ def decode_infer_request(msg: pb.ModelInferRequest, request_id: str) -> Inferenc
         else:
             data = decode_typed_contents(tensor.contents, datatype, shape, where)
         tensors.append(Tensor(name, datatype, data))
-    names = [t.name for t in tensors]
-    if len(set(names)) != len(names):
-        dup = next(n for n in names if names.count(n) > 1)
-        raise BadRequest(f"input {dup!r} is given more than once: each input name must be unique")
+    check_unique_names(tensors)
     return InferenceRequest(
         inputs=tuple(tensors),
         outputs=tuple(dict.fromkeys(out.name for out in msg.outputs)),

@@ -250,7 +250,7 @@ class ServingMetrics:
 
     def observe_inputs(self, x: Any, labels: np.ndarray[Any, Any] | None = None) -> None:
         """Input rows (and, for classifiers, the predicted class of each) for drift."""
-        if not isinstance(x, np.ndarray):  # a DataFrame with text columns: not summed
+        if not isinstance(x, np.ndarray):  # Columns of a model with text: not summed
             return
         self.features.observe(x)
         self.drift.observe(x, labels)

@@ -14,14 +14,15 @@ import numpy as np
 from mlmodel_serving.artifacts import load_verified_joblib
 from mlmodel_serving.forest import LeafTables, compile_model
 from mlmodel_serving.protocol import InferenceRequest
-from mlmodel_serving.tabular import INPUT_NAME, Columns, InputSchema, ModelInputError
+from mlmodel_serving.tabular import INPUT_NAME as INPUT_NAME
+from mlmodel_serving.tabular import Columns, InputSchema
+from mlmodel_serving.tabular import ModelInputError as ModelInputError
 
 PREDICT = "predict"
 PREDICT_PROBA = "predict_proba"
 DECISION_FUNCTION = "decision_function"
 #: What ``predict`` takes: a numeric array, or Columns for a model with text columns.
 ModelInput = np.ndarray[Any, Any] | Columns
-__all__ = ["INPUT_NAME", "ModelInputError"]
 #: How ``SklearnModel.predict`` computes: the estimator's own methods, or leaf tables.
 PATH_SKLEARN = "sklearn"
 PATH_LEAF_TABLES = "leaf-tables"

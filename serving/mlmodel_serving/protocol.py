@@ -84,8 +84,8 @@ class MixedValues(BadRequest):
 
 @dataclass(frozen=True, slots=True)
 class Tensor:
-    """One decoded input tensor. ``datatype`` None: JSON values of a V1 object row, typed
-    later by the model's input schema."""
+    """One decoded input tensor. ``datatype`` None: JSON values (a V1 row, or rows mixing
+    text and numbers) that the model's input schema types column by column."""
 
     name: str
     datatype: str | None
@@ -205,11 +205,7 @@ def decode_v2_request(body: bytes, header_length: int | None = None) -> Inferenc
             f"the body holds {len(binary) - offset} bytes after the tensors' binary data "
             f"(the inputs' binary_data_size add up to {offset} of {len(binary)})"
         )
-    names = [t.name for t in tensors]
-    if len(set(names)) != len(names):
-        dup = next(n for n in names if names.count(n) > 1)
-        raise BadRequest(f"input {dup!r} is given more than once: each input name must be unique")
-
+    check_unique_names(tensors)
     params = _parameters(req.get("parameters"), "parameters")
     content_type = params.get("content_type")
     if content_type is not None and not isinstance(content_type, str):
@@ -289,6 +285,17 @@ def _decode_v2_input(
         )
     data = decode_raw_tensor(binary[offset : offset + size], datatype, shape, where)
     return Tensor(name, datatype, data), size
+
+
+def check_unique_names(tensors: Sequence[Tensor]) -> None:
+    """Reject a request that names one input twice (every protocol's decoder calls it)."""
+    seen: set[str] = set()
+    for tensor in tensors:
+        if tensor.name in seen:
+            raise BadRequest(
+                f"input {tensor.name!r} is given more than once: each input name must be unique"
+            )
+        seen.add(tensor.name)
 
 
 def _parameters(value: Any, where: str) -> Mapping[str, Any]:
@@ -420,9 +427,11 @@ def decode_tensor_data(
         ) from None
     if arr.size != expected:
         raise _size_error(where, arr.size, shape)
-    if arr.dtype.kind == "O" and any(type(v) is str for v in arr.flat):
-        arr = arr.astype(str)  # text with nulls: handled as text below
-    if arr.dtype.kind in "US" and arr.size:  # numpy made every value text: were they all?
+    # Text among the values (numpy made them all text, or kept objects for text and
+    # nulls): rows of a table if anything else is there too, else a plain 400 below.
+    if arr.size and (
+        arr.dtype.kind in "US" or (arr.dtype.kind == "O" and any(type(v) is str for v in arr.flat))
+    ):
         mixed = _object_array(data, datatype, where)
         _check_scalars(mixed, datatype, where)
         if not all(type(v) is str for v in mixed.flat):
