@@ -22,7 +22,9 @@ columns, one row per request:
 
 The file's key-value metadata repeats what every row shares and says how to read the
 rest: ``mlmodel.format``, ``mlmodel.inputs`` (JSON: the model's columns and types),
-``mlmodel.redacted`` (JSON list) and the model identity.
+``mlmodel.redacted`` (JSON list), ``mlmodel.predict_path`` (how the outputs were
+computed: ``sklearn``, or ``leaf-tables`` for the server's compiled forests) and the
+model identity.
 """
 
 from __future__ import annotations
@@ -78,6 +80,9 @@ class ModelIdentity:
     sha256: str
     columns: tuple[Column, ...]  # the model's inputs, in order
     redact: frozenset[str] = field(default_factory=frozenset)
+    # How the server computed the outputs (SklearnModel.predict_path): "sklearn", or
+    # "leaf-tables" for its compiled forests; a re-run takes the same path.
+    predict_path: str = "sklearn"
 
 
 def input_columns(columns: tuple[Column, ...] | None, n_features: int | None) -> tuple[Column, ...]:
@@ -193,6 +198,7 @@ def to_table(
             [{"name": c.name, "datatype": c.datatype} for c in ident.columns]
         ),
         "mlmodel.redacted": json.dumps(sorted(ident.redact)),
+        "mlmodel.predict_path": ident.predict_path,
     }
     return pa.table(columns).replace_schema_metadata(metadata)
 
@@ -315,6 +321,7 @@ class Record:
     outputs: dict[str, list[Any]]  # output name -> as returned
     columns: tuple[Column, ...]
     redacted: frozenset[str]
+    predict_path: str = "sklearn"
     key: str = ""  # the object it was read from
 
     def model_input(self) -> np.ndarray[Any, Any] | Columns:
@@ -361,6 +368,7 @@ class Record:
             "inputs": self.inputs,
             "outputs": self.outputs,
             "redacted": sorted(self.redacted),
+            "predict_path": self.predict_path,
             "object": self.key,
         }
 
@@ -415,6 +423,7 @@ def decode_table(table: pa.Table, key: str = "") -> list[Record]:
                 },
                 columns=columns,
                 redacted=redacted,
+                predict_path=meta.get("mlmodel.predict_path", "sklearn"),
                 key=key,
             )
         )
