@@ -23,6 +23,8 @@ from prometheus_client import CollectorRegistry
 
 from mlmodel_serving import __version__
 from mlmodel_serving.batching import BatchingPredictor
+from mlmodel_serving.decisionlog import DecisionLog
+from mlmodel_serving.decisions import Decision
 from mlmodel_serving.drift import Baseline, DriftMonitor
 from mlmodel_serving.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from mlmodel_serving.metrics import ServingMetrics
@@ -115,6 +117,16 @@ ROUTES: tuple[Route, ...] = (
 )
 
 
+# The routes whose requests are decisions (and leave a record when decisions are logged).
+_DECIDING = frozenset(("infer", "v1_predict"))
+
+
+class DecisionLogUnavailable(InferenceError):
+    """Required mode, and records cannot be written: the request is refused."""
+
+    status = 503
+
+
 def _template_regex(template: str) -> re.Pattern[str]:
     pattern = re.escape(template)
     pattern = pattern.replace(re.escape("{model_name}"), r"(?P<model_name>[^/:]+)")
@@ -125,7 +137,7 @@ def _template_regex(template: str) -> re.Pattern[str]:
 _MATCHERS = [(route, _template_regex(route.template)) for route in ROUTES]
 _PATH_CACHE_LIMIT = 4096
 
-Handler = Callable[[bytes, dict[str, str], str, int | None], Awaitable[Response]]
+Handler = Callable[[bytes, dict[str, str], str, int | None, Decision | None], Awaitable[Response]]
 BINARY = b"application/octet-stream"
 #: The binary data extension's header: the length of the JSON part of the body.
 HEADER_LENGTH = b"inference-header-content-length"
@@ -152,6 +164,9 @@ class ServingApp:
         self.connection_count: Callable[[], int] | None = None
         self.model: SklearnModel | None = None
         self.predictor: Predictor | None = None
+        # Set before the model when decisions are recorded (cli.serve): every inference
+        # request then leaves a record (mlmodel_serving.decisionlog).
+        self.decision_log: DecisionLog | None = None
         self.draining = False
         self._model_headers: Headers = []
         self._id_prefix = secrets.token_hex(4)
@@ -239,7 +254,40 @@ class ServingApp:
 
     @property
     def ready(self) -> bool:
-        return self.model is not None and not self.draining
+        """The model is loaded, shutdown has not begun, and (in the decision log's required
+        mode) decisions can be recorded."""
+        log = self.decision_log
+        return self.model is not None and not self.draining and (log is None or log.accepting)
+
+    # -- decision records ------------------------------------------------------------
+
+    def begin_decision(self, request_id: str, protocol: str) -> Decision | None:
+        """A record for an inference request about to be served, or None when decisions
+        are not recorded (or no model is loaded yet: nothing will be decided).
+
+        Raises :class:`DecisionLogUnavailable` (503) in required mode while records
+        cannot be written: no decision is made unrecorded.
+        """
+        log = self.decision_log
+        if log is None or self.model is None:
+            return None
+        if not log.accepting:
+            log.refused()
+            raise DecisionLogUnavailable(
+                "decisions cannot be recorded right now (decision log mode: required, "
+                f"bucket {log.config.bucket}); retry shortly"
+            )
+        return Decision(request_id, time.time_ns(), protocol)
+
+    def end_decision(
+        self, decision: Decision, status: int, error: str | None, started: float
+    ) -> None:
+        """Queue the finished record (``started``: ``time.perf_counter()`` at arrival)."""
+        decision.status = status
+        decision.error = error
+        decision.latency_s = time.perf_counter() - started
+        assert self.decision_log is not None
+        self.decision_log.add(decision)
 
     # -- dispatch --------------------------------------------------------------------
 
@@ -293,12 +341,19 @@ class ServingApp:
         start = time.perf_counter()
         request_id = request_id or self.new_request_id()
         route_name, protocol = "unmatched", "http"
+        decision: Decision | None = None
+        error: str | None = None
         try:
             route, params = self.resolve(method, path)
             route_name, protocol = route.template, route.protocol
-            response = await self._handlers[route.name](body, params, request_id, header_length)
+            if route.name in _DECIDING:
+                decision = self.begin_decision(request_id, protocol)
+            response = await self._handlers[route.name](
+                body, params, request_id, header_length, decision
+            )
         except (InferenceError, ModelInputError) as exc:
             response = self.error_response(exc, request_id)
+            error = exc.message if isinstance(exc, InferenceError) else str(exc)
         except Exception:
             log.exception(
                 "request failed: %s %s",
@@ -306,12 +361,10 @@ class ServingApp:
                 path,
                 extra={"request_id": request_id, "model": self.settings.model_name},
             )
-            response = Response(
-                500,
-                encode_error(
-                    f"internal error while serving the request; request id {request_id}", request_id
-                ),
-            )
+            error = f"internal error while serving the request; request id {request_id}"
+            response = Response(500, encode_error(error, request_id))
+        if decision is not None:
+            self.end_decision(decision, response.status, error, start)
         # Every response says which artifact answered, so a logged decision can be traced.
         response.headers.extend(self._model_headers)
         response.headers.append((b"x-request-id", request_id.encode()))
@@ -364,32 +417,57 @@ class ServingApp:
         return self.require_model(params["model_name"], params.get("model_version"))
 
     async def _server_metadata(
-        self, body: bytes, params: dict[str, str], request_id: str, header_length: int | None
+        self,
+        body: bytes,
+        params: dict[str, str],
+        request_id: str,
+        header_length: int | None,
+        decision: Decision | None,
     ) -> Response:
         return Response(
             200, encode_json({"name": "mlmodel-serve", "version": __version__, "extensions": []})
         )
 
     async def _live(
-        self, body: bytes, params: dict[str, str], request_id: str, header_length: int | None
+        self,
+        body: bytes,
+        params: dict[str, str],
+        request_id: str,
+        header_length: int | None,
+        decision: Decision | None,
     ) -> Response:
         return Response(200, b'{"live":true}')
 
     async def _ready(
-        self, body: bytes, params: dict[str, str], request_id: str, header_length: int | None
+        self,
+        body: bytes,
+        params: dict[str, str],
+        request_id: str,
+        header_length: int | None,
+        decision: Decision | None,
     ) -> Response:
         if self.ready:
             return Response(200, b'{"ready":true}')
         return Response(503, b'{"ready":false}')
 
     async def _model_metadata(
-        self, body: bytes, params: dict[str, str], request_id: str, header_length: int | None
+        self,
+        body: bytes,
+        params: dict[str, str],
+        request_id: str,
+        header_length: int | None,
+        decision: Decision | None,
     ) -> Response:
         model = self._require_model(params)
         return Response(200, encode_json(model.metadata()))
 
     async def _model_ready(
-        self, body: bytes, params: dict[str, str], request_id: str, header_length: int | None
+        self,
+        body: bytes,
+        params: dict[str, str],
+        request_id: str,
+        header_length: int | None,
+        decision: Decision | None,
     ) -> Response:
         model = self._require_model(params)
         return Response(
@@ -398,25 +476,39 @@ class ServingApp:
         )
 
     async def infer(
-        self, request: InferenceRequest, params: dict[str, str]
+        self,
+        request: InferenceRequest,
+        params: dict[str, str],
+        decision: Decision | None = None,
     ) -> tuple[SklearnModel, Outputs]:
         """Predict a decoded request (any protocol) on the model ``params`` names.
 
         ``params``: ``model_name`` and optionally ``model_version``. Raises
         :class:`InferenceError` or :class:`ModelInputError` for what the client got wrong.
+        ``decision``: the request's record, given the model input and the outputs.
         """
         model = self._require_model(params)
         outputs = model.check_outputs(request.outputs)
         x = model.prepare(request)
         assert self.predictor is not None
-        return model, await self.predictor.predict(x, outputs)
+        if decision is None:
+            return model, await self.predictor.predict(x, outputs)
+        decision.inputs = x
+        result = await self.predictor.predict(x, outputs)
+        decision.outputs = result
+        return model, result
 
     async def _infer_v2(
-        self, body: bytes, params: dict[str, str], request_id: str, header_length: int | None
+        self,
+        body: bytes,
+        params: dict[str, str],
+        request_id: str,
+        header_length: int | None,
+        decision: Decision | None,
     ) -> Response:
         self._require_model(params)
         request = decode_v2_request(body, header_length)
-        model, result = await self.infer(request, params)
+        model, result = await self.infer(request, params, decision)
         if not (request.binary_default or request.binary_outputs):
             return Response(200, encode_v2_response(model.name, model.version, request.id, result))
         data, json_length = encode_v2_binary_response(
@@ -425,7 +517,12 @@ class ServingApp:
         return Response(200, data, BINARY, [(HEADER_LENGTH, b"%d" % json_length)])
 
     async def _v1_model(
-        self, body: bytes, params: dict[str, str], request_id: str, header_length: int | None
+        self,
+        body: bytes,
+        params: dict[str, str],
+        request_id: str,
+        header_length: int | None,
+        decision: Decision | None,
     ) -> Response:
         model = self._require_model(params)
         return Response(
@@ -434,19 +531,34 @@ class ServingApp:
         )
 
     async def _v1_predict(
-        self, body: bytes, params: dict[str, str], request_id: str, header_length: int | None
+        self,
+        body: bytes,
+        params: dict[str, str],
+        request_id: str,
+        header_length: int | None,
+        decision: Decision | None,
     ) -> Response:
         request = decode_v1_request(body)
-        _, result = await self.infer(request, params)
+        _, result = await self.infer(request, params, decision)
         return Response(200, encode_v1_response(result))
 
     async def _metrics(
-        self, body: bytes, params: dict[str, str], request_id: str, header_length: int | None
+        self,
+        body: bytes,
+        params: dict[str, str],
+        request_id: str,
+        header_length: int | None,
+        decision: Decision | None,
     ) -> Response:
         return Response(200, self.metrics.render(), content_type=METRICS_CONTENT_TYPE.encode())
 
     async def _openapi(
-        self, body: bytes, params: dict[str, str], request_id: str, header_length: int | None
+        self,
+        body: bytes,
+        params: dict[str, str],
+        request_id: str,
+        header_length: int | None,
+        decision: Decision | None,
     ) -> Response:
         return Response(200, self._openapi_body)
 

@@ -18,6 +18,8 @@ from prometheus_client import CollectorRegistry
 
 from mlmodel_serving.app import ServingApp, create_app
 from mlmodel_serving.artifacts import fetch_bytes, fetch_verified
+from mlmodel_serving.decisionlog import DecisionLog
+from mlmodel_serving.decisions import ModelIdentity, input_columns
 from mlmodel_serving.drift import Baseline
 from mlmodel_serving.grpcserver import GrpcServer
 from mlmodel_serving.httpserver import HttpServer
@@ -25,6 +27,10 @@ from mlmodel_serving.model import SklearnModel, quiet_warnings
 from mlmodel_serving.settings import Settings, load_settings
 
 log = logging.getLogger("mlmodel_serving")
+
+# After the drain, the decision log gets this long (beyond what is left of the graceful
+# timeout) to write what is queued: the serving Pod's grace period has 5 s to spare.
+DECISION_FLUSH_SECONDS = 4.0
 
 _STANDARD_ATTRS = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}
 
@@ -173,14 +179,22 @@ async def serve(settings: Settings) -> int:
                 baseline = await asyncio.to_thread(load_drift_baseline, settings, model)
                 app.set_drift_baseline(baseline)
             quiet_warnings()
-            app.set_model(model)
+            if settings.decision_log is not None:
+                try:
+                    app.decision_log = start_decision_log(settings, model, app)
+                except ValueError as exc:
+                    log.error("refusing to serve: %s", exc, extra={"model": model.name})
+                    exit_code = 1
+            if exit_code == 0:
+                app.set_model(model)
             log.info(
                 "model loaded and verified; ready",
                 extra={"model": model.name, "version": model.version, "sha256": model.sha256,
                        "load_seconds": round(model.load_seconds, 3),
                        "predict_path": model.predict_path},
             )  # fmt: skip
-            await stopping
+            if exit_code == 0:
+                await stopping
         else:
             log.error(
                 "refusing to serve: %s",
@@ -194,12 +208,51 @@ async def serve(settings: Settings) -> int:
     log.info("shutting down", extra={"graceful_timeout": settings.graceful_timeout})
     app.start_draining()
     # Both servers drain at once, within the one graceful timeout.
+    drain_started = time.monotonic()
     await asyncio.gather(
         server.shutdown(settings.graceful_timeout),
         *([grpc_server.shutdown(settings.graceful_timeout)] if grpc_server else []),
     )
+    if app.decision_log is not None:
+        # Every answered request's record is written before the process ends: the Pod's
+        # grace period leaves a few seconds beyond the drain for this.
+        left = settings.graceful_timeout - (time.monotonic() - drain_started)
+        await asyncio.to_thread(app.decision_log.close, max(left, 0.0) + DECISION_FLUSH_SECONDS)
     await app.close()
     return exit_code
+
+
+def start_decision_log(settings: Settings, model: SklearnModel, app: ServingApp) -> DecisionLog:
+    """The decision log for ``model``, started; ValueError if its settings do not fit it."""
+    config = settings.decision_log
+    assert config is not None
+    columns = input_columns(model.schema.columns, model.n_features)
+    names = {c.name for c in columns}
+    unknown = sorted(config.redact - names)
+    if unknown:
+        raise ValueError(
+            f"MLMODEL_DECISION_LOG_REDACT names {', '.join(unknown)}, which model "
+            f"{model.name!r} does not take: its input columns are "
+            f"{', '.join(c.name for c in columns) or '(unknown)'}; a misspelt column would "
+            "be recorded in clear"
+        )
+    ident = ModelIdentity(
+        namespace=config.namespace,
+        model=model.name,
+        version=model.version,
+        sha256=model.sha256,
+        columns=columns,
+        redact=config.redact,
+        predict_path=model.predict_path,
+    )
+    decision_log = DecisionLog(config, settings.s3, ident, app.metrics.registry)
+    decision_log.start()
+    log.info(
+        "recording decisions",
+        extra={"bucket": config.bucket, "prefix": config.prefix, "mode": config.mode,
+               "redacted": sorted(config.redact)},
+    )  # fmt: skip
+    return decision_log
 
 
 def tune_process(settings: Settings) -> None:

@@ -25,6 +25,7 @@ import numpy as np
 
 from mlmodel_serving import __version__
 from mlmodel_serving.app import ServingApp
+from mlmodel_serving.decisions import Decision
 from mlmodel_serving.model import ModelInputError, SklearnModel
 from mlmodel_serving.oip import grpc_predict_v2_pb2 as pb
 from mlmodel_serving.predictor import Outputs
@@ -46,6 +47,7 @@ log = logging.getLogger("mlmodel_serving")
 SERVICE = "inference.GRPCInferenceService"
 SERVER_NAME = "mlmodel-serve"
 PROTOCOL = "grpc"  # the "protocol" label of the request metrics
+INFER_RPC = "ModelInfer"  # the one RPC that makes a decision (and a record of it)
 
 # The HTTP status an error carries -> the gRPC status code it is answered with.
 GRPC_CODES: dict[int, Any] = {
@@ -83,8 +85,9 @@ _FIELD_DTYPES: dict[str, np.dtype[Any]] = {
 
 Req = TypeVar("Req")
 Resp = TypeVar("Resp")
-# An RPC's body: (request, request id) -> (response, the HTTP-equivalent status for metrics).
-Body = Callable[[Req, str], Awaitable[tuple[Resp, int]]]
+# An RPC's body: (request, request id, its decision record if it makes one) -> (response,
+# the HTTP-equivalent status for metrics).
+Body = Callable[[Req, str, Decision | None], Awaitable[tuple[Resp, int]]]
 
 
 # -- request and response conversion (pure) ----------------------------------------------
@@ -264,8 +267,8 @@ class GrpcServer:
                     pb.ModelMetadataRequest,
                     pb.ModelMetadataResponse,
                 ),
-                "ModelInfer": unary(
-                    "ModelInfer", self._model_infer, pb.ModelInferRequest, pb.ModelInferResponse
+                INFER_RPC: unary(
+                    INFER_RPC, self._model_infer, pb.ModelInferRequest, pb.ModelInferResponse
                 ),
             },
         )
@@ -316,8 +319,11 @@ class GrpcServer:
             request_id = self._request_id(request, context)
             response: Resp | None = None
             failure: tuple[Any, str] | None = None
+            decision: Decision | None = None
             try:
-                response, status = await body(request, request_id)
+                if rpc == INFER_RPC:
+                    decision = self.app.begin_decision(request_id, PROTOCOL)
+                response, status = await body(request, request_id, decision)
             except (InferenceError, ModelInputError) as exc:
                 status = exc.status if isinstance(exc, InferenceError) else 400
                 message = exc.message if isinstance(exc, InferenceError) else str(exc)
@@ -330,6 +336,10 @@ class GrpcServer:
                 )
                 status = 500
                 failure = (grpc.StatusCode.INTERNAL, f"internal error; request id {request_id}")
+            if decision is not None:
+                self.app.end_decision(
+                    decision, status, None if failure is None else failure[1], start
+                )
             self.app.metrics.observe_request(PROTOCOL, rpc, status, time.perf_counter() - start)
             await context.send_initial_metadata(self._response_metadata(request_id))
             if failure is not None:
@@ -362,30 +372,30 @@ class GrpcServer:
     # -- the RPCs ------------------------------------------------------------------------
 
     async def _server_live(
-        self, request: pb.ServerLiveRequest, request_id: str
+        self, request: pb.ServerLiveRequest, request_id: str, decision: Decision | None
     ) -> tuple[pb.ServerLiveResponse, int]:
         return pb.ServerLiveResponse(live=True), 200
 
     async def _server_ready(
-        self, request: pb.ServerReadyRequest, request_id: str
+        self, request: pb.ServerReadyRequest, request_id: str, decision: Decision | None
     ) -> tuple[pb.ServerReadyResponse, int]:
         ready = self.app.ready
         return pb.ServerReadyResponse(ready=ready), 200 if ready else 503
 
     async def _model_ready(
-        self, request: pb.ModelReadyRequest, request_id: str
+        self, request: pb.ModelReadyRequest, request_id: str, decision: Decision | None
     ) -> tuple[pb.ModelReadyResponse, int]:
         model = self.app.find_model(request.name, request.version)
         ready = model is not None and self.app.ready
         return pb.ModelReadyResponse(ready=ready), 200 if ready else 503
 
     async def _server_metadata(
-        self, request: pb.ServerMetadataRequest, request_id: str
+        self, request: pb.ServerMetadataRequest, request_id: str, decision: Decision | None
     ) -> tuple[pb.ServerMetadataResponse, int]:
         return pb.ServerMetadataResponse(name=SERVER_NAME, version=__version__, extensions=[]), 200
 
     async def _model_metadata(
-        self, request: pb.ModelMetadataRequest, request_id: str
+        self, request: pb.ModelMetadataRequest, request_id: str, decision: Decision | None
     ) -> tuple[pb.ModelMetadataResponse, int]:
         meta = self.app.require_model(request.name, request.version).metadata()
         response = pb.ModelMetadataResponse(
@@ -398,7 +408,7 @@ class GrpcServer:
         return response, 200
 
     async def _model_infer(
-        self, request: pb.ModelInferRequest, request_id: str
+        self, request: pb.ModelInferRequest, request_id: str, decision: Decision | None
     ) -> tuple[pb.ModelInferResponse, int]:
         params = {"model_name": request.model_name}
         if request.model_version:
@@ -408,7 +418,7 @@ class GrpcServer:
         decoded = decode_infer_request(request, request_id)
         self.inflight += 1
         try:
-            model, outputs = await self.app.infer(decoded, params)
+            model, outputs = await self.app.infer(decoded, params, decision)
         finally:
             self.inflight -= 1
         return encode_infer_response(model, request_id, outputs), 200

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mlmodel_serving.artifacts import S3Config, parse_bool, validate_sha256
+from mlmodel_serving.decisionlog import DecisionLogConfig
 
 DEFAULT_CACHE_DIR = "/var/cache/mlmodel"
 DEFAULT_MAX_BODY_BYTES = 16 * 1024 * 1024
@@ -50,6 +51,7 @@ class Settings:
     drift_baseline_uri: str = ""
     drift_window_rows: int = 10_000
     s3: S3Config | None = field(default=None, repr=True)
+    decision_log: DecisionLogConfig | None = None  # None: decisions are not recorded
 
     def __post_init__(self) -> None:
         if not self.model_name:
@@ -123,6 +125,11 @@ class Settings:
             )
         if self.predict_threads < 1:
             raise ValueError(f"invalid predict threads {self.predict_threads}: expected >= 1")
+        if self.decision_log is not None and self.s3 is None:
+            raise ValueError(
+                "the decision log (MLMODEL_DECISION_LOG) writes to the object store: set "
+                "MLMODEL_S3_ENDPOINT (--s3-endpoint)"
+            )
 
     @property
     def batching(self) -> bool:
@@ -274,7 +281,67 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
         default=float(env("MLMODEL_GRACEFUL_TIMEOUT_SECONDS", "25")),
         help="on SIGTERM, wait this long for in-flight requests [MLMODEL_GRACEFUL_TIMEOUT_SECONDS]",
     )
+    log = p.add_argument_group(
+        "decision log", "record every inference request in the object store (default: off)"
+    )
+    log.add_argument("--decision-log", default=None, help="true/false [MLMODEL_DECISION_LOG]")
+    log.add_argument(
+        "--decision-log-bucket", dest="bucket", default=None, help="[MLMODEL_DECISION_LOG_BUCKET]"
+    )
+    log.add_argument(
+        "--decision-log-prefix",
+        dest="prefix",
+        default=None,
+        help="key prefix, default decisions [MLMODEL_DECISION_LOG_PREFIX]",
+    )
+    log.add_argument(
+        "--decision-log-mode",
+        dest="mode",
+        default=None,
+        help="best-effort (drop the oldest records when the store cannot keep up) or required "
+        "(answer 503 rather than decide unrecorded) [MLMODEL_DECISION_LOG_MODE]",
+    )
+    log.add_argument(
+        "--decision-log-flush-seconds",
+        dest="flush_seconds",
+        type=float,
+        default=None,
+        help="write a file at least this often, default 10 [MLMODEL_DECISION_LOG_FLUSH_SECONDS]",
+    )
+    log.add_argument(
+        "--decision-log-max-records",
+        dest="max_records",
+        type=int,
+        default=None,
+        help="records per file, default 1000 [MLMODEL_DECISION_LOG_MAX_RECORDS]",
+    )
+    log.add_argument(
+        "--decision-log-queue-records",
+        dest="queue_records",
+        type=int,
+        default=None,
+        help="most records held in memory, default 100000 [MLMODEL_DECISION_LOG_QUEUE_RECORDS]",
+    )
+    log.add_argument(
+        "--decision-log-redact",
+        dest="redact",
+        default=None,
+        help="comma-separated input columns stored only as a keyed hash; the key comes from "
+        "MLMODEL_DECISION_LOG_REDACT_KEY [MLMODEL_DECISION_LOG_REDACT]",
+    )
+    log.add_argument(
+        "--namespace",
+        dest="namespace",
+        default=None,
+        help="the namespace in record keys, default 'default' [MLMODEL_NAMESPACE]",
+    )
     return p
+
+
+DECISION_LOG_FLAGS = (
+    "bucket", "prefix", "mode", "flush_seconds", "max_records", "queue_records", "redact",
+    "namespace",
+)  # fmt: skip
 
 
 def load_settings(
@@ -301,6 +368,10 @@ def load_settings(
         raise ValueError(
             "the artifact or drift baseline is on S3 but MLMODEL_S3_ENDPOINT / --s3-endpoint is not set"
         )
+    overrides = {name: getattr(args, name) for name in DECISION_LOG_FLAGS}
+    if args.decision_log is not None:
+        overrides["enabled"] = parse_bool("--decision-log", args.decision_log)
+    decision_log = DecisionLogConfig.from_env(env, overrides)
     return Settings(
         model_name=args.model_name,
         model_version=args.model_version,
@@ -326,4 +397,5 @@ def load_settings(
         drift_baseline_uri=args.drift_baseline_uri,
         drift_window_rows=args.drift_window_rows,
         s3=s3,
+        decision_log=decision_log,
     )
