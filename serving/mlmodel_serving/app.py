@@ -261,7 +261,9 @@ class ServingApp:
 
     # -- decision records ------------------------------------------------------------
 
-    def begin_decision(self, request_id: str, protocol: str) -> Decision | None:
+    def begin_decision(
+        self, request_id: str, protocol: str, id_given: bool = True
+    ) -> Decision | None:
         """A record for an inference request about to be served, or None when decisions
         are not recorded (or no model is loaded yet: nothing will be decided).
 
@@ -277,7 +279,7 @@ class ServingApp:
                 "decisions cannot be recorded right now (decision log mode: required, "
                 f"bucket {log.config.bucket}); retry shortly"
             )
-        return Decision(request_id, time.time_ns(), protocol)
+        return Decision(request_id, time.time_ns(), protocol, id_given=id_given)
 
     def end_decision(
         self, decision: Decision, status: int, error: str | None, started: float
@@ -339,6 +341,7 @@ class ServingApp:
         data extension of the Open Inference Protocol), when it has one.
         """
         start = time.perf_counter()
+        id_given = request_id is not None
         request_id = request_id or self.new_request_id()
         route_name, protocol = "unmatched", "http"
         decision: Decision | None = None
@@ -347,7 +350,7 @@ class ServingApp:
             route, params = self.resolve(method, path)
             route_name, protocol = route.template, route.protocol
             if route.name in _DECIDING:
-                decision = self.begin_decision(request_id, protocol)
+                decision = self.begin_decision(request_id, protocol, id_given)
             response = await self._handlers[route.name](
                 body, params, request_id, header_length, decision
             )
@@ -365,6 +368,7 @@ class ServingApp:
             response = Response(500, encode_error(error, request_id))
         if decision is not None:
             self.end_decision(decision, response.status, error, start)
+            request_id = decision.request_id  # the id the record is filed under
         # Every response says which artifact answered, so a logged decision can be traced.
         response.headers.extend(self._model_headers)
         response.headers.append((b"x-request-id", request_id.encode()))
@@ -508,6 +512,8 @@ class ServingApp:
     ) -> Response:
         self._require_model(params)
         request = decode_v2_request(body, header_length)
+        if decision is not None and not decision.id_given and _header_safe(request.id):
+            decision.request_id = request.id  # the client's own id, returned as x-request-id
         model, result = await self.infer(request, params, decision)
         if not (request.binary_default or request.binary_outputs):
             return Response(200, encode_v2_response(model.name, model.version, request.id, result))
@@ -612,6 +618,16 @@ class ServingApp:
         headers = [(b"content-type", response.content_type), *response.headers]
         await send({"type": "http.response.start", "status": response.status, "headers": headers})
         await send({"type": "http.response.body", "body": response.body})
+
+
+def _header_safe(value: str | None) -> bool:
+    """A client's id that may be sent back as a header value as it is."""
+    return (
+        bool(value)
+        and len(value or "") <= 256
+        and (value or "").isascii()
+        and (value or "").isprintable()
+    )
 
 
 def parse_header_length(value: bytes) -> int:

@@ -68,6 +68,9 @@ class Decision:
     inputs: np.ndarray[Any, Any] | Columns | None = None
     outputs: Mapping[str, np.ndarray[Any, Any]] | None = None
     error: str | None = None
+    # Whether request_id came from the client (a header or the protocol's own field);
+    # if not, a V2 body's "id" replaces the one the server made up.
+    id_given: bool = True
 
 
 @dataclass(frozen=True)
