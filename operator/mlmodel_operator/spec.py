@@ -31,6 +31,18 @@ QUANTITY_PATTERN: Final = r"^([0-9]+(\.[0-9]*)?|\.[0-9]+)([KMGTPE]i|[numkMGTPE]|
 # The Service is named after the model, so the name must be a DNS-1035 label.
 MODEL_NAME_PATTERN: Final = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
 MAX_NAME_LENGTH: Final = 63
+# The decision log (spec.decisionLog): an object key prefix of S3's safe characters, a
+# Secret name (DNS-1123 subdomain) and key, and input column names that can be joined
+# with ',' for MLMODEL_DECISION_LOG_REDACT.
+DECISION_PREFIX_PATTERN: Final = r"^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*$"
+SECRET_NAME_PATTERN: Final = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+SECRET_KEY_PATTERN: Final = r"^[-._a-zA-Z0-9]+$"
+REDACT_COLUMN_PATTERN: Final = r"^[^,\s]([^,]*[^,\s])?$"
+DECISION_LOG_MODES: Final = ("best-effort", "required")
+MAX_PREFIX_LENGTH: Final = 256
+MAX_SECRET_NAME_LENGTH: Final = 253
+MAX_REDACT_COLUMNS: Final = 100
+MAX_COLUMN_LENGTH: Final = 256
 
 DEFAULT_REQUESTS: Final[Mapping[str, str]] = {"cpu": "100m", "memory": "256Mi"}
 DEFAULT_LIMITS: Final[Mapping[str, str]] = {"memory": "1Gi"}
@@ -42,6 +54,10 @@ _BUCKET = re.compile(BUCKET_PATTERN)
 _S3_URI = re.compile(S3_URI_PATTERN)
 _QUANTITY = re.compile(QUANTITY_PATTERN)
 _MODEL_NAME = re.compile(MODEL_NAME_PATTERN)
+_DECISION_PREFIX = re.compile(DECISION_PREFIX_PATTERN)
+_SECRET_NAME = re.compile(SECRET_NAME_PATTERN)
+_SECRET_KEY = re.compile(SECRET_KEY_PATTERN)
+_REDACT_COLUMN = re.compile(REDACT_COLUMN_PATTERN)
 _IPV4 = re.compile(r"^\d{1,3}(\.\d{1,3}){3}$")
 _RESOURCE_NAME = re.compile(
     r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
@@ -201,6 +217,40 @@ class ArchiveSpec:
 
 
 @dataclass(frozen=True)
+class SecretKeyRef:
+    """One key of a Secret in the model's namespace, passed to the pods by reference."""
+
+    name: str
+    key: str = "key"
+
+
+@dataclass(frozen=True)
+class DecisionLogSpec:
+    """The server's decision log: one record per inference, as Parquet in the object store.
+
+    Each field becomes one MLMODEL_DECISION_LOG_* variable of the serving container.
+    """
+
+    enabled: bool = False
+    # None: the operator's default archive bucket (Settings.archive_bucket).
+    bucket: str | None = None
+    prefix: str = "decisions"
+    mode: str = "best-effort"  # one of DECISION_LOG_MODES
+    flush_seconds: float = 10.0
+    max_records: int = 1000
+    queue_records: int = 100000
+    # Input columns stored only as a keyed hash (HMAC with the key in redact_key_secret).
+    redact: tuple[str, ...] = ()
+    redact_key_secret: SecretKeyRef | None = None
+    retention_days: int = 183
+
+    @property
+    def required(self) -> bool:
+        """Whether the server may answer only what it can log (mode "required")."""
+        return self.mode == "required"
+
+
+@dataclass(frozen=True)
 class ModelRef:
     name: str
     namespace: str
@@ -218,6 +268,7 @@ class ModelSpec:
     retirement: RetirementSpec = field(default_factory=RetirementSpec)
     monitoring: MonitoringSpec = field(default_factory=MonitoringSpec)
     archive: ArchiveSpec = field(default_factory=ArchiveSpec)
+    decision_log: DecisionLogSpec = field(default_factory=DecisionLogSpec)
 
     @property
     def name(self) -> str:
@@ -304,6 +355,7 @@ def parse_model(body: Mapping[str, Any]) -> ModelSpec:
         ),
         monitoring=_parse_monitoring(_object(spec.get("monitoring"), "spec.monitoring")),
         archive=_parse_archive(_object(spec.get("archive"), "spec.archive")),
+        decision_log=_parse_decision_log(_object(spec.get("decisionLog"), "spec.decisionLog")),
     )
 
 
@@ -481,6 +533,123 @@ def _parse_archive(raw: Mapping[str, Any]) -> ArchiveSpec:
         _check_bucket(bucket, "spec.archive.bucket", bucket)
     retain = _optional_integer(raw, "retainDays", "spec.archive.retainDays", low=0, high=36500)
     return ArchiveSpec(bucket=bucket, retain_days=retain)
+
+
+def _parse_decision_log(raw: Mapping[str, Any]) -> DecisionLogSpec:
+    at = "spec.decisionLog"
+    enabled = raw.get("enabled", False)
+    if not isinstance(enabled, bool):
+        raise SpecError(f"{at}.enabled", enabled, "true or false")
+    bucket = _string(raw, "bucket", f"{at}.bucket")
+    if bucket is not None:
+        _check_bucket(bucket, f"{at}.bucket", bucket)
+    prefix = _string(raw, "prefix", f"{at}.prefix")
+    if prefix is None:
+        prefix = "decisions"
+    elif (
+        not _DECISION_PREFIX.fullmatch(prefix)
+        or len(prefix) > MAX_PREFIX_LENGTH
+        or any(part in (".", "..") for part in prefix.split("/"))
+    ):
+        raise SpecError(
+            f"{at}.prefix",
+            prefix,
+            f"an object key prefix of 1-{MAX_PREFIX_LENGTH} letters, digits, '.', '_', '-' "
+            "and '/', neither starting nor ending with '/', without empty, '.' or '..' "
+            "segments (e.g. decisions or audit/decisions)",
+        )
+    mode = _string(raw, "mode", f"{at}.mode")
+    if mode is None:
+        mode = "best-effort"
+    elif mode not in DECISION_LOG_MODES:
+        raise SpecError(f"{at}.mode", mode, "one of " + ", ".join(DECISION_LOG_MODES))
+    flush = _optional_number(raw, "flushSeconds", f"{at}.flushSeconds", low=1, high=3600)
+    max_records = _integer(raw, "maxRecords", f"{at}.maxRecords", default=1000, low=1, high=100_000)
+    queue_records = _integer(
+        raw, "queueRecords", f"{at}.queueRecords", default=100_000, low=1, high=10_000_000
+    )
+    if queue_records < max_records:
+        raise SpecError(
+            f"{at}.queueRecords",
+            queue_records,
+            f"at least {at}.maxRecords ({max_records}): the queue must hold one whole object",
+        )
+    redact = _parse_redact(raw.get("redact"), f"{at}.redact")
+    secret_raw = raw.get("redactKeySecret")
+    secret = None
+    if secret_raw is not None:
+        secret = _parse_secret_key_ref(
+            _object(secret_raw, f"{at}.redactKeySecret"), f"{at}.redactKeySecret"
+        )
+    if redact and secret is None:
+        raise SpecError(
+            f"{at}.redactKeySecret",
+            None,
+            f"{{name, key}} of the Secret holding the HMAC key, since {at}.redact names "
+            f"columns ({', '.join(redact)}) to store only as keyed hashes",
+        )
+    retention = _integer(
+        raw, "retentionDays", f"{at}.retentionDays", default=183, low=1, high=36500
+    )
+    return DecisionLogSpec(
+        enabled=enabled,
+        bucket=bucket,
+        prefix=prefix,
+        mode=mode,
+        flush_seconds=10.0 if flush is None else flush,
+        max_records=max_records,
+        queue_records=queue_records,
+        redact=redact,
+        redact_key_secret=secret,
+        retention_days=retention,
+    )
+
+
+def _parse_redact(raw: Any, path: str) -> tuple[str, ...]:
+    if raw is None:
+        return ()
+    if not isinstance(raw, list):
+        raise SpecError(path, raw, "a list of input column names")
+    if len(raw) > MAX_REDACT_COLUMNS:
+        raise SpecError(path, raw, f"at most {MAX_REDACT_COLUMNS} column names")
+    seen: dict[str, None] = {}
+    for i, column in enumerate(raw):
+        if (
+            not isinstance(column, str)
+            or not _REDACT_COLUMN.fullmatch(column)
+            or len(column) > MAX_COLUMN_LENGTH
+        ):
+            raise SpecError(
+                f"{path}[{i}]",
+                column,
+                f"an input column name of 1-{MAX_COLUMN_LENGTH} characters, without ',' and "
+                "without leading or trailing spaces",
+            )
+        if column in seen:
+            raise SpecError(f"{path}[{i}]", column, "each column named once")
+        seen[column] = None
+    return tuple(seen)
+
+
+def _parse_secret_key_ref(raw: Mapping[str, Any], path: str) -> SecretKeyRef:
+    name = _required_string(raw, "name", f"{path}.name")
+    if not _SECRET_NAME.fullmatch(name) or len(name) > MAX_SECRET_NAME_LENGTH:
+        raise SpecError(
+            f"{path}.name",
+            name,
+            "a Secret name: lowercase letters, digits, '-' and '.', starting and ending with "
+            f"a letter or digit, at most {MAX_SECRET_NAME_LENGTH} characters",
+        )
+    key = _string(raw, "key", f"{path}.key")
+    if key is None:
+        key = "key"
+    elif not _SECRET_KEY.fullmatch(key) or len(key) > MAX_SECRET_NAME_LENGTH:
+        raise SpecError(
+            f"{path}.key",
+            key,
+            f"a Secret data key: 1-{MAX_SECRET_NAME_LENGTH} letters, digits, '-', '_' and '.'",
+        )
+    return SecretKeyRef(name=name, key=key)
 
 
 # --- checks and readers ------------------------------------------------------------

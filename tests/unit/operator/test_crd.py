@@ -176,6 +176,18 @@ def test_patterns_are_the_parsers() -> None:
         quantity = node_at(f".spec.serving.resources.{kind}")["additionalProperties"]
         assert quantity["pattern"] == spec_module.QUANTITY_PATTERN
     assert node_at(".spec.artifact.format")["enum"] == list(spec_module.ARTIFACT_FORMATS)
+    log = ".spec.decisionLog"
+    assert node_at(f"{log}.bucket")["pattern"] == spec_module.BUCKET_PATTERN
+    assert node_at(f"{log}.prefix")["pattern"] == spec_module.DECISION_PREFIX_PATTERN
+    assert node_at(f"{log}.prefix")["maxLength"] == spec_module.MAX_PREFIX_LENGTH
+    assert node_at(f"{log}.mode")["enum"] == list(spec_module.DECISION_LOG_MODES)
+    column = node_at(f"{log}.redact")["items"]
+    assert column["pattern"] == spec_module.REDACT_COLUMN_PATTERN
+    assert column["maxLength"] == spec_module.MAX_COLUMN_LENGTH
+    assert node_at(f"{log}.redact")["maxItems"] == spec_module.MAX_REDACT_COLUMNS
+    secret = f"{log}.redactKeySecret"
+    assert node_at(f"{secret}.name")["pattern"] == spec_module.SECRET_NAME_PATTERN
+    assert node_at(f"{secret}.key")["pattern"] == spec_module.SECRET_KEY_PATTERN
 
 
 def test_defaults_are_the_parsers() -> None:
@@ -196,8 +208,27 @@ def test_defaults_are_the_parsers() -> None:
     assert node_at(".spec.monitoring.drift.psiThreshold")["default"] == (
         model.monitoring.drift.psi_threshold
     )
+    log = model.decision_log
+    for field, value in (
+        ("enabled", log.enabled),
+        ("prefix", log.prefix),
+        ("mode", log.mode),
+        ("flushSeconds", log.flush_seconds),
+        ("maxRecords", log.max_records),
+        ("queueRecords", log.queue_records),
+        ("retentionDays", log.retention_days),
+    ):
+        assert node_at(f".spec.decisionLog.{field}")["default"] == value, field
+    assert "default" not in node_at(".spec.decisionLog.bucket")  # unset: the archive bucket
+    with_secret = parse_model(
+        with_spec("decisionLog", {"redact": ["email"], "redactKeySecret": {"name": "k"}})
+    )
+    assert with_secret.decision_log.redact_key_secret is not None
+    assert node_at(".spec.decisionLog.redactKeySecret.key")["default"] == (
+        with_secret.decision_log.redact_key_secret.key
+    )
     # Parents default to {} so that the apiserver fills their fields' defaults in.
-    for parent in ("serving", "rollout", "retirement", "monitoring"):
+    for parent in ("serving", "rollout", "retirement", "monitoring", "decisionLog"):
         assert node_at(f".spec.{parent}")["default"] == {}
 
 
@@ -227,7 +258,19 @@ def test_cel_rules_have_messages_and_the_digest_rule_is_a_transition_rule() -> N
     assert len(name) == 1
     for path, rule in rules:
         if "fieldPath" in rule:  # must name a declared field, relative to the rule
-            assert node_at(path + rule["fieldPath"])["type"] == "string"
+            assert node_at(path + rule["fieldPath"])["type"] in ("string", "integer", "object")
+
+
+def test_decision_log_rules_cover_what_the_parser_checks_across_fields() -> None:
+    rules = {r["fieldPath"]: r for r in node_at(".spec.decisionLog")["x-kubernetes-validations"]}
+    assert set(rules) == {".queueRecords", ".redactKeySecret"}
+    assert "self.queueRecords >= self.maxRecords" in rules[".queueRecords"]["rule"]
+    assert "has(self.redactKeySecret)" in rules[".redactKeySecret"]["rule"]
+    assert rules[".redactKeySecret"]["reason"] == "FieldValueRequired"
+    # the apiserver enforces unique entries for a list of type set (uniqueItems is not
+    # allowed in a structural schema); the integration test checks it is rejected
+    assert node_at(".spec.decisionLog.redact")["x-kubernetes-list-type"] == "set"
+    assert "uniqueItems" not in node_at(".spec.decisionLog.redact")
 
 
 # --- the examples ------------------------------------------------------------------
@@ -329,6 +372,53 @@ AGREEMENT: list[tuple[str, Any, bool]] = [
     ("archive.bucket", "ab", False),
     ("archive.retainDays", 36500, True),
     ("archive.retainDays", 36501, False),
+    ("decisionLog.enabled", True, True),
+    ("decisionLog.enabled", "yes", False),
+    ("decisionLog.bucket", "decisions", True),
+    ("decisionLog.bucket", "Decisions", False),
+    ("decisionLog.bucket", "", False),
+    ("decisionLog.prefix", "audit/decisions", True),
+    ("decisionLog.prefix", "a.b_c-d", True),
+    ("decisionLog.prefix", "/decisions", False),
+    ("decisionLog.prefix", "decisions/", False),
+    ("decisionLog.prefix", "a//b", False),
+    ("decisionLog.prefix", "a b", False),
+    ("decisionLog.prefix", "", False),
+    ("decisionLog.prefix", "a" * 257, False),
+    ("decisionLog.mode", "required", True),
+    ("decisionLog.mode", "best-effort", True),
+    ("decisionLog.mode", "always", False),
+    ("decisionLog.mode", "", False),
+    ("decisionLog.flushSeconds", 1, True),
+    ("decisionLog.flushSeconds", 2.5, True),
+    ("decisionLog.flushSeconds", 3600, True),
+    ("decisionLog.flushSeconds", 0.5, False),
+    ("decisionLog.flushSeconds", 3601, False),
+    ("decisionLog.flushSeconds", "10", False),
+    ("decisionLog.maxRecords", 1, True),
+    ("decisionLog.maxRecords", 100000, True),
+    ("decisionLog.maxRecords", 0, False),
+    ("decisionLog.maxRecords", 100001, False),
+    ("decisionLog.maxRecords", 1.5, False),
+    ("decisionLog.queueRecords", 10000000, True),
+    ("decisionLog.queueRecords", 10000001, False),
+    ("decisionLog.queueRecords", 0, False),
+    ("decisionLog.retentionDays", 1, True),
+    ("decisionLog.retentionDays", 36500, True),
+    ("decisionLog.retentionDays", 0, False),
+    ("decisionLog.retentionDays", 36501, False),
+    ("decisionLog.redact", [], True),
+    ("decisionLog.redact", "email", False),
+    ("decisionLog.redact", ["a,b"], False),
+    ("decisionLog.redact", [" email"], False),
+    ("decisionLog.redact", [""], False),
+    ("decisionLog.redact", [f"c{i}" for i in range(101)], False),
+    ("decisionLog.redactKeySecret", {"name": "hmac-key"}, True),
+    ("decisionLog.redactKeySecret", {"name": "hmac-key", "key": "hmac.key_1"}, True),
+    ("decisionLog.redactKeySecret", {"key": "k"}, False),
+    ("decisionLog.redactKeySecret", {"name": "Hmac_Key"}, False),
+    ("decisionLog.redactKeySecret", {"name": "k", "key": "a/b"}, False),
+    ("decisionLog.redactKeySecret", "hmac-key", False),
 ]
 
 

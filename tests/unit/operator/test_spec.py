@@ -14,6 +14,7 @@ from mlmodel_operator.spec import (
     ArchiveSpec,
     ArtifactSpec,
     BatchingSpec,
+    DecisionLogSpec,
     DriftSpec,
     FrozenMap,
     ModelRef,
@@ -21,6 +22,7 @@ from mlmodel_operator.spec import (
     MonitoringSpec,
     RetirementSpec,
     RolloutSpec,
+    SecretKeyRef,
     ServingSpec,
     SloSpec,
     SpecError,
@@ -80,6 +82,18 @@ def test_minimal_spec_takes_every_default() -> None:
             enabled=True, slo=SloSpec(), drift=DriftSpec(baseline_uri=None, psi_threshold=0.2)
         ),
         archive=ArchiveSpec(bucket=None, retain_days=None),
+        decision_log=DecisionLogSpec(
+            enabled=False,
+            bucket=None,
+            prefix="decisions",
+            mode="best-effort",
+            flush_seconds=10.0,
+            max_records=1000,
+            queue_records=100000,
+            redact=(),
+            redact_key_secret=None,
+            retention_days=183,
+        ),
     )
     assert model.name == "churn"
     assert model.namespace == "team-a"
@@ -139,6 +153,53 @@ def test_full_spec_is_read_field_by_field() -> None:
     )
     assert model.monitoring.drift.enabled
     assert model.archive == ArchiveSpec(bucket="team-a-archive", retain_days=3650)
+
+
+def test_decision_log_is_read_field_by_field() -> None:
+    body = minimal(
+        decisionLog={
+            "enabled": True,
+            "bucket": "team-a-decisions",
+            "prefix": "audit/decisions",
+            "mode": "required",
+            "flushSeconds": 2.5,
+            "maxRecords": 500,
+            "queueRecords": 500,
+            "redact": ["email", "phone number"],
+            "redactKeySecret": {"name": "churn-hmac", "key": "hmac"},
+            "retentionDays": 3650,
+        }
+    )
+    assert parse_model(body).decision_log == DecisionLogSpec(
+        enabled=True,
+        bucket="team-a-decisions",
+        prefix="audit/decisions",
+        mode="required",
+        flush_seconds=2.5,
+        max_records=500,
+        queue_records=500,
+        redact=("email", "phone number"),
+        redact_key_secret=SecretKeyRef(name="churn-hmac", key="hmac"),
+        retention_days=3650,
+    )
+    assert parse_model(body).decision_log.required
+
+
+def test_decision_log_defaults_inside_a_partial_object() -> None:
+    log = parse_model(
+        minimal(
+            decisionLog={"enabled": True, "redact": ["email"], "redactKeySecret": {"name": "k"}}
+        )
+    ).decision_log
+    assert log.redact_key_secret == SecretKeyRef(name="k", key="key")
+    assert (log.bucket, log.prefix, log.mode, log.flush_seconds) == (
+        None, "decisions", "best-effort", 10.0,
+    )  # fmt: skip
+    assert not log.required
+    assert isinstance(log.flush_seconds, float)
+    # a key Secret without redact columns is allowed, and unused
+    log = parse_model(minimal(decisionLog={"redactKeySecret": {"name": "k"}})).decision_log
+    assert log.redact == ()
 
 
 def test_parsing_never_mutates_the_body() -> None:
@@ -469,6 +530,148 @@ INVALID: list[tuple[str, dict[str, Any], str, str]] = [
         "0 to 36500",
     ),
     ("serving not an object", minimal(serving=[1]), "spec.serving", "an object"),
+    # spec.decisionLog
+    ("decision log not an object", minimal(decisionLog=True), "spec.decisionLog", "an object"),
+    (
+        "decision log enabled as text",
+        with_field("decisionLog.enabled", "true"),
+        "spec.decisionLog.enabled",
+        "true or false",
+    ),
+    (
+        "decision bucket",
+        with_field("decisionLog.bucket", "Decisions"),
+        "spec.decisionLog.bucket",
+        "S3 bucket name",
+    ),
+    (
+        "decision bucket is an IP",
+        with_field("decisionLog.bucket", "10.0.0.1"),
+        "spec.decisionLog.bucket",
+        "not an IP address",
+    ),
+    (
+        "prefix with a leading slash",
+        with_field("decisionLog.prefix", "/decisions"),
+        "spec.decisionLog.prefix",
+        "neither starting nor ending with '/'",
+    ),
+    (
+        "prefix with a trailing slash",
+        with_field("decisionLog.prefix", "decisions/"),
+        "spec.decisionLog.prefix",
+        "neither starting nor ending with '/'",
+    ),
+    (
+        "prefix with a dot-dot segment",
+        with_field("decisionLog.prefix", "a/../b"),
+        "spec.decisionLog.prefix",
+        "'..' segments",
+    ),
+    (
+        "prefix with a newline",
+        with_field("decisionLog.prefix", "decisions\n"),
+        "spec.decisionLog.prefix",
+        "letters, digits",
+    ),
+    (
+        "unknown mode",
+        with_field("decisionLog.mode", "always"),
+        "spec.decisionLog.mode",
+        "best-effort, required",
+    ),
+    (
+        "flush too often",
+        with_field("decisionLog.flushSeconds", 0.5),
+        "spec.decisionLog.flushSeconds",
+        "from 1 to 3600",
+    ),
+    (
+        "flush as text",
+        with_field("decisionLog.flushSeconds", "10"),
+        "spec.decisionLog.flushSeconds",
+        "from 1 to 3600",
+    ),
+    (
+        "no records per object",
+        with_field("decisionLog.maxRecords", 0),
+        "spec.decisionLog.maxRecords",
+        "from 1 to 100000",
+    ),
+    (
+        "queue too large",
+        with_field("decisionLog.queueRecords", 10_000_001),
+        "spec.decisionLog.queueRecords",
+        "from 1 to 10000000",
+    ),
+    (
+        "queue smaller than one object",
+        minimal(decisionLog={"maxRecords": 5000, "queueRecords": 4999}),
+        "spec.decisionLog.queueRecords",
+        "at least spec.decisionLog.maxRecords (5000)",
+    ),
+    (
+        "queue smaller than the default object",
+        with_field("decisionLog.queueRecords", 999),
+        "spec.decisionLog.queueRecords",
+        "at least spec.decisionLog.maxRecords (1000)",
+    ),
+    (
+        "redact not a list",
+        with_field("decisionLog.redact", "email"),
+        "spec.decisionLog.redact",
+        "a list of input column names",
+    ),
+    (
+        "redact column with a comma",
+        minimal(decisionLog={"redact": ["email", "a,b"], "redactKeySecret": {"name": "k"}}),
+        "spec.decisionLog.redact[1]",
+        "without ','",
+    ),
+    (
+        "redact column twice",
+        minimal(decisionLog={"redact": ["email", "email"], "redactKeySecret": {"name": "k"}}),
+        "spec.decisionLog.redact[1]",
+        "each column named once",
+    ),
+    (
+        "too many redact columns",
+        minimal(
+            decisionLog={"redact": [f"c{i}" for i in range(101)], "redactKeySecret": {"name": "k"}}
+        ),
+        "spec.decisionLog.redact",
+        "at most 100 column names",
+    ),
+    (
+        "redact without a key",
+        with_field("decisionLog.redact", ["email"]),
+        "spec.decisionLog.redactKeySecret",
+        "the Secret holding the HMAC key",
+    ),
+    (
+        "key Secret without a name",
+        minimal(decisionLog={"redact": ["email"], "redactKeySecret": {"key": "k"}}),
+        "spec.decisionLog.redactKeySecret.name",
+        "a string",
+    ),
+    (
+        "key Secret with a bad name",
+        with_field("decisionLog.redactKeySecret", {"name": "Hmac_Key"}),
+        "spec.decisionLog.redactKeySecret.name",
+        "a Secret name",
+    ),
+    (
+        "key Secret with a bad key",
+        with_field("decisionLog.redactKeySecret", {"name": "k", "key": "a/b"}),
+        "spec.decisionLog.redactKeySecret.key",
+        "a Secret data key",
+    ),
+    (
+        "retention of zero days",
+        with_field("decisionLog.retentionDays", 0),
+        "spec.decisionLog.retentionDays",
+        "from 1 to 36500",
+    ),
 ]
 
 
@@ -576,6 +779,14 @@ FIELDS = st.sampled_from(
         "archive",
         "archive.bucket",
         "archive.retainDays",
+        "decisionLog",
+        "decisionLog.enabled",
+        "decisionLog.prefix",
+        "decisionLog.flushSeconds",
+        "decisionLog.queueRecords",
+        "decisionLog.redact",
+        "decisionLog.redactKeySecret",
+        "decisionLog.redactKeySecret.name",
     ]
 )
 
