@@ -83,6 +83,19 @@ def service_fqdn(model: ModelSpec, settings: Settings) -> str:
     return f"{model.ref.name}.{model.ref.namespace}.svc.{settings.cluster_domain}"
 
 
+def decision_log_bucket(model: ModelSpec, settings: Settings) -> str:
+    """The bucket of the model's decision records: the spec's, else the archive bucket."""
+    return model.decision_log.bucket or settings.archive_bucket
+
+
+def decision_log_location(model: ModelSpec, settings: Settings) -> str:
+    """Where the model's decision records go: s3://<bucket>/<prefix>/<namespace>/<model>/."""
+    return (
+        f"s3://{decision_log_bucket(model, settings)}/{model.decision_log.prefix}/"
+        f"{model.ref.namespace}/{model.ref.name}/"
+    )
+
+
 def digest_prefix(sha256: str) -> str:
     """What `status.digestPrefix` (the wide Digest column) shows for a digest."""
     return sha256[:DIGEST_PREFIX_LENGTH]
@@ -93,8 +106,14 @@ def ready_summary(ready_replicas: int | None, replicas: int) -> str:
     return f"{ready_replicas or 0}/{replicas}"
 
 
-def build_deployment(model: ModelSpec, settings: Settings) -> dict[str, Any]:
-    """The Deployment serving `model.version`, named `<model>-v<version>`."""
+def build_deployment(
+    model: ModelSpec, settings: Settings, *, decision_log: bool = True
+) -> dict[str, Any]:
+    """The Deployment serving `model.version`, named `<model>-v<version>`.
+
+    ``decision_log`` False leaves out the decision log the spec turns on (the planner's
+    `withhold_decision_log`).
+    """
     name = deployment_name(model.ref.name, model.version)
     labels = model_labels(model, model.version)
     return {
@@ -130,7 +149,7 @@ def build_deployment(model: ModelSpec, settings: Settings) -> dict[str, Any]:
                         "prometheus.io/path": METRICS_PATH,
                     },
                 },
-                "spec": _pod_spec(model, settings),
+                "spec": _pod_spec(model, settings, decision_log),
             },
         },
     }
@@ -170,7 +189,7 @@ def build_service(model: ModelSpec, active_version: str, settings: Settings) -> 
     }
 
 
-def _pod_spec(model: ModelSpec, settings: Settings) -> dict[str, Any]:
+def _pod_spec(model: ModelSpec, settings: Settings, decision_log: bool) -> dict[str, Any]:
     return {
         "automountServiceAccountToken": False,
         # Service links put a dozen variables per Service into the environment; the
@@ -184,7 +203,7 @@ def _pod_spec(model: ModelSpec, settings: Settings) -> dict[str, Any]:
             "seccompProfile": {"type": "RuntimeDefault"},
         },
         "terminationGracePeriodSeconds": PRESTOP_SLEEP_SECONDS + SERVER_GRACEFUL_SECONDS + 5,
-        "containers": [_container(model, settings)],
+        "containers": [_container(model, settings, decision_log)],
         "volumes": [
             {"name": "model-cache", "emptyDir": {}},
             {"name": "tmp", "emptyDir": {}},
@@ -192,7 +211,7 @@ def _pod_spec(model: ModelSpec, settings: Settings) -> dict[str, Any]:
     }
 
 
-def _container(model: ModelSpec, settings: Settings) -> dict[str, Any]:
+def _container(model: ModelSpec, settings: Settings, decision_log: bool) -> dict[str, Any]:
     resources = model.serving.resources
     return {
         "name": CONTAINER_NAME,
@@ -202,7 +221,7 @@ def _container(model: ModelSpec, settings: Settings) -> dict[str, Any]:
             {"name": PORT_NAME, "containerPort": settings.serving_port, "protocol": "TCP"},
             {"name": GRPC_PORT_NAME, "containerPort": GRPC_PORT, "protocol": "TCP"},
         ],
-        "env": _env(model, settings),
+        "env": _env(model, settings, decision_log),
         "resources": {kind: dict(values) for kind, values in resources.items() if values},
         # The startup probe covers download, digest check and load: it asks the readiness
         # path, which answers 200 only once the verified model is loaded (the liveness
@@ -247,7 +266,7 @@ def _container(model: ModelSpec, settings: Settings) -> dict[str, Any]:
     }
 
 
-def _env(model: ModelSpec, settings: Settings) -> list[dict[str, Any]]:
+def _env(model: ModelSpec, settings: Settings, decision_log: bool) -> list[dict[str, Any]]:
     env: list[dict[str, Any]] = [
         {"name": "MLMODEL_MODEL_NAME", "value": model.ref.name},
         {"name": "MLMODEL_MODEL_VERSION", "value": model.version},
@@ -276,6 +295,8 @@ def _env(model: ModelSpec, settings: Settings) -> list[dict[str, Any]]:
     drift = model.monitoring.drift
     if model.monitoring.enabled and drift.baseline_uri is not None:
         env.append({"name": "MLMODEL_DRIFT_BASELINE_URI", "value": drift.baseline_uri})
+    if decision_log:
+        env.extend(_decision_log_env(model, settings))
     # Credentials only ever by reference: the operator never reads or copies them.
     for variable, key in (
         ("MLMODEL_S3_ACCESS_KEY", settings.s3_access_key_key),
@@ -288,3 +309,45 @@ def _env(model: ModelSpec, settings: Settings) -> list[dict[str, Any]]:
             }
         )
     return env
+
+
+def _decision_log_env(model: ModelSpec, settings: Settings) -> list[dict[str, Any]]:
+    """The server's MLMODEL_DECISION_LOG_* variables; none while the log is off, so that
+    a model that never turns it on keeps the pod template it had."""
+    log = model.decision_log
+    if not log.enabled:
+        return []
+    env: list[dict[str, Any]] = [
+        {"name": "MLMODEL_DECISION_LOG", "value": "true"},
+        {"name": "MLMODEL_DECISION_LOG_BUCKET", "value": decision_log_bucket(model, settings)},
+        {"name": "MLMODEL_DECISION_LOG_PREFIX", "value": log.prefix},
+        {"name": "MLMODEL_DECISION_LOG_MODE", "value": log.mode},
+        {"name": "MLMODEL_DECISION_LOG_FLUSH_SECONDS", "value": _decimal(log.flush_seconds)},
+        {"name": "MLMODEL_DECISION_LOG_MAX_RECORDS", "value": str(log.max_records)},
+        {"name": "MLMODEL_DECISION_LOG_QUEUE_RECORDS", "value": str(log.queue_records)},
+        {"name": "MLMODEL_DECISION_LOG_RETENTION_DAYS", "value": str(log.retention_days)},
+    ]
+    if log.redact and log.redact_key_secret is not None:
+        secret = log.redact_key_secret
+        env.append({"name": "MLMODEL_DECISION_LOG_REDACT", "value": ",".join(log.redact)})
+        env.append(
+            {
+                "name": "MLMODEL_DECISION_LOG_REDACT_KEY",
+                "valueFrom": {"secretKeyRef": {"name": secret.name, "key": secret.key}},
+            }
+        )
+    # Each record names the pod that wrote it (downward API).
+    for variable, path in (
+        ("MLMODEL_NAMESPACE", "metadata.namespace"),
+        ("MLMODEL_POD_NAME", "metadata.name"),
+    ):
+        env.append(
+            {"name": variable, "valueFrom": {"fieldRef": {"apiVersion": "v1", "fieldPath": path}}}
+        )
+    return env
+
+
+def _decimal(value: float) -> str:
+    """A number as the server parses it, without float noise: 10, 2.5, 0.1."""
+    text = repr(float(value))
+    return text[:-2] if text.endswith(".0") else text

@@ -14,6 +14,8 @@ from packaging.version import Version
 from mlmodel_operator.desired import (
     build_deployment,
     build_service,
+    decision_log_bucket,
+    decision_log_location,
     deployment_name,
     digest_prefix,
     endpoint_url,
@@ -320,6 +322,105 @@ def test_drift_baseline_only_when_monitoring_is_on() -> None:
     assert "MLMODEL_DRIFT_BASELINE_URI" not in {e["name"] for e in container["env"]}
 
 
+DECISIONS = make_model(
+    decisionLog={
+        "enabled": True,
+        "bucket": "team-a-decisions",
+        "prefix": "audit/decisions",
+        "mode": "required",
+        "flushSeconds": 2.5,
+        "maxRecords": 500,
+        "queueRecords": 20000,
+        "redact": ["email", "phone number"],
+        "redactKeySecret": {"name": "churn-hmac", "key": "hmac"},
+        "retentionDays": 3650,
+    }
+)
+
+
+def _env_of(deployment: dict[str, Any]) -> list[dict[str, Any]]:
+    env: list[dict[str, Any]] = deployment["spec"]["template"]["spec"]["containers"][0]["env"]
+    return env
+
+
+def test_decision_log_env() -> None:
+    env = _env_of(build_deployment(DECISIONS, SETTINGS))
+    base = _env_of(EXPECTED_DEPLOYMENT)
+    # the log's variables come after the others, before the S3 credentials
+    assert env[: len(base) - 2] == base[:-2] and env[-2:] == base[-2:]
+    assert env[len(base) - 2 : -2] == [
+        {"name": "MLMODEL_DECISION_LOG", "value": "true"},
+        {"name": "MLMODEL_DECISION_LOG_BUCKET", "value": "team-a-decisions"},
+        {"name": "MLMODEL_DECISION_LOG_PREFIX", "value": "audit/decisions"},
+        {"name": "MLMODEL_DECISION_LOG_MODE", "value": "required"},
+        {"name": "MLMODEL_DECISION_LOG_FLUSH_SECONDS", "value": "2.5"},
+        {"name": "MLMODEL_DECISION_LOG_MAX_RECORDS", "value": "500"},
+        {"name": "MLMODEL_DECISION_LOG_QUEUE_RECORDS", "value": "20000"},
+        {"name": "MLMODEL_DECISION_LOG_RETENTION_DAYS", "value": "3650"},
+        {"name": "MLMODEL_DECISION_LOG_REDACT", "value": "email,phone number"},
+        {
+            "name": "MLMODEL_DECISION_LOG_REDACT_KEY",
+            "valueFrom": {"secretKeyRef": {"name": "churn-hmac", "key": "hmac"}},
+        },
+        {
+            "name": "MLMODEL_NAMESPACE",
+            "valueFrom": {"fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.namespace"}},
+        },
+        {
+            "name": "MLMODEL_POD_NAME",
+            "valueFrom": {"fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.name"}},
+        },
+    ]
+
+
+def test_decision_log_defaults_and_the_archive_bucket() -> None:
+    model = make_model(decisionLog={"enabled": True})
+    settings = Settings(archive_bucket="ops-archive")
+    env = {e["name"]: e.get("value") for e in _env_of(build_deployment(model, settings))}
+    assert {k: v for k, v in env.items() if k.startswith("MLMODEL_DECISION_LOG")} == {
+        "MLMODEL_DECISION_LOG": "true",
+        "MLMODEL_DECISION_LOG_BUCKET": "ops-archive",  # unset in the spec: the archive bucket
+        "MLMODEL_DECISION_LOG_PREFIX": "decisions",
+        "MLMODEL_DECISION_LOG_MODE": "best-effort",
+        "MLMODEL_DECISION_LOG_FLUSH_SECONDS": "10",
+        "MLMODEL_DECISION_LOG_MAX_RECORDS": "1000",
+        "MLMODEL_DECISION_LOG_QUEUE_RECORDS": "100000",
+        "MLMODEL_DECISION_LOG_RETENTION_DAYS": "183",
+    }  # no REDACT, no key: nothing to redact
+    assert {"MLMODEL_NAMESPACE", "MLMODEL_POD_NAME"} <= set(env)
+    assert decision_log_bucket(model, settings) == "ops-archive"
+    assert decision_log_location(model, settings) == "s3://ops-archive/decisions/team-a/churn/"
+    assert decision_log_location(DECISIONS, settings) == (
+        "s3://team-a-decisions/audit/decisions/team-a/churn/"
+    )
+
+
+def test_no_decision_log_leaves_the_pod_template_as_it_was() -> None:
+    """Off (the default), or configured but disabled: not one variable more, so an
+    operator upgrade restarts no model's pods."""
+    configured = make_model(decisionLog={"enabled": False, "prefix": "x", "mode": "required"})
+    for model in (MODEL, configured):
+        assert build_deployment(model, SETTINGS) == EXPECTED_DEPLOYMENT
+    # withheld by the planner (best-effort while the redact key is missing)
+    withheld = build_deployment(DECISIONS, SETTINGS, decision_log=False)
+    assert not any(e["name"].startswith("MLMODEL_DECISION") for e in _env_of(withheld))
+    assert "MLMODEL_POD_NAME" not in {e["name"] for e in _env_of(withheld)}
+
+
+def test_the_redact_key_only_ever_by_secret_reference() -> None:
+    env = {e["name"]: e for e in _env_of(build_deployment(DECISIONS, SETTINGS))}
+    key = env["MLMODEL_DECISION_LOG_REDACT_KEY"]
+    assert "value" not in key and set(key["valueFrom"]) == {"secretKeyRef"}
+    default_key = make_model(
+        decisionLog={"enabled": True, "redact": ["email"], "redactKeySecret": {"name": "k"}}
+    )
+    env = {e["name"]: e for e in _env_of(build_deployment(default_key, SETTINGS))}
+    assert env["MLMODEL_DECISION_LOG_REDACT_KEY"]["valueFrom"]["secretKeyRef"] == {
+        "name": "k",
+        "key": "key",
+    }
+
+
 def test_the_selector_never_depends_on_mutable_fields() -> None:
     """A Deployment's selector is immutable: replicas, resources or image must not move it."""
     changed = make_model(
@@ -378,6 +479,7 @@ def _all_built() -> list[tuple[str, dict[str, Any]]]:
     return [
         ("deployment-defaults", build_deployment(MODEL, SETTINGS)),
         ("deployment-full", build_deployment(FULL, Settings(s3_secure=True))),
+        ("deployment-decision-log", build_deployment(DECISIONS, SETTINGS)),
         ("service", build_service(MODEL, "3", SETTINGS)),
         ("service-full", build_service(FULL, "2024.06.1", SETTINGS)),
     ]
