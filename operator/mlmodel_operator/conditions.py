@@ -19,6 +19,7 @@ ARTIFACT_VERIFIED: Final = "ArtifactVerified"
 ARCHIVED: Final = "Archived"
 MONITORED: Final = "Monitored"
 SPEC_VALID: Final = "SpecValid"
+DECISION_LOG_READY: Final = "DecisionLogReady"
 
 CONDITION_TYPES: Final = (
     READY,
@@ -28,6 +29,7 @@ CONDITION_TYPES: Final = (
     ARCHIVED,
     MONITORED,
     SPEC_VALID,
+    DECISION_LOG_READY,
 )
 
 TRUE: Final = "True"
@@ -78,6 +80,13 @@ class Reason:
     MONITORING_CONFIGURED: Final = "MonitoringConfigured"
     MONITORING_DISABLED: Final = "MonitoringDisabled"
     PROMETHEUS_OPERATOR_MISSING: Final = "PrometheusOperatorMissing"
+    # DecisionLogReady (also Degraded, when spec.decisionLog.mode is required)
+    LOGGING: Final = "Logging"
+    DECISION_LOG_DISABLED: Final = "Disabled"
+    BUCKET_UNAVAILABLE: Final = "BucketUnavailable"
+    BUCKET_NOT_CHECKED: Final = "BucketNotChecked"
+    REDACT_KEY_MISSING: Final = "RedactKeyMissing"
+    REDACT_KEY_NOT_CHECKED: Final = "RedactKeyNotChecked"
     # any type
     DELETING: Final = "Deleting"
     RECONCILE_ERROR: Final = "ReconcileError"

@@ -17,6 +17,7 @@ from prometheus_client import CollectorRegistry, start_http_server
 
 from mlmodel_operator import GROUP, KIND, PLURAL, VERSION
 from mlmodel_operator.archive import ArchiveError, S3Archiver, ensure_bucket, no_archive
+from mlmodel_operator.decision_log import DecisionLogCheck
 from mlmodel_operator.kube import Kube, load_api_client
 from mlmodel_operator.ledger import S3Ledger
 from mlmodel_operator.metrics import OperatorMetrics
@@ -199,6 +200,7 @@ def _build_reconciler(
         ArtifactVerifier(s3),
         S3Archiver(s3, settings),
         ledger=S3Ledger(s3, settings),
+        decision_log=DecisionLogCheck(kube, settings, s3),
     )
 
 

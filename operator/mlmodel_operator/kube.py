@@ -143,6 +143,19 @@ class Kube:
             return False
         return True
 
+    def secret_keys(self, namespace: str, name: str) -> frozenset[str] | None:
+        """The data keys of a Secret, or None when it does not exist.
+
+        The apiserver only sends a Secret whole, values included: they are dropped here,
+        before the call returns, and never logged or kept. Raises ApiError (403) where
+        RBAC does not let the operator get this Secret.
+        """
+        try:
+            secret = self._call("GET", f"/api/v1/namespaces/{namespace}/secrets/{name}")
+        except NotFound:
+            return None
+        return frozenset(secret.get("data") or {}) | frozenset(secret.get("stringData") or {})
+
     def annotate_deployment(
         self, namespace: str, name: str, annotations: dict[str, str | None]
     ) -> None:

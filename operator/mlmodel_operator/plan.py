@@ -144,6 +144,8 @@ class Observed:
     now: dt.datetime
     secret_present: bool = True
     artifact_problem: tuple[str, str] | None = None  # (reason, message) if it cannot be used
+    # (reason, message) when the decision log cannot be written (DecisionLogReady False)
+    decision_log_problem: tuple[str, str] | None = None
 
     def deployment(self, version: str) -> DeploymentState | None:
         return next((d for d in self.deployments if d.version == version), None)
@@ -210,6 +212,9 @@ class Plan:
     events: tuple[Event, ...] = ()
     requeue_after: float | None = None
     deployed_now: tuple[str, ...] = field(default=())  # versions that took traffic now
+    # Build the Deployment without the decision log the spec asks for (best-effort mode
+    # while the redact key is missing: pods that cannot read it would never start).
+    withhold_decision_log: bool = False
 
 
 # --------------------------------------------------------------------------- plan
@@ -260,6 +265,13 @@ def plan(model: ModelSpec, observed: Observed, secret_name: str) -> Plan:
         )
     elif observed.artifact_problem:
         blocked_reason, blocked = observed.artifact_problem
+    elif observed.decision_log_problem and model.decision_log.required:
+        # best-effort pods serve without the log; required ones would answer nothing
+        blocked_reason, problem = observed.decision_log_problem
+        blocked = (
+            f"{problem}; spec.decisionLog.mode is required, so nothing is rolled out or "
+            "changed until decision records can be written"
+        )
 
     if blocked:
         # Nothing new is rolled out; whatever serves keeps serving, untouched.
@@ -274,6 +286,11 @@ def plan(model: ModelSpec, observed: Observed, secret_name: str) -> Plan:
             requeue_after=SLOW_POLL_SECONDS,
         )
 
+    withhold = (
+        observed.decision_log_problem is not None
+        and observed.decision_log_problem[0] == Reason.REDACT_KEY_MISSING
+        and not model.decision_log.required
+    )
     target_dep = observed.deployment(target)
     actions.append(ApplyDeployment(target))
     if target_dep is not None and target_dep.retiring_since is not None:
@@ -331,6 +348,7 @@ def plan(model: ModelSpec, observed: Observed, secret_name: str) -> Plan:
             rollout_timed_out=timed_out,
             events=tuple(events),
             requeue_after=min(requeue),
+            withhold_decision_log=withhold,
         )
 
     # The target is Available: traffic moves to it, then the others retire.
@@ -402,6 +420,7 @@ def plan(model: ModelSpec, observed: Observed, secret_name: str) -> Plan:
         events=tuple(events),
         requeue_after=min(requeue) if requeue else None,
         deployed_now=tuple(deployed_now),
+        withhold_decision_log=withhold,
     )
 
 

@@ -19,6 +19,7 @@ from mlmodel_operator import conditions as c
 from mlmodel_operator import ledger
 from mlmodel_operator.archive import ArchiveError, Archiver
 from mlmodel_operator.conditions import Phase, Reason, format_time
+from mlmodel_operator.decision_log import DecisionLogCheck, decision_log_event
 from mlmodel_operator.desired import (
     VERSION_LABEL,
     build_deployment,
@@ -97,6 +98,7 @@ class Reconciler:
         archiver: Archiver,
         ledger: Ledger | None = None,
         clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
+        decision_log: DecisionLogCheck | None = None,
     ) -> None:
         self.kube = kube
         self.settings = settings
@@ -105,6 +107,7 @@ class Reconciler:
         self.ledger: Ledger = ledger or NullLedger()
         self.clock = clock
         self.monitoring = MonitoringSync(kube, settings)
+        self.decision_log = decision_log or DecisionLogCheck(kube, settings, None)
         self._locks: dict[str, threading.Lock] = {}
         self._locks_guard = threading.Lock()
 
@@ -195,8 +198,15 @@ class Reconciler:
         verdict = self.verifier.check(model.artifact)
         if verdict.blocks_rollout:
             observed = replace(observed, artifact_problem=(verdict.reason, verdict.message))
+        decision_log = self.decision_log.check(model)
+        if decision_log.status is False:
+            observed = replace(
+                observed, decision_log_problem=(decision_log.reason, decision_log.message)
+            )
         p = plan(model, observed, self.settings.s3_credentials_secret)
         events = list(p.events)
+        if (event := decision_log_event(old_status, decision_log)) is not None:
+            events.append(event)
         requeue = [p.requeue_after] if p.requeue_after else []
         history = observed.history
         archive_note: ArchiveNote | None = None
@@ -204,7 +214,9 @@ class Reconciler:
 
         for action in p.actions:
             if isinstance(action, ApplyDeployment):
-                desired = build_deployment(model, self.settings)
+                desired = build_deployment(
+                    model, self.settings, decision_log=not p.withhold_decision_log
+                )
                 digest = applied_hash(desired)
                 current = observed.deployment(action.version)
                 if current is None or current.applied_hash != digest:
@@ -261,6 +273,7 @@ class Reconciler:
             endpoint_url(model, self.settings),
             now,
             monitoring=self.monitoring.sync(model, old_status),
+            decision_log=decision_log,
         )
         if status["phase"] != old_status.get("phase") or _reason(status) != _reason(old_status):
             # one Event per transition, not one per reconcile

@@ -37,6 +37,18 @@ class MonitoringNote:
     message: str
 
 
+@dataclass(frozen=True)
+class DecisionLogNote:
+    """Whether the serving pods can write their decision log, for DecisionLogReady.
+
+    ``status`` is True, False or "Unknown" (the operator could not check).
+    """
+
+    status: bool | str
+    reason: str
+    message: str
+
+
 def build_status(
     model: ModelSpec,
     plan: Plan,
@@ -48,6 +60,7 @@ def build_status(
     endpoint: str,
     now: dt.datetime,
     monitoring: MonitoringNote | None = None,
+    decision_log: DecisionLogNote | None = None,
 ) -> dict[str, Any]:
     """The full status object for this reconcile."""
     gen = model.generation
@@ -100,6 +113,9 @@ def build_status(
 
     if monitoring is not None:
         put(c.MONITORED, monitoring.ok, monitoring.reason, monitoring.message)
+
+    if decision_log is not None:
+        put(c.DECISION_LOG_READY, decision_log.status, decision_log.reason, decision_log.message)
 
     status: dict[str, Any] = {
         "observedGeneration": gen,

@@ -140,6 +140,7 @@ def test_constants() -> None:
         "Archived",
         "Monitored",
         "SpecValid",
+        "DecisionLogReady",
     }
     assert c.Phase.ALL == (
         "Pending",

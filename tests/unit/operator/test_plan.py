@@ -294,6 +294,46 @@ def test_unusable_artifact_blocks_the_rollout() -> None:
     assert p.blocked_reason == Reason.DIGEST_MISMATCH
 
 
+REDACT = {"enabled": True, "redact": ["email"], "redactKeySecret": {"name": "churn-hmac"}}
+KEY_MISSING = (Reason.REDACT_KEY_MISSING, "spec.decisionLog.redactKeySecret.name: ...")
+BUCKET_DOWN = (Reason.BUCKET_UNAVAILABLE, "spec.decisionLog.bucket: 'decisions' ...")
+
+
+@pytest.mark.parametrize("problem", [KEY_MISSING, BUCKET_DOWN], ids=["key", "bucket"])
+def test_required_decision_log_that_cannot_be_written_blocks_the_rollout(
+    problem: tuple[str, str],
+) -> None:
+    m = model(decisionLog={**REDACT, "mode": "required"})
+    obs = observed(dep("1"), service="1", history=(served("1"),), decision_log_problem=problem)
+    p = plan(m, obs, SECRET)
+    assert p.actions == ()
+    assert p.blocked_reason == problem[0]
+    assert p.message.startswith(problem[1])
+    assert "spec.decisionLog.mode is required" in p.message
+    assert p.phase == Phase.DEGRADED and p.active_version == "1"  # v1 keeps serving
+    nothing = plan(m, observed(decision_log_problem=problem), SECRET)
+    assert nothing.actions == () and nothing.phase == Phase.FAILED
+
+
+@pytest.mark.parametrize("problem", [KEY_MISSING, BUCKET_DOWN], ids=["key", "bucket"])
+def test_best_effort_decision_log_never_blocks_serving(problem: tuple[str, str]) -> None:
+    m = model(decisionLog=REDACT)
+    p = plan(m, observed(dep("1"), service="1", history=(served("1"),)), SECRET)
+    blocked = plan(
+        m, observed(dep("1"), service="1", history=(served("1"),), decision_log_problem=problem),
+        SECRET,
+    )  # fmt: skip
+    assert blocked.blocked is None
+    assert (
+        (kinds(blocked), blocked.phase) == (kinds(p), p.phase) == (["ApplyDeployment"], "Deploying")
+    )
+    # without the key the pods would not start: they get no decision log until it exists
+    assert blocked.withhold_decision_log is (problem[0] == Reason.REDACT_KEY_MISSING)
+    assert not p.withhold_decision_log
+    ready = plan(m, observed(dep("2"), decision_log_problem=KEY_MISSING), SECRET)
+    assert ready.withhold_decision_log and ready.phase == Phase.SERVING
+
+
 def test_new_version_not_ready_leaves_the_old_alone() -> None:
     obs = observed(dep("1"), dep("2", available=0, age=500), service="1", history=(served("1"),))
     p = plan(model(), obs, SECRET)

@@ -8,7 +8,7 @@ from model_specs import make_model
 
 from mlmodel_operator.conditions import FALSE, TRUE, UNKNOWN, Phase, Reason
 from mlmodel_operator.plan import DeploymentState, HistoryEntry, Plan
-from mlmodel_operator.status import ArchiveNote, build_status
+from mlmodel_operator.status import ArchiveNote, DecisionLogNote, build_status
 from mlmodel_operator.verify import Verdict
 
 SHA = "ab" * 32
@@ -78,3 +78,45 @@ def test_blocked_spec_and_archive_failure() -> None:
     assert c["SpecValid"]["status"] == FALSE and c["SpecValid"]["reason"] == Reason.MISSING_SECRET
     assert c["Degraded"]["reason"] == Reason.MISSING_SECRET
     assert c["Archived"]["status"] == FALSE and "MinIO" in c["Archived"]["message"]
+
+
+def test_decision_log_condition() -> None:
+    plan = Plan((), Phase.SERVING, "2", "version 2 serving")
+    st = build_status(MODEL, plan, (), {}, SERVING, VERIFIED, None, ENDPOINT, T0)
+    assert "DecisionLogReady" not in conds(st)  # only when the reconciler reports on it
+    off = DecisionLogNote(False, Reason.DECISION_LOG_DISABLED, "spec.decisionLog.enabled is false")
+    st = build_status(MODEL, plan, (), st, SERVING, VERIFIED, None, ENDPOINT, T0, decision_log=off)
+    assert conds(st)["DecisionLogReady"] == {
+        "type": "DecisionLogReady",
+        "status": FALSE,
+        "reason": "Disabled",
+        "message": "spec.decisionLog.enabled is false",
+        "lastTransitionTime": "2026-03-01T00:00:00Z",
+        "observedGeneration": 4,
+    }
+    on = DecisionLogNote(True, Reason.LOGGING, "decision records go to s3://b/decisions/...")
+    st = build_status(MODEL, plan, (), st, SERVING, VERIFIED, None, ENDPOINT, T1, decision_log=on)
+    assert conds(st)["DecisionLogReady"]["status"] == TRUE
+    assert conds(st)["DecisionLogReady"]["lastTransitionTime"] == "2026-03-01T00:05:00Z"
+    unknown = DecisionLogNote(UNKNOWN, Reason.BUCKET_NOT_CHECKED, "no object store")
+    st = build_status(
+        MODEL, plan, (), st, SERVING, VERIFIED, None, ENDPOINT, T1, decision_log=unknown
+    )
+    assert conds(st)["DecisionLogReady"]["status"] == UNKNOWN
+    # a best-effort problem changes nothing else
+    assert conds(st)["Ready"]["status"] == TRUE and conds(st)["Degraded"]["status"] == FALSE
+
+
+def test_a_required_decision_log_problem_degrades_the_model() -> None:
+    message = "spec.decisionLog.bucket: ...; spec.decisionLog.mode is required, ..."
+    plan = Plan(
+        (), Phase.DEGRADED, "2", message, blocked=message, blocked_reason=Reason.BUCKET_UNAVAILABLE
+    )
+    note = DecisionLogNote(False, Reason.BUCKET_UNAVAILABLE, "spec.decisionLog.bucket: ...")
+    c = conds(
+        build_status(MODEL, plan, (), {}, SERVING, VERIFIED, None, ENDPOINT, T0, decision_log=note)
+    )
+    assert c["Degraded"]["status"] == TRUE and c["Degraded"]["reason"] == "BucketUnavailable"
+    assert c["Progressing"]["reason"] == "BucketUnavailable"
+    assert c["SpecValid"]["status"] == TRUE  # the spec is fine; the bucket is not
+    assert c["DecisionLogReady"]["status"] == FALSE
