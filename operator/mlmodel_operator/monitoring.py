@@ -246,7 +246,67 @@ def build_alerts(model: ModelSpec) -> tuple[Alert, ...]:
                 ),
             )
         )
+    if model.decision_log.enabled:
+        alerts.extend(_decision_log_alerts(model, who, sel))
     return tuple(alerts)
+
+
+def _decision_log_alerts(model: ModelSpec, who: str, sel: str) -> list[Alert]:
+    """The decision log's alerts: records dropped, the queue nearly full, writes failing."""
+    log = model.decision_log
+    return [
+        Alert(
+            name="MLModelDecisionsDropped",
+            signal=f"sum(increase(mlmodel_decisions_dropped_total{sel}[{RATE_WINDOW}]))",
+            op=">",
+            threshold=0,
+            for_="0m",
+            severity="warning",
+            summary=f"Decision records of {who} dropped",
+            description=(
+                f'{{{{ $value | printf "%.0f" }}}} decision records of {who} were dropped '
+                f"over {RATE_WINDOW} (mlmodel_decisions_dropped_total): those inferences "
+                "are missing from the decision log. See the server's log and the "
+                "DecisionLogReady condition."
+            ),
+        ),
+        Alert(
+            name="MLModelDecisionLogBacklog",
+            signal=(
+                f"max(mlmodel_decision_queue_records{sel} / mlmodel_decision_queue_capacity{sel})"
+            ),
+            op=">",
+            threshold=0.9,
+            for_="2m",
+            severity="warning",
+            summary=f"Decision log queue of {who} nearly full",
+            description=(
+                f"A replica of {who} holds {{{{ $value | humanizePercentage }}}} of its "
+                "decision queue (spec.decisionLog.queueRecords is "
+                f"{log.queue_records}): records arrive faster than they are written. When "
+                + (
+                    "it is full the model answers 503 (spec.decisionLog.mode is required)."
+                    if log.required
+                    else "it is full, records are dropped."
+                )
+            ),
+        ),
+        Alert(
+            name="MLModelDecisionLogFailing",
+            signal=f"sum(increase(mlmodel_decision_flush_failures_total{sel}[{RATE_WINDOW}]))",
+            op=">",
+            threshold=0,
+            for_="1m",
+            severity="critical" if log.required else "warning",
+            summary=f"Decision records of {who} are not being written",
+            description=(
+                f'{{{{ $value | printf "%.0f" }}}} writes of decision records of {who} to '
+                f"the object store failed over {RATE_WINDOW} "
+                f"(mlmodel_decision_flush_failures_total; spec.decisionLog.mode is "
+                f"{log.mode}). Check the bucket and the DecisionLogReady condition."
+            ),
+        ),
+    ]
 
 
 def build_rule_groups(model: ModelSpec) -> list[dict[str, Any]]:
@@ -348,7 +408,8 @@ def _variable(name: str, query: str, *, multi: bool = False) -> dict[str, Any]:
 
 
 def dashboard_panels() -> list[dict[str, Any]]:
-    """The dashboard's panels, top to bottom (each query filtered by the variables)."""
+    """The dashboard's panels for every served model, top to bottom (each query filtered
+    by the variables); the decision log's row follows them (`decision_log_panels`)."""
     return [
         _panel(
             "Request rate",
@@ -446,6 +507,55 @@ def dashboard_panels() -> list[dict[str, Any]]:
     ]  # fmt: skip
 
 
+def decision_log_panels(y: int = 40) -> list[dict[str, Any]]:
+    """The "Decision log" row and its panels, from ``y`` down. They have data only for
+    models with spec.decisionLog.enabled."""
+    return [
+        {
+            "type": "row",
+            "title": "Decision log",
+            "collapsed": False,
+            "gridPos": {"x": 0, "y": y, "w": 24, "h": 1},
+            "panels": [],
+        },
+        _panel(
+            "Decision records written",
+            [(f"sum(rate(mlmodel_decisions_written_total{{{_SEL}}}[{_RATE}]))", "written/s")],
+            "ops", 0, y + 1, w=8,
+            description="Decision records written to the object store per second.",
+        ),
+        _panel(
+            "Decision records dropped",
+            [(f"sum(rate(mlmodel_decisions_dropped_total{{{_SEL}}}[{_RATE}]))", "dropped/s")],
+            "ops", 8, y + 1, w=8,
+            description=(
+                "Decision records dropped per second (best-effort mode, the queue was "
+                "full). Anything above zero is a gap in the log."
+            ),
+        ),
+        _panel(
+            "Decision queue",
+            [(f"sum by (pod) (mlmodel_decision_queue_records{{{_SEL}}})", "queued {{pod}}"),
+             (f"max(mlmodel_decision_queue_capacity{{{_SEL}}})", "capacity (per pod)")],
+            "short", 16, y + 1, w=8,
+            description="Records waiting to be written in each pod, against the queue's size.",
+        ),
+        _panel(
+            "Decision flush latency p99",
+            [("histogram_quantile(0.99, sum by (le) "
+              f"(rate(mlmodel_decision_flush_seconds_bucket{{{_SEL}}}[{_RATE}])))", "p99")],
+            "s", 0, y + 9,
+            description="How long writing one Parquet object to the object store takes.",
+        ),
+        _panel(
+            "Decision bytes written",
+            [(f"sum(rate(mlmodel_decision_bytes_total{{{_SEL}}}[{_RATE}]))", "bytes/s")],
+            "Bps", 12, y + 9,
+            description="Bytes of Parquet written to the object store per second.",
+        ),
+    ]  # fmt: skip
+
+
 _GRAFANA_VARIABLE = re.compile(r"\$(?:\{(\w+)\}|(\w+))")
 
 
@@ -516,7 +626,7 @@ def build_dashboard() -> dict[str, Any]:
             ]
         },
         "annotations": {"list": []},
-        "panels": dashboard_panels(),
+        "panels": dashboard_panels() + decision_log_panels(),
     }
 
 

@@ -30,6 +30,7 @@ MODEL: ModelSpec = parse_model(
                 "slo": {"p99LatencyMs": 250, "errorRatio": 0.02},
                 "drift": {"baselineUri": "s3://models/churn/3/baseline.json", "psiThreshold": 0.2},
             },
+            "decisionLog": {"enabled": True, "mode": "required"},
         },
     }
 )
@@ -60,6 +61,7 @@ def fired(name: str, value: str | None = None, **labels: str) -> dict[str, Any]:
                 "{{ $value | humanizePercentage }}",
                 "{{ $value | humanizeDuration }}",
                 '{{ $value | printf "%.3f" }}',
+                '{{ $value | printf "%.0f" }}',
             ):
                 text = text.replace(template, value)
             annotations[key] = text.replace("{{ $labels.feature }}", labels.get("feature", ""))
@@ -135,6 +137,28 @@ CASES: list[dict[str, Any]] = [
          "MLModelDriftBaselineNotLoaded", "10m", [fired("MLModelDriftBaselineNotLoaded")]),
     case([series("mlmodel_drift_baseline_loaded", TARGET, "1x10")],
          "MLModelDriftBaselineNotLoaded", "10m", []),
+    # --- MLModelDecisionsDropped (for 0m): one record dropped a minute, 5 in 5m
+    case([series("mlmodel_decisions_dropped_total", TARGET, "0+1x20")],
+         "MLModelDecisionsDropped", "10m", [fired("MLModelDecisionsDropped", "5")]),
+    case([series("mlmodel_decisions_dropped_total", TARGET, "3x20")],
+         "MLModelDecisionsDropped", "10m", []),  # dropped long ago, none since
+    # --- MLModelDecisionLogBacklog (0.9 of the queue, for 2m): the fullest pod counts
+    case([series("mlmodel_decision_queue_records", TARGET, "95x10"),
+          series("mlmodel_decision_queue_capacity", TARGET, "100x10"),
+          series("mlmodel_decision_queue_records", TARGET.replace("-a", "-b"), "5x10"),
+          series("mlmodel_decision_queue_capacity", TARGET.replace("-a", "-b"), "100x10")],
+         "MLModelDecisionLogBacklog", "5m", [fired("MLModelDecisionLogBacklog", "95%")]),
+    case([series("mlmodel_decision_queue_records", TARGET, "10x3 95x10"),
+          series("mlmodel_decision_queue_capacity", TARGET, "100x13")],
+         "MLModelDecisionLogBacklog", "4m", []),  # full for 1 minute only
+    case([series("mlmodel_decision_queue_records", TARGET, "90x10"),
+          series("mlmodel_decision_queue_capacity", TARGET, "100x10")],
+         "MLModelDecisionLogBacklog", "5m", []),
+    # --- MLModelDecisionLogFailing (for 1m; critical: mode required)
+    case([series("mlmodel_decision_flush_failures_total", TARGET, "0+1x20")],
+         "MLModelDecisionLogFailing", "10m", [fired("MLModelDecisionLogFailing", "5")]),
+    case([series("mlmodel_decision_flush_failures_total", TARGET, "0x20")],
+         "MLModelDecisionLogFailing", "10m", []),
 ]  # fmt: skip
 
 

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from mlmodel_operator.monitoring import dashboard_panels, expand_variables, variable_selectors
+from mlmodel_operator.monitoring import (
+    dashboard_panels,
+    decision_log_panels,
+    expand_variables,
+    variable_selectors,
+)
 
 VALUES = {"namespace": "team-a", "model": "churn", "version": "3", "__rate_interval": "30s"}
 
@@ -25,8 +30,8 @@ def test_a_variable_without_a_value_is_named() -> None:
 
 
 def test_every_panel_query_expands_with_the_dashboard_variables() -> None:
-    for panel in dashboard_panels():
-        for target in panel["targets"]:
+    for panel in dashboard_panels() + decision_log_panels():
+        for target in panel.get("targets", []):  # a row has none
             assert "$" not in expand_variables(target["expr"], VALUES), panel["title"]
 
 

@@ -23,8 +23,10 @@ from mlmodel_operator.monitoring import (
     build_rule_groups,
     build_service_monitor,
     dashboard_panels,
+    decision_log_panels,
 )
 from mlmodel_operator.settings import Settings
+from mlmodel_serving.decisionlog import DecisionMetrics
 from mlmodel_serving.drift import DriftMonitor, PredictionBaseline, build_baseline
 from mlmodel_serving.metrics import ServingMetrics
 
@@ -142,6 +144,87 @@ def test_every_objective_becomes_an_alert() -> None:
         assert alert.severity in ("critical", "warning")
 
 
+DECISIONS = make_model(decisionLog={"enabled": True, "queueRecords": 5000})
+
+
+def test_the_decision_log_alerts() -> None:
+    alerts = {a.name: a for a in build_alerts(DECISIONS)}
+    assert list(alerts) == [
+        "MLModelDown",
+        "MLModelDecisionsDropped",
+        "MLModelDecisionLogBacklog",
+        "MLModelDecisionLogFailing",
+    ]
+    sel = '{namespace="team-a", model="churn"}'
+    dropped = alerts["MLModelDecisionsDropped"]
+    assert dropped.expr == f"sum(increase(mlmodel_decisions_dropped_total{sel}[5m])) > 0"
+    assert (dropped.for_, dropped.severity) == ("0m", "warning")
+    backlog = alerts["MLModelDecisionLogBacklog"]
+    assert backlog.expr == (
+        f"max(mlmodel_decision_queue_records{sel} / mlmodel_decision_queue_capacity{sel}) > 0.9"
+    )
+    assert (backlog.for_, backlog.severity) == ("2m", "warning")
+    assert "spec.decisionLog.queueRecords is 5000" in backlog.description
+    failing = alerts["MLModelDecisionLogFailing"]
+    assert failing.expr == f"sum(increase(mlmodel_decision_flush_failures_total{sel}[5m])) > 0"
+    assert (failing.for_, failing.severity) == ("1m", "warning")
+    assert "spec.decisionLog.mode is best-effort" in failing.description
+    for alert in alerts.values():
+        text = alert.summary + " " + alert.description
+        assert "churn" in text and "team-a" in text and "version 3" in text, alert.name
+
+
+def test_a_required_decision_log_failing_is_critical() -> None:
+    required = make_model(decisionLog={"enabled": True, "mode": "required"})
+    failing = {a.name: a for a in build_alerts(required)}["MLModelDecisionLogFailing"]
+    assert failing.severity == "critical"
+    assert "spec.decisionLog.mode is required" in failing.description
+
+
+def test_no_decision_log_alerts_while_it_is_off() -> None:
+    configured = make_model(decisionLog={"enabled": False, "mode": "required"})
+    assert [a.name for a in build_alerts(configured)] == ["MLModelDown"]
+    assert build_rule_groups(configured) == build_rule_groups(MODEL)
+
+
+def test_the_decision_log_row() -> None:
+    row, *panels = decision_log_panels()
+    assert row == {
+        "type": "row",
+        "title": "Decision log",
+        "collapsed": False,
+        "gridPos": {"x": 0, "y": 40, "w": 24, "h": 1},
+        "panels": [],
+    }
+    sel = 'namespace="$namespace", model="$model", version=~"$version"'
+    exprs = {p["title"]: [t["expr"] for t in p["targets"]] for p in panels}
+    assert exprs == {
+        "Decision records written": [
+            f"sum(rate(mlmodel_decisions_written_total{{{sel}}}[$__rate_interval]))"
+        ],
+        "Decision records dropped": [
+            f"sum(rate(mlmodel_decisions_dropped_total{{{sel}}}[$__rate_interval]))"
+        ],
+        "Decision queue": [
+            f"sum by (pod) (mlmodel_decision_queue_records{{{sel}}})",
+            f"max(mlmodel_decision_queue_capacity{{{sel}}})",
+        ],
+        "Decision flush latency p99": [
+            "histogram_quantile(0.99, sum by (le) "
+            f"(rate(mlmodel_decision_flush_seconds_bucket{{{sel}}}[$__rate_interval])))"
+        ],
+        "Decision bytes written": [
+            f"sum(rate(mlmodel_decision_bytes_total{{{sel}}}[$__rate_interval]))"
+        ],
+    }
+    units = {p["title"]: p["fieldConfig"]["defaults"]["unit"] for p in panels}
+    assert units["Decision bytes written"] == "Bps"
+    assert units["Decision flush latency p99"] == "s"
+    # the row starts below the last of the other panels
+    bottom = max(p["gridPos"]["y"] + p["gridPos"]["h"] for p in dashboard_panels())
+    assert row["gridPos"]["y"] == bottom
+
+
 def test_prometheus_rule() -> None:
     rule = build_prometheus_rule(FULL, SETTINGS)
     assert rule["apiVersion"] == "monitoring.coreos.com/v1"
@@ -204,6 +287,20 @@ def _exported_names() -> set[str]:
     metrics.drift.monitor = DriftMonitor(baseline)
     metrics.observe_inputs(x, np.zeros(len(x), dtype=np.int64))
     OperatorMetrics(registry).reconciles.labels(result="ok").inc()
+    names = {s.name for family in registry.collect() for s in family.samples}
+    return names | _decision_log_names()
+
+
+def _decision_log_names() -> set[str]:
+    """The decision log's series (only a server with the log on has them)."""
+    registry = CollectorRegistry()
+    metrics = DecisionMetrics(registry, "m", 100)
+    metrics.written.inc()
+    metrics.dropped.inc()
+    metrics.failures.inc()
+    metrics.bytes.inc(10)
+    metrics.flush.observe(0.1)
+    metrics.queue.set(1)
     return {s.name for family in registry.collect() for s in family.samples}
 
 
@@ -211,12 +308,14 @@ METRIC = re.compile(r"\b(mlmodel_[a-z_]+)\b")
 
 
 def _dashboard_exprs() -> list[str]:
-    return [t["expr"] for p in dashboard_panels() for t in p["targets"]]
+    panels = dashboard_panels() + decision_log_panels()
+    return [t["expr"] for p in panels for t in p.get("targets", [])]
 
 
 def test_every_query_uses_metrics_that_are_really_exported() -> None:
     exported = _exported_names()
-    exprs = [a.expr for a in build_alerts(FULL)] + _dashboard_exprs()
+    exprs = [a.expr for a in build_alerts(FULL)] + [a.expr for a in build_alerts(DECISIONS)]
+    exprs += _dashboard_exprs()
     exprs += [v["definition"] for v in build_dashboard()["templating"]["list"][1:]]
     used = {name for expr in exprs for name in METRIC.findall(expr)}
     assert used and used <= exported, used - exported
@@ -237,11 +336,17 @@ def test_dashboard_has_the_panels_and_variables() -> None:
         "Model version and digest",
         "Operator reconciles",
         "Models by phase",
+        "Decision log",
+        "Decision records written",
+        "Decision records dropped",
+        "Decision queue",
+        "Decision flush latency p99",
+        "Decision bytes written",
     ]
     names = [v["name"] for v in dashboard["templating"]["list"]]
     assert names == ["datasource", "namespace", "model", "version"]
     for panel in dashboard["panels"]:
-        for target in panel["targets"]:
+        for target in panel.get("targets", []):
             if "mlmodel_operator" not in target["expr"]:
                 assert '"$namespace"' in target["expr"] and '"$model"' in target["expr"]
     # No two panels overlap on Grafana's 24-column grid.
