@@ -110,13 +110,14 @@ def test_the_config_map_is_accepted_by_the_operator_settings() -> None:
     assert all(key.startswith("MLMODEL_") for key in data)
     settings = Settings.from_env(data)
     assert settings.all_namespaces
-    # the Secrets rule names exactly the Secret the settings say the pods use
+    # the Secrets rule names exactly the Secret the settings say the pods use, and the
+    # conventional name of a decision log's redaction key
     role = find(OPERATOR, "ClusterRole", "mlmodel-operator")
     (secret_rule,) = [r for r in role["rules"] if "secrets" in r["resources"]]
     assert secret_rule == {
         "apiGroups": [""],
         "resources": ["secrets"],
-        "resourceNames": [settings.s3_credentials_secret],
+        "resourceNames": [settings.s3_credentials_secret, "mlmodel-redact-key"],
         "verbs": ["get"],
     }
 
