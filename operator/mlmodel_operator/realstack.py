@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import secrets
 import threading
 import time
 import urllib.error
@@ -224,11 +225,13 @@ def infer_body(rows: list[list[float]] = ROWS) -> bytes:
     ).encode()
 
 
-def predict(url: str, timeout: float = 5.0) -> dict[str, Any]:
-    """One V2 inference on a new connection; the decoded response."""
-    req = urllib.request.Request(
-        url, data=infer_body(), method="POST", headers={"Content-Type": "application/json"}
-    )
+def predict(url: str, timeout: float = 5.0, request_id: str | None = None) -> dict[str, Any]:
+    """One V2 inference on a new connection; the decoded response. ``request_id``: sent
+    as ``x-request-id``, the id its decision record is filed under."""
+    headers = {"Content-Type": "application/json"}
+    if request_id:
+        headers["x-request-id"] = request_id
+    req = urllib.request.Request(url, data=infer_body(), method="POST", headers=headers)
     with urllib.request.urlopen(req, timeout=timeout) as resp:
         body: dict[str, Any] = json.load(resp)
         return body
@@ -255,6 +258,7 @@ class Outcome:
     ok: bool
     version: str | None = None
     error: str | None = None
+    request_id: str = ""
 
 
 @dataclass
@@ -287,13 +291,17 @@ class LoadClient:
         deadline = time.monotonic() + self.max_seconds
         interval = 1.0 / self.rate
         seq = 0
+        run = secrets.token_hex(3)
         while not self._stop.is_set() and time.monotonic() < deadline:
             started = time.monotonic()
+            rid = f"load-{run}-{seq}"
             try:
-                body = predict(self.url, self.timeout)
-                self.outcomes.append(Outcome(seq, True, version=str(body.get("model_version"))))
+                body = predict(self.url, self.timeout, rid)
+                version = str(body.get("model_version"))
+                self.outcomes.append(Outcome(seq, True, version=version, request_id=rid))
             except (OSError, urllib.error.URLError, ValueError) as exc:
-                self.outcomes.append(Outcome(seq, False, error=f"{type(exc).__name__}: {exc}"))
+                error = f"{type(exc).__name__}: {exc}"
+                self.outcomes.append(Outcome(seq, False, error=error, request_id=rid))
             seq += 1
             self._stop.wait(max(0.0, interval - (time.monotonic() - started)))
 

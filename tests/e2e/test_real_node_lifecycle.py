@@ -34,6 +34,7 @@ from mlmodel_operator.localcluster import REPO_ROOT, LocalCluster, wait_until
 from mlmodel_operator.nodeimages import ImageArchive
 from mlmodel_operator.realnode import RealNode
 from mlmodel_operator.realstack import SYSTEM_NS, LoadClient, get_json, wait_answering
+from mlmodel_serving.decisions import Record, decode_table, read_table
 
 pytestmark = pytest.mark.e2e
 
@@ -104,6 +105,20 @@ class Stack:
             f"ml.lifecycle.io/model=churn,ml.lifecycle.io/version={version}",
         )["items"]
         return pods
+
+
+def decision_records(stack: Stack, model: str = "churn") -> list[Record]:
+    """Every decision record of ``model`` in the archive bucket (the example's default)."""
+    out: list[Record] = []
+    prefix = f"decisions/{NS}/{model}/"
+    for obj in stack.minio.list_objects("model-archive", prefix=prefix, recursive=True):
+        response = stack.minio.get_object("model-archive", obj.object_name)
+        try:
+            out += decode_table(read_table(response.read()), obj.object_name)
+        finally:
+            response.close()
+            response.release_conn()
+    return out
 
 
 @pytest.fixture(scope="module")
@@ -366,6 +381,21 @@ def test_v1_to_v2_under_load_loses_no_request(stack: Stack) -> None:
     assert stack.serving_pods("1") == [] or all(
         p["metadata"].get("deletionTimestamp") for p in stack.serving_pods("1")
     )
+    # The decision log (spec.decisionLog in the example): every answered request has
+    # exactly one record, naming the version that answered it; v1's Pods wrote theirs
+    # when they were retired (SIGTERM), v2's within flushSeconds.
+    answered = {o.request_id: o.version for o in load.outcomes if o.ok}
+
+    def all_recorded() -> bool:
+        return answered.keys() <= {r.request_id for r in decision_records(stack)}
+
+    wait_until("a record of every answered request", all_recorded, 60, 1.0)
+    found = [r for r in decision_records(stack) if r.request_id in answered]
+    assert len(found) == len(answered), "a request was recorded twice"
+    for record in found:
+        assert record.version == answered[record.request_id], record.request_id
+        assert record.sha256 == stack.digests[record.version]
+        assert record.status == 200 and record.namespace == NS
 
 
 def test_a_tampered_v3_never_serves_and_v2_keeps_serving(stack: Stack) -> None:
