@@ -7,6 +7,8 @@ hundreds of models, the operator's memory): `python benchmarks/run.py operator -
 `forest` (the server's leaf tables against scikit-learn's forest predict, in one process).
 `encodings` (one request to mlmodel-serve as V2 JSON, the V2 binary data extension and
 gRPC, at 1 and 1,000 rows: `python benchmarks/run.py encodings --help`).
+`decisions` (the decision log's cost: mlmodel-serve with it off, best-effort and required
+side by side, against a real MinIO: `python benchmarks/run.py decisions --help`).
 `node` (the lifecycle on a real node: apply -> first prediction, version switches and a
 Pod deletion under load; needs root).
 """
@@ -18,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-SUITES = ("serving", "operator", "forest", "encodings", "node")
+SUITES = ("serving", "operator", "forest", "encodings", "decisions", "node")
 
 
 def main(argv: list[str]) -> int:
@@ -37,6 +39,10 @@ def main(argv: list[str]) -> int:
         from benchmarks.serving import bench_encodings
 
         return bench_encodings.main(argv, command=command)
+    if suite == "decisions":
+        from benchmarks.serving import bench_decisions
+
+        return bench_decisions.main(argv, command=command)
     if suite == "node":
         from benchmarks.node import bench_node
 
