@@ -114,6 +114,9 @@ def build_parser() -> argparse.ArgumentParser:
     from mlmodel_operator.baseline_cli import add_parser as add_baseline
 
     add_baseline(sub)  # baseline
+    from mlmodel_operator.decisions_cli import add_parsers as add_decisions
+
+    add_decisions(sub)  # decisions ls/show, audit, explain
     return parser
 
 
