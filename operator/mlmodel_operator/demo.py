@@ -11,6 +11,7 @@ and a replay, then waits for Ctrl-C and tears everything down. Needs root (the n
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import json
 import os
 import shutil
@@ -33,6 +34,8 @@ from mlmodel_operator.nodeimages import build_image_archives
 from mlmodel_operator.realnode import RealNode
 
 NAMESPACE = "demo"
+# The request the regulator asks about (step 10): a client's own id for it.
+REQUEST_ID = "customer-4711-2026-03-02"
 
 
 def heading(text: str) -> None:
@@ -85,13 +88,18 @@ def run_cli(args: list[str], env: dict[str, str]) -> str:
     return result.stdout + result.stderr
 
 
-def predict_through_service(cluster: LocalCluster) -> list[Any]:
-    """A V2 prediction through the model's Service (ClusterIP, kube-proxy) to a real Pod."""
+def predict_through_service(
+    cluster: LocalCluster, request_id: str = REQUEST_ID, rows: list[list[float]] = SAMPLE_ROWS
+) -> list[Any]:
+    """A V2 prediction through the model's Service (ClusterIP, kube-proxy) to a real Pod;
+    ``request_id`` is the id its decision record is filed under."""
     ip = realstack.service_ip(cluster, NAMESPACE, "churn")
     url = f"http://{ip}:8080/v2/models/churn/infer"
-    show(f"  POST {url}  ({len(SAMPLE_ROWS)} rows)")
+    show(f"  POST {url}  ({len(rows)} rows, x-request-id: {request_id})")
     req = urllib.request.Request(
-        url, data=realstack.infer_body(SAMPLE_ROWS), headers={"Content-Type": "application/json"}
+        url,
+        data=realstack.infer_body(rows),
+        headers={"Content-Type": "application/json", "x-request-id": request_id},
     )
     answers: list[tuple[Any, dict[str, str]]] = []
 
@@ -155,7 +163,9 @@ def started(workdir: Path) -> Iterator[tuple[LocalCluster, Any]]:
 
 
 def story(cluster: LocalCluster, mc: Any) -> tuple[list[Any], list[Any]]:
-    """Tell the story; returns what v1 served and what its replay from the archive gave."""
+    """Tell the story; returns what v1 served and what its replay from the archive gave.
+    Raises RuntimeError when a step's command fails (an audit that finds a mismatch too)."""
+    began = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=1)
     heading("4. Train two versions of the example model and upload them to MinIO")
     digests = {}
     for version in ("1", "2"):
@@ -213,7 +223,30 @@ def story(cluster: LocalCluster, mc: Any) -> tuple[list[Any], list[Any]]:
     show(f"  served by v1 through its Service: {served}")
     show(f"  replayed from the archive:        {replayed}")
     show("  identical" if replayed == served else "  DIFFERENT: the archive does not reproduce v1")
+    regulator(cluster, mc, began)
     return served, replayed
+
+
+def regulator(cluster: LocalCluster, mc: Any, began: dt.datetime) -> None:
+    """Step 10: "why was customer 4711 declined, and can you show it again?" in three
+    commands, from the decision records the serving Pods wrote (spec.decisionLog)."""
+    heading("10. The regulator's question: find the decision, explain it, audit the period")
+    for i, row in enumerate(SAMPLE_ROWS):  # some decisions of v2 too
+        predict_through_service(cluster, f"customer-{4800 + i}", [row])
+    prefix = f"decisions/{NAMESPACE}/churn/2/"
+
+    def v2_recorded() -> bool:  # v2's Pods write every 5 s (flushSeconds in the example)
+        return any(mc.list_objects("model-archive", prefix=prefix, recursive=True))
+
+    wait_until("v2's decision records", v2_recorded, 60, 1.0)
+    env = s3_env(cluster)
+    until = (dt.datetime.now(dt.UTC) + dt.timedelta(minutes=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    since = began.strftime("%Y-%m-%dT%H:%M:%SZ")
+    show(run_cli(["decisions", "ls", "churn", "-n", NAMESPACE, "--from", since], env))
+    show(run_cli(["explain", "--request-id", REQUEST_ID, "-n", NAMESPACE], env))
+    kubeconfig = ["--kubeconfig", str(cluster.kubeconfig)]  # v2 is live: its MLModel names it
+    audit = ["audit", "-n", NAMESPACE, "--model", "churn", "--from", since, "--to", until]
+    show(run_cli([*audit, *kubeconfig], env))
 
 
 def main() -> int:
