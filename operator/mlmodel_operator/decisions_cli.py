@@ -1019,9 +1019,9 @@ def _store_options(p: argparse.ArgumentParser) -> None:
 
 
 def _range_options(p: argparse.ArgumentParser, required: bool) -> None:
-    p.add_argument("--from", dest="start", required=required,
+    p.add_argument("--from", dest="start", metavar="TIME", required=required,
                    help="from this time (ISO 8601, inclusive; without a zone, UTC)")  # fmt: skip
-    p.add_argument("--to", dest="end", required=required,
+    p.add_argument("--to", dest="end", metavar="TIME", required=required,
                    help="until this time (ISO 8601, exclusive; without a zone, UTC)")  # fmt: skip
 
 
@@ -1049,9 +1049,12 @@ def add_parsers(sub: Any) -> None:
     _range_options(ls, required=False)
     ls.add_argument("--request-id", help="only this request")
     ls.add_argument(
-        "--status", type=parse_status, help="only this HTTP status (200) or class (4xx)"
+        "--status",
+        metavar="CODE",
+        type=parse_status,
+        help="only this HTTP status (200) or class (4xx)",
     )
-    ls.add_argument("--limit", type=positive, default=DEFAULT_LIMIT,
+    ls.add_argument("--limit", metavar="N", type=positive, default=DEFAULT_LIMIT,
                     help="the latest N records (default: %(default)s)")  # fmt: skip
     ls.add_argument("--json", action="store_true", help="JSON lines, one record per line")
     _store_options(ls)
@@ -1079,10 +1082,12 @@ def add_parsers(sub: Any) -> None:
     exp = sub.add_parser("explain", help="why a logged decision came out as it did (SHAP)")
     exp.add_argument("--request-id", required=True)
     exp.add_argument("--model", help="search only this model")
-    exp.add_argument("--row", type=positive, default=1, help="row of the request (default: 1)")
+    exp.add_argument(
+        "--row", metavar="K", type=positive, default=1, help="row of the request (default: 1)"
+    )
     exp.add_argument("--plot", metavar="PNG", help="write a bar chart of the contributions")
     exp.add_argument("--json", action="store_true", help="print JSON")
-    exp.add_argument("--background", type=positive, default=DEFAULT_BACKGROUND,
+    exp.add_argument("--background", metavar="N", type=positive, default=DEFAULT_BACKGROUND,
                      help="rows of other decisions as background (default: %(default)s)")  # fmt: skip
     _range_options(exp, required=False)
     _store_options(exp)
