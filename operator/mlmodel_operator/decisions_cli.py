@@ -201,23 +201,6 @@ def status_matches(pattern: str, status: int) -> bool:
 # --------------------------------------------------------------------------- the store
 
 
-def read_parquet(data: bytes) -> pa.Table:
-    """A decision file's table, as :func:`mlmodel_serving.decisions.read_table` gives it.
-
-    The bytes are copied into a buffer Arrow owns and read on this thread. Read straight
-    from the Python ``bytes``, an Arrow pool thread can drop the last reference to them
-    while the interpreter exits; it then needs the GIL, and the process aborts
-    ("terminate called without an active exception", exit -6; apache/arrow#34314): 29
-    runs in 150 of a three-line script with pyarrow 26, none with this.
-    """
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    owned = pa.BufferOutputStream()
-    owned.write(data)
-    return pq.ParquetFile(pa.BufferReader(owned.getvalue())).read(use_threads=False)
-
-
 @dataclass
 class DecisionStore:
     """Lists and reads decision files under ``<prefix>/`` of one bucket."""
@@ -290,7 +273,7 @@ class DecisionStore:
         return keys
 
     def read(self, key: str, flt: RecordFilter | None = None) -> list[Record]:
-        from mlmodel_serving.decisions import decode_table
+        from mlmodel_serving.decisions import decode_table, read_table
 
         try:
             response = self.client.get_object(self.bucket, key)
@@ -302,7 +285,7 @@ class DecisionStore:
             response.close()
             response.release_conn()
         try:
-            table = read_parquet(data)
+            table = read_table(data)
             if flt is not None:
                 table = flt.prefilter(table)
             return decode_table(table, key)

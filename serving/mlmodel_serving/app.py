@@ -512,9 +512,9 @@ class ServingApp:
     ) -> Response:
         self._require_model(params)
         request = decode_v2_request(body, header_length)
-        if decision is not None and not decision.id_given and request.id is not None:
-            if _header_safe(request.id):  # the client's own id, returned as x-request-id
-                decision.request_id = request.id
+        client_id = request.id or ""
+        if decision is not None and not decision.id_given and _header_safe(client_id):
+            decision.request_id = client_id  # the client's own id, returned as x-request-id
         model, result = await self.infer(request, params, decision)
         if not (request.binary_default or request.binary_outputs):
             return Response(200, encode_v2_response(model.name, model.version, request.id, result))

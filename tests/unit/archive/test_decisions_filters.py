@@ -4,11 +4,8 @@ pruning, record filters, choosing the artifact by digest, the command line."""
 from __future__ import annotations
 
 import datetime as dt
-import json
-import math
 from typing import Any
 
-import numpy as np
 import pyarrow as pa
 import pytest
 
@@ -25,13 +22,12 @@ from mlmodel_operator.decisions_cli import (
     parse_status,
     parse_time,
     partition_day,
-    read_parquet,
     status_matches,
 )
 from mlmodel_operator.manifest import MANIFEST_FORMAT, ManifestView
 from mlmodel_serving import decisions
 from mlmodel_serving.decisions import Record, decode_table, read_table
-from mlmodel_serving.tabular import NUMBER, TEXT, Column, Columns
+from mlmodel_serving.tabular import NUMBER, Column
 
 T = dt.datetime(2026, 3, 14, 10, 0, tzinfo=dt.UTC)
 SHA_A, SHA_B, SHA_C = "a" * 64, "b" * 64, "c" * 64
@@ -127,20 +123,6 @@ def test_prefilter_selects_rows_before_decoding() -> None:
     assert [r.request_id for r in kept] == ["r0", "r2", "r4"]
     assert RecordFilter(status="4xx").prefilter(table).num_rows == 6  # classes: after decoding
     assert isinstance(table, pa.Table)
-
-
-def test_the_cli_reads_a_file_as_the_format_module_does() -> None:
-    columns = (Column("x0", NUMBER), Column("c", TEXT))
-    ident = decisions.ModelIdentity("ns", "m", "1", SHA_A, columns, predict_path="leaf-tables")
-    x = Columns(("x0", "c"), (np.array([1.0, math.nan]), np.array(["a", math.nan], dtype=object)))
-    out = {"predict": np.array([0, 1]), "predict_proba": np.array([[0.5, math.nan], [0.1, 0.9]])}
-    batch = [decisions.Decision(f"r{i}", 1_773_482_400_000_000_000 + i, "v2", 200, 0.1, x, out)
-             for i in range(3)]  # fmt: skip
-    data = decisions.encode_batch(batch, ident)
-    ours, theirs = read_parquet(data), read_table(data)
-    assert ours.schema.equals(theirs.schema, check_metadata=True)
-    as_json = [json.dumps(r.as_json()) for r in decode_table(ours, "k")]
-    assert as_json == [json.dumps(r.as_json()) for r in decode_table(theirs, "k")]
 
 
 def test_the_default_prefix_is_the_servers() -> None:
