@@ -37,7 +37,7 @@ import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, overload
 
 import numpy as np
 
@@ -175,14 +175,7 @@ def to_table(
         ),
         "rows": pa.array(rows),
     }
-    for j, column in enumerate(ident.columns):
-        values = [_input_column(d.inputs, j, column) for d in decisions]
-        redacted = column.name in ident.redact
-        if redacted:
-            assert redact_key is not None
-            values = [_redact_array(v, redact_key) for v in values]
-        datatype = pa.string() if (redacted or column.datatype == TEXT) else pa.float64()
-        columns[INPUT_PREFIX + column.name] = _list_array(values, datatype)
+    columns.update(_input_arrays(decisions, ident, redact_key, rows))
     names: list[str] = []
     for d in decisions:
         for name in d.outputs or ():
@@ -206,8 +199,54 @@ def to_table(
     return pa.table(columns).replace_schema_metadata(metadata)
 
 
+def _input_arrays(
+    decisions: Sequence[Decision],
+    ident: ModelIdentity,
+    redact_key: bytes | None,
+    rows: np.ndarray[Any, Any],
+) -> dict[str, pa.Array]:
+    """The ``input.<column>`` list columns: each column's values of every record are
+    concatenated once (one array per column for the whole file), then cut by offsets."""
+    import pyarrow as pa
+
+    inputs = [d.inputs for d in decisions]
+    present = [x for x in inputs if x is not None]
+    width = len(ident.columns)
+    offsets = pa.array(np.concatenate(([0], np.cumsum(rows, dtype=np.int64))).astype(np.int32))
+    mask = pa.array(np.fromiter((x is None for x in inputs), bool, len(inputs)))
+    arrays = [x for x in present if isinstance(x, np.ndarray) and x.ndim == 2]
+    tables = [x for x in present if isinstance(x, Columns) and len(x.arrays) == width]
+    flat: list[np.ndarray[Any, Any]] | None = None
+    if not present:
+        flat = [np.empty(0) for _ in ident.columns]
+    elif len(arrays) == len(present) and all(x.shape[1] == width for x in arrays):
+        matrix: np.ndarray[Any, Any] = np.concatenate(arrays)
+        flat = [matrix[:, j] for j in range(width)]
+    elif len(tables) == len(present):
+        flat = [np.concatenate([x.arrays[j] for x in tables]) for j in range(width)]
+    out: dict[str, pa.Array] = {}
+    for j, column in enumerate(ident.columns):
+        redacted = column.name in ident.redact
+        datatype = pa.string() if (redacted or column.datatype == TEXT) else pa.float64()
+        if flat is None:  # records of different shapes (never from one server): one by one
+            values = [_input_column(x, j) for x in inputs]
+            if redacted:
+                assert redact_key is not None
+                values = [_redact_array(v, redact_key) for v in values]
+            out[INPUT_PREFIX + column.name] = _list_array(values, datatype)
+            continue
+        column_values = flat[j]
+        if redacted:
+            assert redact_key is not None
+            column_values = _redact_array(column_values, redact_key)
+        out[INPUT_PREFIX + column.name] = pa.ListArray.from_arrays(
+            offsets, _flat_values(column_values, datatype), mask=mask
+        )
+    return out
+
+
 def _input_column(
-    inputs: np.ndarray[Any, Any] | Columns | None, j: int, column: Column
+    inputs: np.ndarray[Any, Any] | Columns | None, j: int
 ) -> np.ndarray[Any, Any] | None:
     if inputs is None:
         return None
@@ -218,6 +257,10 @@ def _input_column(
     return inputs[:, j]
 
 
+@overload
+def _redact_array(values: np.ndarray[Any, Any], key: bytes) -> np.ndarray[Any, Any]: ...
+@overload
+def _redact_array(values: None, key: bytes) -> None: ...
 def _redact_array(values: np.ndarray[Any, Any] | None, key: bytes) -> np.ndarray[Any, Any] | None:
     if values is None:
         return None

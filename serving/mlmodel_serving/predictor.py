@@ -16,6 +16,7 @@ makes the same choice per batch.
 from __future__ import annotations
 
 import asyncio
+import collections
 import time
 from collections.abc import Callable
 from concurrent.futures import Executor
@@ -44,25 +45,43 @@ class Predictor(Protocol):
 
 
 class PredictCost:
-    """The recent time of one predict call (exponentially weighted), and where calls run.
+    """The recent time of one predict call (exponentially weighted, and the least of the
+    last few), and where calls run.
 
-    ``inline_below`` seconds: calls run on the event loop while the recent mean is under
-    it; 0 sends every call to a thread. ``alone_below``: the same bound for a call made
+    ``inline_below`` seconds: calls run on the event loop while the least of the last
+    ``WINDOW`` calls' times is under it; 0 sends every call to a thread. ``alone_below``: the same bound for a call made
     while no other inference connection is open. Until a first call has been timed,
     calls go to a thread. Updated from any thread; a lost update under a race only
-    delays the mean.
+    delays the estimate.
     """
 
     ALPHA = 0.2
+    # Where a call runs is decided by the least of the last WINDOW calls' times, not by
+    # the mean: a call's wall time also counts the time it waited for the GIL (held by
+    # the decision log's writer, or, in a predict thread, by the busy event loop), and
+    # those waits come and go while the model's own cost does not. With the mean, a few
+    # waits moved calls to a thread, where the waits on the event loop kept the mean up.
+    WINDOW = 8
 
     def __init__(self, inline_below: float, alone_below: float = 0.0) -> None:
         self.inline_below = inline_below
         self.alone_below = alone_below
         self.mean: float | None = None
+        self._recent: collections.deque[float] = collections.deque(maxlen=self.WINDOW)
+        self.floor: float | None = None
+
+    def assume(self, seconds: float) -> None:
+        """Forget the calls timed so far: as if every recent call took ``seconds``."""
+        self.mean = self.floor = seconds
+        self._recent.clear()
+        self._recent.append(seconds)
 
     def record(self, seconds: float) -> None:
         mean = self.mean
         self.mean = seconds if mean is None else mean + self.ALPHA * (seconds - mean)
+        recent = self._recent
+        recent.append(seconds)
+        self.floor = min(recent)
 
     def inline(self, rows: int, alone: bool = False) -> bool:
         """True when a call of ``rows`` rows should run on the event loop.
@@ -70,10 +89,10 @@ class PredictCost:
         ``alone``: no other inference connection is open, so nothing but a probe or a
         scrape can be kept waiting by the call.
         """
-        mean = self.mean
-        if mean is None or rows > INLINE_MAX_ROWS:
+        floor = self.floor
+        if floor is None or rows > INLINE_MAX_ROWS:
             return False
-        return mean < self.inline_below or (alone and mean < self.alone_below)
+        return floor < self.inline_below or (alone and floor < self.alone_below)
 
 
 def only_connection(open_connections: Callable[[], int | None] | None) -> bool:

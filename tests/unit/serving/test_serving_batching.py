@@ -26,7 +26,7 @@ BOTH = ("predict", "predict_proba")
 def inline_cost() -> PredictCost:
     """A cost that sends every call to the event loop from the first one."""
     cost = PredictCost(inline_below=10.0)
-    cost.mean = 0.0
+    cost.assume(0.0)
     return cost
 
 
@@ -290,7 +290,7 @@ def test_a_slower_model_runs_inline_only_while_one_connection_sends_requests(
     iris_model: SklearnModel,
 ) -> None:
     cost = PredictCost(inline_below=0.001, alone_below=0.050)
-    cost.mean = 0.010  # 10 ms: too slow for the loop in general, not for a lone client
+    cost.assume(0.010)  # 10 ms: too slow for the loop in general, not for a lone client
     assert cost.inline(1, alone=True) and not cost.inline(1, alone=False)
     assert only_connection(lambda: 1) and not only_connection(lambda: 2)
     assert not only_connection(None) and not only_connection(lambda: None)
@@ -304,7 +304,7 @@ def test_a_slower_model_runs_inline_only_while_one_connection_sends_requests(
     )
     result = asyncio.run(direct.predict(np.array([[5.1, 3.5, 1.4, 0.2]]), ("predict",)))
     assert result["predict"].tolist() == [0]
-    cost.mean = 0.010
+    cost.assume(0.010)
     connections[0] = 2
     with pytest.raises(AssertionError, match="handed to a thread"):
         asyncio.run(direct.predict(np.array([[5.1, 3.5, 1.4, 0.2]]), ("predict",)))
@@ -312,7 +312,7 @@ def test_a_slower_model_runs_inline_only_while_one_connection_sends_requests(
     async def lone_batch(p: BatchingPredictor) -> dict[str, np.ndarray[Any, Any]]:
         return await p.predict(np.array([[5.1, 3.5, 1.4, 0.2]]), ("predict",))
 
-    cost.mean = 0.010
+    cost.assume(0.010)
     batched, _ = run(iris_model, _NoThreads(1), lone_batch, cost=cost, open_connections=lambda: 1)
     assert batched["predict"].tolist() == [0]
 
@@ -434,9 +434,9 @@ def test_clients_answered_by_an_expensive_call_may_join_the_next(
 
     async def scenario(p: BatchingPredictor) -> None:
         if slow_mean:
-            cost.mean = 0.2  # as measured after a first call
+            cost.assume(0.2)  # as measured after a first call
         else:
-            cost.mean = 0.001
+            cost.assume(0.001)
             cost.record = lambda seconds: None  # type: ignore[method-assign]  # keep it cheap
         # two clients start at once, two join while the first call runs
         await asyncio.gather(client(p, 0), client(p, 0), client(p, 0.06), client(p, 0.06))
