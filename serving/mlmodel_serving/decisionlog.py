@@ -183,7 +183,8 @@ class DecisionMetrics:
         ).labels(model)
         self.dropped = Counter(
             "mlmodel_decisions_dropped",
-            "Decision records dropped (best-effort mode, queue full)",
+            "Decision records dropped (best-effort mode with the queue full, or records "
+            "that could not be encoded)",
             labels,
             registry=registry,
         ).labels(model)
@@ -256,10 +257,12 @@ class DecisionLog:
         self.client = client
         self.required = config.mode == REQUIRED
         self.metrics = DecisionMetrics(registry, ident.model, config.queue_records)
+        self.metrics.up.set(0 if self.required else 1)
         self._queue: collections.deque[Decision] = collections.deque()
         self._wake = threading.Event()
         self._stop = False
-        self._healthy = True
+        # Required mode is not ready until the bucket has answered (the writer's probe).
+        self._healthy = not self.required
         self._boot = secrets.token_hex(3)
         self._seq = 0
         self._lock_checked = False
@@ -317,7 +320,17 @@ class DecisionLog:
             batch: list[Decision] = []
             for _ in range(min(self.config.max_records, len(queue))):
                 batch.append(queue.popleft())
-            if not self._write(batch):
+            try:
+                data = encode_batch(batch, self.ident, self.config.redact_key or None)
+            except Exception:  # a bug, not the store: say so, count them, keep the thread
+                log.exception(
+                    "decision log: cannot encode %d records; they are dropped",
+                    len(batch),
+                    extra={"model": self.ident.model},
+                )
+                self.metrics.dropped.inc(len(batch))
+                continue
+            if not self._write(batch, data):
                 return  # stopped while the store was failing: close() counts what is left
             self.metrics.queue.set(len(queue))
 
@@ -357,13 +370,12 @@ class DecisionLog:
         self._healthy = healthy
         self.metrics.up.set(1 if healthy else 0)
 
-    def _write(self, batch: list[Decision]) -> bool:
+    def _write(self, batch: list[Decision], data: bytes) -> bool:
         """Write one file, retrying the same key until it is written; False if stopped."""
         at = dt.datetime.fromtimestamp(batch[0].time_ns / 1e9, dt.UTC)
         self._seq += 1
         name = f"{at.strftime('%H%M%S')}-{self.config.writer}-{self._boot}-{self._seq:06d}.parquet"
         key = partition_key(self.config.prefix, self.ident, at, name)
-        data = encode_batch(batch, self.ident, self.config.redact_key or None)
         delay = BACKOFF_FIRST
         while True:
             started = time.perf_counter()

@@ -315,6 +315,30 @@ def test_required_refuses_and_turns_not_ready_while_the_store_is_down(
     assert "refused" not in ids
 
 
+def test_required_is_not_ready_until_its_bucket_answers(
+    store: MinioServer, forest: tuple[Any, Path, str], tmp_path: Path
+) -> None:
+    _, path, sha = forest
+    env = serve_env(
+        store,
+        path,
+        sha,
+        MLMODEL_DECISION_LOG_MODE="required",
+        MLMODEL_DECISION_LOG_BUCKET="not-made-yet",
+    )
+    with ServeProcess(env, tmp_path) as p:
+        wait_for(lambda: "model loaded and verified" in p.log(), "the model loaded")
+        assert requests.get(f"{p.url}/v2/health/ready", timeout=10).status_code == 503
+        refused = v2(p.url, [[0.5, 0.5, 0.5, 0.5]], "too-early")
+        assert refused.status_code == 503 and "decision log" in refused.json()["error"]
+        store.client().make_bucket("not-made-yet")
+        p.wait_ready()
+        assert v2(p.url, [[0.5, 0.5, 0.5, 0.5]], "in-time").status_code == 200
+    client = store.client()
+    keys = [o.object_name for o in client.list_objects("not-made-yet", recursive=True)]
+    assert len(keys) == 1
+
+
 def test_sigterm_under_load_loses_no_record(
     store: MinioServer, forest: tuple[Any, Path, str], tmp_path: Path
 ) -> None:
