@@ -621,14 +621,9 @@ class ServingApp:
         await send({"type": "http.response.body", "body": response.body})
 
 
-def _header_safe(value: str | None) -> bool:
+def _header_safe(value: str) -> bool:
     """A client's id that may be sent back as a header value as it is."""
-    return (
-        bool(value)
-        and len(value or "") <= 256
-        and (value or "").isascii()
-        and (value or "").isprintable()
-    )
+    return 0 < len(value) <= 256 and value.isascii() and value.isprintable()
 
 
 def parse_header_length(value: bytes) -> int:

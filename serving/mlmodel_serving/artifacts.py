@@ -127,8 +127,12 @@ def _check_endpoint(endpoint: str) -> str:
     return endpoint
 
 
-def make_client(cfg: S3Config) -> minio.Minio:
-    """A ``minio.Minio`` client for ``cfg`` (anonymous when no access key is given)."""
+def make_client(cfg: S3Config, http_client: Any = None) -> minio.Minio:
+    """A ``minio.Minio`` client for ``cfg`` (anonymous when no access key is given).
+
+    ``http_client``: a ``urllib3.PoolManager`` with timeouts and retries of the caller's
+    choosing; None keeps the minio client's own.
+    """
     import minio  # imported on use: serving a local file never needs it (~0.5 s at start)
 
     return minio.Minio(
@@ -137,6 +141,7 @@ def make_client(cfg: S3Config) -> minio.Minio:
         secret_key=cfg.secret_key or None,
         secure=cfg.secure,
         region=cfg.region,
+        http_client=http_client,
     )
 
 

@@ -187,13 +187,12 @@ async def serve(settings: Settings) -> int:
                     exit_code = 1
             if exit_code == 0:
                 app.set_model(model)
-            log.info(
-                "model loaded and verified; ready",
-                extra={"model": model.name, "version": model.version, "sha256": model.sha256,
-                       "load_seconds": round(model.load_seconds, 3),
-                       "predict_path": model.predict_path},
-            )  # fmt: skip
-            if exit_code == 0:
+                log.info(
+                    "model loaded and verified; ready",
+                    extra={"model": model.name, "version": model.version, "sha256": model.sha256,
+                           "load_seconds": round(model.load_seconds, 3),
+                           "predict_path": model.predict_path},
+                )  # fmt: skip
                 await stopping
         else:
             log.error(

@@ -37,7 +37,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from mlmodel_serving.artifacts import S3Config, parse_bool
+from mlmodel_serving.artifacts import S3Config, make_client, parse_bool
 from mlmodel_serving.decisions import (
     DEFAULT_PREFIX,
     Decision,
@@ -474,24 +474,15 @@ class DecisionLog:
 
 
 def _make_client(s3: S3Config) -> Any:
-    import minio
+    """The writer's own client: short timeouts, no retries of its own."""
     import urllib3
-
-    from mlmodel_serving.artifacts import _check_endpoint
 
     http = urllib3.PoolManager(
         timeout=urllib3.Timeout(connect=CONNECT_TIMEOUT, read=READ_TIMEOUT),
         retries=False,
         maxsize=2,
     )
-    return minio.Minio(
-        _check_endpoint(s3.endpoint),
-        access_key=s3.access_key or None,
-        secret_key=s3.secret_key or None,
-        secure=s3.secure,
-        region=s3.region,
-        http_client=http,
-    )
+    return make_client(s3, http)
 
 
 def _describe(exc: BaseException) -> str:
