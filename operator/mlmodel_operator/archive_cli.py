@@ -20,9 +20,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+import numpy as np
 import yaml
 
-from mlmodel_operator import GROUP, PLURAL, VERSION
+from mlmodel_operator import GROUP, PLURAL, VERSION, isolated
 from mlmodel_operator.archive import describe_s3_error, s3_error_code
 from mlmodel_operator.ledger import LedgerRecord, ledger_prefix, serving_at
 from mlmodel_operator.manifest import MANIFEST_NAME, ManifestError, ManifestView, manifest_key
@@ -302,18 +303,25 @@ def replay(args: argparse.Namespace) -> int:
         fetch_verified,
     )
 
+    isolation = isolated.isolation_from(args)
+    if isolation is not None and args.serve:
+        raise isolated.IsolationUsageError(
+            "--isolated runs the version on --input in its own environment; --serve runs "
+            "mlmodel-serve here: use one or the other"
+        )
     store = ArchiveStore.from_env(args.bucket)
     version = _resolve_version(store, args)
     m = store.manifest(args.namespace, args.model, version)
     skew = compare_versions(m, running_versions())
-    if skew.differences:
+    if isolation is None and skew.differences:
         print(f"library versions differ: {skew.describe()}", file=sys.stderr)
-    if skew.blocking and not args.allow_version_skew:
+    if skew.blocking and not args.allow_version_skew and isolation is None:
         d = skew.blocking[0]
         raise CliError(
             f"refusing to load version {version}: it was {d.source} scikit-learn {d.recorded}, "
-            f"this environment has scikit-learn {d.running} (major/minor differ). Install "
-            f"scikit-learn=={d.recorded}, or pass --allow-version-skew to load it anyway"
+            f"this environment has scikit-learn {d.running} (major/minor differ). Pass "
+            "--isolated to run it in an environment with the recorded versions, or "
+            "--allow-version-skew to load it here anyway"
         )
     cache = Path(args.cache_dir)
     started = time.perf_counter()
@@ -342,6 +350,8 @@ def replay(args: argparse.Namespace) -> int:
     )
     if args.serve:
         return _serve(args, m, version, cache)
+    if isolation is not None:
+        return _predict_isolated(args, m, path, isolation)
     return _predict(args, m, path)
 
 
@@ -397,37 +407,33 @@ class Progress:
         self.out.flush()
 
 
-def _predict(args: argparse.Namespace, m: ManifestView, path: Path) -> int:
-    from mlmodel_serving.artifacts import load_verified_joblib
-
+def _read_replay_inputs(
+    args: argparse.Namespace, m: ManifestView, expected: Any, n_features: int | None
+) -> np.ndarray[Any, Any]:
+    """The input file's rows, in the model's column order when both name their columns."""
     try:
         x, names = read_inputs(Path(args.input))
     except InputError as exc:
         raise CliError(str(exc)) from None
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # e.g. InconsistentVersionWarning, already reported
-        estimator = load_verified_joblib(path, m.sha256)
-    expected = getattr(estimator, "feature_names_in_", None)
     if expected is not None and names is not None:
         wanted = [str(n) for n in expected]
         missing = [n for n in wanted if n not in names]
         if missing:
             raise CliError(f"{args.input}: missing feature columns {missing}")
         x = x[:, [names.index(n) for n in wanted]]
-    n_features = getattr(estimator, "n_features_in_", None)
     if n_features is not None and x.shape[1] != n_features:
         raise CliError(
             f"{args.input}: {x.shape[1]} features per row, version {m.version} expects {n_features}"
         )
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="X does not have valid feature names")
-        predictions = estimator.predict(x)
-        proba = (
-            estimator.predict_proba(x)
-            if args.proba and hasattr(estimator, "predict_proba")
-            else None
-        )
-    classes = getattr(estimator, "classes_", None)
+    return x
+
+
+def _write_replay(
+    args: argparse.Namespace,
+    predictions: np.ndarray[Any, Any],
+    proba: np.ndarray[Any, Any] | None,
+    classes: Any,
+) -> int:
     rows = prediction_rows(predictions, proba, None)
     fmt = "csv" if args.output and str(args.output).lower().endswith(".csv") else "jsonl"
     class_list = (
@@ -441,6 +447,62 @@ def _predict(args: argparse.Namespace, m: ManifestView, path: Path) -> int:
         stdout: IO[str] = sys.stdout
         write_predictions(rows, stdout, fmt, class_list)
     return 0
+
+
+def _predict_isolated(
+    args: argparse.Namespace, m: ManifestView, path: Path, isolation: isolated.Isolation
+) -> int:
+    try:
+        requirements = isolated.recorded_requirements(m, m.trained_sklearn)
+        model = isolated.load_isolated(
+            path, m.sha256, m.model, m.version, requirements, isolation, isolated.stderr_log
+        )
+    except isolated.IsolationError as exc:
+        raise CliError(f"version {m.version} --isolated: {exc}") from None
+    try:
+        environment = model.worker.environment
+        skew = compare_versions(m, environment.versions())
+        print(
+            f"running version {m.version} in {environment.path} ("
+            + ", ".join(f"{k} {v}" for k, v in environment.versions().items())
+            + ")"
+            + (f"; still differs from the record: {skew.describe()}" if skew.differences else ""),
+            file=sys.stderr,
+        )
+        for warning in model.warnings:
+            print(f"loading it raised {warning}", file=sys.stderr)
+        x = _read_replay_inputs(args, m, model.feature_names, model.n_features)
+        wanted: tuple[str, ...] = ("predict",)
+        if args.proba and "predict_proba" in model.outputs:
+            wanted += ("predict_proba",)
+        try:
+            outputs = model.predict(x, wanted)
+        except (isolated.IsolationError, isolated.WorkerCallError) as exc:
+            raise CliError(f"version {m.version} in {environment.path}: {exc}") from None
+        return _write_replay(args, outputs["predict"], outputs.get("predict_proba"), model.classes)
+    finally:
+        model.worker.close()
+
+
+def _predict(args: argparse.Namespace, m: ManifestView, path: Path) -> int:
+    from mlmodel_serving.artifacts import load_verified_joblib
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # e.g. InconsistentVersionWarning, already reported
+        estimator = load_verified_joblib(path, m.sha256)
+    x = _read_replay_inputs(
+        args, m, getattr(estimator, "feature_names_in_", None),
+        getattr(estimator, "n_features_in_", None),
+    )  # fmt: skip
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="X does not have valid feature names")
+        predictions = estimator.predict(x)
+        proba = (
+            estimator.predict_proba(x)
+            if args.proba and hasattr(estimator, "predict_proba")
+            else None
+        )
+    return _write_replay(args, predictions, proba, getattr(estimator, "classes_", None))
 
 
 def _serve(args: argparse.Namespace, m: ManifestView, version: str, cache: Path) -> int:
@@ -567,6 +629,7 @@ def add_parsers(sub: Any) -> None:
         "(default: 0, HTTP only)",
     )
     rep.add_argument("--cache-dir", default=str(DEFAULT_CACHE), help="(default: %(default)s)")
+    isolated.add_options(rep)
     _common(rep)
     rep.set_defaults(func=_wrap(replay, "replay"))
 
@@ -589,6 +652,9 @@ def _wrap(command: Any, name: str) -> Any:
         try:
             code: int = command(args)
             return code
+        except isolated.IsolationUsageError as exc:
+            print(f"mlmodel {name}: {exc}", file=sys.stderr)
+            return 2
         except CliError as exc:
             print(f"mlmodel {name}: {exc}", file=sys.stderr)
             return 1

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from mlmodel_operator import GROUP, PLURAL, VERSION, __version__
+from mlmodel_operator import GROUP, PLURAL, VERSION, __version__, isolated
 from mlmodel_operator.archive import describe_s3_error, s3_error_code
 from mlmodel_operator.archive_cli import (
     DEFAULT_CACHE,
@@ -54,6 +54,14 @@ from mlmodel_operator.audit import (
     iso,
     json_object,
     json_safe,
+)
+from mlmodel_operator.isolated import (
+    IsolatedModel,
+    Isolation,
+    IsolationError,
+    load_isolated,
+    recorded_requirements,
+    stderr_log,
 )
 from mlmodel_operator.manifest import ManifestView, manifest_key
 from mlmodel_operator.replay import (
@@ -459,7 +467,11 @@ def find_artifact(
 
 @dataclass
 class LoadedVersion:
-    """A verified artifact, loaded the way the server loads it, and its library versions."""
+    """A verified artifact, loaded the way the server loads it, and its library versions.
+
+    With ``isolated``, the artifact is loaded in a worker process of an environment with
+    the recorded library versions (:mod:`mlmodel_operator.isolated`); ``close()`` stops it.
+    """
 
     source: ArtifactSource
     path: Path
@@ -469,13 +481,24 @@ class LoadedVersion:
     recorded: dict[str, Any]
     running: dict[str, str | None]
     notes: list[str] = field(default_factory=list)
+    isolated: IsolatedModel | None = None
     _models: dict[str, SklearnModel] = field(default_factory=dict)
     _failed: dict[str, str] = field(default_factory=dict)
+    _noted: set[str] = field(default_factory=set)
 
-    def model(self, predict_path: str) -> SklearnModel:
+    def model(self, predict_path: str) -> SklearnModel | IsolatedModel:
         """The model computing the way the record says the server did."""
         from mlmodel_serving.model import PATH_LEAF_TABLES, SklearnModel
 
+        if self.isolated is not None:
+            if predict_path == PATH_LEAF_TABLES and predict_path not in self._noted:
+                self._noted.add(predict_path)
+                self.notes.append(
+                    "the server computed with leaf tables, which it checked against "
+                    "scikit-learn bit for bit when it loaded the model: re-run with "
+                    "scikit-learn in the isolated environment"
+                )
+            return self.isolated
         if predict_path in self._failed:
             raise CliError(self._failed[predict_path])
         if predict_path not in self._models:
@@ -505,7 +528,15 @@ class LoadedVersion:
             "recorded": self.recorded,
             "running": self.running,
             "differences": [dataclasses.asdict(d) for d in self.skew.differences],
+            "isolated": (
+                self.isolated.worker.environment.as_json() if self.isolated is not None else None
+            ),
         }
+
+    def close(self) -> None:
+        """Stop the isolated worker, if there is one."""
+        if self.isolated is not None:
+            self.isolated.worker.close()
 
 
 def _major_minor(version: str | None) -> tuple[int, int] | None:
@@ -513,10 +544,26 @@ def _major_minor(version: str | None) -> tuple[int, int] | None:
     return (int(match[1]), int(match[2])) if match else None
 
 
+def isolation_from(args: argparse.Namespace) -> Isolation | None:
+    try:
+        return isolated.isolation_from(args)
+    except isolated.IsolationUsageError as exc:
+        raise UsageError(str(exc)) from None
+
+
 def load_version(
-    source: ArtifactSource, name: str, version: str, cache: Path, allow_skew: bool
+    source: ArtifactSource,
+    name: str,
+    version: str,
+    cache: Path,
+    allow_skew: bool,
+    isolation: Isolation | None = None,
 ) -> LoadedVersion:
-    """Fetch and verify the artifact, compare library versions; refuse a major/minor skew."""
+    """Fetch and verify the artifact, compare library versions; refuse a major/minor skew.
+
+    With ``isolation``: load it in an environment with the recorded versions instead, and
+    compare with those.
+    """
     from mlmodel_serving.artifacts import DigestMismatchError, S3Config, fetch_verified
 
     try:
@@ -530,7 +577,25 @@ def load_version(
         ) from None
     except Exception as exc:
         raise CliError(f"fetch {source.uri}: {describe_s3_error(exc)}") from None
-    running = running_versions()
+    if source.manifest is not None:
+        pickled = source.manifest.trained_sklearn
+    else:  # no manifest: what the pickle itself says
+        from mlmodel_operator.pickle_scan import scan_artifact
+
+        with open(path, "rb") as f:
+            pickled = scan_artifact(f).sklearn_version
+    isolated = None
+    if isolation is not None:
+        try:
+            requirements = recorded_requirements(source.manifest, pickled)
+            isolated = load_isolated(
+                path, source.sha256, name, version, requirements, isolation, stderr_log
+            )
+        except IsolationError as exc:
+            raise CliError(f"version {version} --isolated: {exc}") from None
+        running: dict[str, str | None] = isolated.worker.environment.versions()
+    else:
+        running = dict(running_versions())
     if source.manifest is not None:
         m = source.manifest
         skew = compare_versions(m, running)
@@ -538,11 +603,7 @@ def load_version(
             "pickledWith": {"scikit-learn": m.trained_sklearn},
             "servingRelease": {k: v for k, v in m.release.items() if k != "note"},
         }
-    else:  # no manifest: what the pickle itself says
-        from mlmodel_operator.pickle_scan import scan_artifact
-
-        with open(path, "rb") as f:
-            pickled = scan_artifact(f).sklearn_version
+    else:
         recorded = {"pickledWith": {"scikit-learn": pickled}}
         here = running.get("scikit-learn")
         diffs: tuple[Difference, ...] = ()
@@ -550,14 +611,18 @@ def load_version(
             blocking = _major_minor(pickled) != _major_minor(here)
             diffs = (Difference("scikit-learn", pickled, here, "pickled with", blocking),)
         skew = SkewReport(diffs)
-    if skew.blocking and not allow_skew:
+    if skew.blocking and not allow_skew and isolated is None:
         d = skew.blocking[0]
         raise CliError(
             f"refusing to load version {version}: it was {d.source} scikit-learn {d.recorded}, "
-            f"this environment has scikit-learn {d.running} (major/minor differ). Install "
-            f"scikit-learn=={d.recorded}, or pass --allow-version-skew to load it anyway"
+            f"this environment has scikit-learn {d.running} (major/minor differ). Pass "
+            "--isolated to run it in an environment with the recorded versions, or "
+            "--allow-version-skew to load it here anyway"
         )
-    return LoadedVersion(source, path, name, version, skew, recorded, dict(running))
+    loaded = LoadedVersion(source, path, name, version, skew, recorded, running, isolated=isolated)
+    if isolated is not None:
+        loaded.notes += [f"loading it raised {w}" for w in isolated.warnings]
+    return loaded
 
 
 def rerun(loaded: LoadedVersion, record: Record) -> dict[str, Any]:
@@ -568,7 +633,10 @@ def rerun(loaded: LoadedVersion, record: Record) -> dict[str, Any]:
     names = model.check_outputs(tuple(record.outputs))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # as the server runs (quiet_warnings)
-        outputs = model.predict(record.model_input(), names)
+        try:
+            outputs = model.predict(record.model_input(), names)
+        except IsolationError as exc:  # the environment failed, not the model
+            raise CliError(str(exc)) from None
     return {name: output_values(np.asarray(values)) for name, values in outputs.items()}
 
 
@@ -712,6 +780,7 @@ def audit(args: argparse.Namespace) -> int:
             f"{store.where(args.namespace, args.model)} {time_range.describe()} "
             f"(bucket {store.bucket}, prefix {store.prefix})"
         )
+    isolation = isolation_from(args)
     running = running_versions()
     report = AuditReport(
         namespace=args.namespace, model=args.model, start=start, end=end, bucket=store.bucket,
@@ -720,7 +789,7 @@ def audit(args: argparse.Namespace) -> int:
         versions=[],
     )  # fmt: skip
     for version, sha256, group in group_by_version(records):
-        report.versions.append(_audit_version(args, archive, version, sha256, group))
+        report.versions.append(_audit_version(args, archive, version, sha256, group, isolation))
     print(report.summary())
     if args.json:
         Path(args.json).write_text(report.to_json_text(), encoding="utf-8")
@@ -733,7 +802,7 @@ def audit(args: argparse.Namespace) -> int:
 
 def _audit_version(
     args: argparse.Namespace, archive: ArchiveStore, version: str, sha256: str,
-    records: list[Record],
+    records: list[Record], isolation: Isolation | None,
 ) -> VersionAudit:  # fmt: skip
     result = VersionAudit(version, sha256)
     runnable = result.sort(records)
@@ -748,11 +817,23 @@ def _audit_version(
         )
         result.artifact = source.as_json()
         loaded = load_version(
-            source, args.model, version, Path(args.cache_dir), args.allow_version_skew
+            source, args.model, version, Path(args.cache_dir), args.allow_version_skew, isolation
         )
     except CliError as exc:
         result.skip(runnable, str(exc))
         return result
+    try:
+        _rerun_all(loaded, result, runnable, source)
+    finally:
+        loaded.close()
+    print(f"  {result.identical} identical, {result.mismatched} mismatched in "
+          f"{time.perf_counter() - started:.1f}s", file=sys.stderr)  # fmt: skip
+    return result
+
+
+def _rerun_all(
+    loaded: LoadedVersion, result: VersionAudit, runnable: list[Record], source: ArtifactSource
+) -> None:
     result.libraries = loaded.libraries()
     if loaded.skew.differences:
         print(f"  library versions differ: {loaded.skew.describe()}", file=sys.stderr)
@@ -767,9 +848,6 @@ def _audit_version(
             result.compare(record, outputs)
     if loaded.notes:
         result.artifact = {**source.as_json(), "notes": [*source.notes, *loaded.notes]}
-    print(f"  {result.identical} identical, {result.mismatched} mismatched in "
-          f"{time.perf_counter() - started:.1f}s", file=sys.stderr)  # fmt: skip
-    return result
 
 
 def _user() -> str:
@@ -851,8 +929,6 @@ def background_sample(
 
 def explain_command(args: argparse.Namespace) -> int:
     shap = require_explain_libraries(bool(args.plot))
-    from mlmodel_operator import explain as ex
-
     store = DecisionStore.from_env(args.bucket, args.prefix)
     archive = ArchiveStore.from_env(args.archive_bucket)
     time_range = TimeRange(parse_time("--from", args.start), parse_time("--to", args.end))
@@ -873,12 +949,26 @@ def explain_command(args: argparse.Namespace) -> int:
         raise CliError(f"request {record.request_id} has no recorded inputs and outputs")
     if args.row > record.rows:
         raise UsageError(f"--row {args.row}: request {record.request_id} has {record.rows} row(s)")
+    isolation = isolation_from(args)
     source = find_artifact(
         archive, record.namespace, record.model, record.version, record.sha256, args.kubeconfig
     )
     loaded = load_version(
-        source, record.model, record.version, Path(args.cache_dir), args.allow_version_skew
-    )
+        source, record.model, record.version, Path(args.cache_dir), args.allow_version_skew,
+        isolation,
+    )  # fmt: skip
+    try:
+        return _explain_loaded(args, shap, store, record, source, loaded)
+    finally:
+        loaded.close()
+
+
+def _explain_loaded(
+    args: argparse.Namespace, shap: Any, store: DecisionStore, record: Record,
+    source: ArtifactSource, loaded: LoadedVersion,
+) -> int:  # fmt: skip
+    from mlmodel_operator import explain as ex
+
     if loaded.skew.differences:
         print(f"library versions differ: {loaded.skew.describe()}", file=sys.stderr)
     try:
@@ -903,7 +993,7 @@ def explain_command(args: argparse.Namespace) -> int:
     except Exception as exc:  # shap's own failures, for a model it cannot take
         raise CliError(
             f"request {record.request_id}: shap could not explain this "
-            f"{type(model.estimator).__name__} ({type(exc).__name__}: {_first_line(exc)})"
+            f"{_estimator_name(model)} ({type(exc).__name__}: {_first_line(exc)})"
         ) from None
     if explanation.background_rows == 0:
         background_text = "not used (the trees' training cover is the background)"
@@ -943,6 +1033,12 @@ def explain_command(args: argparse.Namespace) -> int:
         print("\n".join(_explain_text(record, args.row, x_row, row_outputs, differing,
                                       outputs, loaded, explanation, background_text, store)))  # fmt: skip
     return 0 if not differing and explanation.additive else 1
+
+
+def _estimator_name(model: SklearnModel | IsolatedModel) -> str:
+    if isinstance(model, IsolatedModel):
+        return model.estimator_name
+    return type(model.estimator).__name__
 
 
 def _explain_text(
@@ -1020,6 +1116,7 @@ def _rerun_options(p: argparse.ArgumentParser) -> None:
                    "the live MLModel from (default: in-cluster, then ~/.kube/config)")  # fmt: skip
     p.add_argument("--allow-version-skew", action="store_true",
                    help="load even if the scikit-learn major/minor version differs")  # fmt: skip
+    isolated.add_options(p)
 
 
 def add_parsers(sub: Any) -> None:

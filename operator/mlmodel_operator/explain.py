@@ -1,6 +1,7 @@
 """Why a model answered what it did: per-feature contributions (SHAP) for one row.
 
-No I/O: the model is a loaded :class:`~mlmodel_serving.model.SklearnModel`, the row and
+No I/O: the model is a loaded :class:`~mlmodel_serving.model.SklearnModel` (or a model
+run in an isolated environment, :class:`~mlmodel_operator.isolated.IsolatedModel`), the row and
 the background come in as the model takes them (a float64 array, or ``Columns``). The
 command that finds the record and loads its exact artifact is ``mlmodel explain`` in
 :mod:`mlmodel_operator.decisions_cli`. shap is imported by the caller and passed in, so
@@ -28,7 +29,9 @@ Which explainer, and why:
 
 Any result that fails the additivity check (base value + contributions = the explained
 output within :data:`ADDITIVITY_TOLERANCE`), or an explainer shap refuses for the model,
-falls back to the model-agnostic one, and the explanation says why.
+falls back to the model-agnostic one, and the explanation says why. A model run in an
+isolated environment (``--isolated``) lives in another process: only the model-agnostic
+explainer, which calls it as a black box, can explain it.
 """
 
 from __future__ import annotations
@@ -39,11 +42,11 @@ import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
-from mlmodel_serving.model import DECISION_FUNCTION, PREDICT, PREDICT_PROBA, SklearnModel
+from mlmodel_serving.model import DECISION_FUNCTION, PREDICT, PREDICT_PROBA
 from mlmodel_serving.tabular import TEXT, Column, Columns
 
 ModelInput = np.ndarray[Any, Any] | Columns
@@ -54,6 +57,32 @@ INSTALL_HINT = "pip install 'mlmodel-lifecycle[explain]'"
 
 class ExplainError(ValueError):
     """The row cannot be explained (the message says why)."""
+
+
+class Model(Protocol):
+    """What explaining reads of a model: a SklearnModel, or an IsolatedModel (whose
+    ``estimator`` is None: it lives in another process)."""
+
+    @property
+    def estimator(self) -> Any: ...
+
+    @property
+    def classes(self) -> np.ndarray[Any, Any] | None: ...
+
+    @property
+    def outputs(self) -> tuple[str, ...]: ...
+
+    @property
+    def is_classifier(self) -> bool: ...
+
+    def predict(self, x: Any, outputs: tuple[str, ...]) -> dict[str, np.ndarray[Any, Any]]: ...
+
+
+def final_step_name(model: Model) -> str:
+    """The class name of the model's last step (an isolated model reports it)."""
+    if model.estimator is None:
+        return str(getattr(model, "final_step_name", ""))
+    return type(_final_step(model.estimator)).__name__
 
 
 # --------------------------------------------------------------------------- inputs
@@ -160,7 +189,7 @@ class Target:
         return self.sign * v
 
 
-def predicted_class(model: SklearnModel, x_row: ModelInput) -> tuple[int, Any]:
+def predicted_class(model: Model, x_row: ModelInput) -> tuple[int, Any]:
     """The index in ``classes_`` and the label the model predicts for the row."""
     assert model.classes is not None
     label = model.predict(x_row, (PREDICT,))[PREDICT][0]
@@ -170,7 +199,7 @@ def predicted_class(model: SklearnModel, x_row: ModelInput) -> tuple[int, Any]:
     return int(matches[0]), _plain(label)
 
 
-def choose_target(model: SklearnModel, x_row: ModelInput, linear: bool) -> Target:
+def choose_target(model: Model, x_row: ModelInput, linear: bool) -> Target:
     """The probability of the predicted class for a classifier (its decision function for
     a linear model, or one without probabilities); the prediction for a regressor."""
     if not model.is_classifier:
@@ -184,7 +213,7 @@ def choose_target(model: SklearnModel, x_row: ModelInput, linear: bool) -> Targe
         )
     if DECISION_FUNCTION not in model.outputs:
         raise ExplainError("the classifier has neither predict_proba nor decision_function")
-    logistic = type(_final_step(model.estimator)).__name__ == "LogisticRegression"
+    logistic = final_step_name(model) == "LogisticRegression"
     what = "score"
     if logistic:
         what = "log-odds" if n_classes == 2 else "logit, before softmax"
@@ -204,7 +233,7 @@ def _final_step(estimator: Any) -> Any:
     return steps[-1][1] if isinstance(steps, list) and steps else estimator
 
 
-def target_values(model: SklearnModel, target: Target, x: ModelInput) -> np.ndarray[Any, Any]:
+def target_values(model: Model, target: Target, x: ModelInput) -> np.ndarray[Any, Any]:
     """The explained number for every row of ``x``, computed the way the server does."""
     return target.pick(model.predict(x, (target.output,))[target.output])
 
@@ -305,7 +334,7 @@ def estimator_is_classifier(estimator: Any) -> bool:
 
 def explain_row(
     shap: Any,
-    model: SklearnModel,
+    model: Model,
     columns: Sequence[Column],
     x_row: ModelInput,
     background: ModelInput,
@@ -320,6 +349,11 @@ def explain_row(
         raise ExplainError("the background has no rows")
     kind = estimator_kind(model.estimator) if isinstance(x_row, np.ndarray) else "other"
     notes: list[str] = []
+    if model.estimator is None:
+        notes.append(
+            "the version runs in an isolated environment (another process), so it is "
+            "explained by the model-agnostic explainer, which only calls it"
+        )
     if kind in ("tree", "linear") and isinstance(x_row, np.ndarray):
         target = choose_target(model, x_row, linear=kind == "linear")
         try:
@@ -385,7 +419,7 @@ def _one_output(
 
 def _tree(
     shap: Any,
-    model: SklearnModel,
+    model: Model,
     columns: Sequence[Column],
     target: Target,
     x_row: np.ndarray[Any, Any],
@@ -431,7 +465,7 @@ def _tree(
 
 def _linear(
     shap: Any,
-    model: SklearnModel,
+    model: Model,
     columns: Sequence[Column],
     target: Target,
     x_row: np.ndarray[Any, Any],
@@ -456,7 +490,7 @@ def _linear(
 
 def _agnostic(
     shap: Any,
-    model: SklearnModel,
+    model: Model,
     columns: Sequence[Column],
     target: Target,
     x_row: ModelInput,

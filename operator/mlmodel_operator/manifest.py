@@ -99,6 +99,7 @@ SERVING_IMAGE_PINS: Final[Mapping[str, str]] = {
     "scikit-learn": "1.9.1",
     "joblib": "1.6.0",
     "numpy": "2.4.6",
+    "pandas": "3.1.1",
 }
 
 
