@@ -160,7 +160,9 @@ def _json_type(value: Any) -> str:
 
 
 # Largest tensor rank and dimension a request may declare: numpy allows 64 dimensions,
-# and a product of dimensions past 2**62 would overflow before any size check.
+# and a product of dimensions past 2**62 would overflow before any size check. A zero
+# dimension makes any shape empty, so the non-zero dimensions are bounded together too:
+# numpy refuses an empty array whose other dimensions multiply past its index range.
 MAX_DIMS = 16
 MAX_DIM = 2**40
 # V2 request parameter naming how inputs are laid out; "pd": one tensor per column.
@@ -176,7 +178,7 @@ def decode_v2_request(body: bytes, header_length: int | None = None) -> Inferenc
     in input order.
     """
     if header_length is None:
-        req = _expect_object(parse_json(body), "request body")
+        text = body
         binary: bytes | memoryview = b""
     else:
         if not 0 < header_length <= len(body):
@@ -185,8 +187,14 @@ def decode_v2_request(body: bytes, header_length: int | None = None) -> Inferenc
                 f"{len(body)} bytes: expected a JSON header length between 1 and the body size"
             )
         view = memoryview(body)
-        req = _expect_object(parse_json(view[:header_length].tobytes()), "request header")
+        text = view[:header_length].tobytes()
         binary = view[header_length:]
+    req = _expect_object(
+        parse_json(text), "request body" if header_length is None else "request header"
+    )
+    # numpy reads JSON true among numbers as 1: tensors are searched for booleans only
+    # when the body has the word at all (a byte search, far cheaper than a scan).
+    booleans = b"true" in text or b"false" in text
     inputs = req.get("inputs")
     if not isinstance(inputs, list) or not inputs:
         got = "an empty array" if isinstance(inputs, list) else _json_type(inputs)
@@ -197,7 +205,7 @@ def decode_v2_request(body: bytes, header_length: int | None = None) -> Inferenc
     tensors: list[Tensor] = []
     offset = 0
     for i, raw in enumerate(inputs):
-        tensor, used = _decode_v2_input(raw, i, binary, offset)
+        tensor, used = _decode_v2_input(raw, i, binary, offset, booleans)
         offset += used
         tensors.append(tensor)
     if offset != len(binary):
@@ -249,7 +257,7 @@ def decode_v2_request(body: bytes, header_length: int | None = None) -> Inferenc
 
 
 def _decode_v2_input(
-    raw: Any, i: int, binary: bytes | memoryview, offset: int
+    raw: Any, i: int, binary: bytes | memoryview, offset: int, booleans: bool = True
 ) -> tuple[Tensor, int]:
     """One element of ``inputs``; returns the tensor and the binary bytes it used."""
     where = f"inputs[{i}]"
@@ -268,7 +276,7 @@ def _decode_v2_input(
     size = params.get("binary_data_size")
     if size is None:
         try:
-            data = decode_tensor_data(tensor.get("data"), datatype, shape, where)
+            data = decode_tensor_data(tensor.get("data"), datatype, shape, where, booleans)
         except MixedValues as mixed:
             return Tensor(name, None, mixed.values, problem=mixed.message), 0
         return Tensor(name, datatype, data), 0
@@ -392,18 +400,30 @@ def decode_shape(shape: Any, where: str) -> tuple[int, ...]:
         )
     if len(shape) > MAX_DIMS:
         raise BadRequest(f"{where} has {len(shape)} dimensions: at most {MAX_DIMS} are accepted")
+    elements = 1
     for dim in shape:
         if type(dim) is not int or dim < 0:
             raise BadRequest(f"{where} must hold non-negative integers, got {shape!r}")
         if dim > MAX_DIM:
             raise BadRequest(f"{where} has a dimension of {dim}: at most {MAX_DIM} is accepted")
+        if dim:
+            elements *= dim
+    if elements > MAX_DIM:
+        raise BadRequest(
+            f"{where} {shape!r} multiplies out to {elements} elements (zero dimensions left "
+            f"out): at most {MAX_DIM} are accepted"
+        )
     return tuple(shape)
 
 
 def decode_tensor_data(
-    data: Any, datatype: str, shape: tuple[int, ...], where: str
+    data: Any, datatype: str, shape: tuple[int, ...], where: str, booleans: bool = True
 ) -> np.ndarray[Any, Any]:
-    """Turn JSON ``data`` (flat row-major or nested) into an array of ``shape`` and ``datatype``."""
+    """Turn JSON ``data`` (flat row-major or nested) into an array of ``shape`` and ``datatype``.
+
+    ``booleans``: whether ``data`` may hold JSON booleans (numpy would take ``true`` among
+    numbers as 1); False when the caller knows it cannot (no ``true``/``false`` in the body).
+    """
     if not isinstance(data, list):
         raise BadRequest(f"{where} must be an array, got {_json_type(data)}")
     expected = math.prod(shape)
@@ -442,8 +462,15 @@ def decode_tensor_data(
     if dtype.kind == "f" and arr.dtype.kind == "O":
         arr = _nulls_to_nan(arr, datatype, where)
     if arr.size and arr.dtype.kind not in _KINDS_FOR[dtype.kind]:
+        if dtype.kind in "iu" and arr.dtype.kind in "fO" and _all_integers(data):
+            raise BadRequest(f"{where} holds values outside the range of {datatype}")
         raise BadRequest(
             f"{where} holds {_kind_name(arr.dtype)} values, which a {datatype} tensor cannot take"
+        )
+    if booleans and arr.dtype.kind in "iuf" and _holds_boolean(data):
+        raise BadRequest(
+            f"{where} holds boolean values among its numbers, which a {datatype} tensor "
+            "cannot take: send numbers (or a BOOL tensor)"
         )
     if arr.dtype != dtype:
         with np.errstate(over="ignore", invalid="ignore"):  # overflow is checked below
@@ -454,6 +481,21 @@ def decode_tensor_data(
     if dtype.kind == "f" and arr.size and np.isinf(arr).any():
         raise BadRequest(f"{where} holds values that are not finite or overflow {datatype}")
     return arr.reshape(shape)
+
+
+def _holds_boolean(values: list[Any]) -> bool:
+    """Whether JSON ``values`` (nested lists) hold ``true`` or ``false`` anywhere."""
+    for value in values:
+        if value is True or value is False:
+            return True
+        if type(value) is list and _holds_boolean(value):
+            return True
+    return False
+
+
+def _all_integers(values: list[Any]) -> bool:
+    """Whether JSON ``values`` (nested lists) are all integers (for an error message)."""
+    return all(_all_integers(v) if type(v) is list else type(v) is int for v in values)
 
 
 def _nulls_to_nan(arr: np.ndarray[Any, Any], datatype: str, where: str) -> np.ndarray[Any, Any]:
@@ -527,6 +569,11 @@ def decode_v1_request(body: bytes) -> InferenceRequest:
             f"got {_json_type(instances)}"
         )
     if isinstance(instances[0], dict):
+        if not instances[0]:
+            raise BadRequest(
+                "instances[0] is an empty object: a row given as an object names each column, "
+                'e.g. {"instances": [{"tenure": 34, "contract": "month"}]}'
+            )
         return InferenceRequest(inputs=_v1_object_rows(instances))
     if not all(isinstance(row, list) for row in instances):
         raise BadRequest(
@@ -544,7 +591,7 @@ def decode_v1_request(body: bytes) -> InferenceRequest:
         arr = decode_tensor_data(instances, "BYTES", (rows, cols), "instances")
         return InferenceRequest(inputs=(Tensor("instances", "BYTES", arr),))
     if all(isinstance(v, int | float) and type(v) is not bool for v in values):
-        arr = decode_tensor_data(instances, "FP64", (rows, cols), "instances")
+        arr = decode_tensor_data(instances, "FP64", (rows, cols), "instances", booleans=False)
         return InferenceRequest(inputs=(Tensor("instances", "FP64", arr),))
     for v in values:
         if isinstance(v, list | dict):
