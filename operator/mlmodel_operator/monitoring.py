@@ -116,6 +116,18 @@ class Alert:
         return f"{self.signal} {self.op} {_number(self.threshold)}"
 
 
+def template_text(value: str) -> str:
+    """``value`` as literal text in an annotation, which Prometheus expands as a Go template.
+
+    Text from the spec (an S3 key may hold ``{{``) must be printed, never run: with a
+    delimiter in it, it becomes one action printing a Go string literal (JSON's escapes
+    are Go's).
+    """
+    if "{{" not in value and "}}" not in value:
+        return value
+    return "{{ " + json.dumps(value) + " }}"
+
+
 def _number(value: float) -> str:
     """A PromQL number literal without float noise (0.2, not 0.20000000000000001)."""
     text = repr(float(value))
@@ -241,7 +253,7 @@ def build_alerts(model: ModelSpec) -> tuple[Alert, ...]:
                 summary=f"Drift baseline of {who} could not be loaded",
                 description=(
                     f"{who.capitalize()} serves without drift metrics: its baseline "
-                    f"{drift.baseline_uri} could not be read or does not fit the model "
+                    f"{template_text(drift.baseline_uri or '')} could not be read or does not fit the model "
                     "(see the server's log)."
                 ),
             )

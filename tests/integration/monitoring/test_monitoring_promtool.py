@@ -208,3 +208,38 @@ def test_promtool_unit_tests_every_alert(rule_file: Path) -> None:
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "SUCCESS" in result.stdout
+
+
+def test_a_baseline_uri_is_text_in_the_annotation_never_a_template(tmp_path: Path) -> None:
+    """An S3 key may hold ``{{``: Prometheus must print it, not run it (a query, a label)."""
+    uri = 's3://models/churn/{{$labels.pod}}/{{"x"|toUpper}}/`b`\\"/{{/base.json'
+    model = parse_model(
+        {
+            "metadata": {"name": "churn", "namespace": "team-a", "uid": "u", "generation": 1},
+            "spec": {
+                "version": "3",
+                "artifact": {"uri": "s3://models/churn/3/model.joblib", "sha256": SHA},
+                "monitoring": {"drift": {"baselineUri": uri}},
+            },
+        }
+    )
+    (tmp_path / "rules.yaml").write_text(build_rule_file(model))
+    alert = next(a for a in build_alerts(model) if a.name == "MLModelDriftBaselineNotLoaded")
+    who = "model churn version 3 in namespace team-a"
+    expected = {
+        "summary": f"Drift baseline of {who} could not be loaded",
+        "description": f"{who.capitalize()} serves without drift metrics: its baseline "
+        f"{uri} could not be read or does not fit the model (see the server's log).",
+    }
+    assert alert.summary == expected["summary"]
+    fires = {"exp_labels": {"severity": "warning", **RULE_LABELS}, "exp_annotations": expected}
+    loaded = [series("mlmodel_drift_baseline_loaded", TARGET, "0x10")]
+    test = {
+        "rule_files": ["rules.yaml"],
+        "evaluation_interval": "1m",
+        "tests": [case(loaded, "MLModelDriftBaselineNotLoaded", "10m", [fires])],
+    }
+    (tmp_path / "test.yaml").write_text(yaml.safe_dump(test, sort_keys=False, width=1000))
+    result = subprocess.run([promtool(), "test", "rules", "test.yaml"], capture_output=True,
+                            text=True, timeout=120, check=False, cwd=tmp_path)  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
