@@ -9,6 +9,7 @@ time, so a batch of N rows costs a few vectorized operations, not N x F incremen
 from __future__ import annotations
 
 import threading
+from collections import deque
 from collections.abc import Iterator
 from typing import Any
 
@@ -29,20 +30,34 @@ VALUE_BUCKETS = (-1000.0, -100.0, -10.0, -1.0, 0.0, 1.0, 10.0, 100.0, 1000.0)
 
 
 class FeatureStats(Collector):
-    """Running count, sum and sum of squares of each input feature (for drift panels).
+    """Mean and standard deviation of each numeric input feature over the recent rows.
 
-    mean = rate(sum) / rate(rows); variance follows from the sum of squares.
+    Running sums exported as counters would break: a negative value makes a counter go
+    down (``rate()`` reads a reset), and one huge value makes the sum infinite for good.
+    So rows are summed in blocks of :data:`BLOCK_ROWS`, and the last :data:`BLOCKS`
+    blocks (plus the one filling) make the window; a block leaves whole, so nothing is
+    ever subtracted and an overflow leaves with its block. Each block keeps, per feature,
+    the count of values, their mean and the sum of squared deviations from it, merged
+    with Chan et al.'s pairwise update (no cancellation when the mean is large and the
+    spread small). NaN (a missing value) is not counted. Exported as gauges: ``mlmodel_input_feature_mean``,
+    ``mlmodel_input_feature_stddev`` and the rows they cover; ``mlmodel_input_rows_total``
+    counts every row.
     """
+
+    BLOCK_ROWS = 1000
+    BLOCKS = 10
 
     def __init__(self, model: str) -> None:
         self._model = model
         self._lock = threading.Lock()
         self._rows = 0
-        self._sum: np.ndarray[Any, Any] | None = None
-        self._squares: np.ndarray[Any, Any] | None = None
+        # Per block: rows, and per feature (count of non-NaN values, mean, M2).
+        self._blocks: deque[tuple[int, np.ndarray[Any, Any]]] = deque(maxlen=self.BLOCKS)
+        self._current: np.ndarray[Any, Any] | None = None
+        self._current_rows = 0
         # Rows are summed lazily, at scrape time or when enough are pending, so that a
         # one-row request costs a list append instead of a few numpy reductions.
-        self._pending: PendingRows[np.ndarray[Any, Any]] = PendingRows()
+        self._pending: PendingRows[np.ndarray[Any, Any]] = PendingRows(self.BLOCK_ROWS)
 
     def observe(self, x: np.ndarray[Any, Any]) -> None:
         if x.ndim != 2 or x.dtype.kind not in "biuf":
@@ -52,49 +67,96 @@ class FeatureStats(Collector):
                 self._flush()
 
     def _flush(self) -> None:
-        """Fold pending rows into the sums (caller holds the lock)."""
+        """Fold pending rows into the current block (caller holds the lock)."""
         pending = self._pending.take()
         if not pending:
             return
         width = pending[-1].shape[1]
-        same = [x for x in pending if x.shape[1] == width]
-        values = np.concatenate(same).astype(np.float64, copy=False)
-        column_sum = values.sum(axis=0)
-        column_squares = np.einsum("ij,ij->j", values, values)
-        if self._sum is None or self._squares is None or self._sum.shape != column_sum.shape:
-            self._sum = np.zeros_like(column_sum)
-            self._squares = np.zeros_like(column_sum)
+        values = np.concatenate([x for x in pending if x.shape[1] == width])
+        values = values.astype(np.float64, copy=False)
+        stats = moments(values)
+        if self._current is None or self._current.shape != stats.shape:
+            if self._current is not None and self._current.shape != stats.shape:
+                self._blocks.clear()  # another feature count: start over
+            self._current = np.zeros_like(stats)
+            self._current_rows = 0
         self._rows += values.shape[0]
-        self._sum += column_sum
-        self._squares += column_squares
+        self._current = merge_moments(self._current, stats)
+        self._current_rows += values.shape[0]
+        if self._current_rows >= self.BLOCK_ROWS:
+            self._blocks.append((self._current_rows, self._current))
+            self._current = np.zeros_like(stats)
+            self._current_rows = 0
 
     def collect(self) -> Iterator[Metric]:
         with self._lock:
             self._flush()
             rows = self._rows
-            sums = None if self._sum is None else self._sum.copy()
-            squares = None if self._squares is None else self._squares.copy()
+            parts = [block for _, block in self._blocks]
+            window_rows = sum(n for n, _ in self._blocks) + self._current_rows
+            if self._current is not None and self._current_rows:
+                parts.append(self._current)
         rows_metric = CounterMetricFamily(
             "mlmodel_input_rows", "Input rows seen by the model", labels=["model"]
         )
         rows_metric.add_metric([self._model], rows)
         yield rows_metric
-        sum_metric = CounterMetricFamily(
-            "mlmodel_input_feature_sum",
-            "Sum of each numeric input feature",
+        window = GaugeMetricFamily(
+            "mlmodel_input_feature_window_rows",
+            "Recent input rows the feature mean and standard deviation cover",
+            labels=["model"],
+        )
+        window.add_metric([self._model], window_rows)
+        yield window
+        mean_metric = GaugeMetricFamily(
+            "mlmodel_input_feature_mean",
+            "Mean of each numeric input feature over the recent rows (NaN not counted)",
             labels=["model", "feature"],
         )
-        squares_metric = CounterMetricFamily(
-            "mlmodel_input_feature_squares_sum",
-            "Sum of squares of each numeric input feature",
+        std_metric = GaugeMetricFamily(
+            "mlmodel_input_feature_stddev",
+            "Standard deviation of each numeric input feature over the recent rows",
             labels=["model", "feature"],
         )
-        if sums is not None and squares is not None:
-            for i, (s, q) in enumerate(zip(sums.tolist(), squares.tolist(), strict=True)):
-                sum_metric.add_metric([self._model, str(i)], s)
-                squares_metric.add_metric([self._model, str(i)], q)
-        yield sum_metric
-        yield squares_metric
+        if parts:
+            merged = parts[0]
+            for part in parts[1:]:
+                merged = merge_moments(merged, part)
+            count, mean, m2 = merged
+            with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+                std = np.sqrt(m2 / count)
+            for i, (m, sd, n) in enumerate(zip(mean.tolist(), std.tolist(), count.tolist(),
+                                               strict=True)):  # fmt: skip
+                if n > 0:
+                    mean_metric.add_metric([self._model, str(i)], m)
+                    std_metric.add_metric([self._model, str(i)], sd)
+        yield mean_metric
+        yield std_metric
+
+
+def moments(values: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+    """Per column of ``values``: [count of non-NaN values, their mean, sum of squared
+    deviations from it] (0 for a column without values)."""
+    present = ~np.isnan(values)
+    count = present.sum(axis=0, dtype=np.float64)
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        mean = np.where(count > 0, np.where(present, values, 0.0).sum(axis=0) / count, 0.0)
+        deviation = np.where(present, values - mean, 0.0)
+        m2 = np.einsum("ij,ij->j", deviation, deviation)
+    return np.stack((count, mean, m2))
+
+
+def merge_moments(a: np.ndarray[Any, Any], b: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+    """The moments of two sets of rows together (Chan, Golub and LeVeque's update)."""
+    na, mean_a, m2_a = a
+    nb, mean_b, m2_b = b
+    n = na + nb
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        share = np.where(n > 0, nb / np.where(n > 0, n, 1.0), 0.0)
+        delta = mean_b - mean_a
+        mean = np.where(nb > 0, mean_a + delta * share, mean_a)
+        m2 = np.where(nb > 0, m2_a + m2_b + delta * delta * na * share, m2_a)
+    return np.stack((n, mean, m2))
 
 
 class DriftStats(Collector):

@@ -219,8 +219,8 @@ def test_metrics_count_what_happened(client: Client, registry: CollectorRegistry
     assert sample(registry, "mlmodel_predictions_total", model="iris", **{"class": "0"}) == 7
     assert sample(registry, "mlmodel_input_rows_total", model="iris") == 7
     assert sample(
-        registry, "mlmodel_input_feature_sum_total", model="iris", feature="0"
-    ) == pytest.approx(7 * 5.1)
+        registry, "mlmodel_input_feature_mean", model="iris", feature="0"
+    ) == pytest.approx(5.1)
     assert sample(registry, "mlmodel_model_ready", model="iris") == 1
     assert sample(registry, "mlmodel_model_load_seconds", model="iris") == 0.25
     text = client.get("/metrics")
