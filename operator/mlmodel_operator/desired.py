@@ -10,7 +10,7 @@ import math
 from typing import Any, Final
 
 from mlmodel_operator.settings import Settings
-from mlmodel_operator.spec import API_GROUP, API_VERSION, KIND, ModelSpec
+from mlmodel_operator.spec import API_GROUP, API_VERSION, KIND, TMP_SIZE_LIMIT, ModelSpec
 
 SHA256_ANNOTATION: Final = f"{API_GROUP}/sha256"
 MODEL_LABEL: Final = f"{API_GROUP}/model"
@@ -205,8 +205,8 @@ def _pod_spec(model: ModelSpec, settings: Settings, decision_log: bool) -> dict[
         "terminationGracePeriodSeconds": PRESTOP_SLEEP_SECONDS + SERVER_GRACEFUL_SECONDS + 5,
         "containers": [_container(model, settings, decision_log)],
         "volumes": [
-            {"name": "model-cache", "emptyDir": {}},
-            {"name": "tmp", "emptyDir": {}},
+            {"name": "model-cache", "emptyDir": {"sizeLimit": model.serving.model_cache_size}},
+            {"name": "tmp", "emptyDir": {"sizeLimit": TMP_SIZE_LIMIT}},
         ],
     }
 

@@ -47,6 +47,11 @@ MAX_COLUMN_LENGTH: Final = 256
 DEFAULT_REQUESTS: Final[Mapping[str, str]] = {"cpu": "100m", "memory": "256Mi"}
 DEFAULT_LIMITS: Final[Mapping[str, str]] = {"memory": "1Gi"}
 DEFAULT_PSI_THRESHOLD: Final = 0.2
+# The serving Pod's emptyDirs get size limits: the model cache holds the artifact as
+# downloaded (spec.serving.modelCacheSize), /tmp only what libraries write there.
+DEFAULT_MODEL_CACHE_SIZE: Final = "4Gi"
+MIN_MODEL_CACHE_BYTES: Final = 16 * 2**20
+TMP_SIZE_LIMIT: Final = "256Mi"
 
 _VERSION = re.compile(VERSION_PATTERN)
 _SHA256 = re.compile(SHA256_PATTERN)
@@ -173,6 +178,8 @@ class ServingSpec:
     batching: BatchingSpec = field(default_factory=BatchingSpec)
     # None: the server's default (leaf tables on for forests that pass its load check).
     leaf_tables: bool | None = None
+    # The size limit of the Pod's model cache (an emptyDir), a Kubernetes quantity.
+    model_cache_size: str = DEFAULT_MODEL_CACHE_SIZE
 
 
 @dataclass(frozen=True)
@@ -431,12 +438,23 @@ def _parse_serving(raw: Mapping[str, Any]) -> ServingSpec:
     leaf_tables = raw.get("leafTables")
     if leaf_tables is not None and not isinstance(leaf_tables, bool):
         raise SpecError("spec.serving.leafTables", leaf_tables, "true, false or unset")
+    cache_size = raw.get("modelCacheSize", DEFAULT_MODEL_CACHE_SIZE)
+    if (
+        not isinstance(cache_size, str)
+        or not _QUANTITY.match(cache_size)
+        or parse_quantity(cache_size) < MIN_MODEL_CACHE_BYTES
+    ):
+        raise SpecError(
+            "spec.serving.modelCacheSize", cache_size,
+            "a Kubernetes quantity of at least 16Mi, such as 512Mi or 8Gi",
+        )  # fmt: skip
     return ServingSpec(
         replicas=replicas,
         image=image,
         resources=resources,
         batching=batching,
         leaf_tables=leaf_tables,
+        model_cache_size=cache_size,
     )
 
 

@@ -200,6 +200,8 @@ def test_defaults_are_the_parsers() -> None:
     )
     assert node_at(".spec.artifact.format")["default"] == model.artifact.format
     assert node_at(".spec.serving.replicas")["default"] == model.serving.replicas
+    assert node_at(".spec.serving.modelCacheSize")["default"] == model.serving.model_cache_size
+    assert node_at(".spec.serving.modelCacheSize")["pattern"] == spec_module.QUANTITY_PATTERN
     assert node_at(".spec.rollout.readyTimeoutSeconds")["default"] == (
         model.rollout.ready_timeout_seconds
     )

@@ -192,8 +192,8 @@ EXPECTED_DEPLOYMENT: dict[str, Any] = {
                     }
                 ],
                 "volumes": [
-                    {"name": "model-cache", "emptyDir": {}},
-                    {"name": "tmp", "emptyDir": {}},
+                    {"name": "model-cache", "emptyDir": {"sizeLimit": "4Gi"}},
+                    {"name": "tmp", "emptyDir": {"sizeLimit": "256Mi"}},
                 ],
             },
         },

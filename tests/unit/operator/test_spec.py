@@ -421,6 +421,18 @@ INVALID: list[tuple[str, dict[str, Any], str, str]] = [
         "true, false or unset",
     ),
     (
+        "model cache not a quantity",
+        with_field("serving.modelCacheSize", "lots"),
+        "spec.serving.modelCacheSize",
+        "a Kubernetes quantity of at least 16Mi",
+    ),
+    (
+        "model cache too small",
+        with_field("serving.modelCacheSize", "1Mi"),
+        "spec.serving.modelCacheSize",
+        "a Kubernetes quantity of at least 16Mi",
+    ),
+    (
         "unknown resources key",
         with_field("serving.resources.claims", []),
         "spec.serving.resources.claims",
