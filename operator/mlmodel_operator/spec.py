@@ -54,6 +54,8 @@ MIN_MODEL_CACHE_BYTES: Final = 16 * 2**20
 TMP_SIZE_LIMIT: Final = "256Mi"
 
 _VERSION = re.compile(VERSION_PATTERN)
+# Names the archive uses beside the versions under <namespace>/<name>/ (ledger.py).
+RESERVED_VERSIONS: Final = frozenset({"ledger"})
 _SHA256 = re.compile(SHA256_PATTERN)
 _BUCKET = re.compile(BUCKET_PATTERN)
 _S3_URI = re.compile(S3_URI_PATTERN)
@@ -325,6 +327,12 @@ def parse_model(body: Mapping[str, Any]) -> ModelSpec:
             "1-32 lowercase letters, digits, '.' and '-', starting and ending with a letter "
             "or digit (e.g. '3' or '2024.06.1')",
         )
+    if version in RESERVED_VERSIONS:
+        raise SpecError(
+            "spec.version", version,
+            "any version but 'ledger', the archive's name for the model's ledger "
+            "(s3://<archive>/<namespace>/<name>/ledger/)",
+        )  # fmt: skip
     deployment = f"{name}-v{version}"
     if len(deployment) > MAX_NAME_LENGTH:
         raise SpecError(

@@ -164,6 +164,8 @@ def test_missing_secret_is_reported_and_nothing_deployed(
         ({"artifact": {"uri": "http://example.invalid/model.joblib"}}, "spec.artifact.uri"),
         ({"serving": {"replicas": -1}}, "spec.serving.replicas"),
         ({"version": "Not A Version"}, "spec.version"),
+        ({"version": "ledger"}, "'ledger' is reserved"),
+        ({"serving": {"modelCacheSize": "lots"}}, "spec.serving.modelCacheSize"),
     ],
 )
 def test_invalid_specs_are_rejected_by_the_apiserver(

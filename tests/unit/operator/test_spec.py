@@ -421,6 +421,12 @@ INVALID: list[tuple[str, dict[str, Any], str, str]] = [
         "true, false or unset",
     ),
     (
+        "a version named like the ledger",
+        with_field("version", "ledger"),
+        "spec.version",
+        "any version but 'ledger'",
+    ),
+    (
         "model cache not a quantity",
         with_field("serving.modelCacheSize", "lots"),
         "spec.serving.modelCacheSize",
