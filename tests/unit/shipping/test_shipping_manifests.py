@@ -174,3 +174,44 @@ def test_the_example_upload_job_runs_the_example_upload_module() -> None:
 
     assert container["command"][-1] == example_upload.__name__
     assert shlex.join(container["args"]).count("--version") == 2
+
+
+def _selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
+    return all(labels.get(k) == v for k, v in selector["matchLabels"].items())
+
+
+def test_the_network_policies_select_the_pods_they_are_for() -> None:
+    from mlmodel_operator.desired import build_deployment
+    from mlmodel_operator.settings import Settings as OperatorSettings
+    from mlmodel_operator.spec import parse_model
+
+    operator_policy = find(OPERATOR, "NetworkPolicy", "mlmodel-operator")
+    dep = find(OPERATOR, "Deployment", "mlmodel-operator")
+    assert _selects(
+        operator_policy["spec"]["podSelector"], dep["spec"]["template"]["metadata"]["labels"]
+    )
+    ports = {p["containerPort"] for p in operator_container()["ports"]}
+    assert ports == {p["port"] for p in operator_policy["spec"]["ingress"][0]["ports"]}
+
+    minio = find(objects(MANIFESTS / "minio"), "Deployment", "minio")
+    minio_labels = minio["spec"]["template"]["metadata"]["labels"]
+    store_rule = operator_policy["spec"]["egress"][-1]
+    assert _selects(store_rule["to"][0]["podSelector"], minio_labels)
+
+    (serving_policy,) = load_docs(MANIFESTS / "examples" / "networkpolicy.yaml")
+    model = parse_model(
+        {
+            "metadata": {"name": "churn", "namespace": "default", "uid": "u", "generation": 1},
+            "spec": {"version": "1", "artifact": {"uri": "s3://models/k", "sha256": "a" * 64}},
+        }
+    )
+    pod_labels = build_deployment(model, OperatorSettings())["spec"]["template"]["metadata"][
+        "labels"
+    ]
+    assert _selects(serving_policy["spec"]["podSelector"], pod_labels)
+    assert serving_policy["spec"]["policyTypes"] == ["Egress"]  # clients still reach it
+    (to,) = serving_policy["spec"]["egress"][-1]["to"]
+    assert _selects(to["podSelector"], minio_labels)
+    assert to["namespaceSelector"]["matchLabels"] == {
+        "kubernetes.io/metadata.name": minio["metadata"]["namespace"]
+    }
