@@ -24,7 +24,7 @@ from mlmodel_operator import ledger
 from mlmodel_operator.archive import ArchiveError, S3Archiver
 from mlmodel_operator.ledger import LedgerError, LedgerRecord, S3Ledger, serving_at
 from mlmodel_operator.localcluster import MinioServer
-from mlmodel_operator.manifest import MANIFEST_FORMAT
+from mlmodel_operator.manifest import MANIFEST_FORMAT, SERVING_IMAGE_PINS
 from mlmodel_operator.plan import HistoryEntry
 
 pytestmark = pytest.mark.integration
@@ -67,7 +67,8 @@ def test_archive_is_a_verified_copy_with_a_full_manifest(minio: MinioServer) -> 
     )  # fmt: skip
     trained = m["libraries"]["trainedWith"]
     assert trained["scikit-learn"] == sklearn.__version__ and trained["complete"] is True
-    assert m["libraries"]["servingRelease"]["scikit-learn"] == sklearn.__version__
+    # the default serving image's pin, whatever scikit-learn this environment resolved
+    assert m["libraries"]["servingRelease"]["scikit-learn"] == SERVING_IMAGE_PINS["scikit-learn"]
     assert m["servingImage"] == settings(bucket).serving_image
 
 

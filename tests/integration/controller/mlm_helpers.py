@@ -106,7 +106,10 @@ class Models:
         items = self.core.list_namespaced_event(
             self.ns, field_selector=f"involvedObject.name={name},involvedObject.kind=MLModel"
         ).items
-        items.sort(key=lambda e: e.last_timestamp or e.event_time or e.metadata.creation_timestamp)
+        # In the order they were created: the operator creates each Event once, so its
+        # resourceVersion (etcd's revision) orders them; timestamps have one-second
+        # resolution and two events of one reconcile often share the second.
+        items.sort(key=lambda e: int(e.metadata.resource_version))
         return [(e.reason, e.message) for e in items]
 
     def wait_phase(

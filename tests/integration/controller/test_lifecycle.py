@@ -52,7 +52,8 @@ def test_new_version_switches_then_retires_the_old(
     mlm: Models, models: Callable[[str], Artifact]
 ) -> None:
     v1, v2 = models("1"), models("2")
-    mlm.create(mlm.body("churn", "1", v1, retirement={"drainSeconds": 3}))
+    # a drain long enough for a loaded machine's polling to see v1 still there
+    mlm.create(mlm.body("churn", "1", v1, retirement={"drainSeconds": 10}))
     mlm.wait_phase("churn", "Serving", version="1")
 
     mlm.patch_spec("churn", {"version": "2", "artifact": {"uri": v2.uri, "sha256": v2.sha256}})
@@ -198,7 +199,7 @@ def test_operator_killed_mid_rollout_converges(
     mlm: Models, models: Callable[[str], Artifact], operator: OperatorRunner
 ) -> None:
     v1, v2 = models("1"), models("2")
-    mlm.create(mlm.body("churn", "1", v1, retirement={"drainSeconds": 4}))
+    mlm.create(mlm.body("churn", "1", v1, retirement={"drainSeconds": 10}))
     mlm.wait_phase("churn", "Serving", version="1")
     mlm.patch_spec("churn", {"version": "2", "artifact": {"uri": v2.uri, "sha256": v2.sha256}})
     mlm.wait_phase("churn", "Retiring", version="2", timeout=60)
