@@ -43,7 +43,7 @@ def test_kustomization_is_accepted(shipping_cluster: LocalCluster, kustomization
     )
 
 
-@pytest.mark.parametrize("example", ["churn-v1.yaml", "churn-v2.yaml"])
+@pytest.mark.parametrize("example", ["churn-v1.yaml", "churn-v2.yaml", "networkpolicy.yaml"])
 def test_examples_are_accepted(shipping_cluster: LocalCluster, example: str) -> None:
     out = dry_run(shipping_cluster, "-f", str(MANIFESTS / "examples" / example))
     assert "(server dry run)" in out
