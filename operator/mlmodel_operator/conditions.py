@@ -66,6 +66,7 @@ class Reason:
     INVALID_SPEC: Final = "InvalidSpec"
     VERSION_REUSED: Final = "VersionReused"
     MISSING_SECRET: Final = "MissingSecret"
+    IMAGE_NOT_ALLOWED: Final = "ImageNotAllowed"
     # ArtifactVerified
     DIGEST_VERIFIED: Final = "DigestVerified"
     DIGEST_MISMATCH: Final = "DigestMismatch"

@@ -144,6 +144,8 @@ class Observed:
     now: dt.datetime
     secret_present: bool = True
     artifact_problem: tuple[str, str] | None = None  # (reason, message) if it cannot be used
+    # why the serving image may not run (Settings.image_problem), if it may not
+    image_problem: str | None = None
     # (reason, message) when the decision log cannot be written (DecisionLogReady False)
     decision_log_problem: tuple[str, str] | None = None
 
@@ -254,6 +256,8 @@ def plan(model: ModelSpec, observed: Observed, secret_name: str) -> Plan:
     conflict = digest_conflict(model, observed)
     if conflict:
         blocked, blocked_reason = conflict, Reason.VERSION_REUSED
+    elif observed.image_problem:
+        blocked, blocked_reason = observed.image_problem, Reason.IMAGE_NOT_ALLOWED
     elif not observed.secret_present:
         blocked, blocked_reason = (
             f"Secret {secret_name!r} not found in namespace {model.ref.namespace!r}: the "

@@ -190,6 +190,9 @@ class Reconciler:
             history=history,
             now=self.clock(),
             secret_present=self.kube.secret_exists(ns, self.settings.s3_credentials_secret),
+            image_problem=self.settings.image_problem(
+                model.serving.image or self.settings.serving_image
+            ),
         )
 
     def _reconcile(self, model: ModelSpec, old_status: Mapping[str, Any]) -> Outcome:

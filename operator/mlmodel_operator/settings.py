@@ -38,6 +38,21 @@ _IMAGE = re.compile(
     r"(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(@sha256:[a-f0-9]{64})?$"
 )
 
+# An entry of MLMODEL_ALLOWED_IMAGES: a repository ("registry.example/ml/serving": its tags
+# and digests), a registry or path prefix ending in "/" ("registry.example/ml/": every
+# repository below it), or "*" (any image).
+_IMAGE_SOURCE = re.compile(
+    r"^[a-z0-9]+([._-][a-z0-9]+)*(:[0-9]+)?(/[a-z0-9]+([._-][a-z0-9]+|__[a-z0-9]+)*)*/?$"
+)
+ANY_IMAGE: Final = "*"
+
+
+def image_repository(image: str) -> str:
+    """``image`` without its tag and digest: ``registry[:port]/path``."""
+    name = image.split("@", 1)[0]
+    colon = name.rfind(":")
+    return name[:colon] if colon > name.rfind("/") else name
+
 
 class SettingsError(ValueError):
     """An environment variable the operator cannot use.
@@ -70,10 +85,45 @@ class Settings:
     cluster_domain: str = DEFAULT_CLUSTER_DOMAIN
     serving_port: int = SERVING_PORT
     reconcile_interval_seconds: float = 30.0
+    # Where serving images may come from (MLMODEL_ALLOWED_IMAGES); empty: the repository
+    # of serving_image only.
+    allowed_images: tuple[str, ...] = ()
+    require_image_digest: bool = False
 
     @property
     def all_namespaces(self) -> bool:
         return not self.namespaces
+
+    @property
+    def image_sources(self) -> tuple[str, ...]:
+        return self.allowed_images or (image_repository(self.serving_image),)
+
+    def image_problem(self, image: str) -> str | None:
+        """Why the serving image ``image`` may not run, or None when it may.
+
+        The serving Pods get the namespace's object-store credentials, so whoever may
+        create an MLModel must not choose just any image for them.
+        """
+        sources = self.image_sources
+        repository = image_repository(image)
+        allowed = any(
+            source == ANY_IMAGE
+            or (image.startswith(source) if source.endswith("/") else repository == source)
+            for source in sources
+        )
+        if not allowed:
+            return (
+                f"spec.serving.image {image!r} is not allowed: the operator runs serving "
+                f"images only from {', '.join(sources)} (its setting MLMODEL_ALLOWED_IMAGES; "
+                "a repository, or a prefix ending in '/')"
+            )
+        if self.require_image_digest and "@sha256:" not in image:
+            return (
+                f"spec.serving.image {image!r} is not pinned by digest: the operator's "
+                "setting MLMODEL_REQUIRE_IMAGE_DIGEST is true, so the image must be named as "
+                "<repository>@sha256:<64 hex digits>"
+            )
+        return None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
@@ -149,8 +199,24 @@ class Settings:
                 "a number of seconds from 0.1 to 86400",
             )
 
+        allowed = _parse_image_sources(env.get("MLMODEL_ALLOWED_IMAGES", ""))
+        require_digest = _parse_bool(env, "MLMODEL_REQUIRE_IMAGE_DIGEST", default=False)
+        if require_digest and "@sha256:" not in serving_image:
+            raise SettingsError(
+                "MLMODEL_SERVING_IMAGE", serving_image,
+                "an image pinned by digest (<repository>@sha256:<digest>), because "
+                "MLMODEL_REQUIRE_IMAGE_DIGEST is true",
+            )  # fmt: skip
+        if cls(serving_image=serving_image, allowed_images=allowed).image_problem(serving_image):
+            raise SettingsError(
+                "MLMODEL_ALLOWED_IMAGES", env.get("MLMODEL_ALLOWED_IMAGES", ""),
+                f"a list that allows the default serving image {serving_image} too",
+            )  # fmt: skip
+
         return cls(
             serving_image=serving_image,
+            allowed_images=allowed,
+            require_image_digest=require_digest,
             image_pull_policy=pull_policy,
             s3_endpoint=s3_endpoint,
             s3_secure=s3_secure,
@@ -172,6 +238,25 @@ def _parse_bool(env: Mapping[str, str], name: str, *, default: bool) -> bool:
     if value in _FALSE:
         return False if value else default
     raise SettingsError(name, raw, "true or false (also 1/0, yes/no, on/off)")
+
+
+def _parse_image_sources(raw: str) -> tuple[str, ...]:
+    seen: dict[str, None] = {}
+    for part in raw.split(","):
+        source = part.strip()
+        if not source:
+            continue
+        if source != ANY_IMAGE and not _IMAGE_SOURCE.match(source):
+            raise SettingsError(
+                "MLMODEL_ALLOWED_IMAGES",
+                raw,
+                "a comma-separated list of image repositories (registry.example/ml/serving: "
+                "its tags and digests), prefixes ending in '/' (registry.example/ml/: every "
+                f"repository below), or * for any image; {source!r} is none of these (no "
+                "tags or digests in the list)",
+            )
+        seen[source] = None
+    return tuple(seen)
 
 
 def _parse_namespaces(raw: str) -> tuple[str, ...]:

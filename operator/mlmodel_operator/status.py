@@ -101,7 +101,9 @@ def build_status(
     else:
         put(c.DEGRADED, False, Reason.AS_EXPECTED, "no problem found")
 
-    if plan.blocked_reason in (Reason.VERSION_REUSED, Reason.MISSING_SECRET):
+    if plan.blocked_reason in (
+        Reason.VERSION_REUSED, Reason.MISSING_SECRET, Reason.IMAGE_NOT_ALLOWED
+    ):  # fmt: skip
         put(c.SPEC_VALID, False, plan.blocked_reason, plan.message)
     else:
         put(c.SPEC_VALID, True, Reason.SPEC_ACCEPTED, "spec accepted")

@@ -271,3 +271,36 @@ def test_the_secret_check_never_receives_the_secret_data(
         accept="application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1",
     )
     assert raw["kind"] == "PartialObjectMetadata" and "data" not in raw
+
+
+def test_a_serving_image_from_elsewhere_is_refused_and_what_serves_stays(
+    mlm: Models, models: Callable[[str], Artifact]
+) -> None:
+    """Whoever may create an MLModel must not pick the image that gets the namespace's
+    object-store credentials: only the operator's allowed images run."""
+    evil = "evil.example/steal-credentials:1"
+    mlm.create(mlm.body("stranger", "1", models("1"), serving={"image": evil}))
+    st = mlm.wait_phase("stranger", "Failed")
+    conds = {c["type"]: c for c in st["conditions"]}
+    assert conds["SpecValid"]["status"] == "False"
+    assert conds["SpecValid"]["reason"] == "ImageNotAllowed"
+    assert f"spec.serving.image {evil!r} is not allowed" in conds["SpecValid"]["message"]
+    assert mlm.deployments("stranger") == {}
+
+    v1, v2 = models("1"), models("2")
+    mlm.create(mlm.body("churn", "1", v1))
+    mlm.wait_phase("churn", "Serving", version="1")
+    image = mlm.deployments("churn")["churn-v1"].spec.template.spec.containers[0].image
+    mlm.patch_spec(
+        "churn",
+        {
+            "version": "2",
+            "artifact": {"uri": v2.uri, "sha256": v2.sha256},
+            "serving": {"image": evil},
+        },
+    )
+    st = mlm.wait_phase("churn", "Degraded", version="1")
+    assert "ImageNotAllowed" in [c["reason"] for c in st["conditions"]]
+    deps = mlm.deployments("churn")
+    assert set(deps) == {"churn-v1"} and mlm.service_version("churn") == "1"
+    assert deps["churn-v1"].spec.template.spec.containers[0].image == image

@@ -287,6 +287,15 @@ def test_missing_secret_blocks_the_rollout_but_not_what_serves() -> None:
     assert p.phase == Phase.DEGRADED
 
 
+def test_an_image_not_allowed_blocks_the_rollout_but_not_what_serves() -> None:
+    problem = "spec.serving.image 'evil.example/steal:1' is not allowed: ..."
+    obs = observed(dep("1"), service="1", history=(served("1"),), image_problem=problem)
+    p = plan(model("2", SHA2), obs, SECRET)
+    assert p.actions == () and p.message == problem
+    assert p.blocked_reason == Reason.IMAGE_NOT_ALLOWED
+    assert p.phase == Phase.DEGRADED and p.active_version == "1"
+
+
 def test_unusable_artifact_blocks_the_rollout() -> None:
     obs = observed(artifact_problem=(Reason.DIGEST_MISMATCH, "spec.artifact.sha256: expected ..."))
     p = plan(model(), obs, SECRET)

@@ -123,3 +123,72 @@ def test_errors_name_the_variable_value_and_accepted(
     assert str(error).startswith(f"{variable}=")
     assert repr(error.value) in str(error)
     assert accepted in str(error)
+
+
+DEFAULT = "ghcr.io/mlmodel-lifecycle/mlmodel-serving:0.1.0"
+DIGEST = "@sha256:" + "b" * 64
+
+
+def test_by_default_only_the_default_images_repository_may_serve() -> None:
+    settings = Settings.from_env({})
+    assert settings.image_sources == ("ghcr.io/mlmodel-lifecycle/mlmodel-serving",)
+    assert settings.image_problem(DEFAULT) is None
+    assert (
+        settings.image_problem("ghcr.io/mlmodel-lifecycle/mlmodel-serving:0.2.0" + DIGEST) is None
+    )
+    problem = settings.image_problem("evil.example/steal:1")
+    assert problem is not None
+    assert "spec.serving.image 'evil.example/steal:1' is not allowed" in problem
+    assert (
+        "MLMODEL_ALLOWED_IMAGES" in problem
+        and "ghcr.io/mlmodel-lifecycle/mlmodel-serving" in problem
+    )
+    # a repository is matched whole, never as a prefix of another one
+    assert settings.image_problem("ghcr.io/mlmodel-lifecycle/mlmodel-serving-evil:1") is not None
+    assert settings.image_problem("ghcr.io/mlmodel-lifecycle/mlmodel-serving/sub:1") is not None
+
+
+def test_allowed_images_take_repositories_prefixes_and_any() -> None:
+    settings = Settings.from_env(
+        {"MLMODEL_ALLOWED_IMAGES": f" {DEFAULT.split(':')[0]}, registry.example:5000/ml/ ,"}
+    )
+    assert settings.allowed_images == (DEFAULT.split(":")[0], "registry.example:5000/ml/")
+    assert settings.image_problem("registry.example:5000/ml/team-a/churn:3") is None
+    assert settings.image_problem("registry.example:5000/ml-other/churn:3") is not None
+    assert settings.image_problem("registry.example/ml/churn:3") is not None  # another port
+    anything = Settings.from_env({"MLMODEL_ALLOWED_IMAGES": "*"})
+    assert anything.image_problem("evil.example/steal:1") is None
+
+
+def test_digest_pinned_images_only() -> None:
+    pinned = "ghcr.io/mlmodel-lifecycle/mlmodel-serving" + DIGEST
+    settings = Settings.from_env(
+        {"MLMODEL_SERVING_IMAGE": pinned, "MLMODEL_REQUIRE_IMAGE_DIGEST": "true"}
+    )
+    assert settings.image_problem(pinned) is None
+    problem = settings.image_problem(DEFAULT)
+    assert problem is not None and "not pinned by digest" in problem
+    assert "MLMODEL_REQUIRE_IMAGE_DIGEST" in problem
+
+
+@pytest.mark.parametrize(
+    ("env", "variable", "accepted"),
+    [
+        ({"MLMODEL_ALLOWED_IMAGES": "registry.example/ml:1"}, "MLMODEL_ALLOWED_IMAGES",
+         "no tags or digests in the list"),
+        ({"MLMODEL_ALLOWED_IMAGES": "Registry.Example/"}, "MLMODEL_ALLOWED_IMAGES",
+         "prefixes ending in '/'"),
+        ({"MLMODEL_ALLOWED_IMAGES": "registry.example/ml/"}, "MLMODEL_ALLOWED_IMAGES",
+         f"allows the default serving image {DEFAULT} too"),
+        ({"MLMODEL_REQUIRE_IMAGE_DIGEST": "yes"}, "MLMODEL_SERVING_IMAGE",
+         "pinned by digest"),
+        ({"MLMODEL_REQUIRE_IMAGE_DIGEST": "maybe"}, "MLMODEL_REQUIRE_IMAGE_DIGEST",
+         "true or false"),
+    ],
+)  # fmt: skip
+def test_image_policy_errors_name_the_variable(
+    env: dict[str, str], variable: str, accepted: str
+) -> None:
+    with pytest.raises(SettingsError) as caught:
+        Settings.from_env(env)
+    assert caught.value.variable == variable and accepted in caught.value.accepted
