@@ -20,6 +20,7 @@ import contextlib
 import datetime as dt
 import io
 import json
+import threading
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -47,6 +48,7 @@ class ArchiveResult:
     ok: bool
     location: str | None  # s3://<bucket>/<namespace>/<model>/<version>/ when archived
     message: str
+    scan_refused: str = ""  # why the static pickle scan stopped at a bound, if it did
 
 
 class ArchiveError(Exception):
@@ -86,6 +88,7 @@ def no_archive(
 # legal erasure request. COMPLIANCE would forbid that even to the root account.
 DEFAULT_RETENTION_MODE = "GOVERNANCE"
 _NOT_FOUND = frozenset({"NoSuchKey", "NoSuchObject", "ResourceNotFound"})
+_REFUSED_KEPT = 1024  # digests whose refused scan is remembered (oldest forgotten first)
 _NO_LOCK = frozenset({"ObjectLockConfigurationNotFoundError", "ObjectLockConfigurationNotFound"})
 
 
@@ -167,6 +170,9 @@ class S3Archiver:
         self.settings = settings
         self.retention_mode = retention_mode
         self.release = serving_release()
+        # digest -> why its scan was refused: such an artifact is not scanned again
+        self._refused: dict[str, str] = {}
+        self._refused_lock = threading.Lock()
 
     def __call__(
         self, model: ModelSpec, entry: HistoryEntry, reason: str, now: dt.datetime
@@ -211,13 +217,20 @@ class S3Archiver:
             kept = f", retained ({retention.mode}) until {format_time(retention.retain_until_date)}"
         elif model.archive.retain_days and not locked:
             kept = f"; retainDays not applied: bucket {bucket} has no object lock"
+        refused = ""
+        if scan.refused:
+            refused = (
+                f"; the static scan was refused ({scan.refused}), so the manifest's "
+                "libraries.trainedWith is incomplete"
+            )
         return ArchiveResult(
             ok=True,
             location=location,
             message=(
                 f"version {version} archived to {location} and verified "
-                f"(sha256 {sha256[:12]}, {stored.size} bytes{kept})"
+                f"(sha256 {sha256[:12]}, {stored.size} bytes{kept}){refused}"
             ),
+            scan_refused=scan.refused,
         )
 
     def _source(self, model: ModelSpec, entry: HistoryEntry) -> tuple[str, str]:
@@ -252,7 +265,7 @@ class S3Archiver:
         key = artifact_key(ns, name, version)
         target = f"s3://{bucket}/{key}"
         if self._exists(bucket, key):
-            digest, size, scan = self._read_verify(bucket, key)
+            digest, size, scan = self._read_verify(bucket, key, sha256)
             if digest != sha256:
                 raise ArchiveError(
                     f"{target} already holds an artifact with sha256 {digest}, not the "
@@ -271,7 +284,7 @@ class S3Archiver:
             self.client.copy_object(bucket, key, CopySource(src_bucket, src_key))
         except Exception as exc:
             raise ArchiveError(f"copy {source_uri} -> {target}: {describe_s3_error(exc)}") from None
-        digest, size, scan = self._read_verify(bucket, key)
+        digest, size, scan = self._read_verify(bucket, key, sha256)
         if digest != sha256 or size != source.size:
             with contextlib.suppress(Exception):  # a wrong copy must not look like an archive
                 self.client.remove_object(bucket, key)
@@ -291,13 +304,16 @@ class S3Archiver:
                 return False
             raise
 
-    def _read_verify(self, bucket: str, key: str) -> tuple[str, int, ScanResult]:
-        """Stream the stored copy once: its sha256, its size, and the static pickle scan."""
+    def _read_verify(self, bucket: str, key: str, expected: str) -> tuple[str, int, ScanResult]:
+        """Stream the stored copy once: its sha256, its size, and the static pickle scan
+        (bounded; skipped for a digest whose scan was refused before)."""
         stat = self.client.stat_object(bucket, key)
         response = self.client.get_object(bucket, key)
         try:
             reader = HashingReader(response)
-            scan = scan_artifact(reader)
+            with self._refused_lock:
+                refused = self._refused.get(expected)
+            scan = ScanResult.not_scanned(refused) if refused else scan_artifact(reader)
             reader.drain()
         finally:
             response.close()
@@ -306,7 +322,13 @@ class S3Archiver:
             raise ArchiveError(
                 f"s3://{bucket}/{key}: read {reader.size} bytes, the store reports {stat.size}"
             )
-        return reader.hexdigest(), reader.size, scan
+        digest = reader.hexdigest()
+        if scan.refused and digest == expected:
+            with self._refused_lock:
+                if len(self._refused) >= _REFUSED_KEPT:
+                    self._refused.pop(next(iter(self._refused)))
+                self._refused[digest] = scan.refused
+        return digest, reader.size, scan
 
     def _read_manifest(self, bucket: str, key: str, sha256: str) -> dict[str, Any] | None:
         """The manifest already there for this digest, or None when there is none."""

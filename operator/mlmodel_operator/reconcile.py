@@ -17,7 +17,7 @@ from typing import Any
 
 from mlmodel_operator import conditions as c
 from mlmodel_operator import ledger
-from mlmodel_operator.archive import ArchiveError, Archiver
+from mlmodel_operator.archive import ArchiveError, Archiver, ArchiveResult
 from mlmodel_operator.conditions import Phase, Reason, format_time
 from mlmodel_operator.decision_log import DecisionLogCheck, decision_log_event
 from mlmodel_operator.desired import (
@@ -66,6 +66,20 @@ def _artifact(model: ModelSpec) -> dict[str, Any]:
 
 def _entry(entry: HistoryEntry, location: str) -> dict[str, Any]:
     return {**entry.to_status(), "archive": location}
+
+
+def _scan_refused_event(version: str, result: ArchiveResult) -> list[Event]:
+    """A Warning when the archived artifact's pickle scan stopped at one of its bounds."""
+    if not result.scan_refused:
+        return []
+    return [
+        Event(
+            "Warning",
+            "ArtifactScanRefused",
+            f"version {version} is archived, but its static pickle scan was refused: "
+            f"{result.scan_refused}",
+        )
+    ]
 
 
 ARCHIVE_RETRY_SECONDS = 10.0
@@ -331,6 +345,7 @@ class Reconciler:
         reason = Reason.ARCHIVE_SUCCEEDED if result.location else Reason.ARCHIVE_SKIPPED
         events += [
             Event("Normal", "Archived" if result.location else "NotArchived", result.message),
+            *_scan_refused_event(dep.version, result),
             Event(
                 "Normal", "Retired", f"version {dep.version} retired; Deployment {dep.name} deleted"
             ),
@@ -413,6 +428,7 @@ class Reconciler:
                 events.append(
                     Event("Normal", "Archived" if location else "NotArchived", result.message)
                 )
+                events.extend(_scan_refused_event(entry.version, result))
                 if location:
                     self._record(
                         events, model, ledger.ARCHIVED, entry.version, _entry(entry, location), now

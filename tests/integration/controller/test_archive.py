@@ -13,6 +13,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import joblib
+import numpy as np
 import pytest
 from mlm_helpers import Artifact, Models
 
@@ -280,3 +282,48 @@ def test_deleting_while_minio_is_down_waits_for_the_archive(
     m = read_json(minio, f"{mlm.ns}/churn/1/manifest.json")
     assert (m["reason"], m["sha256"]) == ("Deleted", v1.sha256)
     assert stored_sha256(minio, f"{mlm.ns}/churn/1/model.joblib") == v1.sha256
+
+
+def peak_rss(operator: OperatorRunner) -> int:
+    """The operator process's peak resident memory so far (VmHWM), in bytes."""
+    assert operator.process is not None and operator.process.popen is not None
+    status = Path(f"/proc/{operator.process.popen.pid}/status").read_text()
+    line = next(x for x in status.splitlines() if x.startswith("VmHWM:"))
+    return int(line.split()[1]) * 1024
+
+
+def test_a_decompression_bomb_retires_with_the_refused_scan_in_its_condition(
+    mlm: Models,
+    models: Callable[[str], Artifact],
+    minio: MinioServer,
+    operator: OperatorRunner,
+    tmp_path: Path,
+) -> None:
+    """The security review's artifact (300 MB of zeros in ~300 KB of zlib) served as v1:
+    its retirement archives it, says the scan was refused and why, and the operator's
+    memory hardly moves (+573 MiB and 69 s of CPU per attempt before the scan had bounds)."""
+    v2 = models("2")  # (makes the models bucket)
+    path = tmp_path / "bomb.joblib"
+    joblib.dump(np.zeros(300 * 10**6 // 8), path, compress=("zlib", 9))
+    key = f"{mlm.ns}/bomb/1/model.joblib"
+    minio.client().fput_object("models", key, str(path))
+    bomb = Artifact(
+        f"s3://models/{key}", hashlib.sha256(path.read_bytes()).hexdigest(), path.stat().st_size
+    )
+    mlm.create(mlm.body("churn", "1", bomb))
+    mlm.wait_phase("churn", "Serving", version="1")
+    before = peak_rss(operator)
+
+    mlm.patch_spec("churn", spec_for(v2, "2"))
+    wait_retired(mlm, "churn", "1")
+
+    cond = mlm.condition("churn", "Archived")
+    assert cond["status"] == "True", cond
+    assert "the static scan was refused" in cond["message"]
+    assert "past the limit of 200x" in cond["message"], cond["message"]
+    warnings = [m for r, m in mlm.events("churn") if r == "ArtifactScanRefused"]
+    assert warnings and "past the limit of 200x" in warnings[0]
+    trained = read_json(minio, f"{mlm.ns}/churn/1/manifest.json")["libraries"]["trainedWith"]
+    assert trained["complete"] is False and "limit" in trained["note"]
+    assert stored_sha256(minio, f"{mlm.ns}/churn/1/model.joblib") == bomb.sha256
+    assert peak_rss(operator) - before < 64 * 2**20
