@@ -20,6 +20,7 @@ import contextlib
 import datetime as dt
 import io
 import json
+import re
 import threading
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -40,7 +41,7 @@ from mlmodel_operator.pickle_scan import HashingReader, ScanResult, scan_artifac
 from mlmodel_operator.plan import HistoryEntry
 from mlmodel_operator.settings import Settings
 from mlmodel_operator.spec import ModelSpec
-from mlmodel_serving.artifacts import parse_s3_uri
+from mlmodel_serving.artifacts import S3Config, make_client, parse_s3_uri
 
 
 @dataclass(frozen=True)
@@ -92,8 +93,38 @@ _REFUSED_KEPT = 1024  # digests whose refused scan is remembered (oldest forgott
 _NO_LOCK = frozenset({"ObjectLockConfigurationNotFoundError", "ObjectLockConfigurationNotFound"})
 
 
+# The operator's object-store calls: short bounds and no hidden retries, so a hung store
+# costs a reconcile seconds, not the minio client's default 300 s per attempt, six
+# attempts, while the model's lock is held. A failed call is tried again by the reconcile
+# that needs it (archives with back-off).
+S3_CONNECT_TIMEOUT = 3.0
+S3_READ_TIMEOUT = 10.0
+# CopyObject answers only when the copy is done, and MinIO sends nothing meanwhile: a
+# 5 GiB artifact (the most one CopyObject copies) takes tens of seconds on slow disks.
+S3_COPY_READ_TIMEOUT = 120.0
+
+
+def make_store_client(cfg: S3Config, read_timeout: float = S3_READ_TIMEOUT) -> Any:
+    """The operator's ``minio.Minio`` client: bounded connect and read, no retries."""
+    return make_client(cfg, connect_timeout=S3_CONNECT_TIMEOUT, read_timeout=read_timeout)
+
+
+_TIMEOUT_RE = re.compile(r"\((?:connect|read) timeout=[0-9.]+\)")
+
+
+def _peer(exc: BaseException) -> str:
+    """host:port of the server a urllib3 error was talking to, when it says."""
+    for err in (exc, getattr(exc, "reason", None)):
+        where = getattr(err, "conn", None) or getattr(err, "pool", None)
+        host, port = getattr(where, "host", None), getattr(where, "port", None)
+        if host:
+            return f"{host}:{port}" if port else str(host)
+    return "the object store"
+
+
 def describe_s3_error(exc: BaseException) -> str:
-    """An S3 failure in a few words: the S3 error code, or why the server was not reached.
+    """An S3 failure in a few words: the S3 error code, or why the server was not reached
+    (naming it, and the timeout it did not answer within).
 
     Never includes credentials (the client signs requests in headers, which no message
     quotes).
@@ -108,9 +139,13 @@ def describe_s3_error(exc: BaseException) -> str:
         return f"{type(exc).__name__}: {exc}"
     reason = getattr(exc, "reason", None)  # urllib3's MaxRetryError wraps the real cause
     cause = reason if isinstance(reason, BaseException) else exc
+    where = _peer(exc)
     if "Connection refused" in str(cause):
-        return "connection refused (is the object store running?)"
-    return f"object store unreachable ({type(cause).__name__})"
+        return f"connection refused by {where} (is the object store running?)"
+    if isinstance(cause, urllib3.exceptions.TimeoutError | TimeoutError):
+        bound = _TIMEOUT_RE.search(str(cause))
+        return f"no answer from {where} in time " + (bound.group(0) if bound else "(timeout)")
+    return f"object store at {where} unreachable ({type(cause).__name__})"
 
 
 def s3_error_code(exc: BaseException) -> str | None:
@@ -154,8 +189,9 @@ def retention_until(mode: str, start: dt.datetime, retain_days: int | None) -> R
 class S3Archiver:
     """Archives a leaving version into the archive bucket by server-side copy.
 
-    Made once at start-up with a ``minio.Minio`` client; called per the Archiver protocol.
-    Every call ends with the stored copy's size and sha256 verified, and is idempotent: a
+    Made once at start-up with a ``minio.Minio`` client (and, for the server-side copy, one
+    with a longer read timeout: ``copy_client``, else the same client); called per the
+    Archiver protocol. Every call ends with the stored copy's size and sha256 verified, and is idempotent: a
     verified archive is returned as it is, a partial one (artifact without manifest,
     retention not yet set) is completed, and an archive is never overwritten.
     """
@@ -165,8 +201,10 @@ class S3Archiver:
         client: Any,
         settings: Settings,
         retention_mode: str = DEFAULT_RETENTION_MODE,
+        copy_client: Any | None = None,
     ) -> None:
         self.client = client
+        self.copy_client = client if copy_client is None else copy_client
         self.settings = settings
         self.retention_mode = retention_mode
         self.release = serving_release()
@@ -281,7 +319,7 @@ class S3Archiver:
         except Exception as exc:
             raise ArchiveError(f"source {source_uri}: {describe_s3_error(exc)}") from None
         try:  # server-side: the bytes never pass through the operator on the way in
-            self.client.copy_object(bucket, key, CopySource(src_bucket, src_key))
+            self.copy_client.copy_object(bucket, key, CopySource(src_bucket, src_key))
         except Exception as exc:
             raise ArchiveError(f"copy {source_uri} -> {target}: {describe_s3_error(exc)}") from None
         digest, size, scan = self._read_verify(bucket, key, sha256)

@@ -16,7 +16,14 @@ import kopf
 from prometheus_client import CollectorRegistry, start_http_server
 
 from mlmodel_operator import GROUP, KIND, PLURAL, VERSION
-from mlmodel_operator.archive import ArchiveError, S3Archiver, ensure_bucket, no_archive
+from mlmodel_operator.archive import (
+    S3_COPY_READ_TIMEOUT,
+    ArchiveError,
+    S3Archiver,
+    ensure_bucket,
+    make_store_client,
+    no_archive,
+)
 from mlmodel_operator.decision_log import DecisionLogCheck
 from mlmodel_operator.kube import Kube, load_api_client
 from mlmodel_operator.ledger import S3Ledger
@@ -98,10 +105,10 @@ def build_registry(
         settings.posting.level = logging.WARNING  # our own Events tell the story
         settings.execution.max_workers = 8
         kube = Kube(load_api_client(kubeconfig))
-        s3 = _object_store(logger)
+        s3, copy_s3 = _object_store(logger)
         prom = CollectorRegistry()
         memo.metrics = OperatorMetrics(prom)
-        memo.reconciler = _build_reconciler(kube, op_settings, s3, logger)
+        memo.reconciler = _build_reconciler(kube, op_settings, s3, logger, copy_s3)
         if metrics_port:
             start_http_server(metrics_port, addr="0.0.0.0", registry=prom)
             logger.info("metrics on :%d/metrics", metrics_port)
@@ -182,6 +189,7 @@ def _build_reconciler(
     settings: Settings,
     s3: Any | None,
     logger: logging.Logger | logging.LoggerAdapter[Any],
+    copy_s3: Any | None = None,
 ) -> Reconciler:
     """The reconciler, archiving to the object store when there is one."""
     if s3 is None:
@@ -198,19 +206,22 @@ def _build_reconciler(
         kube,
         settings,
         ArtifactVerifier(s3),
-        S3Archiver(s3, settings),
+        S3Archiver(s3, settings, copy_client=copy_s3),
         ledger=S3Ledger(s3, settings),
         decision_log=DecisionLogCheck(kube, settings, s3),
     )
 
 
-def _object_store(logger: logging.Logger | logging.LoggerAdapter[Any]) -> Any | None:
-    """A MinIO client from MLMODEL_S3_* when credentials are given, else None."""
-    from mlmodel_serving.artifacts import S3Config, make_client
+def _object_store(
+    logger: logging.Logger | logging.LoggerAdapter[Any],
+) -> tuple[Any | None, Any | None]:
+    """MinIO clients from MLMODEL_S3_* when credentials are given, else None: one for
+    every call, one with a longer read timeout for the archive's server-side copy."""
+    from mlmodel_serving.artifacts import S3Config
 
     if not os.environ.get("MLMODEL_S3_ACCESS_KEY"):
         logger.info("no MLMODEL_S3_ACCESS_KEY: artifacts are not checked by the operator")
-        return None
+        return None, None
     cfg = S3Config.from_env()
     logger.info("object store at %s (secure=%s)", cfg.endpoint, cfg.secure)
-    return make_client(cfg)
+    return make_store_client(cfg), make_store_client(cfg, read_timeout=S3_COPY_READ_TIMEOUT)

@@ -11,6 +11,7 @@ import contextlib
 import json
 from typing import Any
 
+import urllib3
 from kubernetes import client, config
 
 from mlmodel_operator import GROUP, PLURAL, VERSION
@@ -36,18 +37,43 @@ class NotFound(Exception):
     """The object does not exist (HTTP 404)."""
 
 
+class ApiUnreachable(Exception):
+    """The apiserver did not answer in time, or could not be reached."""
+
+
+# Every call is bounded: an apiserver that hangs costs a reconcile seconds, never the
+# model's lock and a worker for good (the client's default has no timeout at all).
+API_CONNECT_TIMEOUT = 5.0
+API_READ_TIMEOUT = 20.0
+
+
 def load_api_client(kubeconfig: str | None = None) -> client.ApiClient:
-    """An API client from a kubeconfig file, else in-cluster, else the default kubeconfig."""
-    api: client.ApiClient
+    """An API client from a kubeconfig file, else in-cluster, else the default kubeconfig.
+
+    Its connections make no retries of their own (urllib3 retries a GET that timed out
+    three times by default): a failed call fails the reconcile, which kopf retries.
+    """
+    cfg = client.Configuration()
     if kubeconfig:
-        api = config.new_client_from_config(config_file=kubeconfig)
-        return api
-    try:
-        config.load_incluster_config()
-        return client.ApiClient()
-    except config.ConfigException:
-        api = config.new_client_from_config()
-        return api
+        config.load_kube_config(config_file=kubeconfig, client_configuration=cfg)
+    else:
+        try:
+            config.load_incluster_config(client_configuration=cfg)
+        except config.ConfigException:
+            config.load_kube_config(client_configuration=cfg)
+    cfg.retries = False
+    return client.ApiClient(configuration=cfg)
+
+
+def _unreachable(method: str, path: str, api: client.ApiClient, exc: BaseException) -> str:
+    where = str(api.configuration.host)
+    refused = isinstance(exc, urllib3.exceptions.NewConnectionError)  # a ConnectTimeoutError
+    if not refused and isinstance(exc, urllib3.exceptions.TimeoutError | TimeoutError):
+        return (
+            f"{method} {path}: no answer from {where} in time (connect timeout "
+            f"{API_CONNECT_TIMEOUT:g} s, read timeout {API_READ_TIMEOUT:g} s)"
+        )
+    return f"{method} {path}: cannot reach {where} ({type(exc).__name__}: {exc})"
 
 
 def _path_for(obj: dict[str, Any]) -> str:
@@ -92,8 +118,18 @@ class Kube:
             body=body,
             auth_settings=["BearerToken"],
         )
-        resp = api.call_api(method, url, header_params=headers, body=body, post_params=post)
-        data = resp.read()
+        try:
+            resp = api.call_api(
+                method,
+                url,
+                header_params=headers,
+                body=body,
+                post_params=post,
+                _request_timeout=(API_CONNECT_TIMEOUT, API_READ_TIMEOUT),
+            )
+            data = resp.read()
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            raise ApiUnreachable(_unreachable(method, path, api, exc)) from None
         if resp.status == 404:
             raise NotFound(path)
         if not 200 <= resp.status < 300:

@@ -15,6 +15,7 @@ from typing import Any
 
 from minio.error import S3Error
 
+from mlmodel_operator.archive import describe_s3_error
 from mlmodel_operator.conditions import FALSE, TRUE, UNKNOWN, Reason
 from mlmodel_operator.spec import ArtifactSpec
 from mlmodel_serving.artifacts import CHUNK_SIZE, parse_s3_uri
@@ -65,7 +66,7 @@ class ArtifactVerifier:
             return Verdict(
                 UNKNOWN,
                 Reason.VERIFICATION_PENDING,
-                f"cannot reach the object store to verify {artifact.uri}: {type(exc).__name__}",
+                f"cannot reach the object store to verify {artifact.uri}: {describe_s3_error(exc)}",
             )
         cache_key = (artifact.uri, artifact.sha256, str(stat.etag))
         with self._lock:
@@ -92,7 +93,7 @@ class ArtifactVerifier:
             return Verdict(
                 UNKNOWN,
                 Reason.VERIFICATION_PENDING,
-                f"cannot read {artifact.uri} to verify it: {type(exc).__name__}",
+                f"cannot read {artifact.uri} to verify it: {describe_s3_error(exc)}",
             )
         actual = digest.hexdigest()
         if actual != artifact.sha256:

@@ -127,14 +127,40 @@ def _check_endpoint(endpoint: str) -> str:
     return endpoint
 
 
-def make_client(cfg: S3Config, http_client: Any = None) -> minio.Minio:
+def make_client(
+    cfg: S3Config,
+    http_client: Any = None,
+    *,
+    connect_timeout: float | None = None,
+    read_timeout: float | None = None,
+    max_connections: int = 10,
+) -> minio.Minio:
     """A ``minio.Minio`` client for ``cfg`` (anonymous when no access key is given).
 
     ``http_client``: a ``urllib3.PoolManager`` with timeouts and retries of the caller's
-    choosing; None keeps the minio client's own.
+    choosing. Or ``connect_timeout`` and ``read_timeout`` (seconds): a pool with these
+    bounds and no retries of its own, so a call to a hung store fails after them instead
+    of the minio client's default (300 s each, then up to 5 retries); it checks TLS
+    certificates like the default one (``SSL_CERT_FILE``, else certifi's bundle).
+    Neither keeps the minio client's own.
     """
     import minio  # imported on use: serving a local file never needs it (~0.5 s at start)
 
+    if connect_timeout is not None or read_timeout is not None:
+        if http_client is not None:
+            raise ValueError("give make_client an http_client or timeouts, not both")
+        if connect_timeout is None or read_timeout is None:
+            raise ValueError("make_client needs both connect_timeout and read_timeout")
+        import certifi
+        import urllib3
+
+        http_client = urllib3.PoolManager(
+            timeout=urllib3.Timeout(connect=connect_timeout, read=read_timeout),
+            retries=False,
+            maxsize=max_connections,
+            cert_reqs="CERT_REQUIRED",
+            ca_certs=os.environ.get("SSL_CERT_FILE") or certifi.where(),
+        )
     return minio.Minio(
         _check_endpoint(cfg.endpoint),
         access_key=cfg.access_key or None,

@@ -1,0 +1,115 @@
+"""Every object-store call the operator makes gives up on a hung peer, and says where.
+
+The peer is a TCP listener on 127.0.0.1 that accepts connections and never answers: not a
+mock of MinIO, but what a hung MinIO looks like from the operator (before, the client's
+defaults waited 300 s per attempt, 6 attempts, while holding the model's lock).
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from archive_helpers import NOW, Trained, entry, model_spec, settings
+
+from mlmodel_operator.archive import (
+    ArchiveError,
+    S3Archiver,
+    ensure_bucket,
+    make_store_client,
+)
+from mlmodel_operator.conditions import UNKNOWN
+from mlmodel_operator.ledger import LedgerError, S3Ledger
+from mlmodel_operator.verify import ArtifactVerifier
+from mlmodel_serving.artifacts import S3Config
+
+pytestmark = pytest.mark.integration
+
+BOUND = 30.0  # generous: the client's own bounds are 3 s to connect and 10 s to read
+
+
+@pytest.fixture()
+def hung_peer() -> Iterator[str]:
+    """host:port of a listener that accepts every connection and never sends a byte."""
+    server = socket.create_server(("127.0.0.1", 0))
+    server.settimeout(0.2)
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = server.accept()
+            except TimeoutError:
+                continue
+            held.append(conn)
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        yield f"127.0.0.1:{server.getsockname()[1]}"
+    finally:
+        stop.set()
+        thread.join()
+        for conn in held:
+            conn.close()
+        server.close()
+
+
+def within_bound(call: Callable[[], Any]) -> tuple[float, Any]:
+    """Run ``call`` on a daemon thread; (seconds, its result or exception), or fail at
+    twice the bound (the thread is left behind: it cannot be stopped from outside)."""
+    out: list[Any] = []
+
+    def run() -> None:
+        try:
+            out.append(call())
+        except Exception as exc:
+            out.append(exc)
+
+    started = time.monotonic()
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(2 * BOUND)
+    elapsed = time.monotonic() - started
+    assert out, f"no answer after {elapsed:.0f} s: the call waits on a hung peer"
+    return elapsed, out[0]
+
+
+def test_the_operators_store_calls_give_up_on_a_hung_peer_and_name_it(hung_peer: str) -> None:
+    client = make_store_client(S3Config(hung_peer, "access", "secret"))
+    art = Trained("1", "s3://models/churn/1/model.joblib", "0" * 64, 10, None)
+    model = model_spec("churn", "ns", art)
+    calls: dict[str, Callable[[], Any]] = {
+        "archive": lambda: S3Archiver(client, settings("model-archive"))(
+            model, entry(art), "SpecChanged", NOW
+        ),
+        "verify": lambda: ArtifactVerifier(client).check(model.artifact),
+        "bucket": lambda: ensure_bucket(client, "model-archive"),
+        "ledger": lambda: S3Ledger(client, settings("model-archive")).record(
+            model, "Deployed", "1", {}, NOW
+        ),
+    }
+    results: dict[str, tuple[float, Any]] = {}
+    threads = [
+        threading.Thread(target=lambda n=n, c=c: results.__setitem__(n, within_bound(c)))
+        for n, c in calls.items()
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+    for name, (elapsed, outcome) in results.items():
+        assert elapsed < BOUND, (name, elapsed, outcome)
+        message = outcome.message if name == "verify" else str(outcome)
+        assert hung_peer in message, (name, message)
+        assert "no answer" in message, (name, message)
+    assert isinstance(results["archive"][1], ArchiveError)
+    assert isinstance(results["bucket"][1], ArchiveError)
+    assert isinstance(results["ledger"][1], LedgerError)
+    assert results["verify"][1].status == UNKNOWN  # tried again at the next reconcile

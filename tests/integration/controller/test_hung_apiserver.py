@@ -1,0 +1,103 @@
+"""The operator's own apiserver calls (kube.py) give up on a hung apiserver, and say where.
+
+The apiserver is a TCP listener on 127.0.0.1 that accepts connections and never answers
+(not a mock: what a hung apiserver looks like from the client). Before, the kubernetes
+client had no timeout at all: the call, and the model's lock with it, waited forever.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mlmodel_operator.kube import ApiUnreachable, Kube, load_api_client
+
+pytestmark = pytest.mark.integration
+
+BOUND = 30.0  # generous: kube.py's own bounds are 5 s to connect and 20 s to read
+
+
+@pytest.fixture()
+def hung_peer() -> Iterator[str]:
+    """host:port of a listener that accepts every connection and never sends a byte."""
+    server = socket.create_server(("127.0.0.1", 0))
+    server.settimeout(0.2)
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = server.accept()
+            except TimeoutError:
+                continue
+            held.append(conn)
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        yield f"127.0.0.1:{server.getsockname()[1]}"
+    finally:
+        stop.set()
+        thread.join()
+        for conn in held:
+            conn.close()
+        server.close()
+
+
+def kubeconfig_for(tmp_path: Path, server: str) -> Path:
+    path = tmp_path / "kubeconfig"
+    path.write_text(
+        f"""apiVersion: v1
+kind: Config
+clusters:
+- name: hung
+  cluster: {{server: "{server}", insecure-skip-tls-verify: true}}
+users:
+- name: u
+  user: {{token: not-a-real-token}}
+contexts:
+- name: hung
+  context: {{cluster: hung, user: u}}
+current-context: hung
+"""
+    )
+    return path
+
+
+def within_bound(call: Callable[[], Any]) -> tuple[float, Any]:
+    out: list[Any] = []
+
+    def run() -> None:
+        try:
+            out.append(call())
+        except Exception as exc:
+            out.append(exc)
+
+    started = time.monotonic()
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(2 * BOUND)
+    elapsed = time.monotonic() - started
+    assert out, f"no answer after {elapsed:.0f} s: the call waits on a hung apiserver"
+    return elapsed, out[0]
+
+
+@pytest.mark.parametrize("scheme", ["https", "http"])  # stuck in the TLS handshake, or after
+def test_kube_calls_give_up_on_a_hung_apiserver_and_name_it(
+    hung_peer: str, tmp_path: Path, scheme: str
+) -> None:
+    kube = Kube(load_api_client(str(kubeconfig_for(tmp_path, f"{scheme}://{hung_peer}"))))
+
+    elapsed, outcome = within_bound(lambda: kube.get_model("ns", "churn"))
+
+    assert elapsed < BOUND
+    assert isinstance(outcome, ApiUnreachable), repr(outcome)
+    assert hung_peer in str(outcome) and "no answer" in str(outcome)
+    assert "GET /apis/ml.lifecycle.io/v1alpha1/namespaces/ns/mlmodels/churn" in str(outcome)
