@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 import time
 from typing import Any, cast
 
@@ -28,7 +29,7 @@ from mlmodel_operator.decision_log import DecisionLogCheck
 from mlmodel_operator.kube import Kube, load_api_client
 from mlmodel_operator.ledger import S3Ledger
 from mlmodel_operator.metrics import OperatorMetrics
-from mlmodel_operator.reconcile import Outcome, Reconciler
+from mlmodel_operator.reconcile import Outcome, Reconciler, archive_retry_delay
 from mlmodel_operator.settings import Settings
 from mlmodel_operator.verify import ArtifactVerifier
 
@@ -168,16 +169,20 @@ def build_registry(
         _reconcile(cast(kopf.Body, model), memo, requeue=False)
 
     @kopf.on.delete(*RESOURCE, id="finalize", registry=registry)
-    def finalize(*, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    def finalize(*, body: kopf.Body, memo: kopf.Memo, retry: int, **_: Any) -> None:
         reconciler: Reconciler = memo.reconciler
         try:
             outcome = reconciler.finalize(body)
         except ArchiveError as exc:
             memo.metrics.archives.labels(result="failed").inc()
+            delay = archive_retry_delay(retry + 1, random.random())
             kopf.warn(
-                body, reason="ArchiveFailed", message=f"deletion waits for the archive: {exc}"
+                body,
+                reason="ArchiveFailed",
+                message=f"deletion waits for the archive: {exc}; attempt {retry + 1} failed, "
+                f"the next in {delay:.0f}s",
             )
-            raise kopf.TemporaryError(str(exc), delay=10) from exc
+            raise kopf.TemporaryError(str(exc), delay=delay) from exc
         _publish(body, outcome, reconciler.kube)
         memo.metrics.set_phase(body["metadata"]["uid"], None)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import random
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
@@ -82,7 +83,34 @@ def _scan_refused_event(version: str, result: ArchiveResult) -> list[Event]:
     ]
 
 
-ARCHIVE_RETRY_SECONDS = 10.0
+# A failed archive is tried again after 10 s, then 20 s, 40 s... up to every 5 minutes,
+# each wait shortened by up to a fifth at random: a store that is down for an hour costs
+# each model fewer than twenty attempts, and models that failed together do not retry
+# together.
+ARCHIVE_RETRY_FIRST = 10.0
+ARCHIVE_RETRY_MAX = 300.0
+ARCHIVE_RETRY_JITTER = 0.2
+
+
+def archive_retry_delay(attempt: int, rand: float) -> float:
+    """Seconds to wait after the ``attempt``-th failed archive in a row (1 for the first),
+    with ``rand`` a uniform random number in [0, 1] (1 waits the full step)."""
+    if attempt < 1:
+        raise ValueError(f"attempt {attempt}: expected 1 or more")
+    if not 0.0 <= rand <= 1.0:
+        raise ValueError(f"rand {rand}: expected a number in [0, 1]")
+    step = min(ARCHIVE_RETRY_MAX, ARCHIVE_RETRY_FIRST * 2.0 ** min(attempt - 1, 32))
+    return step * (1.0 - ARCHIVE_RETRY_JITTER * (1.0 - rand))
+
+
+@dataclass(frozen=True)
+class _FailedArchive:
+    """A version whose archive failed: how often in a row, when to try again, and what to
+    say meanwhile (the same words, so the status is not rewritten between attempts)."""
+
+    attempts: int
+    next_at: dt.datetime
+    message: str
 
 
 @dataclass
@@ -113,6 +141,7 @@ class Reconciler:
         ledger: Ledger | None = None,
         clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
         decision_log: DecisionLogCheck | None = None,
+        rand: Callable[[], float] = random.random,
     ) -> None:
         self.kube = kube
         self.settings = settings
@@ -124,6 +153,10 @@ class Reconciler:
         self.decision_log = decision_log or DecisionLogCheck(kube, settings, None)
         self._locks: dict[str, threading.Lock] = {}
         self._locks_guard = threading.Lock()
+        self.rand = rand
+        # (uid, version) -> the archive that failed; kept in memory: a restarted operator
+        # starts again at the first step, which is what a restart is for
+        self._failed_archives: dict[tuple[str, str], _FailedArchive] = {}
 
     def _lock(self, uid: str) -> threading.Lock:
         with self._locks_guard:
@@ -165,6 +198,8 @@ class Reconciler:
     def forget(self, uid: str) -> None:
         with self._locks_guard:
             self._locks.pop(uid, None)
+            for key in [k for k in self._failed_archives if k[0] == uid]:
+                del self._failed_archives[key]
         self.monitoring.forget(uid)
 
     # ------------------------------------------------------------------ reconcile
@@ -269,11 +304,11 @@ class Reconciler:
                     )
                 )
             elif isinstance(action, Retire):
-                history, note, evs = self._retire(model, action, history, now)
+                history, note, evs, retry_after = self._retire(model, action, history, now)
                 archive_note = note
                 events.extend(evs)
-                if not note.ok:
-                    requeue.append(ARCHIVE_RETRY_SECONDS)
+                if retry_after is not None:
+                    requeue.append(retry_after)
 
         for version in p.deployed_now:
             history = record_deployed(history, model, version, now)
@@ -307,24 +342,38 @@ class Reconciler:
         action: Retire,
         history: tuple[HistoryEntry, ...],
         now: dt.datetime,
-    ) -> tuple[tuple[HistoryEntry, ...], ArchiveNote, list[Event]]:
+    ) -> tuple[tuple[HistoryEntry, ...], ArchiveNote, list[Event], float | None]:
+        """Archive, then delete, a leaving version; with the seconds until the next attempt
+        when the archive failed (attempts back off: :func:`archive_retry_delay`)."""
         dep = action.deployment
         entry = next(
             (e for e in reversed(history) if e.version == dep.version and e.open),
             HistoryEntry(dep.version, dep.sha256, "", format_time(dep.created_at)),
         )
+        key = (model.ref.uid, dep.version)
+        failed = self._failed_archives.get(key)
+        if failed is not None and now < failed.next_at:  # not due: say what was said
+            wait = max(1.0, (failed.next_at - now).total_seconds())
+            return history, ArchiveNote(False, Reason.ARCHIVE_FAILED, failed.message), [], wait
         try:
             result = self.archiver(model, entry, action.reason, now)
         except ArchiveError as exc:
+            attempts = (failed.attempts if failed else 0) + 1
+            delay = archive_retry_delay(attempts, self.rand())
+            next_at = now + dt.timedelta(seconds=delay)
             message = (
-                f"version {dep.version} is not archived ({exc}); its Deployment is kept "
-                f"and archiving is retried every {ARCHIVE_RETRY_SECONDS:.0f}s"
+                f"version {dep.version} is not archived ({exc}); its Deployment is kept; "
+                f"attempt {attempts} failed, next attempt at {format_time(next_at)} "
+                f"(in {delay:.0f}s)"
             )
+            self._failed_archives[key] = _FailedArchive(attempts, next_at, message)
             return (
                 history,
                 ArchiveNote(False, Reason.ARCHIVE_FAILED, message),
                 [Event("Warning", "ArchiveFailed", message)],
+                delay,
             )
+        self._failed_archives.pop(key, None)
         events: list[Event] = []
         if result.location:
             self._record(
@@ -350,7 +399,7 @@ class Reconciler:
                 "Normal", "Retired", f"version {dep.version} retired; Deployment {dep.name} deleted"
             ),
         ]
-        return history, ArchiveNote(True, reason, result.message), events
+        return history, ArchiveNote(True, reason, result.message), events, None
 
     def _invalid(
         self, body: Mapping[str, Any], old_status: Mapping[str, Any], exc: SpecError

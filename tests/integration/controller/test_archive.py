@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -327,3 +328,35 @@ def test_a_decompression_bomb_retires_with_the_refused_scan_in_its_condition(
     assert trained["complete"] is False and "limit" in trained["note"]
     assert stored_sha256(minio, f"{mlm.ns}/churn/1/model.joblib") == bomb.sha256
     assert peak_rss(operator) - before < 64 * 2**20
+
+
+def test_archive_attempts_back_off_while_minio_is_down(
+    mlm: Models, models: Callable[[str], Artifact], minio: MinioServer
+) -> None:
+    """While the archive fails, attempts come 10 s, then 20 s apart (less up to a fifth,
+    plus up to one reconcile interval), not at every reconcile or every 10 s."""
+    v1, v2 = models("1"), models("2")
+    mlm.create(mlm.body("churn", "1", v1, retirement={"drainSeconds": 5}))
+    mlm.wait_phase("churn", "Serving", version="1")
+    mlm.patch_spec("churn", spec_for(v2, "2"))
+    mlm.wait_phase("churn", "Retiring", version="2", timeout=60)
+    seen_at: list[float] = []  # when the test saw each ArchiveFailed Event appear
+
+    def three_failures() -> bool:
+        count = sum(1 for r, _ in mlm.events("churn") if r == "ArchiveFailed")
+        seen_at.extend([time.monotonic()] * (count - len(seen_at)))
+        return count >= 3
+
+    minio.stop()
+    try:
+        wait_until("three ArchiveFailed", three_failures, 90, interval=0.25)
+        cond = mlm.condition("churn", "Archived")
+    finally:
+        minio.start()
+    first_gap, second_gap = seen_at[1] - seen_at[0], seen_at[2] - seen_at[1]
+    assert first_gap >= 7, seen_at  # 10 s less a fifth, less the polling's 0.25 s
+    assert second_gap >= 15, seen_at  # 20 s less a fifth: it doubled
+    assert cond["status"] == "False" and "Deployment is kept" in cond["message"]
+    assert "attempt 3 failed" in cond["message"] and "next attempt at" in cond["message"]
+    wait_retired(mlm, "churn", "1")  # the next attempt after MinIO is back archives it
+    assert mlm.condition("churn", "Archived")["status"] == "True"
