@@ -1,6 +1,7 @@
 """`mlmodel baseline`: the drift baseline of a model version, from its training data.
 
-    mlmodel baseline train.csv --model model.joblib -o baseline.json [--label churned]
+    mlmodel baseline train.csv --model model.joblib --sha256 <its digest> -o baseline.json
+        [--label churned]
 
 The features part is the server's own format (``mlmodel_serving.drift``): per feature,
 quantile bin edges and the training proportions. With ``--model`` the file is checked
@@ -8,12 +9,18 @@ against the model (feature count) and also records the proportions of the classe
 model predicts on the training data (``"predictions"``), from which the server exports
 ``mlmodel_prediction_psi``. Upload the file beside the artifact
 and name it in ``spec.monitoring.drift.baselineUri``.
+
+The model is unpickled, which runs code from the file, so ``--model`` needs
+``--sha256`` (the digest the MLModel names in ``spec.artifact.sha256``): the file is read
+once and the bytes that hashed to it are the bytes unpickled. ``--no-sha256`` loads a
+file without the check, for a model you made yourself.
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
+import io
 import sys
 from pathlib import Path
 from typing import Any
@@ -22,6 +29,7 @@ import numpy as np
 import orjson
 
 from mlmodel_operator.replay import InputError, read_inputs
+from mlmodel_serving.artifacts import validate_sha256
 from mlmodel_serving.drift import Baseline, build_baseline
 
 
@@ -82,21 +90,40 @@ def make_baseline(
 
 
 def load_model(path: Path, sha256: str | None) -> Any:
-    """Unpickle a local model file; with ``sha256``, only if its digest matches."""
+    """Unpickle a local model file; with ``sha256``, only if its digest matches.
+
+    The file is read once and the digest is computed over the very bytes that are then
+    unpickled (from memory): a file replaced after it was hashed is never loaded.
+    """
     import joblib
 
     data = path.read_bytes()
     digest = hashlib.sha256(data).hexdigest()
     if sha256 is not None and digest != sha256.lower():
         raise BaselineError(f"{path}: sha256 is {digest}, not {sha256}: refusing to load it")
-    return joblib.load(path)
+    return joblib.load(io.BytesIO(data))
+
+
+def model_digest(args: argparse.Namespace) -> str | None:
+    """The digest ``--model`` must have, or None with the explicit ``--no-sha256``."""
+    if args.sha256 and args.no_sha256:
+        raise BaselineError("give --sha256 or --no-sha256, not both")
+    if args.sha256:
+        return validate_sha256(args.sha256.lower())
+    if args.no_sha256:
+        return None
+    raise BaselineError(
+        "--model needs --sha256 SHA256 (the model's digest, as in spec.artifact.sha256): "
+        "the file is unpickled, which runs code from it; --no-sha256 loads a file you made "
+        "yourself without the check"
+    )
 
 
 def baseline(args: argparse.Namespace) -> int:
     try:
         x, names = read_inputs(Path(args.train))
         x, names = drop_label(x, names, args.label)
-        model = load_model(Path(args.model), args.sha256) if args.model else None
+        model = load_model(Path(args.model), model_digest(args)) if args.model else None
         data = make_baseline(x, names, args.bins, model)
     except (InputError, BaselineError, OSError, ValueError) as exc:
         print(f"mlmodel baseline: {exc}", file=sys.stderr)
@@ -114,7 +141,18 @@ def add_parser(sub: Any) -> None:
     p = sub.add_parser("baseline", help="make the drift baseline of a model from its training data")
     p.add_argument("train", help="training data: CSV (header optional) or JSON lines")
     p.add_argument("--model", help="the model file (joblib): checks the features, adds classes")
-    p.add_argument("--sha256", help="load --model only if its digest is this")
+    p.add_argument(
+        "--sha256",
+        metavar="SHA256",
+        help="the digest of --model (as in spec.artifact.sha256): it is unpickled only if its "
+        "bytes have it; required with --model",
+    )
+    p.add_argument(
+        "--no-sha256",
+        action="store_true",
+        help="load --model without a digest check (unpickling runs code from the file: only "
+        "for a model you made yourself)",
+    )
     p.add_argument("--label", help="the label column of the training data, left out")
     p.add_argument("--bins", type=int, default=10, help="quantile bins (default: %(default)s)")
     p.add_argument("-o", "--output", default="baseline.json", help="'-' for stdout")

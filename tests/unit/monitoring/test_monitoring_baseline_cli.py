@@ -58,9 +58,9 @@ def test_regressor_and_no_model(tmp_path: Path, train: tuple[Path, Path, str]) -
     reg = tmp_path / "reg.joblib"
     joblib.dump(LinearRegression().fit(x, y), reg)
     out = tmp_path / "b.json"
-    assert (
-        main(["baseline", str(csv), "--model", str(reg), "--label", "churned", "-o", str(out)]) == 0
-    )
+    sha = hashlib.sha256(reg.read_bytes()).hexdigest()
+    argv = ["baseline", str(csv), "--model", str(reg), "--sha256", sha, "--label", "churned"]
+    assert main([*argv, "-o", str(out)]) == 0
     assert "predictions" not in orjson.loads(out.read_bytes())
     assert main(["baseline", str(csv), "--label", "churned", "-o", str(out)]) == 0
     assert len(Baseline.from_json(out.read_bytes()).features) == 8
@@ -82,8 +82,9 @@ def test_refusals_say_what_to_change(
     extra: list[str],
     message: str,
 ) -> None:
-    csv, model, _ = train
+    csv, model, sha = train
     out = tmp_path / "b.json"
-    assert main(["baseline", str(csv), "--model", str(model), "-o", str(out), *extra]) == 2
+    argv = ["baseline", str(csv), "--model", str(model), "--sha256", sha, "-o", str(out)]
+    assert main([*argv, *extra]) == 2  # a later --sha256 in extra wins
     assert message in capsys.readouterr().err
     assert not out.exists()
