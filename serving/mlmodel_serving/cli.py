@@ -129,7 +129,15 @@ async def serve(settings: Settings) -> int:
     """Listen at once (live, not ready), load the model, serve until SIGTERM. Exit code."""
     app: ServingApp = create_app(settings, None, CollectorRegistry())
     server = HttpServer(
-        app, max_body_bytes=settings.max_body_bytes, keepalive_timeout=settings.keepalive_timeout
+        app,
+        max_body_bytes=settings.max_body_bytes,
+        keepalive_timeout=settings.keepalive_timeout,
+        request_timeout=settings.request_timeout,
+        max_header_bytes=settings.max_header_bytes,
+        max_connections=settings.max_connections,
+        max_connection_buffer_bytes=settings.max_connection_buffer_bytes,
+        max_buffered_bytes=settings.max_buffered_bytes,
+        write_timeout=settings.write_timeout,
     )
     port = await server.start(settings.http_host, settings.http_port)
     # The Open Inference Protocol over gRPC, on its own port, answered by the same app.

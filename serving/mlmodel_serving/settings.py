@@ -23,6 +23,13 @@ DEFAULT_MAX_BATCH_LATENCY_MS = 2.0
 DEFAULT_INLINE_PREDICT_MS = 1.0
 DEFAULT_INLINE_ALONE_PREDICT_MS = 50.0
 DEFAULT_GIL_SWITCH_INTERVAL_MS = 0.2
+# Limits on what one client (or all together) can make the HTTP server hold in memory.
+DEFAULT_MAX_HEADER_BYTES = 64 * 1024
+DEFAULT_MAX_CONNECTIONS = 1024
+DEFAULT_MAX_CONNECTION_BUFFER_BYTES = 32 * 1024 * 1024
+DEFAULT_MAX_BUFFERED_BYTES = 128 * 1024 * 1024
+DEFAULT_WRITE_TIMEOUT_SECONDS = 30.0
+DEFAULT_REQUEST_TIMEOUT_SECONDS = 60.0
 
 
 @dataclass(frozen=True)
@@ -48,6 +55,12 @@ class Settings:
     leaf_tables: bool = True
     keepalive_timeout: float = 60.0
     graceful_timeout: float = 25.0
+    max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES
+    max_connections: int = DEFAULT_MAX_CONNECTIONS
+    max_connection_buffer_bytes: int = DEFAULT_MAX_CONNECTION_BUFFER_BYTES
+    max_buffered_bytes: int = DEFAULT_MAX_BUFFERED_BYTES
+    write_timeout: float = DEFAULT_WRITE_TIMEOUT_SECONDS
+    request_timeout: float = DEFAULT_REQUEST_TIMEOUT_SECONDS
     drift_baseline_uri: str = ""
     drift_window_rows: int = 10_000
     s3: S3Config | None = field(default=None, repr=True)
@@ -125,11 +138,38 @@ class Settings:
             )
         if self.predict_threads < 1:
             raise ValueError(f"invalid predict threads {self.predict_threads}: expected >= 1")
+        self._check_limits()
         if self.decision_log is not None and self.s3 is None:
             raise ValueError(
                 "the decision log (MLMODEL_DECISION_LOG) writes to the object store: set "
                 "MLMODEL_S3_ENDPOINT (--s3-endpoint)"
             )
+
+    def _check_limits(self) -> None:
+        at_least = [
+            ("MLMODEL_MAX_HEADER_BYTES (--max-header-bytes)", self.max_header_bytes, 1024),
+            ("MLMODEL_MAX_CONNECTIONS (--max-connections)", self.max_connections, 1),
+            (
+                "MLMODEL_MAX_CONNECTION_BUFFER_BYTES (--max-connection-buffer-bytes)",
+                self.max_connection_buffer_bytes,
+                1024,
+            ),
+        ]
+        for name, value, least in at_least:
+            if value < least:
+                raise ValueError(f"invalid {name} {value}: expected at least {least}")
+        if self.max_buffered_bytes < self.max_body_bytes:
+            raise ValueError(
+                f"invalid MLMODEL_MAX_BUFFERED_BYTES (--max-buffered-bytes) "
+                f"{self.max_buffered_bytes}: expected at least MLMODEL_MAX_BODY_BYTES "
+                f"({self.max_body_bytes}), or no request of the largest size could be taken"
+            )
+        for name, seconds in (
+            ("MLMODEL_WRITE_TIMEOUT_SECONDS (--write-timeout)", self.write_timeout),
+            ("MLMODEL_REQUEST_TIMEOUT_SECONDS (--request-timeout)", self.request_timeout),
+        ):
+            if not seconds > 0:
+                raise ValueError(f"invalid {name} {seconds}: expected > 0 seconds")
 
     @property
     def batching(self) -> bool:
@@ -281,6 +321,53 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
         default=float(env("MLMODEL_GRACEFUL_TIMEOUT_SECONDS", "25")),
         help="on SIGTERM, wait this long for in-flight requests [MLMODEL_GRACEFUL_TIMEOUT_SECONDS]",
     )
+    limits = p.add_argument_group(
+        "limits", "what clients can make the HTTP server hold (larger: refused, or closed)"
+    )
+    limits.add_argument(
+        "--max-header-bytes",
+        type=int,
+        default=int(env("MLMODEL_MAX_HEADER_BYTES", str(DEFAULT_MAX_HEADER_BYTES))),
+        help="largest request line and headers, counted as they arrive; larger gets 431 "
+        "[MLMODEL_MAX_HEADER_BYTES]",
+    )
+    limits.add_argument(
+        "--max-connections",
+        type=int,
+        default=int(env("MLMODEL_MAX_CONNECTIONS", str(DEFAULT_MAX_CONNECTIONS))),
+        help="open HTTP connections; past it a connection gets 503 (health probes are "
+        "answered) and is closed [MLMODEL_MAX_CONNECTIONS]",
+    )
+    limits.add_argument(
+        "--max-connection-buffer-bytes",
+        type=int,
+        default=int(
+            env("MLMODEL_MAX_CONNECTION_BUFFER_BYTES", str(DEFAULT_MAX_CONNECTION_BUFFER_BYTES))
+        ),
+        help="request bodies one connection may have waiting for their answers before the "
+        "server stops reading it [MLMODEL_MAX_CONNECTION_BUFFER_BYTES]",
+    )
+    limits.add_argument(
+        "--max-buffered-bytes",
+        type=int,
+        default=int(env("MLMODEL_MAX_BUFFERED_BYTES", str(DEFAULT_MAX_BUFFERED_BYTES))),
+        help="request bodies held by all connections together; a request past it gets 503 "
+        "[MLMODEL_MAX_BUFFERED_BYTES]",
+    )
+    limits.add_argument(
+        "--write-timeout",
+        type=float,
+        default=float(env("MLMODEL_WRITE_TIMEOUT_SECONDS", str(DEFAULT_WRITE_TIMEOUT_SECONDS))),
+        help="close a connection whose client has read none of its answers for this many "
+        "seconds [MLMODEL_WRITE_TIMEOUT_SECONDS]",
+    )
+    limits.add_argument(
+        "--request-timeout",
+        type=float,
+        default=float(env("MLMODEL_REQUEST_TIMEOUT_SECONDS", str(DEFAULT_REQUEST_TIMEOUT_SECONDS))),
+        help="a request not fully received within this many seconds gets 408 "
+        "[MLMODEL_REQUEST_TIMEOUT_SECONDS]",
+    )
     log = p.add_argument_group(
         "decision log", "record every inference request in the object store (default: off)"
     )
@@ -394,6 +481,12 @@ def load_settings(
         leaf_tables=parse_bool("MLMODEL_LEAF_TABLES (--leaf-tables)", args.leaf_tables),
         keepalive_timeout=args.keepalive_timeout,
         graceful_timeout=args.graceful_timeout,
+        max_header_bytes=args.max_header_bytes,
+        max_connections=args.max_connections,
+        max_connection_buffer_bytes=args.max_connection_buffer_bytes,
+        max_buffered_bytes=args.max_buffered_bytes,
+        write_timeout=args.write_timeout,
+        request_timeout=args.request_timeout,
         drift_baseline_uri=args.drift_baseline_uri,
         drift_window_rows=args.drift_window_rows,
         s3=s3,
