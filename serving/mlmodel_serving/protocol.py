@@ -440,7 +440,7 @@ def decode_tensor_data(
             )
         return arr.reshape(shape)
     try:
-        arr = np.asarray(data)
+        arr = _as_array(data)
     except (ValueError, TypeError, OverflowError) as exc:
         raise BadRequest(
             f"{where} is not a rectangular array of {datatype} values: {exc}"
@@ -481,6 +481,30 @@ def decode_tensor_data(
     if dtype.kind == "f" and arr.size and np.isinf(arr).any():
         raise BadRequest(f"{where} holds values that are not finite or overflow {datatype}")
     return arr.reshape(shape)
+
+
+# Elements of a long JSON array converted to numpy in one call (see _as_array).
+_SLICE = 65536
+
+
+def _as_array(data: list[Any]) -> np.ndarray[Any, Any]:
+    """``np.asarray(data)``; a long array of numbers converted a slice at a time.
+
+    One call over a million nested rows holds the GIL for about half a second, which a
+    large request decoded in a thread would make the event loop wait; between slices the
+    loop gets the GIL. Slices that are not all numbers of one shape (text, ragged rows)
+    are converted again in one call, for numpy's own result or error.
+    """
+    if len(data) <= _SLICE:
+        return np.asarray(data)
+    try:
+        parts = [np.asarray(data[i : i + _SLICE]) for i in range(0, len(data), _SLICE)]
+    except (ValueError, TypeError, OverflowError):
+        return np.asarray(data)
+    rest = parts[0].shape[1:]
+    if all(p.dtype.kind in "biuf" and p.shape[1:] == rest for p in parts):
+        return np.concatenate(parts)
+    return np.asarray(data)
 
 
 def _holds_boolean(values: list[Any]) -> bool:

@@ -10,11 +10,13 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+import numpy as np
 import orjson
 import pytest
 from prometheus_client import CollectorRegistry
 from serving_helpers import Client, make_settings
 
+from mlmodel_serving import protocol
 from mlmodel_serving.app import create_app
 from mlmodel_serving.grpcserver import decode_infer_request
 from mlmodel_serving.model import SklearnModel
@@ -152,3 +154,43 @@ def test_every_client_mistake_is_a_400_without_a_traceback(
     # ... and the server goes on answering.
     ok = iris_client.post(INFER, body=_v2([1, 4], "FP64", [5.1, 3.5, 1.4, 0.2]))
     assert ok.status == 200
+
+
+# Long arrays are converted to numpy a slice at a time (so that a thread decoding one
+# lets the event loop run); whatever a later slice holds, the answer is the one-call one.
+LONG = 70_000
+
+
+def _decoded(body: bytes) -> tuple[Any, ...]:
+    """What decoding gives: the input's datatype, problem and data, or the error."""
+    try:
+        tensor = decode_v2_request(body).inputs[0]
+    except BadRequest as exc:
+        return ("error", exc.message)
+    return (tensor.datatype, tensor.problem, tensor.data)
+
+
+@pytest.mark.parametrize(
+    "tail",
+    [[1, 2], [1.5, True], [1.5], [1.5, "a"], [1.5, None], [1.5, [2.0]], [2**64 - 1, 1]],
+    ids=["ints", "boolean", "ragged", "text", "null", "nested", "beyond-int64"],
+)
+@pytest.mark.parametrize("datatype", ["FP64", "INT64"])
+def test_a_long_array_decodes_as_one_call_would(
+    tail: list[Any], datatype: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    head = [1, 2] if datatype == "INT64" else [0.5, 1.5]
+    body = _v2([LONG + 1, 2], datatype, [head] * LONG + [tail])
+    sliced = _decoded(body)
+    monkeypatch.setattr(protocol, "_SLICE", 10**9)
+    whole = _decoded(body)
+    assert sliced[:2] == whole[:2]
+    if sliced[0] != "error":
+        assert sliced[2].dtype == whole[2].dtype and sliced[2].shape == whole[2].shape
+        assert np.array_equal(sliced[2], whole[2], equal_nan=sliced[2].dtype.kind == "f")
+
+
+def test_a_long_flat_int64_array_keeps_its_values() -> None:
+    values = list(range(LONG * 2))
+    data = decode_v2_request(_v2([LONG, 2], "INT64", values)).data
+    assert data.dtype == np.int64 and data.reshape(-1).tolist() == values
