@@ -37,6 +37,8 @@ from mlmodel_operator.replay import (
 )
 from mlmodel_operator.settings import DEFAULT_ARCHIVE_BUCKET
 
+CLI_CONNECT_TIMEOUT = 5.0  # seconds, for the commands' object-store calls
+CLI_READ_TIMEOUT = 20.0
 DEFAULT_CACHE = Path.home() / ".cache" / "mlmodel-lifecycle" / "replay"
 
 
@@ -64,7 +66,11 @@ class ArchiveStore:
         except ValueError as exc:
             raise CliError(str(exc)) from None
         name = bucket or os.environ.get("MLMODEL_ARCHIVE_BUCKET") or DEFAULT_ARCHIVE_BUCKET
-        return cls(make_client(cfg), name, cfg.endpoint)
+        # bounded: a hung store is an error naming it, not minutes of silence
+        client = make_client(
+            cfg, connect_timeout=CLI_CONNECT_TIMEOUT, read_timeout=CLI_READ_TIMEOUT
+        )
+        return cls(client, name, cfg.endpoint)
 
     def _fail(self, what: str, exc: Exception) -> CliError:
         if s3_error_code(exc) == "NoSuchBucket":

@@ -127,6 +127,11 @@ def _check_endpoint(endpoint: str) -> str:
     return endpoint
 
 
+# The artifact fetch's bounds: seconds to connect, and between two reads of the body.
+FETCH_CONNECT_TIMEOUT = 5.0
+FETCH_READ_TIMEOUT = 20.0
+
+
 def make_client(
     cfg: S3Config,
     http_client: Any = None,
@@ -223,7 +228,10 @@ def _get_s3_object(uri: str, s3: S3Config | None) -> Any:
     bucket, key = parse_s3_uri(uri)
     if s3 is None:
         raise ValueError(f"{uri} is an S3 URI but no S3 configuration was given")
-    return make_client(s3).get_object(bucket, key)
+    # bounded, so a hung store fails the start (and the Pod restarts) instead of waiting
+    # the minio client's default 300 s per attempt, six attempts
+    client = make_client(s3, connect_timeout=FETCH_CONNECT_TIMEOUT, read_timeout=FETCH_READ_TIMEOUT)
+    return client.get_object(bucket, key)
 
 
 def fetch_bytes(uri: str, s3: S3Config | None, max_bytes: int = 16 * 1024 * 1024) -> bytes:

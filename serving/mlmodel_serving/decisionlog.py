@@ -475,14 +475,9 @@ class DecisionLog:
 
 def _make_client(s3: S3Config) -> Any:
     """The writer's own client: short timeouts, no retries of its own."""
-    import urllib3
-
-    http = urllib3.PoolManager(
-        timeout=urllib3.Timeout(connect=CONNECT_TIMEOUT, read=READ_TIMEOUT),
-        retries=False,
-        maxsize=2,
+    return make_client(
+        s3, connect_timeout=CONNECT_TIMEOUT, read_timeout=READ_TIMEOUT, max_connections=2
     )
-    return make_client(s3, http)
 
 
 def _describe(exc: BaseException) -> str:

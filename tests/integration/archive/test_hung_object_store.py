@@ -113,3 +113,53 @@ def test_the_operators_store_calls_give_up_on_a_hung_peer_and_name_it(hung_peer:
     assert isinstance(results["bucket"][1], ArchiveError)
     assert isinstance(results["ledger"][1], LedgerError)
     assert results["verify"][1].status == UNKNOWN  # tried again at the next reconcile
+
+
+def test_the_commands_and_the_model_servers_fetch_give_up_on_a_hung_peer(
+    hung_peer: str, tmp_path: Any
+) -> None:
+    """`mlmodel archive ls` and a model server fetching its artifact: an error naming the
+    store within the bound (before: the minio client's 300 s per attempt, six attempts)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+
+    def free_port() -> int:
+        return int(port)
+
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("MLMODEL_")},
+        "MLMODEL_S3_ENDPOINT": hung_peer,
+        "MLMODEL_S3_ACCESS_KEY": "key",
+        "MLMODEL_S3_SECRET_KEY": "secret-key",
+    }
+    bin_dir = Path(sys.executable).parent
+    started = time.monotonic()
+    out = subprocess.run([str(bin_dir / "mlmodel"), "archive", "ls"], env=env,
+                         capture_output=True, text=True, timeout=4 * BOUND, check=False)  # fmt: skip
+    assert time.monotonic() - started < 2 * BOUND
+    assert out.returncode == 1 and hung_peer in out.stderr, out.stderr
+
+    serve_env = {
+        **env,
+        "MLMODEL_MODEL_NAME": "m",
+        "MLMODEL_ARTIFACT_URI": "s3://models/m/1/model.joblib",
+        "MLMODEL_ARTIFACT_SHA256": "a" * 64,
+        "MLMODEL_CACHE_DIR": str(tmp_path / "cache"),
+        "MLMODEL_HTTP_HOST": "127.0.0.1",
+        "MLMODEL_HTTP_PORT": str(free_port()),
+        "MLMODEL_GRPC_PORT": "0",
+    }
+    started = time.monotonic()
+    served = subprocess.run([str(bin_dir / "mlmodel-serve")], env=serve_env,
+                            capture_output=True, text=True, timeout=4 * BOUND + 60,
+                            check=False)  # fmt: skip
+    elapsed = time.monotonic() - started
+    assert served.returncode != 0 and elapsed < 2 * BOUND + 30, (elapsed, served.stderr[-2000:])
+    log = served.stdout + served.stderr
+    assert "timed out" in log and hung_peer.rsplit(":", 1)[1] in log, log[-2000:]
