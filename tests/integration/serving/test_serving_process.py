@@ -331,3 +331,36 @@ def test_a_missing_object_exits_non_zero_and_names_it(minio: MinioServer, tmp_pa
     log = proc.log()
     assert "refusing to serve" in log and "NoSuchKey" in log and "ghost/1/model.joblib" in log
     assert minio.secret_key not in log
+
+
+def test_a_store_that_is_down_at_start_fails_fast_and_the_next_start_serves(
+    tmp_path: Path, local_model: tuple[Path, str]
+) -> None:
+    """MinIO down while a Pod starts: the server exits at once naming the store (the
+    kubelet restarts it), and a start once the store is back serves the model."""
+    path, sha = local_model
+    store = MinioServer(tmp_path / "minio").start()
+    try:
+        uri = upload(store, "models", "iris/3/model.joblib", path)
+        env = {
+            **s3_env(store),
+            "MLMODEL_MODEL_NAME": "iris",
+            "MLMODEL_MODEL_VERSION": "3",
+            "MLMODEL_ARTIFACT_URI": uri,
+            "MLMODEL_ARTIFACT_SHA256": sha,
+        }
+        store.stop()
+        (tmp_path / "down").mkdir()
+        (tmp_path / "up").mkdir()
+        with ServeProcess(env, tmp_path / "down") as proc:
+            code = proc.wait_exit(timeout=60)
+        log = proc.log()
+        assert code == 1 and "refusing to serve" in log and store.endpoint.split(":")[1] in log
+        assert store.secret_key not in log
+        store.start()
+        with serving(env, tmp_path / "up") as srv:
+            r = requests.post(f"{srv.url}/v2/models/iris/infer", json=v2([[5.1, 3.5, 1.4, 0.2]]),
+                              timeout=TIMEOUT)  # fmt: skip
+            assert r.status_code == 200 and r.headers["x-model-sha256"] == sha
+    finally:
+        store.stop()
