@@ -595,6 +595,16 @@ class LocalCluster:
             if proc:
                 proc.stop()
 
+    def restart_apiserver(self, down_seconds: float = 2.0, timeout: float = 90.0) -> None:
+        """Stop kube-apiserver, wait ``down_seconds``, start it again on the same port (a
+        control-plane upgrade or crash, as its clients see it); returns once it is ready."""
+        proc = self.processes["kube-apiserver"]
+        proc.stop()
+        time.sleep(down_seconds)
+        proc.start()
+        ctx = self._ssl()
+        proc.wait_ready(lambda: http_ok(f"{self.server}/readyz", ctx), timeout)
+
     def _ssl(self) -> ssl.SSLContext:
         assert self.pki is not None
         ctx = ssl.create_default_context(cafile=str(self.pki.ca_cert))
