@@ -5,6 +5,8 @@ Unit tests (tests/unit) never touch these; integration and e2e tests ask for the
 
 from __future__ import annotations
 
+import socket
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -39,3 +41,32 @@ def api(cluster: LocalCluster) -> Iterator[client.ApiClient]:
         yield api_client
     finally:
         api_client.close()
+
+
+@pytest.fixture()
+def hung_peer() -> Iterator[str]:
+    """host:port of a listener that accepts every connection and never sends a byte: a
+    hung server as its clients see it (not a mock of one)."""
+    server = socket.create_server(("127.0.0.1", 0))
+    server.settimeout(0.2)
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = server.accept()
+            except TimeoutError:
+                continue
+            held.append(conn)
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        yield f"127.0.0.1:{server.getsockname()[1]}"
+    finally:
+        stop.set()
+        thread.join()
+        for conn in held:
+            conn.close()
+        server.close()

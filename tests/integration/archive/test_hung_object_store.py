@@ -10,7 +10,7 @@ from __future__ import annotations
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -30,34 +30,6 @@ from mlmodel_serving.artifacts import S3Config
 pytestmark = pytest.mark.integration
 
 BOUND = 30.0  # generous: the client's own bounds are 3 s to connect and 10 s to read
-
-
-@pytest.fixture()
-def hung_peer() -> Iterator[str]:
-    """host:port of a listener that accepts every connection and never sends a byte."""
-    server = socket.create_server(("127.0.0.1", 0))
-    server.settimeout(0.2)
-    held: list[socket.socket] = []
-    stop = threading.Event()
-
-    def accept() -> None:
-        while not stop.is_set():
-            try:
-                conn, _ = server.accept()
-            except TimeoutError:
-                continue
-            held.append(conn)
-
-    thread = threading.Thread(target=accept, daemon=True)
-    thread.start()
-    try:
-        yield f"127.0.0.1:{server.getsockname()[1]}"
-    finally:
-        stop.set()
-        thread.join()
-        for conn in held:
-            conn.close()
-        server.close()
 
 
 def within_bound(call: Callable[[], Any]) -> tuple[float, Any]:

@@ -7,10 +7,9 @@ client had no timeout at all: the call, and the model's lock with it, waited for
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,34 +20,6 @@ from mlmodel_operator.kube import ApiUnreachable, Kube, load_api_client
 pytestmark = pytest.mark.integration
 
 BOUND = 30.0  # generous: kube.py's own bounds are 5 s to connect and 20 s to read
-
-
-@pytest.fixture()
-def hung_peer() -> Iterator[str]:
-    """host:port of a listener that accepts every connection and never sends a byte."""
-    server = socket.create_server(("127.0.0.1", 0))
-    server.settimeout(0.2)
-    held: list[socket.socket] = []
-    stop = threading.Event()
-
-    def accept() -> None:
-        while not stop.is_set():
-            try:
-                conn, _ = server.accept()
-            except TimeoutError:
-                continue
-            held.append(conn)
-
-    thread = threading.Thread(target=accept, daemon=True)
-    thread.start()
-    try:
-        yield f"127.0.0.1:{server.getsockname()[1]}"
-    finally:
-        stop.set()
-        thread.join()
-        for conn in held:
-            conn.close()
-        server.close()
 
 
 def kubeconfig_for(tmp_path: Path, server: str) -> Path:
