@@ -11,6 +11,8 @@ gRPC, at 1 and 1,000 rows: `python benchmarks/run.py encodings --help`).
 side by side, against a real MinIO: `python benchmarks/run.py decisions --help`).
 `node` (the lifecycle on a real node: apply -> first prediction, version switches and a
 Pod deletion under load; needs root).
+`soak` (mlmodel-serve under wrk for ten minutes, its RSS sampled: flat after the warm-up?
+`python benchmarks/run.py soak --help`).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-SUITES = ("serving", "operator", "forest", "encodings", "decisions", "node")
+SUITES = ("serving", "operator", "forest", "encodings", "decisions", "node", "soak")
 
 
 def main(argv: list[str]) -> int:
@@ -43,6 +45,10 @@ def main(argv: list[str]) -> int:
         from benchmarks.serving import bench_decisions
 
         return bench_decisions.main(argv, command=command)
+    if suite == "soak":
+        from benchmarks.serving import bench_soak
+
+        return bench_soak.main(argv, command=command)
     if suite == "node":
         from benchmarks.node import bench_node
 
