@@ -846,6 +846,7 @@ class OperatorRunner:
 
     It can be killed (as a crash would) and started again, like a restarted Pod.
     ``kubeconfig`` overrides the cluster's admin kubeconfig (e.g. a ServiceAccount token's).
+    ``health_port`` is where its probes answer (``/healthz``, ``/readyz``) once started.
     """
 
     cluster: LocalCluster
@@ -857,11 +858,13 @@ class OperatorRunner:
     metrics_port: int = 0
     starts: int = 0
     kubeconfig: Path | None = None
+    health_port: int = 0
 
     def start(self, timeout: float = 60.0) -> OperatorRunner:
         import sys
 
         health, self.metrics_port = free_port(), free_port()
+        self.health_port = health
         self.starts += 1
         exe = Path(sys.executable).parent / "mlmodel"
         env = {
