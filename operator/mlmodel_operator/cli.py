@@ -14,8 +14,11 @@ from mlmodel_operator import __version__
 
 def _run(args: argparse.Namespace) -> int:
     import kopf
+    from kopf._core.engines.peering import Identity  # kopf.run's type; not exported
 
     from mlmodel_operator.handlers import build_registry
+    from mlmodel_operator.peering import Peering, PeeringConfig, own_identity
+    from mlmodel_operator.probes import ProbeAddress, probe_address
     from mlmodel_operator.settings import Settings, SettingsError
 
     try:
@@ -30,20 +33,47 @@ def _run(args: argparse.Namespace) -> int:
     if args.all_namespaces and args.namespace:
         print("mlmodel run: give --namespace or --all-namespaces, not both", file=sys.stderr)
         return 2
+    probes: ProbeAddress | None = None
+    if args.liveness:
+        try:
+            probes = probe_address(args.liveness, args.readiness)
+        except ValueError as exc:
+            print(f"mlmodel run: {exc}", file=sys.stderr)
+            return 2
+    identity = own_identity(os.environ)
+    priority = peering_priority(args.priority)
+    peering = None
+    if args.peering is not None:
+        peering = Peering(
+            PeeringConfig(
+                name=args.peering,
+                identity=identity,
+                priority=priority,
+                lifetime=args.peering_lifetime,
+                ordered=args.priority == "oldest",
+                namespaces=() if clusterwide else namespaces,
+            )
+        )
     kopf.configure(
         verbose=args.verbose,
         log_format=kopf.LogFormat.JSON if args.log_format == "json" else kopf.LogFormat.PLAIN,
     )
-    registry = build_registry(settings, args.kubeconfig, args.metrics_port)
+    registry = build_registry(
+        settings, args.kubeconfig, args.metrics_port, probes=probes, peering=peering
+    )
     kopf.run(
         registry=registry,
         clusterwide=clusterwide,
         namespaces=() if clusterwide else namespaces,
+        identity=Identity(identity),
         standalone=args.peering is None,
         peering_name=args.peering,
-        priority=peering_priority(args.priority),
-        liveness_endpoint=args.liveness or None,
+        priority=priority,
+        liveness_endpoint=None,  # served with the readiness by the "probes" startup handler
     )
+    if peering is not None and peering.stopped_because:
+        print(f"mlmodel run: {peering.stopped_because}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -52,13 +82,28 @@ def peering_priority(value: str, now_ns: int | None = None) -> int:
 
     kopf pauses *every* replica when two of the same priority are alive, so replicas of
     one Deployment need distinct priorities. ``oldest`` gives each process one that
-    falls with its start time (in microseconds): the longest-running replica works, a
-    replica that starts later waits and takes over when the worker is gone.
+    falls with its start time (in microseconds); on joining, a replica goes below every
+    live one if it must (:mod:`mlmodel_operator.peering`): the replica that joined first
+    works, one that joins later waits and takes over when the worker is gone.
     """
     if value == "oldest":
         start = time.time_ns() if now_ns is None else now_ns
         return -(start // 1000)
     return int(value)
+
+
+def _lifetime(value: str) -> int:
+    from mlmodel_operator.peering import MIN_LIFETIME
+
+    try:
+        seconds = int(value)
+    except ValueError:
+        seconds = 0
+    if seconds < MIN_LIFETIME:
+        raise argparse.ArgumentTypeError(
+            f"{value!r} is not accepted; expected whole seconds, at least {MIN_LIFETIME}"
+        )
+    return seconds
 
 
 def _priority(value: str) -> str:
@@ -89,7 +134,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--liveness",
         default="http://0.0.0.0:8081/healthz",
-        help="liveness endpoint URL, '' to disable (default: %(default)s)",
+        help="liveness endpoint URL, '' to disable both probes (default: %(default)s)",
+    )
+    run.add_argument(
+        "--readiness",
+        default="/readyz",
+        help="readiness path, served on the --liveness address; 503 while the peering "
+        "object is missing or this replica is not in it; '' to disable (default: %(default)s)",
     )
     run.add_argument(
         "--metrics-port", type=int, default=9090, help="0 disables (default: %(default)s)"
@@ -102,7 +153,18 @@ def build_parser() -> argparse.ArgumentParser:
         type=_priority,
         default="0",
         help="kopf peering priority: an integer, or 'oldest' for replicas of one Deployment "
-        "(the longest-running one works, the others wait) (default: %(default)s)",
+        "(the one that joined first works, the others wait) (default: %(default)s)",
+    )
+    from mlmodel_operator.peering import DEFAULT_LIFETIME
+
+    run.add_argument(
+        "--peering-lifetime",
+        type=_lifetime,
+        default=DEFAULT_LIFETIME,
+        metavar="SECONDS",
+        help="how long a replica's keep-alive counts: a killed worker is replaced within it "
+        "(kopf writes the keep-alive every SECONDS minus 5-10 s, at least every second) "
+        "(default: %(default)s; kopf's own: 60)",
     )
     run.add_argument("--log-format", choices=("text", "json"), default="text")
     run.add_argument("-v", "--verbose", action="store_true")

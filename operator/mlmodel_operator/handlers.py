@@ -7,9 +7,11 @@ No side effects at import time: :func:`build_registry` makes a registry that
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import random
+import signal
 import time
 from typing import Any, cast
 
@@ -29,6 +31,8 @@ from mlmodel_operator.decision_log import DecisionLogCheck
 from mlmodel_operator.kube import Kube, load_api_client
 from mlmodel_operator.ledger import S3Ledger
 from mlmodel_operator.metrics import OperatorMetrics
+from mlmodel_operator.peering import KubePeeringApi, Peering
+from mlmodel_operator.probes import ProbeAddress, ProbeServer
 from mlmodel_operator.reconcile import Outcome, Reconciler, archive_retry_delay
 from mlmodel_operator.settings import Settings
 from mlmodel_operator.verify import ArtifactVerifier
@@ -84,11 +88,34 @@ def _fully_available(body: kopf.Body, type: str | None, **_: Any) -> bool:
 
 
 def build_registry(
-    settings: Settings, kubeconfig: str | None, metrics_port: int
+    settings: Settings,
+    kubeconfig: str | None,
+    metrics_port: int,
+    *,
+    probes: ProbeAddress | None = None,
+    peering: Peering | None = None,
 ) -> kopf.OperatorRegistry:
-    """The operator's handlers, on a registry of their own."""
+    """The operator's handlers, on a registry of their own.
+
+    ``probes``: where the liveness and readiness answer; ``peering``: this replica's part
+    in kopf's peering (None: standalone, ready once started).
+    """
     registry = kopf.OperatorRegistry()
     op_settings = settings  # kopf passes its own `settings` to the startup handler
+    started = False
+
+    def readiness() -> tuple[bool, dict[str, Any]]:
+        if peering is not None:
+            return peering.readiness()
+        return started, {"ready": started, "reason": "standalone" if started else "starting"}
+
+    # The startup handlers run one after the other, in this order.
+    @kopf.on.startup(id="probes", registry=registry)
+    async def serve_probes(*, memo: Any, **_: Any) -> None:
+        # first: the kubelet hears "alive, not ready" while the others wait
+        if probes is not None:
+            memo.probes = ProbeServer(probes, readiness)
+            await memo.probes.start()
 
     @kopf.on.startup(id="startup", registry=registry)
     def startup(
@@ -113,6 +140,32 @@ def build_registry(
         if metrics_port:
             start_http_server(metrics_port, addr="0.0.0.0", registry=prom)
             logger.info("metrics on :%d/metrics", metrics_port)
+
+    @kopf.on.startup(id="peering", registry=registry)
+    async def join_peering(
+        *,
+        settings: kopf.OperatorSettings,
+        memo: Any,
+        logger: logging.Logger | logging.LoggerAdapter[Any],
+        **_: Any,
+    ) -> None:
+        # last, before kopf's own peering starts: kopf keeps the priority joined with
+        nonlocal started
+        if peering is not None:
+            api = KubePeeringApi(load_api_client(kubeconfig))
+            settings.peering.priority = await peering.join(api, logger)
+            settings.peering.lifetime = peering.config.lifetime
+            memo.peering_watch = asyncio.create_task(
+                peering.watch(api, logger, stop=lambda: os.kill(os.getpid(), signal.SIGTERM))
+            )
+        started = True
+
+    @kopf.on.cleanup(id="probes-and-peering", registry=registry)
+    async def stop_probes(*, memo: Any, **_: Any) -> None:
+        if getattr(memo, "peering_watch", None) is not None:
+            memo.peering_watch.cancel()
+        if getattr(memo, "probes", None) is not None:
+            await memo.probes.stop()
 
     @kopf.on.login(id="login", registry=registry)
     def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
