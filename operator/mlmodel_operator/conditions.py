@@ -67,6 +67,9 @@ class Reason:
     VERSION_REUSED: Final = "VersionReused"
     MISSING_SECRET: Final = "MissingSecret"
     IMAGE_NOT_ALLOWED: Final = "ImageNotAllowed"
+    # an object the model needs (its Deployment, Service, ServiceMonitor or PrometheusRule)
+    # exists and is not controlled by the MLModel (also on Degraded and Monitored)
+    OBJECT_CONFLICT: Final = "ObjectConflict"
     # ArtifactVerified
     DIGEST_VERIFIED: Final = "DigestVerified"
     DIGEST_MISMATCH: Final = "DigestMismatch"

@@ -7,6 +7,7 @@ No I/O and no environment reads: everything comes from the `ModelSpec` and the
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any, Final
 
 from mlmodel_operator.settings import Settings
@@ -69,6 +70,32 @@ def owner_reference(model: ModelSpec) -> dict[str, Any]:
         "controller": True,
         "blockOwnerDeletion": True,
     }
+
+
+def controller_reference(obj: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The owner reference with ``controller: true`` (the apiserver allows one), or None."""
+    for ref in (obj.get("metadata") or {}).get("ownerReferences") or []:
+        if ref.get("controller") is True:
+            return dict(ref)
+    return None
+
+
+def controlled_by(obj: Mapping[str, Any], uid: str) -> bool:
+    """Whether the object's controller is the owner with this uid: the one test of
+    "ours" (a label, a name or a non-controller reference can be copied by anyone)."""
+    ref = controller_reference(obj)
+    return ref is not None and bool(uid) and ref.get("uid") == uid
+
+
+def holder(obj: Mapping[str, Any]) -> str:
+    """Who holds an object, for a message: its controller, else the field managers that
+    wrote it."""
+    ref = controller_reference(obj)
+    if ref is not None:
+        return f"it is controlled by {ref.get('kind')} {ref.get('name')} (uid {ref.get('uid')})"
+    fields = (obj.get("metadata") or {}).get("managedFields") or []
+    managers = sorted({str(m["manager"]) for m in fields if m.get("manager")})
+    return "it has no controller" + (f"; written by {', '.join(managers)}" if managers else "")
 
 
 def endpoint_url(model: ModelSpec, settings: Settings) -> str:

@@ -3,6 +3,12 @@
 Objects go in and come out as plain dicts. Owned objects are written with server-side
 apply under one field manager, so a GitOps tool and the operator never fight over
 fields, and re-running any call is safe.
+
+The operator only ever changes or deletes an object whose controller owner reference is
+the MLModel it works for: :meth:`Kube.apply` and :meth:`Kube.delete_owned` read the object
+first and raise :class:`NotControlled` for one held by anyone else, and their write carries
+the uid and resourceVersion of what was read, so an object replaced or re-owned in between
+is refused by the apiserver rather than written.
 """
 
 from __future__ import annotations
@@ -15,7 +21,7 @@ import urllib3
 from kubernetes import client, config
 
 from mlmodel_operator import GROUP, PLURAL, VERSION
-from mlmodel_operator.desired import MODEL_LABEL
+from mlmodel_operator.desired import MODEL_LABEL, controlled_by, controller_reference, holder
 
 FIELD_MANAGER = "mlmodel-operator"
 
@@ -33,8 +39,27 @@ class ApiError(Exception):
         self.message = message
 
 
+class ApiConflict(ApiError):
+    """HTTP 409: the object changed since it was read (a resourceVersion or uid
+    precondition failed), or it already exists."""
+
+
 class NotFound(Exception):
     """The object does not exist (HTTP 404)."""
+
+
+class NotControlled(Exception):
+    """An object with the name the operator needs exists, and the MLModel does not control
+    it; the operator leaves it as it is."""
+
+    def __init__(self, kind: str, namespace: str, name: str, holder: str) -> None:
+        super().__init__(
+            f"{kind} {namespace}/{name} exists and is not controlled by this MLModel ({holder})"
+        )
+        self.kind = kind
+        self.namespace = namespace
+        self.name = name
+        self.holder = holder
 
 
 class ApiUnreachable(Exception):
@@ -45,6 +70,15 @@ class ApiUnreachable(Exception):
 # model's lock and a worker for good (the client's default has no timeout at all).
 API_CONNECT_TIMEOUT = 5.0
 API_READ_TIMEOUT = 20.0
+
+# Reads and writes of one object that another writer may change in between: tried again
+# on 409 this many times, then the 409 is the reconcile's error (kopf retries it).
+WRITE_ATTEMPTS = 3
+# A resourceVersion no stored object has: server-side apply ignores the resourceVersion
+# of an object it creates (kube-apiserver's generic store checks it only on update), and
+# refuses an update whose resourceVersion differs with 409. Sent when the object was not
+# there, so one that someone made since is never taken over.
+CREATE_ONLY = str(2**64 - 1)
 
 
 def load_api_client(kubeconfig: str | None = None) -> client.ApiClient:
@@ -132,6 +166,8 @@ class Kube:
             raise ApiUnreachable(_unreachable(method, path, api, exc)) from None
         if resp.status == 404:
             raise NotFound(path)
+        if resp.status == 409:
+            raise ApiConflict(method, path, resp.status, data)
         if not 200 <= resp.status < 300:
             raise ApiError(method, path, resp.status, data)
         result: dict[str, Any] = json.loads(data) if data else {}
@@ -139,31 +175,109 @@ class Kube:
 
     # -- owned objects
 
-    def apply(self, obj: dict[str, Any]) -> dict[str, Any]:
-        """Server-side apply ``obj`` (create or update) as the operator's field manager."""
-        return self._call(
-            "PATCH",
-            _path_for(obj),
-            body=obj,
-            content_type="application/apply-patch+yaml",
-            query=[("fieldManager", FIELD_MANAGER), ("force", "true")],
-        )
+    def _get(self, path: str) -> dict[str, Any] | None:
+        try:
+            return self._call("GET", path)
+        except NotFound:
+            return None
 
-    def list_deployments(self, namespace: str, model: str) -> list[dict[str, Any]]:
-        """The Deployments of one model (by the model label)."""
+    def _read(self, kind: str, path: str) -> dict[str, Any] | None:
+        """The object at ``path`` as stored now, or None. Deployments are read by a list of
+        one name: the operator's ClusterRole lists Deployments and has no `get` on them."""
+        if kind != "Deployment":
+            return self._get(path)
+        collection, name = path.rsplit("/", 1)
+        found = self._call("GET", collection, query=[("fieldSelector", f"metadata.name={name}")])
+        items: list[dict[str, Any]] = found.get("items") or []
+        return items[0] if items else None
+
+    def apply(self, obj: dict[str, Any]) -> dict[str, Any]:
+        """Server-side apply ``obj`` (create or update) as the operator's field manager.
+
+        ``obj`` names its controller in ``ownerReferences``; an existing object with another
+        controller, or none, is not written: NotControlled says who holds it.
+        """
+        owner = controller_reference(obj)
+        if owner is None:
+            raise ValueError(
+                f"kube.apply writes owned objects only; {_path_for(obj)} has no controller"
+            )
+        path, meta = _path_for(obj), obj["metadata"]
+        for attempt in range(1, WRITE_ATTEMPTS + 1):
+            current = self._read(obj["kind"], path)
+            if current is not None and not controlled_by(current, str(owner.get("uid"))):
+                raise NotControlled(
+                    obj["kind"], meta.get("namespace", ""), meta["name"], holder(current)
+                )
+            guard = (
+                {
+                    "uid": current["metadata"]["uid"],
+                    "resourceVersion": current["metadata"]["resourceVersion"],
+                }
+                if current is not None
+                else {"resourceVersion": CREATE_ONLY}
+            )
+            try:
+                return self._call(
+                    "PATCH",
+                    path,
+                    body={**obj, "metadata": {**meta, **guard}},
+                    content_type="application/apply-patch+yaml",
+                    query=[("fieldManager", FIELD_MANAGER), ("force", "true")],
+                )
+            except ApiConflict:
+                if attempt == WRITE_ATTEMPTS:
+                    raise
+        raise AssertionError("unreachable")
+
+    def delete_owned(
+        self, api_version: str, kind: str, namespace: str, name: str, owner_uid: str
+    ) -> bool:
+        """Delete an object of a kind ``apply`` knows if ``owner_uid`` controls it; False when
+        it was not there. One held by anyone else raises NotControlled and stays."""
+        path = _path_for(
+            {
+                "apiVersion": api_version,
+                "kind": kind,
+                "metadata": {"namespace": namespace, "name": name},
+            }
+        )
+        current = self._read(kind, path)
+        if current is None:
+            return False
+        if not controlled_by(current, owner_uid):
+            raise NotControlled(kind, namespace, name, holder(current))
+        preconditions = {
+            "uid": current["metadata"]["uid"],
+            "resourceVersion": current["metadata"]["resourceVersion"],
+        }
+        try:
+            self._call(
+                "DELETE",
+                path,
+                body={"preconditions": preconditions, "propagationPolicy": "Background"},
+            )
+        except NotFound:
+            return False
+        return True
+
+    def list_deployments(self, namespace: str, model: str, owner_uid: str) -> list[dict[str, Any]]:
+        """The Deployments of one model: carrying its label and controlled by it (a label
+        alone can be copied onto anything)."""
         result = self._call(
             "GET",
             f"/apis/apps/v1/namespaces/{namespace}/deployments",
             query=[("labelSelector", f"{MODEL_LABEL}={model}")],
         )
         items: list[dict[str, Any]] = result.get("items", [])
-        return items
+        return [d for d in items if controlled_by(d, owner_uid)]
+
+    def get_deployment(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """One Deployment by name, whoever holds it, or None."""
+        return self._read("Deployment", f"/apis/apps/v1/namespaces/{namespace}/deployments/{name}")
 
     def get_service(self, namespace: str, name: str) -> dict[str, Any] | None:
-        try:
-            return self._call("GET", f"/api/v1/namespaces/{namespace}/services/{name}")
-        except NotFound:
-            return None
+        return self._get(f"/api/v1/namespaces/{namespace}/services/{name}")
 
     def secret_exists(self, namespace: str, name: str) -> bool:
         """Whether a Secret exists. Asks for its metadata only (PartialObjectMetadata), so
@@ -193,13 +307,15 @@ class Kube:
         return frozenset(secret.get("data") or {}) | frozenset(secret.get("stringData") or {})
 
     def annotate_deployment(
-        self, namespace: str, name: str, annotations: dict[str, str | None]
+        self, namespace: str, name: str, uid: str, annotations: dict[str, str | None]
     ) -> None:
-        """Merge-patch annotations (``None`` removes one)."""
+        """Merge-patch annotations (``None`` removes one) of the Deployment with this uid
+        (one listed as the model's): the apiserver refuses the patch for another object
+        of the same name (metadata.uid is immutable)."""
         self._call(
             "PATCH",
             f"/apis/apps/v1/namespaces/{namespace}/deployments/{name}",
-            body={"metadata": {"annotations": annotations}},
+            body={"metadata": {"uid": uid, "annotations": annotations}},
             content_type="application/merge-patch+json",
         )
 
@@ -211,19 +327,6 @@ class Kube:
                 f"/apis/apps/v1/namespaces/{namespace}/deployments/{name}",
                 body={"preconditions": {"uid": uid}, "propagationPolicy": "Background"},
             )
-
-    def delete_object(self, api_version: str, kind: str, namespace: str, name: str) -> bool:
-        """Delete an owned object of a kind ``apply`` knows; False when it was not there."""
-        obj = {
-            "apiVersion": api_version,
-            "kind": kind,
-            "metadata": {"namespace": namespace, "name": name},
-        }
-        try:
-            self._call("DELETE", _path_for(obj), body={"propagationPolicy": "Background"})
-        except NotFound:
-            return False
-        return True
 
     # -- the MLModel itself
 

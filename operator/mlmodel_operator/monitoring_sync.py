@@ -4,11 +4,14 @@ Called by the reconciler on every reconcile. Where the Prometheus operator's CRD
 missing nothing is written and the Monitored condition says so; the CRDs are looked up
 at most every ``CRD_RECHECK_SECONDS``, so a later install is noticed without an API
 call per reconcile. An object whose content did not change is not applied again, except
-every ``REASSERT_SECONDS`` (which also puts back one a person deleted).
+every ``REASSERT_SECONDS`` (which also puts back one a person deleted). An object of
+that name the MLModel does not control (someone else's, or another model's) is neither
+applied nor deleted: the Monitored condition names it and who holds it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import threading
@@ -18,7 +21,7 @@ from typing import Any, Final
 
 from mlmodel_operator import conditions as c
 from mlmodel_operator.conditions import Reason
-from mlmodel_operator.kube import ApiError, Kube, NotFound
+from mlmodel_operator.kube import ApiError, Kube, NotControlled, NotFound
 from mlmodel_operator.monitoring import (
     MONITORING_API_VERSION,
     MONITORING_CRDS,
@@ -91,7 +94,11 @@ class MonitoringSync:
         if not model.monitoring.enabled:
             if not _was_disabled(old_status):
                 for kind in KINDS:
-                    self.kube.delete_object(MONITORING_API_VERSION, kind, model.namespace, name)
+                    # one held by someone else stays where it is
+                    with contextlib.suppress(NotControlled):
+                        self.kube.delete_owned(
+                            MONITORING_API_VERSION, kind, model.namespace, name, model.ref.uid
+                        )
                 self.forget(model.ref.uid)
             return MonitoringNote(
                 False,
@@ -108,12 +115,16 @@ class MonitoringSync:
                 f"model is served regardless, and the operator looks again every "
                 f"{self.recheck_seconds:.0f}s",
             )
+        foreign: list[str] = []
         try:
             for obj in (
                 build_service_monitor(model, self.settings),
                 build_prometheus_rule(model, self.settings),
             ):
-                self._apply(model.ref.uid, obj)
+                try:
+                    self._apply(model.ref.uid, obj)
+                except NotControlled as exc:
+                    foreign.append(str(exc))
         except NotFound:
             # The CRDs went away since they were last looked up: look again next time.
             with self._lock:
@@ -127,6 +138,13 @@ class MonitoringSync:
             )
         except ApiError as exc:
             return MonitoringNote(False, APPLY_FAILED, f"monitoring objects not applied: {exc}")
+        if foreign:
+            return MonitoringNote(
+                False,
+                Reason.OBJECT_CONFLICT,
+                "; ".join(foreign) + "; the operator neither changes nor deletes it: remove "
+                "it, or set spec.monitoring.enabled to false; the model is served regardless",
+            )
         return MonitoringNote(
             True,
             Reason.MONITORING_CONFIGURED,

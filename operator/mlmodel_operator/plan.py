@@ -135,6 +135,25 @@ class HistoryEntry:
 
 
 @dataclass(frozen=True)
+class ForeignObject:
+    """An object with a name the model needs that this MLModel does not control."""
+
+    kind: str
+    namespace: str
+    name: str
+    holder: str  # desired.holder(): its controller, or who wrote it
+
+    @property
+    def message(self) -> str:
+        rename = "metadata.name or spec.version" if self.kind == "Deployment" else "metadata.name"
+        return (
+            f"{self.kind} {self.namespace}/{self.name} exists and is not controlled by this "
+            f"MLModel ({self.holder}); the operator neither changes nor deletes it: remove it, "
+            f"or give this MLModel another {rename}"
+        )
+
+
+@dataclass(frozen=True)
 class Observed:
     """Everything the planner reads about the world, gathered by the handler."""
 
@@ -148,6 +167,9 @@ class Observed:
     image_problem: str | None = None
     # (reason, message) when the decision log cannot be written (DecisionLogReady False)
     decision_log_problem: tuple[str, str] | None = None
+    # objects the model needs whose names are held by someone else (its Service, or the
+    # Deployment of the version it asks for)
+    conflicts: tuple[ForeignObject, ...] = ()
 
     def deployment(self, version: str) -> DeploymentState | None:
         return next((d for d in self.deployments if d.version == version), None)
@@ -256,6 +278,9 @@ def plan(model: ModelSpec, observed: Observed, secret_name: str) -> Plan:
     conflict = digest_conflict(model, observed)
     if conflict:
         blocked, blocked_reason = conflict, Reason.VERSION_REUSED
+    elif observed.conflicts:
+        blocked = "; ".join(c.message for c in observed.conflicts)
+        blocked_reason = Reason.OBJECT_CONFLICT
     elif observed.image_problem:
         blocked, blocked_reason = observed.image_problem, Reason.IMAGE_NOT_ALLOWED
     elif not observed.secret_present:

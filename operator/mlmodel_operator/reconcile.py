@@ -25,9 +25,12 @@ from mlmodel_operator.desired import (
     VERSION_LABEL,
     build_deployment,
     build_service,
+    controlled_by,
+    deployment_name,
     endpoint_url,
+    holder,
 )
-from mlmodel_operator.kube import Kube, NotFound
+from mlmodel_operator.kube import Kube, NotControlled, NotFound
 from mlmodel_operator.ledger import Ledger, NullLedger
 from mlmodel_operator.monitoring_sync import MonitoringSync
 from mlmodel_operator.plan import (
@@ -38,9 +41,11 @@ from mlmodel_operator.plan import (
     DeleteUnserved,
     DeploymentState,
     Event,
+    ForeignObject,
     HistoryEntry,
     MarkRetiring,
     Observed,
+    Plan,
     Retire,
     SwitchService,
     plan,
@@ -220,13 +225,22 @@ class Reconciler:
             return outcome
 
     def _observe(self, model: ModelSpec, old_status: Mapping[str, Any]) -> Observed:
-        ns, name = model.ref.namespace, model.ref.name
+        ns, name, uid = model.ref.namespace, model.ref.name, model.ref.uid
         deployments = tuple(
             DeploymentState.from_object(o)
-            for o in self.kube.list_deployments(ns, name)
+            for o in self.kube.list_deployments(ns, name, uid)  # only those it controls
             if not o["metadata"].get("deletionTimestamp")
         )
+        conflicts: list[ForeignObject] = []
         service = self.kube.get_service(ns, name)
+        if service is not None and not controlled_by(service, uid):
+            conflicts.append(ForeignObject("Service", ns, name, holder(service)))
+            service = None  # its selector says nothing about this model
+        target = deployment_name(name, model.version)
+        if not any(d.name == target for d in deployments):
+            other = self.kube.get_deployment(ns, target)
+            if other is not None and not controlled_by(other, uid):
+                conflicts.append(ForeignObject("Deployment", ns, target, holder(other)))
         service_version = (
             ((service.get("spec") or {}).get("selector") or {}).get(VERSION_LABEL)
             if service
@@ -242,10 +256,10 @@ class Reconciler:
             image_problem=self.settings.image_problem(
                 model.serving.image or self.settings.serving_image
             ),
+            conflicts=tuple(conflicts),
         )
 
     def _reconcile(self, model: ModelSpec, old_status: Mapping[str, Any]) -> Outcome:
-        ns = model.ref.namespace
         observed = self._observe(model, old_status)
         verdict = self.verifier.check(model.artifact)
         if verdict.blocks_rollout:
@@ -255,61 +269,23 @@ class Reconciler:
             observed = replace(
                 observed, decision_log_problem=(decision_log.reason, decision_log.message)
             )
-        p = plan(model, observed, self.settings.s3_credentials_secret)
-        events = list(p.events)
+        secret = self.settings.s3_credentials_secret
+        p = plan(model, observed, secret)
+        events: list[Event] = []
+        requeue = [p.requeue_after] if p.requeue_after else []
+        try:
+            history, archive_note = self._act(model, p, observed, events, requeue)
+        except NotControlled as exc:
+            # Someone made (or took) an object with that name since it was looked at: the
+            # plan the next reconcile would make, now; nothing after that action is done.
+            foreign = ForeignObject(exc.kind, exc.namespace, exc.name, exc.holder)
+            observed = replace(observed, conflicts=(*observed.conflicts, foreign))
+            p = plan(model, observed, secret)
+            history, archive_note, requeue = observed.history, None, [p.requeue_after or 0.0]
+        events[:0] = p.events
         if (event := decision_log_event(old_status, decision_log)) is not None:
             events.append(event)
-        requeue = [p.requeue_after] if p.requeue_after else []
-        history = observed.history
-        archive_note: ArchiveNote | None = None
         now = observed.now
-
-        for action in p.actions:
-            if isinstance(action, ApplyDeployment):
-                desired = build_deployment(
-                    model, self.settings, decision_log=not p.withhold_decision_log
-                )
-                digest = applied_hash(desired)
-                current = observed.deployment(action.version)
-                if current is None or current.applied_hash != digest:
-                    desired["metadata"]["annotations"][ANN_APPLIED_HASH] = digest
-                    self.kube.apply(desired)
-                if current is None:
-                    self._record(
-                        events, model, ledger.DEPLOYED, action.version, _artifact(model), now
-                    )
-            elif isinstance(action, ClearRetiring):
-                self.kube.annotate_deployment(ns, action.name, {ANN_RETIRING: None})
-            elif isinstance(action, SwitchService):
-                self.kube.apply(build_service(model, action.version, self.settings))
-                self._record(
-                    events,
-                    model,
-                    ledger.SWITCHED,
-                    action.version,
-                    {**_artifact(model), "previous": observed.service_version},
-                    now,
-                )
-            elif isinstance(action, MarkRetiring):
-                self.kube.annotate_deployment(ns, action.name, {ANN_RETIRING: format_time(now)})
-                self._record(events, model, ledger.RETIRING, action.version, {}, now)
-            elif isinstance(action, DeleteUnserved):
-                self.kube.delete_deployment(ns, action.deployment.name, action.deployment.uid)
-                events.append(
-                    Event(
-                        "Normal",
-                        "Superseded",
-                        f"deleted Deployment {action.deployment.name}: version "
-                        f"{action.deployment.version} never served and is no longer wanted",
-                    )
-                )
-            elif isinstance(action, Retire):
-                history, note, evs, retry_after = self._retire(model, action, history, now)
-                archive_note = note
-                events.extend(evs)
-                if retry_after is not None:
-                    requeue.append(retry_after)
-
         for version in p.deployed_now:
             history = record_deployed(history, model, version, now)
 
@@ -334,7 +310,82 @@ class Reconciler:
                 "RolloutTimedOut" if p.rollout_timed_out else status["phase"]
             )
             events.append(Event("Warning" if bad else "Normal", reason, p.message))
+        requeue = [r for r in requeue if r]
         return Outcome(status, events, min(requeue) if requeue else None)
+
+    def _act(
+        self,
+        model: ModelSpec,
+        p: Plan,
+        observed: Observed,
+        events: list[Event],
+        requeue: list[float],
+    ) -> tuple[tuple[HistoryEntry, ...], ArchiveNote | None]:
+        """Carry out the plan's actions in order; the history and the archive step's note.
+
+        Raises NotControlled when an object to write turned out to be someone else's; the
+        actions before it are done (each is safe to repeat), the ones after it are not.
+        """
+        ns = model.ref.namespace
+        history = observed.history
+        archive_note: ArchiveNote | None = None
+        now = observed.now
+        for action in p.actions:
+            if isinstance(action, ApplyDeployment):
+                desired = build_deployment(
+                    model, self.settings, decision_log=not p.withhold_decision_log
+                )
+                digest = applied_hash(desired)
+                current = observed.deployment(action.version)
+                if current is None or current.applied_hash != digest:
+                    desired["metadata"]["annotations"][ANN_APPLIED_HASH] = digest
+                    self.kube.apply(desired)
+                if current is None:
+                    self._record(
+                        events, model, ledger.DEPLOYED, action.version, _artifact(model), now
+                    )
+            elif isinstance(action, ClearRetiring):
+                uid = self._uid_of(observed, action.name)
+                self.kube.annotate_deployment(ns, action.name, uid, {ANN_RETIRING: None})
+            elif isinstance(action, SwitchService):
+                self.kube.apply(build_service(model, action.version, self.settings))
+                self._record(
+                    events,
+                    model,
+                    ledger.SWITCHED,
+                    action.version,
+                    {**_artifact(model), "previous": observed.service_version},
+                    now,
+                )
+            elif isinstance(action, MarkRetiring):
+                uid = self._uid_of(observed, action.name)
+                self.kube.annotate_deployment(
+                    ns, action.name, uid, {ANN_RETIRING: format_time(now)}
+                )
+                self._record(events, model, ledger.RETIRING, action.version, {}, now)
+            elif isinstance(action, DeleteUnserved):
+                self.kube.delete_deployment(ns, action.deployment.name, action.deployment.uid)
+                events.append(
+                    Event(
+                        "Normal",
+                        "Superseded",
+                        f"deleted Deployment {action.deployment.name}: version "
+                        f"{action.deployment.version} never served and is no longer wanted",
+                    )
+                )
+            elif isinstance(action, Retire):
+                history, note, evs, retry_after = self._retire(model, action, history, now)
+                archive_note = note
+                events.extend(evs)
+                if retry_after is not None:
+                    requeue.append(retry_after)
+        return history, archive_note
+
+    @staticmethod
+    def _uid_of(observed: Observed, name: str) -> str:
+        """The uid of one of the model's Deployments, as observed (the planner only names
+        Deployments it was shown)."""
+        return next(d.uid for d in observed.deployments if d.name == name)
 
     def _retire(
         self,

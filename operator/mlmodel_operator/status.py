@@ -102,7 +102,8 @@ def build_status(
         put(c.DEGRADED, False, Reason.AS_EXPECTED, "no problem found")
 
     if plan.blocked_reason in (
-        Reason.VERSION_REUSED, Reason.MISSING_SECRET, Reason.IMAGE_NOT_ALLOWED
+        Reason.VERSION_REUSED, Reason.MISSING_SECRET, Reason.IMAGE_NOT_ALLOWED,
+        Reason.OBJECT_CONFLICT,
     ):  # fmt: skip
         put(c.SPEC_VALID, False, plan.blocked_reason, plan.message)
     else:

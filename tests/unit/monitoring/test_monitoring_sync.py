@@ -32,7 +32,9 @@ class RecordingKube(Kube):
             raise NotFound(obj["kind"])
         return obj
 
-    def delete_object(self, api_version: str, kind: str, namespace: str, name: str) -> bool:
+    def delete_owned(
+        self, api_version: str, kind: str, namespace: str, name: str, owner_uid: str
+    ) -> bool:
         self.calls.append(("delete", kind, name))
         return True
 
