@@ -31,11 +31,13 @@ from minio.retention import Retention
 
 from mlmodel_operator.conditions import format_time
 from mlmodel_operator.manifest import (
+    ARTIFACT_NAME,
+    MANIFEST_NAME,
     StoredArtifact,
-    artifact_key,
     build_manifest,
-    manifest_key,
+    digest_prefix,
     serving_release,
+    version_prefix,
 )
 from mlmodel_operator.pickle_scan import HashingReader, ScanResult, scan_artifact
 from mlmodel_operator.plan import HistoryEntry
@@ -47,7 +49,9 @@ from mlmodel_serving.artifacts import S3Config, make_client, parse_s3_uri
 @dataclass(frozen=True)
 class ArchiveResult:
     ok: bool
-    location: str | None  # s3://<bucket>/<namespace>/<model>/<version>/ when archived
+    # s3://<bucket>/<namespace>/<model>/<version>/ when archived; .../<version>/sha256-<hex>/
+    # when that version name's folder holds an archive of other bytes
+    location: str | None
     message: str
     scan_refused: str = ""  # why the static pickle scan stopped at a bound, if it did
 
@@ -62,9 +66,9 @@ class Archiver(Protocol):
     ) -> ArchiveResult: ...
 
 
-def archive_location(bucket: str, namespace: str, model: str, version: str) -> str:
-    """Where a version's archive lives."""
-    return f"s3://{bucket}/{namespace}/{model}/{version}/"
+def archive_location(bucket: str, folder: str) -> str:
+    """An archive's URI: its folder (``manifest.version_prefix`` or ``digest_prefix``)."""
+    return f"s3://{bucket}/{folder}"
 
 
 def no_archive(
@@ -191,9 +195,12 @@ class S3Archiver:
 
     Made once at start-up with a ``minio.Minio`` client (and, for the server-side copy, one
     with a longer read timeout: ``copy_client``, else the same client); called per the
-    Archiver protocol. Every call ends with the stored copy's size and sha256 verified, and is idempotent: a
-    verified archive is returned as it is, a partial one (artifact without manifest,
-    retention not yet set) is completed, and an archive is never overwritten.
+    Archiver protocol. Every call ends with the stored copy's size and sha256 verified,
+    and is idempotent: a verified archive is returned as it is, a partial one (artifact
+    without manifest, retention not yet set) is completed, and an archive is never
+    overwritten. A version's archive goes in the version's folder; when that holds an
+    archive of other bytes (the version name was reused), in ``sha256-<hex>/`` inside it
+    (:meth:`_folder`).
     """
 
     def __init__(
@@ -217,17 +224,19 @@ class S3Archiver:
     ) -> ArchiveResult:
         bucket = model.archive.bucket or self.settings.archive_bucket
         ns, name, version = model.namespace, model.name, entry.version
-        target = f"s3://{bucket}/{artifact_key(ns, name, version)}"
+        folder = version_prefix(ns, name, version)
         step = "start"
         try:
             source_uri, sha256 = self._source(model, entry)
             step = f"check bucket {bucket}"
             locked = self._bucket_locked(bucket)
-            step = f"read {target}"
-            stored, scan = self._ensure_artifact(bucket, ns, name, version, source_uri, sha256)
+            step = f"read s3://{bucket}/{folder}"
+            folder = self._folder(bucket, ns, name, version, sha256)
+            step = f"read s3://{bucket}/{folder}{ARTIFACT_NAME}"
+            stored, scan = self._ensure_artifact(bucket, folder, version, source_uri, sha256)
             retention = self._retention(model, locked, now)
-            step = f"write s3://{bucket}/{manifest_key(ns, name, version)}"
-            mkey = manifest_key(ns, name, version)
+            mkey = folder + MANIFEST_NAME
+            step = f"write s3://{bucket}/{mkey}"
             if self._read_manifest(bucket, mkey, sha256) is None:
                 manifest = build_manifest(
                     model, entry, reason, now, stored,
@@ -242,19 +251,26 @@ class S3Archiver:
                 )  # fmt: skip
             step = f"set retention in bucket {bucket}"
             if retention is not None:
-                for key in (artifact_key(ns, name, version), mkey):
+                for key in (folder + ARTIFACT_NAME, mkey):
                     if self.client.get_object_retention(bucket, key) is None:
                         self.client.set_object_retention(bucket, key, retention)
         except ArchiveError:
             raise
         except Exception as exc:
             raise ArchiveError(f"{step}: {describe_s3_error(exc)}") from None
-        location = archive_location(bucket, ns, name, version)
+        location = archive_location(bucket, folder)
         kept = ""
         if retention is not None:
             kept = f", retained ({retention.mode}) until {format_time(retention.retain_until_date)}"
         elif model.archive.retain_days and not locked:
             kept = f"; retainDays not applied: bucket {bucket} has no object lock"
+        own = version_prefix(ns, name, version)
+        beside = ""
+        if folder != own:
+            beside = (
+                f"; s3://{bucket}/{own} holds an archive of other bytes under the same version "
+                "name (the name was reused), so this one is in the folder named by its digest"
+            )
         refused = ""
         if scan.refused:
             refused = (
@@ -266,7 +282,7 @@ class S3Archiver:
             location=location,
             message=(
                 f"version {version} archived to {location} and verified "
-                f"(sha256 {sha256[:12]}, {stored.size} bytes{kept}){refused}"
+                f"(sha256 {sha256[:12]}, {stored.size} bytes{kept}){beside}{refused}"
             ),
             scan_refused=scan.refused,
         )
@@ -297,10 +313,58 @@ class S3Archiver:
             ensure_bucket(self.client, bucket)
             return False
 
+    def _folder(self, bucket: str, ns: str, name: str, version: str, sha256: str) -> str:
+        """The folder the archive of ``version`` with ``sha256`` is in, or goes in.
+
+        The version's own folder (where every archive was before digests were part of the
+        layout) unless it holds other bytes: then ``sha256-<hex>/`` inside it. Decided
+        from what is stored, so a retry after a crash finds the folder it wrote to.
+        """
+        beside = digest_prefix(ns, name, version, sha256)
+        if self._exists(bucket, beside + ARTIFACT_NAME) or self._exists(
+            bucket, beside + MANIFEST_NAME
+        ):
+            return beside
+        own = version_prefix(ns, name, version)
+        held = self._manifest_digest(bucket, own + MANIFEST_NAME)
+        if held is None and self._exists(bucket, own + ARTIFACT_NAME):
+            held = self._stored_digest(bucket, own + ARTIFACT_NAME)  # a copy with no manifest
+        return own if held in (None, sha256) else beside
+
+    def _manifest_digest(self, bucket: str, key: str) -> str | None:
+        """The sha256 a manifest records; None when there is no manifest, "" when it
+        records none (the folder is taken all the same)."""
+        try:
+            response = self.client.get_object(bucket, key)
+        except Exception as exc:
+            if s3_error_code(exc) in _NOT_FOUND:
+                return None
+            raise
+        try:
+            raw = json.loads(response.read())
+        except ValueError:
+            raw = None
+        finally:
+            response.close()
+            response.release_conn()
+        sha256 = raw.get("sha256") if isinstance(raw, dict) else None
+        return sha256 if isinstance(sha256, str) else ""
+
+    def _stored_digest(self, bucket: str, key: str) -> str:
+        """The sha256 of a stored object, streamed (no scan)."""
+        response = self.client.get_object(bucket, key)
+        try:
+            reader = HashingReader(response)
+            reader.drain()
+        finally:
+            response.close()
+            response.release_conn()
+        return reader.hexdigest()
+
     def _ensure_artifact(
-        self, bucket: str, ns: str, name: str, version: str, source_uri: str, sha256: str
+        self, bucket: str, folder: str, version: str, source_uri: str, sha256: str
     ) -> tuple[StoredArtifact, ScanResult]:
-        key = artifact_key(ns, name, version)
+        key = folder + ARTIFACT_NAME
         target = f"s3://{bucket}/{key}"
         if self._exists(bucket, key):
             digest, size, scan = self._read_verify(bucket, key, sha256)

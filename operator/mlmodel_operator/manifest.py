@@ -5,14 +5,19 @@ An archived version lives at ``s3://<bucket>/<namespace>/<model>/<version>/``:
     model.joblib     the artifact, byte for byte (server-side copy of the served one)
     manifest.json    what it is, what served it, when and why it left (MANIFEST_FORMAT)
 
-and the served-version ledger beside the versions, at ``<namespace>/<model>/ledger/``.
+A version name archived again with other bytes (the MLModel was deleted and re-created,
+or status.history forgot the version) is archived beside the first, in a folder named by
+its digest: ``<namespace>/<model>/<version>/sha256-<hex>/``, holding the same two files.
+So a version name alone does not identify an archive; a version and a digest do.
+
+The served-version ledger lives beside the versions, at ``<namespace>/<model>/ledger/``.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -38,16 +43,58 @@ SERVING_RELEASE_NOTE: Final = (
 )
 
 
+DIGEST_FOLDER_PREFIX: Final = "sha256-"
+_HEX = frozenset("0123456789abcdef")
+
+
 def version_prefix(namespace: str, model: str, version: str) -> str:
+    """The version's folder: its first archive, and the folders of any others."""
     return f"{namespace}/{model}/{version}/"
 
 
+def digest_prefix(namespace: str, model: str, version: str, sha256: str) -> str:
+    """The folder of an archive of ``version`` whose folder is taken by other bytes."""
+    return f"{version_prefix(namespace, model, version)}{DIGEST_FOLDER_PREFIX}{sha256}/"
+
+
 def artifact_key(namespace: str, model: str, version: str) -> str:
+    """The first archive's artifact (the layout every archive had before digests)."""
     return version_prefix(namespace, model, version) + ARTIFACT_NAME
 
 
 def manifest_key(namespace: str, model: str, version: str) -> str:
+    """The first archive's manifest."""
     return version_prefix(namespace, model, version) + MANIFEST_NAME
+
+
+def is_sha256(text: str) -> bool:
+    return len(text) == 64 and set(text) <= _HEX
+
+
+@dataclass(frozen=True)
+class ManifestKey:
+    """Where a manifest.json sits: the version it archives, and the digest its folder
+    names (None for a version's own folder)."""
+
+    namespace: str
+    model: str
+    version: str
+    sha256: str | None
+
+
+def parse_manifest_key(key: str) -> ManifestKey | None:
+    """The archive a key is the manifest of, or None when it is not an archive's manifest
+    (an artifact, a ledger record, anything else in the bucket)."""
+    parts = key.split("/")
+    if parts[-1] != MANIFEST_NAME:
+        return None
+    if len(parts) == 4:
+        return ManifestKey(parts[0], parts[1], parts[2], None)
+    folder = parts[3] if len(parts) == 5 else ""
+    digest = folder.removeprefix(DIGEST_FOLDER_PREFIX)
+    if folder.startswith(DIGEST_FOLDER_PREFIX) and is_sha256(digest):
+        return ManifestKey(parts[0], parts[1], parts[2], digest)
+    return None
 
 
 def _camel(name: str) -> str:
@@ -187,6 +234,12 @@ class ManifestView:
     trained_sklearn: str | None
     release: Mapping[str, Any]
     raw: Mapping[str, Any]
+    where: str = ""  # the manifest's own s3:// URI, when read from the store
+
+    @property
+    def location(self) -> str:
+        """The archive's folder (``s3://.../<version>/`` or ``.../sha256-<hex>/``)."""
+        return self.where.rsplit("/", 1)[0] + "/" if "/" in self.where else self.where
 
     @classmethod
     def parse(cls, raw: Any, where: str) -> ManifestView:
@@ -215,4 +268,25 @@ class ManifestView:
             trained_sklearn=trained if isinstance(trained, str) else None,
             release=dict(libraries.get("servingRelease") or {}),
             raw=raw,
+            where=where,
         )
+
+
+# A digest given to choose among archives may be shortened to this many characters
+# (`archive ls` shows 12); shorter prefixes would match by accident too easily.
+MIN_DIGEST_PREFIX: Final = 8
+
+
+def with_digest(views: Iterable[ManifestView], digest: str) -> list[ManifestView]:
+    """The archives whose sha256 is ``digest`` or starts with it (case-insensitive)."""
+    wanted = digest.strip().lower()
+    return [v for v in views if v.sha256.startswith(wanted)]
+
+
+def by_digest(views: Iterable[ManifestView]) -> list[ManifestView]:
+    """One archive per digest (the same bytes archived twice are the same choice), in the
+    order they served."""
+    seen: dict[str, ManifestView] = {}
+    for v in sorted(views, key=lambda v: (v.deployed_at or "", v.retired_at or "", v.where)):
+        seen.setdefault(v.sha256, v)
+    return list(seen.values())

@@ -52,10 +52,17 @@ def train_and_upload(minio: MinioServer, name: str, version: str) -> Trained:
                    len(data), est)  # fmt: skip
 
 
-def model_spec(name: str, ns: str, t: Trained, **spec: Any) -> ModelSpec:
+def model_spec(name: str, ns: str, t: Trained, uid: str | None = None, **spec: Any) -> ModelSpec:
+    """The MLModel ``name`` serving ``t`` (``uid``: another object of the same name, as
+    after a delete and re-create)."""
     return parse_model(
         {
-            "metadata": {"name": name, "namespace": ns, "uid": f"uid-{name}", "generation": 2},
+            "metadata": {
+                "name": name,
+                "namespace": ns,
+                "uid": uid or f"uid-{name}",
+                "generation": 2,
+            },
             "spec": {"version": t.version, "artifact": {"uri": t.uri, "sha256": t.sha256}, **spec},
         }
     )
@@ -89,6 +96,16 @@ def run_cli(
     return subprocess.run(
         [str(exe), *args], env=env, capture_output=True, text=True, timeout=timeout, check=False
     )
+
+
+def stored_sha256(minio: MinioServer, bucket: str, key: str) -> str:
+    """The sha256 of an object's bytes as stored."""
+    resp = minio.client().get_object(bucket, key)
+    try:
+        return hashlib.sha256(resp.read()).hexdigest()
+    finally:
+        resp.close()
+        resp.release_conn()
 
 
 def keys(minio: MinioServer, bucket: str, prefix: str) -> list[str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import io
 import json
 import uuid
@@ -15,6 +16,7 @@ from archive_helpers import (
     keys,
     model_spec,
     settings,
+    stored_sha256,
     train_and_upload,
 )
 from minio.commonconfig import GOVERNANCE
@@ -152,13 +154,63 @@ def test_a_source_whose_bytes_changed_is_not_archived(minio: MinioServer) -> Non
     assert keys(minio, bucket, f"{ns}/") == []  # the wrong copy was removed
 
 
-def test_an_archive_is_never_overwritten_with_other_bytes(minio: MinioServer) -> None:
+def test_a_version_name_reused_for_other_bytes_is_archived_beside_the_first(
+    minio: MinioServer,
+) -> None:
+    """The MLModel deleted and re-created with the same version and another artifact (or
+    the version forgotten by the 50-entry history): both archives exist and verify, and
+    the second retirement succeeds at once, not after retries that could never succeed."""
     bucket, ns = fresh(), fresh("ns")
-    v1, v1b = train_and_upload(minio, "reuse", "1"), train_and_upload(minio, "reuse-b", "1")
-    archiver = S3Archiver(minio.client(), settings(bucket))
-    archiver(model_spec("reuse", ns, v1), entry(v1), "Deleted", NOW)
+    mc = minio.client()
+    first, second = train_and_upload(minio, "reuse", "1"), train_and_upload(minio, "reuse-b", "1")
+    assert first.sha256 != second.sha256 and first.version == second.version == "1"
+    archiver = S3Archiver(mc, settings(bucket))
+    one = archiver(model_spec("reuse", ns, first), entry(first), "Deleted", NOW)
+    assert one.location == f"s3://{bucket}/{ns}/reuse/1/"  # the first: where it always was
+
+    reborn = model_spec("reuse", ns, second, uid="uid-reuse-recreated")
+    later = NOW + dt.timedelta(days=3)
+    two = archiver(reborn, entry(second), "SpecChanged", later)
+    beside = f"{ns}/reuse/1/sha256-{second.sha256}/"
+    assert two.ok and two.location == f"s3://{bucket}/{beside}"
+    assert second.sha256[:12] in two.message
+    assert keys(minio, bucket, f"{ns}/") == [
+        f"{ns}/reuse/1/manifest.json", f"{ns}/reuse/1/model.joblib",
+        f"{beside}manifest.json", f"{beside}model.joblib",
+    ]  # fmt: skip
+    for prefix, trained, uid in ((f"{ns}/reuse/1/", first, "uid-reuse"),
+                                 (beside, second, "uid-reuse-recreated")):  # fmt: skip
+        assert stored_sha256(minio, bucket, f"{prefix}model.joblib") == trained.sha256
+        m = manifest_of(minio, bucket, f"{prefix}manifest.json")
+        assert (m["version"], m["sha256"], m["size"], m["uid"]) == (
+            "1", trained.sha256, trained.size, uid,
+        )  # fmt: skip
+        assert m["artifactUri"] == f"s3://{bucket}/{prefix}model.joblib"
+        assert m["sourceUri"] == trained.uri
+
+    # retries of either find their own archive: nothing is written again
+    stamps = {k: mc.stat_object(bucket, k).last_modified for k in keys(minio, bucket, f"{ns}/")}
+    assert archiver(reborn, entry(second), "SpecChanged", later).location == two.location
+    assert archiver(model_spec("reuse", ns, first), entry(first), "Deleted", NOW).location == (
+        one.location
+    )
+    assert {k: mc.stat_object(bucket, k).last_modified for k in stamps} == stamps
+
+
+def test_an_archive_is_never_overwritten_with_other_bytes(minio: MinioServer) -> None:
+    """What sits where an archive goes and holds other bytes stays as it is: an error."""
+    bucket, ns = fresh(), fresh("ns")
+    mc = minio.client()
+    first, second = train_and_upload(minio, "reuse", "1"), train_and_upload(minio, "reuse-b", "1")
+    archiver = S3Archiver(mc, settings(bucket))
+    archiver(model_spec("reuse", ns, first), entry(first), "Deleted", NOW)
+    junk = b"not the model"
+    squatter = f"{ns}/reuse/1/sha256-{second.sha256}/model.joblib"
+    mc.put_object(bucket, squatter, io.BytesIO(junk), len(junk))
     with pytest.raises(ArchiveError, match="never overwritten"):
-        archiver(model_spec("reuse", ns, v1b), entry(v1b), "Deleted", NOW)
+        archiver(model_spec("reuse", ns, second), entry(second), "Deleted", NOW)
+    assert stored_sha256(minio, bucket, squatter) == hashlib.sha256(junk).hexdigest()
+    assert stored_sha256(minio, bucket, f"{ns}/reuse/1/model.joblib") == first.sha256
 
 
 def test_errors_name_bucket_key_and_code(minio: MinioServer) -> None:

@@ -11,14 +11,19 @@ import pytest
 from mlmodel_operator.manifest import (
     MANIFEST_FORMAT,
     ManifestError,
+    ManifestKey,
     ManifestView,
     StoredArtifact,
     artifact_key,
     build_manifest,
+    by_digest,
+    digest_prefix,
     manifest_key,
+    parse_manifest_key,
     served_spec,
     serving_release,
     spec_to_dict,
+    with_digest,
 )
 from mlmodel_operator.plan import HistoryEntry
 from mlmodel_operator.spec import ModelSpec, parse_model
@@ -51,6 +56,45 @@ RELEASE = {"mlmodel-lifecycle": "0.1.0", "python": "3.11.7", "scikit-learn": "1.
 def test_layout() -> None:
     assert artifact_key("team-a", "churn", "1") == "team-a/churn/1/model.joblib"
     assert manifest_key("team-a", "churn", "1") == "team-a/churn/1/manifest.json"
+    assert digest_prefix("team-a", "churn", "1", SHA2) == f"team-a/churn/1/sha256-{SHA2}/"
+
+
+def test_manifest_keys_of_both_layouts_and_nothing_else() -> None:
+    assert parse_manifest_key("team-a/churn/1/manifest.json") == ManifestKey(
+        "team-a", "churn", "1", None
+    )
+    assert parse_manifest_key(f"team-a/churn/1/sha256-{SHA2}/manifest.json") == ManifestKey(
+        "team-a", "churn", "1", SHA2
+    )
+    for other in (
+        "team-a/churn/1/model.joblib",
+        f"team-a/churn/1/sha256-{SHA2}/model.joblib",
+        "team-a/churn/ledger/20260314T120000.000000Z-2-TrafficSwitched-v1.json",
+        "team-a/churn/1/sha256-abc/manifest.json",  # not a digest
+        f"team-a/churn/1/sha256-{'AB' * 32}/manifest.json",  # digests are lowercase
+        f"team-a/churn/1/{SHA2}/manifest.json",
+        f"team-a/churn/1/sha256-{SHA2}/x/manifest.json",
+        "team-a/churn/manifest.json",
+        "decisions/team-a/churn/1/dt=2026-03-14/manifest.json",
+    ):
+        assert parse_manifest_key(other) is None, other
+
+
+def view(version: str, sha256: str, deployed: str, where: str = "") -> ManifestView:
+    raw = {"format": MANIFEST_FORMAT, "model": "churn", "namespace": "ns", "version": version,
+           "sha256": sha256, "size": 1, "artifactUri": "s3://a/x", "deployedAt": deployed}  # fmt: skip
+    return ManifestView.parse(raw, where or f"s3://archive/ns/churn/{version}/manifest.json")
+
+
+def test_choosing_archives_by_digest_or_its_prefix() -> None:
+    lettered = "ab" * 32
+    later, earlier = view("1", lettered, "2026-03-07T00:00:00Z"), view("1", SHA1, "2026-03-01")
+    same_bytes = view("1", SHA1, "2026-04-01T00:00:00Z", "s3://archive/elsewhere/manifest.json")
+    assert by_digest([later, same_bytes, earlier]) == [earlier, later]  # in the order served
+    assert with_digest([earlier, later], lettered[:8]) == [later]
+    assert with_digest([earlier, later], lettered.upper()) == [later]
+    assert with_digest([earlier, later], "3" * 8) == []
+    assert earlier.location == "s3://archive/ns/churn/1/"
 
 
 def test_manifest_has_every_field_the_issue_lists() -> None:
