@@ -26,7 +26,16 @@ import yaml
 from mlmodel_operator import GROUP, PLURAL, VERSION, isolated
 from mlmodel_operator.archive import describe_s3_error, s3_error_code
 from mlmodel_operator.ledger import LedgerRecord, ledger_prefix, serving_at
-from mlmodel_operator.manifest import MANIFEST_NAME, ManifestError, ManifestView, manifest_key
+from mlmodel_operator.manifest import (
+    MIN_DIGEST_PREFIX,
+    ManifestError,
+    ManifestView,
+    by_digest,
+    is_sha256,
+    parse_manifest_key,
+    version_prefix,
+    with_digest,
+)
 from mlmodel_operator.replay import (
     InputError,
     compare_versions,
@@ -105,22 +114,46 @@ class ArchiveStore:
             response.release_conn()
 
     def manifests(self, namespace: str, model: str | None) -> list[ManifestView]:
+        """Every archive of ``model`` (of every model without one), in both layouts: a
+        version's folder, and the ``sha256-<hex>/`` folders of other bytes under its name."""
         prefix = f"{namespace}/{model}/" if model else f"{namespace}/"
+        return self._read_manifests(prefix)
+
+    def archives(self, namespace: str, model: str, version: str) -> list[ManifestView]:
+        """Every archive of one version name: usually one; more if the name was reused."""
+        return self._read_manifests(version_prefix(namespace, model, version))
+
+    def _read_manifests(self, prefix: str) -> list[ManifestView]:
         out = []
         for key in self._keys(prefix):
-            parts = key.split("/")
-            if len(parts) == 4 and parts[3] == MANIFEST_NAME:
-                try:
-                    out.append(ManifestView.parse(self._json(key), f"s3://{self.bucket}/{key}"))
-                except ManifestError as exc:
-                    print(f"warning: skipped {exc}", file=sys.stderr)
+            where = parse_manifest_key(key)
+            if where is None:
+                continue
+            uri = f"s3://{self.bucket}/{key}"
+            try:
+                view = ManifestView.parse(self._json(key), uri)
+            except ManifestError as exc:
+                print(f"warning: skipped {exc}", file=sys.stderr)
+                continue
+            if where.sha256 is not None and view.sha256 != where.sha256:
+                print(f"warning: skipped {uri}: it records sha256 {view.sha256}, its folder "
+                      f"names {where.sha256}", file=sys.stderr)  # fmt: skip
+                continue
+            out.append(view)
         return out
 
-    def manifest(self, namespace: str, model: str, version: str) -> ManifestView:
-        key = manifest_key(namespace, model, version)
-        raw = self._json(key)
-        if raw is None:
-            versions = sorted(m.version for m in self.manifests(namespace, model))
+    def manifest(
+        self, namespace: str, model: str, version: str, sha256: str | None = None,
+        how: str = "choose one with --sha256 DIGEST",
+    ) -> ManifestView:  # fmt: skip
+        """The archive of ``version``: the only one, or the one whose digest is or starts
+        with ``sha256``. CliError when there is none, or several and nothing says which
+        (``how`` says how to choose)."""
+        found = self.archives(namespace, model, version)
+        if not found:
+            versions = sorted(
+                {m.version for m in self.manifests(namespace, model)}, key=_version_key
+            )
             if versions:
                 raise CliError(
                     f"version {version} of model {model} (namespace {namespace}) is not "
@@ -130,10 +163,7 @@ class ArchiveStore:
                 f"model {model} has no archived versions in namespace {namespace} "
                 f"of bucket {self.bucket}"
             )
-        try:
-            return ManifestView.parse(raw, f"s3://{self.bucket}/{key}")
-        except ManifestError as exc:
-            raise CliError(str(exc)) from None
+        return choose_archive(found, model, version, sha256, how)
 
     def ledger(self, namespace: str, model: str) -> list[LedgerRecord]:
         records = []
@@ -188,6 +218,52 @@ def _version_key(version: str) -> tuple[Any, ...]:
     )
 
 
+def describe_archives(archives: Sequence[ManifestView]) -> str:
+    """Archives of one version name, each by its digest, when it served and where it is."""
+    return "; ".join(
+        f"sha256 {m.sha256} (served {m.deployed_at or '?'} to {m.retired_at or '?'}, "
+        f"{m.location or m.artifact_uri})"
+        for m in archives
+    )
+
+
+def choose_archive(
+    archives: Sequence[ManifestView], model: str, version: str, sha256: str | None, how: str
+) -> ManifestView:
+    """The one archive of ``version`` meant: the only digest, or the one ``sha256`` (a full
+    digest or a prefix) names. Never a guess: several digests and no choice is a CliError
+    naming each and ``how`` to choose."""
+    choices = by_digest(archives)
+    if sha256:
+        matching = with_digest(choices, sha256)
+        if not matching:
+            which = f"sha256 {sha256}" if is_sha256(sha256) else f"a sha256 starting {sha256}"
+            raise CliError(
+                f"no archive of version {version} of model {model} has {which}; its "
+                f"archives: {describe_archives(choices)}"
+            )
+        choices = matching
+    if len(choices) == 1:
+        return choices[0]
+    raise CliError(
+        f"version {version} of model {model} was archived {len(choices)} times with "
+        f"different bytes (the version name was reused, e.g. by a deleted and re-created "
+        f"MLModel): {describe_archives(choices)}. Nothing is run or changed without "
+        f"knowing which: {how}"
+    )
+
+
+def digest_option(value: str) -> str:
+    """``--sha256``: a full digest, or a prefix long enough not to match by accident."""
+    text = value.strip().lower()
+    if not (MIN_DIGEST_PREFIX <= len(text) <= 64 and all(c in "0123456789abcdef" for c in text)):
+        raise argparse.ArgumentTypeError(
+            f"{value!r}: expected a sha256 digest (64 hexadecimal characters) or at least "
+            f"its first {MIN_DIGEST_PREFIX}, as `mlmodel archive ls` shows them"
+        )
+    return text
+
+
 # --------------------------------------------------------------------------- commands
 
 
@@ -201,7 +277,7 @@ def archive_ls(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 0
-    manifests.sort(key=lambda m: (m.model, _version_key(m.version)))
+    manifests.sort(key=lambda m: (m.model, _version_key(m.version), m.deployed_at or ""))
     rows = [["MODEL", "VERSION", "DIGEST", "SERVED FROM", "SERVED TO", "REASON", "SIZE"]]
     rows += [
         [m.model, m.version, m.sha256[:12], m.deployed_at or "-", m.retired_at or "-",
@@ -214,7 +290,7 @@ def archive_ls(args: argparse.Namespace) -> int:
 
 def archive_show(args: argparse.Namespace) -> int:
     store = ArchiveStore.from_env(args.bucket)
-    m = store.manifest(args.namespace, args.model, args.version)
+    m = store.manifest(args.namespace, args.model, args.version, args.sha256)
     if args.output == "json":
         print(json.dumps(m.raw, indent=2))
         return 0
@@ -226,6 +302,7 @@ def archive_show(args: argparse.Namespace) -> int:
     lines = [
         f"Model:          {m.model} (namespace {m.namespace})",
         f"Version:        {m.version}",
+        f"Archive:        {m.location}",
         f"Artifact:       {m.artifact_uri}",
         f"  sha256:       {m.sha256}",
         f"  size:         {m.size} bytes ({_size(m.size)})",
@@ -281,24 +358,70 @@ def history(args: argparse.Namespace) -> int:
     print(f"  served from {_iso(answer.since)} until {until}")
     if details.get("uri"):
         print(f"  artifact    {details['uri']}  sha256 {details.get('sha256', '?')}")
-    archived = [r for r in records if r.kind == "Archived" and r.version == answer.version]
+    digest = answer.sha256
+    # the archive of these bytes: the version name may have named others at other times
+    archived = [
+        r for r in records
+        if r.kind == "Archived" and r.version == answer.version
+        and (digest is None or r.details.get("sha256") in (None, digest))
+    ]  # fmt: skip
     if archived:
         print(f"  archive     {archived[-1].details.get('archive')}")
+        choose = f" --sha256 {digest[:12]}" if digest else ""
         print(
             f"  replay it:  mlmodel replay {args.model} -n {args.namespace} "
-            f"--version {answer.version} --input FILE"
+            f"--version {answer.version}{choose} --input FILE"
         )
     return 0
 
 
-def _resolve_version(store: ArchiveStore, args: argparse.Namespace) -> str:
+REPLAY_CHOOSE = (
+    "choose one with --sha256 DIGEST (its first 12 characters will do), or replay a time "
+    "with --at TIME, which takes the digest of what served then from the ledger"
+)
+
+
+def _resolve_archive(store: ArchiveStore, args: argparse.Namespace) -> ManifestView:
+    """The archive to replay: of ``--version`` (and ``--sha256``), or of the bytes the
+    ledger says served at ``--at`` (its digest, not only its version name)."""
+    ns, model = args.namespace, args.model
     if args.version:
-        return str(args.version)
-    answer = serving_at(store.ledger(args.namespace, args.model), parse_timestamp(args.at))
+        return store.manifest(ns, model, str(args.version), args.sha256, REPLAY_CHOOSE)
+    answer = serving_at(store.ledger(ns, model), parse_timestamp(args.at))
     if answer.version is None:
-        raise CliError(f"the ledger shows no version of {args.model} serving at {args.at}")
-    print(f"version {answer.version} was serving at {args.at}", file=sys.stderr)
-    return answer.version
+        raise CliError(f"the ledger shows no version of {model} serving at {args.at}")
+    digest = answer.sha256
+    print(
+        f"version {answer.version} was serving at {args.at}"
+        + (f" (sha256 {digest[:12]})" if digest else ""),
+        file=sys.stderr,
+    )
+    if digest is None:  # a record written before the ledger named digests
+        return store.manifest(
+            ns, model, answer.version, None,
+            f"the ledger's record of that time names no digest: choose with --version "
+            f"{answer.version} --sha256 DIGEST",
+        )  # fmt: skip
+    archives = store.archives(ns, model, answer.version)
+    same = [m for m in archives if m.sha256 == digest]
+    if same:
+        return same[0]
+    elsewhere = by_digest(m for m in store.manifests(ns, model) if m.sha256 == digest)
+    if elsewhere:
+        print(
+            f"the bytes are archived as version {elsewhere[0].version} "
+            f"({elsewhere[0].location}): replaying those",
+            file=sys.stderr,
+        )
+        return elsewhere[0]
+    held = describe_archives(by_digest(archives)) if archives else "none"
+    raise CliError(
+        f"the ledger says version {answer.version} of {model} served at {args.at} with "
+        f"sha256 {digest}, and no archive of the model holds those bytes: they are not "
+        "archived (a version is archived when it is retired or its MLModel deleted, so it "
+        f"may still be serving); archives of version {answer.version}: {held}. An "
+        "artifact with another digest is never run in its place"
+    )
 
 
 def replay(args: argparse.Namespace) -> int:
@@ -316,8 +439,8 @@ def replay(args: argparse.Namespace) -> int:
             "mlmodel-serve here: use one or the other"
         )
     store = ArchiveStore.from_env(args.bucket)
-    version = _resolve_version(store, args)
-    m = store.manifest(args.namespace, args.model, version)
+    m = _resolve_archive(store, args)
+    version = m.version
     skew = compare_versions(m, running_versions())
     if isolation is None and skew.differences:
         print(f"library versions differ: {skew.describe()}", file=sys.stderr)
@@ -539,9 +662,29 @@ def rollback_patch(m: ManifestView) -> dict[str, Any]:
     return {"spec": {"version": m.version, "artifact": {"uri": m.artifact_uri, "sha256": m.sha256}}}
 
 
+def rollback_conflict(current: dict[str, Any], m: ManifestView) -> str | None:
+    """Why the MLModel cannot take the archived version under its name: the name already
+    names other bytes in its spec or status.history (the apiserver and the operator would
+    refuse the change as a reused version)."""
+    spec = current.get("spec") or {}
+    named = [(spec.get("version"), (spec.get("artifact") or {}).get("sha256"), "spec")]
+    named += [(h.get("version"), h.get("sha256"), "status.history")
+              for h in (current.get("status") or {}).get("history") or []]  # fmt: skip
+    for version, sha256, where in named:
+        if version == m.version and sha256 and sha256 != m.sha256:
+            return (
+                f"MLModel {m.model}'s {where} names version {m.version} with sha256 {sha256}, "
+                f"the archive's version {m.version} has sha256 {m.sha256}: a version name "
+                f"never changes its digest, so serve the archived copy under a new version: "
+                f"spec.version <new>, spec.artifact.uri {m.artifact_uri}, "
+                f"spec.artifact.sha256 {m.sha256}"
+            )
+    return None
+
+
 def rollback(args: argparse.Namespace) -> int:
     store = ArchiveStore.from_env(args.bucket)
-    m = store.manifest(args.namespace, args.model, args.to)
+    m = store.manifest(args.namespace, args.model, args.to, args.sha256)
     patch = rollback_patch(m)
     if args.print:
         print(
@@ -560,9 +703,15 @@ def rollback(args: argparse.Namespace) -> int:
         current = api.get_namespaced_custom_object(
             GROUP, VERSION, args.namespace, PLURAL, args.model
         )
-        if (current.get("spec") or {}).get("version") == m.version:
+        spec = current.get("spec") or {}
+        if spec.get("version") == m.version and (
+            (spec.get("artifact") or {}).get("sha256") == m.sha256
+        ):
             print(f"{args.model} already specifies version {m.version}; nothing to do")
             return 0
+        conflict = rollback_conflict(current, m)
+        if conflict:
+            raise CliError(conflict)
         api.patch_namespaced_custom_object(
             GROUP, VERSION, args.namespace, PLURAL, args.model, patch
         )
@@ -593,6 +742,16 @@ def _common(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _digest(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--sha256",
+        type=digest_option,
+        metavar="DIGEST",
+        help="which archive of the version, when its name was archived with several "
+        f"digests: the digest or its first {MIN_DIGEST_PREFIX}+ characters",
+    )
+
+
 def add_parsers(sub: Any) -> None:
     """Add ``archive``, ``history``, ``replay`` and ``rollback`` to the `mlmodel` parser."""
     archive = sub.add_parser("archive", help="list and show archived versions")
@@ -604,6 +763,7 @@ def add_parsers(sub: Any) -> None:
     show = asub.add_parser("show", help="one archived version's manifest")
     show.add_argument("model")
     show.add_argument("version")
+    _digest(show)
     show.add_argument("-o", "--output", choices=("text", "json"), default="text")
     _common(show)
     show.set_defaults(func=_wrap(archive_show, "archive show"))
@@ -618,7 +778,10 @@ def add_parsers(sub: Any) -> None:
     rep.add_argument("model")
     which = rep.add_mutually_exclusive_group(required=True)
     which.add_argument("--version", help="the archived version")
-    which.add_argument("--at", help="the version that served at this time (from the ledger)")
+    which.add_argument(
+        "--at", help="the bytes that served at this time (version and digest from the ledger)"
+    )
+    _digest(rep)
     rep.add_argument("--input", help="CSV (header optional) or JSON lines")
     rep.add_argument("--output", help="predictions file (.csv, else JSON lines); default stdout")
     rep.add_argument("--proba", action="store_true", help="also write predict_proba")
@@ -642,6 +805,7 @@ def add_parsers(sub: Any) -> None:
     rb = sub.add_parser("rollback", help="point an MLModel at an archived version")
     rb.add_argument("model")
     rb.add_argument("--to", required=True, help="the archived version to serve again")
+    _digest(rb)
     rb.add_argument("--print", action="store_true", help="print the YAML change, patch nothing")
     rb.add_argument(
         "--kubeconfig", help="kubeconfig file (default: in-cluster, then ~/.kube/config)"
@@ -654,6 +818,13 @@ def _wrap(command: Any, name: str) -> Any:
     def run(args: argparse.Namespace) -> int:
         if name == "replay" and not args.serve and not args.input:
             print("mlmodel replay: --input is required unless --serve is given", file=sys.stderr)
+            return 2
+        if name == "replay" and args.sha256 and args.at:
+            print(
+                "mlmodel replay: --sha256 chooses among the archives of --version; --at "
+                "takes the digest of what served from the ledger",
+                file=sys.stderr,
+            )
             return 2
         try:
             code: int = command(args)

@@ -127,6 +127,14 @@ class Serving:
     until: dt.datetime | None  # None: still serving, as far as the ledger knows
     record: LedgerRecord | None  # the switch that made it the served version
 
+    @property
+    def sha256(self) -> str | None:
+        """The digest of the bytes that served, as the switch record names it (None for a
+        record that names none). A version name may have named other bytes at other
+        times (a deleted and re-created MLModel), so this, not the name, says what served."""
+        value = self.record.details.get("sha256") if self.record is not None else None
+        return value if isinstance(value, str) and value else None
+
 
 def serving_at(records: Sequence[LedgerRecord], at: dt.datetime) -> Serving:
     """Which version the model's Service selected at ``at``, from its ledger records.

@@ -23,16 +23,19 @@ from archive_helpers import (
     Trained,
     entry,
     iris_rows,
+    keys,
     model_spec,
     run_cli,
     settings,
     train_and_upload,
 )
+from minio.commonconfig import CopySource
 
 from mlmodel_operator import ledger
 from mlmodel_operator.archive import S3Archiver
 from mlmodel_operator.ledger import S3Ledger
 from mlmodel_operator.localcluster import MinioServer, free_port, http_ok, wait_until
+from mlmodel_operator.plan import HistoryEntry
 
 pytestmark = pytest.mark.integration
 
@@ -252,3 +255,262 @@ def test_replay_serve_runs_the_server_on_the_archived_copy(served: int, archived
     assert answer["model_version"] == "1"
     (output,) = [o for o in answer["outputs"] if o["name"] == "predict"]
     assert output["data"] == archived.v1.estimator.predict(rows).tolist()
+
+
+# ------------------------------------------------------- a version name reused for other bytes
+
+
+def artifact(t: Trained) -> dict[str, str]:
+    return {"uri": t.uri, "sha256": t.sha256}
+
+
+def write_rows(path: Path, rows: np.ndarray) -> Path:
+    path.write_text("\n".join(",".join(repr(float(v)) for v in r) for r in rows) + "\n")
+    return path
+
+
+def replayed(out: subprocess.CompletedProcess[str]) -> tuple[list[int], np.ndarray]:
+    got = [json.loads(line) for line in out.stdout.splitlines()]
+    return [g["predict"] for g in got], np.array([g["predict_proba"] for g in got])
+
+
+@dataclass(frozen=True)
+class Reused:
+    bucket: str
+    ns: str
+    first: Trained  # version 1 of the first MLModel churn
+    second: Trained  # version 1 of the re-created MLModel churn: other bytes
+    after: Trained  # version 2 of the re-created churn
+
+
+@pytest.fixture(scope="module")
+def reused(minio: MinioServer) -> Reused:
+    """churn version 1 served from 1 March; the MLModel was deleted on 6 March (version 1
+    archived), re-created on 7 March with version 1 naming other bytes, which served until
+    version 2 replaced it on 11 March (archived too). What the operator writes, in order."""
+    bucket, ns = f"reuse-{uuid.uuid4().hex[:8]}", f"ns-{uuid.uuid4().hex[:6]}"
+    mc = minio.client()
+    mc.make_bucket(bucket)
+    first = train_and_upload(minio, "churn-first", "1")
+    second = train_and_upload(minio, "churn-second", "1")
+    after = train_and_upload(minio, "churn-second", "2")
+    archiver, book = S3Archiver(mc, settings(bucket)), S3Ledger(mc, settings(bucket))
+
+    m1 = model_spec("churn", ns, first, uid="uid-churn-first")
+    book.record(m1, ledger.DEPLOYED, "1", artifact(first), T0)
+    book.record(m1, ledger.SWITCHED, "1", artifact(first), T0)
+    deleted = T0 + dt.timedelta(days=5)
+    e1 = HistoryEntry("1", first.sha256, first.uri, "2026-03-01T09:00:00Z")
+    done = archiver(m1, e1, "Deleted", deleted)
+    book.record(m1, ledger.ARCHIVED, "1", {**e1.to_status(), "archive": done.location}, deleted)
+    book.record(m1, ledger.DELETED, "1", {"deployedAt": e1.deployed_at}, deleted)
+
+    back = T0 + dt.timedelta(days=6)
+    m2 = model_spec("churn", ns, second, uid="uid-churn-second")
+    book.record(m2, ledger.DEPLOYED, "1", artifact(second), back)
+    book.record(m2, ledger.SWITCHED, "1", artifact(second), back)
+    replaced = T0 + dt.timedelta(days=10)
+    m3 = model_spec("churn", ns, after, uid="uid-churn-second")
+    book.record(m3, ledger.SWITCHED, "2", {**artifact(after), "previous": "1"}, replaced)
+    e2 = HistoryEntry("1", second.sha256, second.uri, "2026-03-07T09:00:00Z")
+    done = archiver(m3, e2, "SpecChanged", replaced)
+    book.record(m3, ledger.ARCHIVED, "1", {**e2.to_status(), "archive": done.location}, replaced)
+    return Reused(bucket, ns, first, second, after)
+
+
+def rcli(minio: MinioServer, r: Reused, *args: str) -> subprocess.CompletedProcess[str]:
+    return run_cli(minio, r.bucket, *args, "-n", r.ns)
+
+
+def test_replay_at_runs_the_bytes_the_ledger_says_served(
+    minio: MinioServer, reused: Reused, tmp_path: Path
+) -> None:
+    rows = iris_rows()
+    first, second = reused.first.estimator, reused.second.estimator
+    assert not np.array_equal(first.predict_proba(rows), second.predict_proba(rows))
+    inputs = write_rows(tmp_path / "in.csv", rows)
+    for at, trained in (("2026-03-03T00:00:00Z", reused.first),
+                        ("2026-03-09T00:00:00Z", reused.second)):  # fmt: skip
+        out = rcli(minio, reused, "replay", "churn", "--at", at, "--input", str(inputs),
+                   "--proba", "--cache-dir", str(tmp_path / "cache"))  # fmt: skip
+        assert out.returncode == 0, out.stderr
+        assert f"version 1 was serving at {at}" in out.stderr
+        assert f"verified sha256 {trained.sha256[:12]}" in out.stderr
+        predict, proba = replayed(out)
+        assert predict == trained.estimator.predict(rows).tolist()
+        assert np.array_equal(proba, trained.estimator.predict_proba(rows))
+
+
+def test_replay_version_of_a_reused_name_refuses_and_names_both_digests(
+    minio: MinioServer, reused: Reused, tmp_path: Path
+) -> None:
+    rows = iris_rows()
+    inputs = write_rows(tmp_path / "in.csv", rows)
+    cache = str(tmp_path / "cache")
+    out = rcli(minio, reused, "replay", "churn", "--version", "1", "--input", str(inputs),
+               "--cache-dir", cache)  # fmt: skip
+    assert out.returncode == 1 and out.stdout == ""
+    assert reused.first.sha256 in out.stderr and reused.second.sha256 in out.stderr
+    assert "--sha256" in out.stderr and "--at" in out.stderr
+    assert "downloading" not in out.stderr  # nothing fetched, nothing loaded
+
+    for chosen, trained in ((reused.second.sha256[:12], reused.second),
+                            (reused.first.sha256, reused.first)):  # fmt: skip
+        out = rcli(minio, reused, "replay", "churn", "--version", "1", "--sha256", chosen,
+                   "--input", str(inputs), "--proba", "--cache-dir", cache)  # fmt: skip
+        assert out.returncode == 0, out.stderr
+        predict, proba = replayed(out)
+        assert predict == trained.estimator.predict(rows).tolist()
+        assert np.array_equal(proba, trained.estimator.predict_proba(rows))
+
+    out = rcli(minio, reused, "replay", "churn", "--version", "1", "--sha256", "0" * 12,
+               "--input", str(inputs), "--cache-dir", cache)  # fmt: skip
+    assert out.returncode == 1
+    assert "no archive of version 1 of model churn has a sha256 starting 000000000000" in (
+        out.stderr
+    )
+    assert reused.first.sha256 in out.stderr and reused.second.sha256 in out.stderr
+
+
+def test_ls_show_history_and_rollback_tell_the_two_archives_apart(
+    minio: MinioServer, reused: Reused
+) -> None:
+    first, second = reused.first.sha256, reused.second.sha256
+    beside = f"s3://{reused.bucket}/{reused.ns}/churn/1/sha256-{second}/"
+    ls = rcli(minio, reused, "archive", "ls", "churn")
+    assert ls.returncode == 0, ls.stderr
+    rows = [r.split() for r in ls.stdout.splitlines()[1:]]
+    assert [(r[1], r[2]) for r in rows] == [("1", first[:12]), ("1", second[:12])]
+
+    show = rcli(minio, reused, "archive", "show", "churn", "1")
+    assert show.returncode == 1 and first in show.stderr and second in show.stderr
+    show = rcli(minio, reused, "archive", "show", "churn", "1", "--sha256", second[:12], "-o",
+                "json")  # fmt: skip
+    assert show.returncode == 0, show.stderr
+    raw = json.loads(show.stdout)
+    assert (raw["sha256"], raw["artifactUri"]) == (second, f"{beside}model.joblib")
+
+    then = rcli(minio, reused, "history", "churn", "--at", "2026-03-03T00:00:00Z")
+    assert then.returncode == 0, then.stderr
+    assert f"  archive     s3://{reused.bucket}/{reused.ns}/churn/1/\n" in then.stdout
+    assert f"--version 1 --sha256 {first[:12]}" in then.stdout
+    later = rcli(minio, reused, "history", "churn", "--at", "2026-03-09T00:00:00Z")
+    assert later.returncode == 0, later.stderr
+    assert f"sha256 {second}" in later.stdout and f"  archive     {beside}\n" in later.stdout
+    assert f"--version 1 --sha256 {second[:12]}" in later.stdout
+
+    back = rcli(minio, reused, "rollback", "churn", "--to", "1", "--print")
+    assert back.returncode == 1 and first in back.stderr and second in back.stderr
+    back = rcli(minio, reused, "rollback", "churn", "--to", "1", "--sha256", second[:12],
+                "--print")  # fmt: skip
+    assert back.returncode == 0, back.stderr
+    assert f"    uri: {beside}model.joblib\n    sha256: {second}\n" in back.stdout
+
+
+def test_replay_at_refuses_bytes_the_archive_does_not_hold(
+    minio: MinioServer, tmp_path: Path
+) -> None:
+    """The ledger says version 1 served with bytes never archived (the re-created MLModel
+    still serves them); the archive holds version 1 of the earlier object: replaying that
+    time must not run the earlier bytes."""
+    bucket, ns = f"unarch-{uuid.uuid4().hex[:8]}", f"ns-{uuid.uuid4().hex[:6]}"
+    mc = minio.client()
+    mc.make_bucket(bucket)
+    first = train_and_upload(minio, "unarch-first", "1")
+    second = train_and_upload(minio, "unarch-second", "1")
+    archiver, book = S3Archiver(mc, settings(bucket)), S3Ledger(mc, settings(bucket))
+    m1 = model_spec("churn", ns, first, uid="uid-a")
+    book.record(m1, ledger.SWITCHED, "1", artifact(first), T0)
+    archiver(m1, entry(first), "Deleted", T0 + dt.timedelta(days=1))
+    book.record(m1, ledger.DELETED, "1", {}, T0 + dt.timedelta(days=1))
+    m2 = model_spec("churn", ns, second, uid="uid-b")
+    book.record(m2, ledger.SWITCHED, "1", artifact(second), T0 + dt.timedelta(days=2))
+    inputs = write_rows(tmp_path / "in.csv", iris_rows())
+
+    out = run_cli(minio, bucket, "replay", "churn", "-n", ns, "--at", "2026-03-04T00:00:00Z",
+                  "--input", str(inputs), "--cache-dir", str(tmp_path / "c"))  # fmt: skip
+    assert out.returncode == 1 and out.stdout == ""
+    assert f"sha256 {second.sha256}" in out.stderr and "not archived" in out.stderr
+    assert first.sha256 in out.stderr  # what the archive holds instead
+    out = run_cli(minio, bucket, "replay", "churn", "-n", ns, "--at", "2026-03-01T12:00:00Z",
+                  "--input", str(inputs), "--cache-dir", str(tmp_path / "c"))  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert replayed_predict(out) == first.estimator.predict(iris_rows()).tolist()
+
+
+def replayed_predict(out: subprocess.CompletedProcess[str]) -> list[int]:
+    return [json.loads(line)["predict"] for line in out.stdout.splitlines()]
+
+
+def test_an_archive_written_in_the_old_layout_is_read_and_kept(
+    minio: MinioServer, tmp_path: Path
+) -> None:
+    """Archives made before versions were told apart by digest: <version>/model.joblib and
+    <version>/manifest.json, written here byte for byte as that release wrote them, with a
+    ledger whose records name no digest. Every command reads them; the archiver keeps
+    them (the same bytes again are found there), and other bytes go beside them."""
+    bucket, ns = f"old-{uuid.uuid4().hex[:8]}", f"ns-{uuid.uuid4().hex[:6]}"
+    mc = minio.client()
+    mc.make_bucket(bucket)
+    v1 = train_and_upload(minio, "old-layout", "1")
+    prefix = f"{ns}/old/1/"
+    src_bucket, src_key = v1.uri.removeprefix("s3://").split("/", 1)
+    mc.copy_object(bucket, f"{prefix}model.joblib", CopySource(src_bucket, src_key))
+    old_manifest = {
+        "format": "ml.lifecycle.io/archive-manifest/v1", "model": "old", "namespace": ns,
+        "uid": "uid-old", "version": "1", "sha256": v1.sha256, "size": v1.size,
+        "artifactUri": f"s3://{bucket}/{prefix}model.joblib", "sourceUri": v1.uri,
+        "artifactFormat": "joblib", "deployedAt": "2026-03-01T09:00:00Z",
+        "retiredAt": "2026-03-05T09:00:00Z", "reason": "Deleted",
+        "archivedAt": "2026-03-05T09:00:00Z", "servingImage": "ghcr.io/x/mlmodel-serving:0.1.0",
+        "spec": {"version": "1", "artifact": artifact(v1)}, "specNote": "...",
+        "libraries": {"trainedWith": {"scikit-learn": sklearn.__version__, "complete": True},
+                      "servingRelease": {"scikit-learn": sklearn.__version__,
+                                         "imageIsDefault": True}},
+        "retention": None,
+    }  # fmt: skip
+    data = json.dumps(old_manifest, indent=2).encode()
+    mc.put_object(bucket, f"{prefix}manifest.json", io.BytesIO(data), len(data))
+    for at, kind in ((T0, "TrafficSwitched"), (T0 + dt.timedelta(days=4), "Deleted")):
+        rank = {"TrafficSwitched": 2, "Deleted": 6}[kind]
+        record = json.dumps({"format": "ml.lifecycle.io/ledger-record/v1", "kind": kind,
+                             "version": "1", "at": at.isoformat().replace("+00:00", "Z"),
+                             "model": "old", "namespace": ns, "details": {}}).encode()  # fmt: skip
+        key = f"{ns}/old/ledger/{at.strftime('%Y%m%dT%H%M%S.%fZ')}-{rank}-{kind}-v1.json"
+        mc.put_object(bucket, key, io.BytesIO(record), len(record))
+    rows = iris_rows()
+    inputs = write_rows(tmp_path / "in.csv", rows)
+    expected = v1.estimator.predict(rows).tolist()
+
+    def old(*args: str) -> subprocess.CompletedProcess[str]:
+        return run_cli(minio, bucket, *args, "-n", ns)
+
+    ls = old("archive", "ls", "old")
+    assert ls.returncode == 0 and ls.stdout.splitlines()[1].split()[1:3] == ["1", v1.sha256[:12]]
+    show = old("archive", "show", "old", "1")
+    assert show.returncode == 0 and f"sha256:       {v1.sha256}" in show.stdout
+    for which in (["--version", "1"], ["--at", "2026-03-02T00:00:00Z"]):
+        out = old("replay", "old", *which, "--input", str(inputs), "--cache-dir", str(tmp_path))
+        assert out.returncode == 0, out.stderr
+        assert replayed_predict(out) == expected
+    back = old("rollback", "old", "--to", "1", "--print")
+    assert back.returncode == 0 and f"uri: s3://{bucket}/{prefix}model.joblib" in back.stdout
+
+    # served again (a rollback) and retired again: the old archive is that archive
+    archiver = S3Archiver(mc, settings(bucket))
+    before = {k: mc.stat_object(bucket, k).etag for k in keys(minio, bucket, prefix)}
+    again = archiver(model_spec("old", ns, v1), entry(v1), "SpecChanged", T0)
+    assert again.location == f"s3://{bucket}/{prefix}"
+    assert {k: mc.stat_object(bucket, k).etag for k in keys(minio, bucket, prefix)} == before
+    # the name reused for other bytes: beside it, and the old one still read
+    other = train_and_upload(minio, "old-layout-b", "1")
+    beside = archiver(model_spec("old", ns, other, uid="uid-new"), entry(other), "Deleted", T0)
+    assert beside.location == f"s3://{bucket}/{prefix}sha256-{other.sha256}/"
+    out = old("replay", "old", "--version", "1", "--sha256", v1.sha256[:12], "--input",
+              str(inputs), "--cache-dir", str(tmp_path))  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert replayed_predict(out) == expected
+    # the old ledger names no digest: with two archives of version 1, --at cannot choose
+    out = old("replay", "old", "--at", "2026-03-02T00:00:00Z", "--input", str(inputs),
+              "--cache-dir", str(tmp_path))  # fmt: skip
+    assert out.returncode == 1 and v1.sha256 in out.stderr and other.sha256 in out.stderr

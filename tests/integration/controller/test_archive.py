@@ -360,3 +360,64 @@ def test_archive_attempts_back_off_while_minio_is_down(
     assert "attempt 3 failed" in cond["message"] and "next attempt at" in cond["message"]
     wait_retired(mlm, "churn", "1")  # the next attempt after MinIO is back archives it
     assert mlm.condition("churn", "Archived")["status"] == "True"
+
+
+def served_proba(minio: MinioServer, art: Artifact, rows: Any, cache: Path) -> Any:
+    cfg = S3Config(minio.endpoint, minio.access_key, minio.secret_key)
+    path = fetch_verified(art.uri, art.sha256, cache, cfg)
+    return load_verified_joblib(path, art.sha256).predict_proba(rows)
+
+
+def test_a_version_reused_after_delete_and_recreate_is_archived_beside_the_first(
+    mlm: Models, models: Callable[[str], Artifact], minio: MinioServer, tmp_path: Path
+) -> None:
+    """The security review's finding: version 1 deleted, re-created with other bytes and
+    retired. Before, its archive conflicted with the first one's and was retried for ever
+    (the old Deployment kept); now both archives exist and verify, and replaying a time
+    runs the bytes that served then."""
+    first, second, after = models("1"), models("2"), models("3")
+    mlm.create(mlm.body("churn", "1", first))
+    mlm.wait_phase("churn", "Serving", version="1")
+    during_first = dt.datetime.now(dt.UTC)
+    mlm.delete("churn")
+    mlm.wait_gone("churn", ARCHIVE_TIMEOUT)
+
+    mlm.create(mlm.body("churn", "1", second))  # the same version name, other bytes
+    mlm.wait_phase("churn", "Serving", version="1")
+    during_second = dt.datetime.now(dt.UTC)
+    mlm.patch_spec("churn", spec_for(after, "3"))
+    wait_retired(mlm, "churn", "1")
+    st = mlm.wait_phase("churn", "Serving", version="3")
+
+    prefix, beside = f"{mlm.ns}/churn/1/", f"{mlm.ns}/churn/1/sha256-{second.sha256}/"
+    (entry,) = [h for h in st["history"] if h["version"] == "1"]
+    assert entry["archive"] == f"s3://{BUCKET}/{beside}"
+    assert mlm.condition("churn", "Archived")["status"] == "True"
+    assert "ArchiveFailed" not in [r for r, _ in mlm.events("churn")]
+    assert [k for k in objects(minio, f"{mlm.ns}/churn/") if "/ledger/" not in k] == [
+        f"{prefix}manifest.json", f"{prefix}model.joblib",
+        f"{beside}manifest.json", f"{beside}model.joblib",
+    ]  # fmt: skip
+    for where, art, reason in ((prefix, first, "Deleted"), (beside, second, "SpecChanged")):
+        assert stored_sha256(minio, f"{where}model.joblib") == art.sha256
+        m = read_json(minio, f"{where}manifest.json")
+        assert (m["version"], m["sha256"], m["reason"]) == ("1", art.sha256, reason)
+
+    rows = churn_data()[0][::40]
+    inputs = tmp_path / "rows.csv"
+    inputs.write_text("\n".join(",".join(str(v) for v in r) for r in rows) + "\n")
+    proba = {
+        art.sha256: served_proba(minio, art, rows, tmp_path / "served") for art in (first, second)
+    }
+    assert not np.array_equal(proba[first.sha256], proba[second.sha256])
+    for at, art in ((during_first, first), (during_second, second)):
+        rep = mlmodel(minio, "replay", "churn", "-n", mlm.ns, "--at", at.isoformat(),
+                      "--input", str(inputs), "--proba",
+                      "--cache-dir", str(tmp_path / "replay"))  # fmt: skip
+        assert rep.returncode == 0, rep.stderr
+        got = np.array([json.loads(line)["predict_proba"] for line in rep.stdout.splitlines()])
+        assert np.array_equal(got, proba[art.sha256])
+    ambiguous = mlmodel(minio, "replay", "churn", "-n", mlm.ns, "--version", "1",
+                        "--input", str(inputs))  # fmt: skip
+    assert ambiguous.returncode == 1
+    assert first.sha256 in ambiguous.stderr and second.sha256 in ambiguous.stderr

@@ -90,3 +90,20 @@ def test_which_version_served_when() -> None:
 def test_still_serving_has_no_end() -> None:
     s = serving_at(HISTORY[:4], at(1000))
     assert s.version == "2" and s.until is None
+
+
+def test_a_version_name_reused_after_delete_serves_the_digest_of_its_switch() -> None:
+    """Version 1 deleted and re-created with other bytes: a time of each incarnation
+    answers version 1 with the digest that served then."""
+    a, b = "a" * 64, "b" * 64
+    records = [
+        LedgerRecord(ledger.SWITCHED, "1", at(0), {"uri": "s3://m/a", "sha256": a}),
+        LedgerRecord(ledger.DELETED, "1", at(100), {}),
+        LedgerRecord(ledger.SWITCHED, "1", at(200), {"uri": "s3://m/b", "sha256": b}),
+    ]
+    first, gap, second = (serving_at(records, at(t)) for t in (50, 150, 250))
+    assert (first.version, first.sha256, first.until) == ("1", a, at(100))
+    assert gap.version is None and gap.sha256 is None
+    assert (second.version, second.sha256, second.since) == ("1", b, at(200))
+    # a record written before switches named their digest: no digest, never a guess
+    assert serving_at([rec(ledger.SWITCHED, "1", 0)], at(1)).sha256 is None
