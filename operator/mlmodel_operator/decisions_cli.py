@@ -63,7 +63,7 @@ from mlmodel_operator.isolated import (
     recorded_requirements,
     stderr_log,
 )
-from mlmodel_operator.manifest import ManifestView, manifest_key
+from mlmodel_operator.manifest import ManifestView
 from mlmodel_operator.replay import (
     Difference,
     SkewReport,
@@ -354,17 +354,20 @@ def choose_manifest(
 ) -> tuple[ManifestView | None, list[str]]:
     """The archived version to run a record of ``version`` made with ``sha256``.
 
-    The manifest of the same version when its digest is the record's; otherwise any
-    archived version of the model with the record's digest (the same bytes under another
-    name). Never one with another digest.
+    The archive of the same version with the record's digest (a version name archived
+    with several digests has one archive per digest); otherwise any archived version of
+    the model with the record's digest (the same bytes under another name). Never one
+    with another digest.
     """
     same = [m for m in manifests if m.version == version]
-    if same and same[0].sha256 == sha256:
-        return same[0], []
+    for m in same:
+        if m.sha256 == sha256:
+            return m, []
     notes = []
     if same:
+        held = ", ".join(sorted({m.sha256 for m in same}))
         notes.append(
-            f"the archived version {version} has sha256 {same[0].sha256}, not the record's "
+            f"the archived version {version} has sha256 {held}, not the record's "
             f"{sha256} (the version name was reused for other bytes)"
         )
     else:
@@ -445,9 +448,8 @@ def find_artifact(
     chosen, more = choose_manifest(manifests, version, sha256)
     notes += more
     if chosen is not None:
-        where = f"s3://{archive.bucket}/{manifest_key(namespace, model, chosen.version)}"
         return ArtifactSource(
-            chosen.artifact_uri, sha256, f"archived version {chosen.version}, {where}", chosen,
+            chosen.artifact_uri, sha256, f"archived version {chosen.version}, {chosen.where}", chosen,
             tuple(notes),
         )  # fmt: skip
     obj, why = read_live_model(namespace, model, kubeconfig)

@@ -420,6 +420,43 @@ def test_a_reused_version_name_never_runs_the_wrong_artifact(
     assert "never run in its place" in exp.stderr
 
 
+def test_records_of_one_version_name_run_on_the_archive_of_their_own_bytes(
+    minio: MinioServer, tmp_path: Path
+) -> None:
+    """The MLModel deleted and re-created with version 1 naming other bytes: both are
+    archived (the second beside the first), and each record re-runs on its own bytes."""
+    bucket, ns = f"reborn-{RUN}", f"ns-{uuid.uuid4().hex[:6]}"
+    mc = minio.client()
+    mc.make_bucket(bucket)
+    x, y = load_iris(return_X_y=True)
+    first = upload(minio, "reborn", "1", LogisticRegression(C=0.2, max_iter=1000).fit(x, y))
+    second = upload(minio, "reborn-2", "1", LogisticRegression(C=0.9, max_iter=1000).fit(x, y))
+    archiver = S3Archiver(mc, settings(bucket))
+    archiver(model_spec("reborn", ns, first, uid="uid-1"), entry(first), "Deleted", DAY2)
+    archiver(model_spec("reborn", ns, second, uid="uid-2"), entry(second), "Deleted", DAY3)
+    for t, day, tag in ((first, DAY1, "a"), (second, DAY2, "b")):
+        log = log_for(minio, bucket, ns, "reborn", t)
+        log.write([log.decide(f"reborn-{tag}-{i}", iris_rows(13 * i, 1 + i % 2), day)
+                   for i in range(4)], day, f"reborn-{tag}")  # fmt: skip
+    report = tmp_path / "r.json"
+    out = run_cli(minio, bucket, "audit", "--model", "reborn", "-n", ns, "--from", "2026-03-01",
+                  "--to", "2026-03-03", "--json", str(report), "--cache-dir", str(tmp_path),
+                  timeout=300)  # fmt: skip
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "REPRODUCED: all 8 re-run records are identical" in out.stdout
+    by_sha = {v["sha256"]: v for v in json.loads(report.read_text())["versions"]}
+    where = {
+        first.sha256: f"{ns}/reborn/1/",
+        second.sha256: f"{ns}/reborn/1/sha256-{second.sha256}/",
+    }
+    for sha, prefix in where.items():
+        found = by_sha[sha]
+        assert (found["version"], found["rerun"], found["identical"]) == ("1", 4, 4)
+        assert found["artifact"]["uri"] == f"s3://{bucket}/{prefix}model.joblib"
+        assert f"s3://{bucket}/{prefix}manifest.json" in found["artifact"]["source"]
+        assert found["artifact"]["notes"] == []
+
+
 # --------------------------------------------------------------------------- explain
 
 

@@ -137,6 +137,17 @@ def test_the_manifest_of_the_version_when_its_digest_is_the_records() -> None:
     assert chosen is not None and chosen.version == "1" and notes == []
 
 
+def test_a_version_name_archived_with_two_digests_runs_the_records_own() -> None:
+    views = [manifest("1", SHA_A), manifest("1", SHA_B)]  # deleted, re-created, archived again
+    for sha in (SHA_A, SHA_B):
+        chosen, notes = choose_manifest(views, "1", sha)
+        assert chosen is not None and chosen.sha256 == sha and notes == []
+    chosen, notes = choose_manifest(views, "1", SHA_C)
+    assert chosen is None
+    assert notes == [f"the archived version 1 has sha256 {SHA_A}, {SHA_B}, not the record's "
+                     f"{SHA_C} (the version name was reused for other bytes)"]  # fmt: skip
+
+
 def test_a_reused_version_name_finds_the_digest_elsewhere_or_nothing() -> None:
     views = [manifest("1", SHA_A), manifest("3", SHA_B), manifest("2", SHA_B)]
     chosen, notes = choose_manifest(views, "1", SHA_B)
