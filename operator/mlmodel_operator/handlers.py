@@ -1,5 +1,5 @@
-"""kopf registrations, and nothing else: each handler hands the object to the reconciler,
-posts the Events it returns and writes the status once.
+"""kopf registrations, and nothing else: each handler hands the object to the reconciler
+(which writes the status once) and posts the Events it returns.
 
 No side effects at import time: :func:`build_registry` makes a registry that
 ``mlmodel run`` passes to kopf; the clients are made in the startup handler.
@@ -40,16 +40,10 @@ from mlmodel_operator.verify import ArtifactVerifier
 RESOURCE = (GROUP, VERSION, PLURAL)
 
 
-def _publish(body: kopf.Body, outcome: Outcome, kube: Kube) -> None:
+def _publish(body: kopf.Body, outcome: Outcome) -> None:
+    """Post the reconcile's Events (the reconciler has written the status)."""
     for event in outcome.events:
         kopf.event(body, type=event.type, reason=event.reason, message=event.message)
-    if outcome.gone:
-        return
-    meta = body["metadata"]
-    wanted = {k: v for k, v in outcome.status.items() if v is not None}
-    current = {k: v for k, v in outcome.previous.items() if k != "kopf"}
-    if wanted != current:  # None values in the patch remove fields that no longer apply
-        kube.patch_model_status(meta["namespace"], meta["name"], outcome.status)
 
 
 def _reconcile(body: kopf.Body, memo: kopf.Memo, requeue: bool) -> None:
@@ -58,7 +52,7 @@ def _reconcile(body: kopf.Body, memo: kopf.Memo, requeue: bool) -> None:
     started = time.perf_counter()
     try:
         outcome = reconciler.reconcile(body)
-        _publish(body, outcome, reconciler.kube)
+        _publish(body, outcome)
     except Exception:
         metrics.reconciles.labels(result="error").inc()
         raise
@@ -236,7 +230,7 @@ def build_registry(
                 f"the next in {delay:.0f}s",
             )
             raise kopf.TemporaryError(str(exc), delay=delay) from exc
-        _publish(body, outcome, reconciler.kube)
+        _publish(body, outcome)
         memo.metrics.set_phase(body["metadata"]["uid"], None)
 
     return registry

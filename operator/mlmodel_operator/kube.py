@@ -333,12 +333,26 @@ class Kube:
     def get_model(self, namespace: str, name: str) -> dict[str, Any]:
         return self._call("GET", f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{PLURAL}/{name}")
 
-    def patch_model_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
-        """Write the whole computed status through the status subresource."""
+    def patch_model_status(
+        self,
+        namespace: str,
+        name: str,
+        status: dict[str, Any],
+        resource_version: str | None = None,
+    ) -> None:
+        """Write the whole computed status through the status subresource.
+
+        With ``resource_version`` (that of the object the status was computed from) the
+        apiserver refuses the write with 409 (ApiConflict) when the object has changed
+        since: a status computed from an older one never overwrites a newer one.
+        """
+        body: dict[str, Any] = {"status": status}
+        if resource_version is not None:
+            body["metadata"] = {"resourceVersion": resource_version}
         self._call(
             "PATCH",
             f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{PLURAL}/{name}/status",
-            body={"status": status},
+            body=body,
             content_type="application/merge-patch+json",
         )
 

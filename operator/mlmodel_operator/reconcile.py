@@ -14,7 +14,7 @@ import random
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Final
 
 from mlmodel_operator import conditions as c
 from mlmodel_operator import ledger
@@ -30,12 +30,13 @@ from mlmodel_operator.desired import (
     endpoint_url,
     holder,
 )
-from mlmodel_operator.kube import Kube, NotControlled, NotFound
+from mlmodel_operator.kube import ApiConflict, Kube, NotControlled, NotFound
 from mlmodel_operator.ledger import Ledger, NullLedger
 from mlmodel_operator.monitoring_sync import MonitoringSync
 from mlmodel_operator.plan import (
     ANN_APPLIED_HASH,
     ANN_RETIRING,
+    POLL_SECONDS,
     ApplyDeployment,
     ClearRetiring,
     DeleteUnserved,
@@ -127,6 +128,20 @@ class Outcome:
     requeue_after: float | None = None
     previous: Mapping[str, Any] = field(default_factory=dict)  # the status it was computed from
     gone: bool = False  # the object no longer exists: nothing to write
+    written: bool = False  # the status was written (it differed from `previous`)
+
+
+# A status write the apiserver refuses because the MLModel changed since it was read (409)
+# reads it again and plans again, up to this many times in one reconcile; past that the
+# object is looked at again after POLL_SECONDS.
+STATUS_WRITE_ATTEMPTS: Final = 4
+
+
+def status_changed(status: Mapping[str, Any], previous: Mapping[str, Any]) -> bool:
+    """Whether ``status`` (None values: fields to remove) differs from what is stored."""
+    wanted = {k: v for k, v in status.items() if v is not None}
+    current = {k: v for k, v in previous.items() if k != "kopf"}
+    return wanted != current
 
 
 def applied_hash(obj: Mapping[str, Any]) -> str:
@@ -210,19 +225,57 @@ class Reconciler:
     # ------------------------------------------------------------------ reconcile
 
     def reconcile(self, body: Mapping[str, Any]) -> Outcome:
+        """Reconcile one MLModel and write its status (only when it changed)."""
         meta = body["metadata"]
         with self._lock(meta["uid"]):
+            return self._converge(meta, self._compute)
+
+    def _compute(self, fresh: Mapping[str, Any]) -> Outcome:
+        old_status: Mapping[str, Any] = fresh.get("status") or {}
+        try:
+            model = parse_model(fresh)
+        except SpecError as exc:
+            return self._invalid(fresh, old_status, exc)
+        outcome = self._reconcile(model, old_status)
+        outcome.previous = old_status
+        return outcome
+
+    def _converge(
+        self, meta: Mapping[str, Any], compute: Callable[[Mapping[str, Any]], Outcome]
+    ) -> Outcome:
+        """Read the MLModel, compute, and write the status computed from exactly what was
+        read: the write carries the resourceVersion read, so the apiserver refuses it when
+        anyone (another replica, a person, kopf's own annotations) changed the object in
+        between, and then this reads and computes again rather than overwrite what it did
+        not see. Called under the object's lock; every action is safe to repeat.
+        """
+        events: list[Event] = []
+        outcome = Outcome({}, gone=True)
+        for _ in range(STATUS_WRITE_ATTEMPTS):
             fresh = self._fresh(meta)
             if fresh is None:
-                return Outcome({}, gone=True)
-            old_status: Mapping[str, Any] = fresh.get("status") or {}
+                return Outcome({}, events, gone=True)
+            outcome = compute(fresh)
+            events.extend(e for e in outcome.events if e not in events)  # once each
+            outcome.events = events
+            if not status_changed(outcome.status, outcome.previous):
+                return outcome
             try:
-                model = parse_model(fresh)
-            except SpecError as exc:
-                return self._invalid(fresh, old_status, exc)
-            outcome = self._reconcile(model, old_status)
-            outcome.previous = old_status
+                self.kube.patch_model_status(
+                    meta["namespace"],
+                    meta["name"],
+                    outcome.status,
+                    resource_version=fresh["metadata"]["resourceVersion"],
+                )
+            except NotFound:
+                return Outcome({}, events, gone=True)
+            except ApiConflict:
+                continue
+            outcome.written = True
             return outcome
+        # Changed under every attempt: the next reconcile writes it, soon.
+        outcome.requeue_after = min(outcome.requeue_after or POLL_SECONDS, POLL_SECONDS)
+        return outcome
 
     def _observe(self, model: ModelSpec, old_status: Mapping[str, Any]) -> Observed:
         ns, name, uid = model.ref.namespace, model.ref.name, model.ref.uid
@@ -485,10 +538,7 @@ class Reconciler:
         """
         meta = body["metadata"]
         with self._lock(meta["uid"]):
-            fresh = self._fresh(meta)
-            if fresh is None:
-                return Outcome({}, gone=True)
-            outcome = self._finalize(fresh)
+            outcome = self._converge(meta, self._finalize)
         self.forget(meta["uid"])
         return outcome
 
