@@ -16,6 +16,7 @@ import hashlib
 import json
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from typing import Any, Final
 
@@ -36,6 +37,9 @@ from mlmodel_operator.status import MonitoringNote
 
 CRD_RECHECK_SECONDS: Final = 30.0
 REASSERT_SECONDS: Final = 300.0
+# What was applied, per model and kind: forgotten with the model; past this many entries
+# (models whose end was never seen) the least recently applied go, and are applied again.
+APPLIED_KEPT: Final = 8192
 APPLY_FAILED: Final = "MonitoringApplyFailed"
 KINDS: Final = ("ServiceMonitor", "PrometheusRule")
 
@@ -68,7 +72,7 @@ class MonitoringSync:
         self._lock = threading.Lock()
         self._missing: tuple[str, ...] | None = None
         self._checked_at = 0.0
-        self._applied: dict[tuple[str, str], tuple[str, float]] = {}
+        self._applied: OrderedDict[tuple[str, str], tuple[str, float]] = OrderedDict()
 
     def missing_crds(self) -> tuple[str, ...]:
         """The Prometheus operator CRDs that are not Established (cached for a while)."""
@@ -162,3 +166,6 @@ class MonitoringSync:
         self.kube.apply(obj)
         with self._lock:
             self._applied[key] = (digest, now)
+            self._applied.move_to_end(key)
+            while len(self._applied) > APPLIED_KEPT:
+                self._applied.popitem(last=False)

@@ -7,12 +7,13 @@ knows which event woke it.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import json
 import random
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Final
 
@@ -96,6 +97,9 @@ def _scan_refused_event(version: str, result: ArchiveResult) -> list[Event]:
 ARCHIVE_RETRY_FIRST = 10.0
 ARCHIVE_RETRY_MAX = 300.0
 ARCHIVE_RETRY_JITTER = 0.2
+# Failed archives remembered (for their back-off), oldest forgotten first: more than any
+# operator has versions failing at once; a forgotten one starts again at the first step.
+FAILED_ARCHIVES_KEPT: Final = 1024
 
 
 def archive_retry_delay(attempt: int, rand: float) -> float:
@@ -117,6 +121,14 @@ class _FailedArchive:
     attempts: int
     next_at: dt.datetime
     message: str
+
+
+@dataclass
+class _LockEntry:
+    """One model's lock and how many reconciles hold it or wait for it."""
+
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    users: int = 0
 
 
 @dataclass
@@ -171,16 +183,29 @@ class Reconciler:
         self.clock = clock
         self.monitoring = MonitoringSync(kube, settings)
         self.decision_log = decision_log or DecisionLogCheck(kube, settings, None)
-        self._locks: dict[str, threading.Lock] = {}
+        # uid -> its lock, only while a reconcile of that model holds it or waits for it
+        self._locks: dict[str, _LockEntry] = {}
         self._locks_guard = threading.Lock()
         self.rand = rand
         # (uid, version) -> the archive that failed; kept in memory: a restarted operator
         # starts again at the first step, which is what a restart is for
         self._failed_archives: dict[tuple[str, str], _FailedArchive] = {}
 
-    def _lock(self, uid: str) -> threading.Lock:
+    @contextlib.contextmanager
+    def _lock(self, uid: str) -> Iterator[None]:
+        """Hold the model's lock for the block. Its entry goes with the last reconcile that
+        holds or waits for it, so the map never outgrows the reconciles in flight."""
         with self._locks_guard:
-            return self._locks.setdefault(uid, threading.Lock())
+            entry = self._locks.setdefault(uid, _LockEntry())
+            entry.users += 1
+        try:
+            with entry.lock:
+                yield
+        finally:
+            with self._locks_guard:
+                entry.users -= 1
+                if entry.users == 0:
+                    del self._locks[uid]
 
     def _record(
         self,
@@ -216,11 +241,16 @@ class Reconciler:
         return fresh if fresh["metadata"].get("uid") == meta["uid"] else None
 
     def forget(self, uid: str) -> None:
-        with self._locks_guard:
-            self._locks.pop(uid, None)
-            for key in [k for k in self._failed_archives if k[0] == uid]:
-                del self._failed_archives[key]
+        """Drop what is remembered about a model that is gone."""
+        self._forget_archives(uid, keep=())
         self.monitoring.forget(uid)
+        self.verifier.forget(uid)
+
+    def _forget_archives(self, uid: str, keep: Collection[str]) -> None:
+        """Forget the failed archives of ``uid``'s versions other than ``keep``."""
+        with self._locks_guard:
+            for key in [k for k in self._failed_archives if k[0] == uid and k[1] not in keep]:
+                del self._failed_archives[key]
 
     # ------------------------------------------------------------------ reconcile
 
@@ -254,6 +284,7 @@ class Reconciler:
         for _ in range(STATUS_WRITE_ATTEMPTS):
             fresh = self._fresh(meta)
             if fresh is None:
+                self.forget(meta["uid"])
                 return Outcome({}, events, gone=True)
             outcome = compute(fresh)
             events.extend(e for e in outcome.events if e not in events)  # once each
@@ -268,6 +299,7 @@ class Reconciler:
                     resource_version=fresh["metadata"]["resourceVersion"],
                 )
             except NotFound:
+                self.forget(meta["uid"])
                 return Outcome({}, events, gone=True)
             except ApiConflict:
                 continue
@@ -314,7 +346,17 @@ class Reconciler:
 
     def _reconcile(self, model: ModelSpec, old_status: Mapping[str, Any]) -> Outcome:
         observed = self._observe(model, old_status)
-        verdict = self.verifier.check(model.artifact)
+        # a failed archive is remembered while its version may still leave: not once it
+        # is the one asked for again (a rollback), nor once it is gone
+        self._forget_archives(
+            model.ref.uid,
+            keep=(
+                {d.version for d in observed.deployments}
+                | {e.version for e in observed.history if e.open}
+            )
+            - {model.version},
+        )
+        verdict = self.verifier.check(model.artifact, owner=model.ref.uid)
         if verdict.blocks_rollout:
             observed = replace(observed, artifact_problem=(verdict.reason, verdict.message))
         decision_log = self.decision_log.check(model)
@@ -470,14 +512,19 @@ class Reconciler:
                 f"attempt {attempts} failed, next attempt at {format_time(next_at)} "
                 f"(in {delay:.0f}s)"
             )
-            self._failed_archives[key] = _FailedArchive(attempts, next_at, message)
+            with self._locks_guard:
+                self._failed_archives.pop(key, None)
+                self._failed_archives[key] = _FailedArchive(attempts, next_at, message)
+                while len(self._failed_archives) > FAILED_ARCHIVES_KEPT:
+                    del self._failed_archives[next(iter(self._failed_archives))]
             return (
                 history,
                 ArchiveNote(False, Reason.ARCHIVE_FAILED, message),
                 [Event("Warning", "ArchiveFailed", message)],
                 delay,
             )
-        self._failed_archives.pop(key, None)
+        with self._locks_guard:
+            self._failed_archives.pop(key, None)
         events: list[Event] = []
         if result.location:
             self._record(

@@ -4,14 +4,20 @@ The serving pods verify the digest again before they unpickle; this check lets t
 operator refuse a version whose bytes are missing or do not match *before* any old
 version is retired. The object is streamed and hashed (never unpickled), once per
 (uri, digest, ETag); later reconciles only ``stat`` it.
+
+A verdict is kept while a model asks for that artifact: one model's new version, or the
+model's deletion (``forget``), drops the verdict no model asks for any more. Past
+``VERDICTS_KEPT`` verdicts (and ``OWNERS_KEPT`` models) the least recently used go first,
+for models whose end the operator never saw (a finalizer removed by hand).
 """
 
 from __future__ import annotations
 
 import hashlib
 import threading
+from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 from minio.error import S3Error
 
@@ -19,6 +25,11 @@ from mlmodel_operator.archive import describe_s3_error
 from mlmodel_operator.conditions import FALSE, TRUE, UNKNOWN, Reason
 from mlmodel_operator.spec import ArtifactSpec
 from mlmodel_serving.artifacts import CHUNK_SIZE, parse_s3_uri
+
+VERDICTS_KEPT: Final = 4096
+OWNERS_KEPT: Final = 8192
+
+_Key = tuple[str, str, str]  # (uri, sha256, ETag)
 
 
 @dataclass(frozen=True)
@@ -37,10 +48,13 @@ class ArtifactVerifier:
 
     def __init__(self, s3: Any | None) -> None:
         self.s3 = s3  # a minio.Minio, or None when the operator has no object store
-        self._known: dict[tuple[str, str, str], Verdict] = {}
+        self._known: OrderedDict[_Key, Verdict] = OrderedDict()  # least recently used first
+        self._refs: OrderedDict[str, _Key] = OrderedDict()  # model uid -> what it asks for
+        self._users: dict[_Key, int] = {}  # how many models ask for each
         self._lock = threading.Lock()
 
-    def check(self, artifact: ArtifactSpec) -> Verdict:
+    def check(self, artifact: ArtifactSpec, owner: str | None = None) -> Verdict:
+        """The verdict on ``artifact``, asked for by the model with uid ``owner``."""
         if self.s3 is None:
             return Verdict(
                 UNKNOWN,
@@ -71,13 +85,50 @@ class ArtifactVerifier:
         cache_key = (artifact.uri, artifact.sha256, str(stat.etag))
         with self._lock:
             known = self._known.get(cache_key)
-        if known is not None:
-            return known
+            if known is not None:
+                self._known.move_to_end(cache_key)
+                self._refer(owner, cache_key)
+                return known
         verdict = self._hash(bucket, key, artifact)
         if verdict.status != UNKNOWN:
             with self._lock:
                 self._known[cache_key] = verdict
+                self._known.move_to_end(cache_key)
+                self._refer(owner, cache_key)
+                while len(self._known) > VERDICTS_KEPT:
+                    self._known.popitem(last=False)
         return verdict
+
+    def forget(self, owner: str) -> None:
+        """The model is gone: drop the verdict it asked for, unless another model asks too."""
+        with self._lock:
+            key = self._refs.pop(owner, None)
+            if key is not None:
+                self._release(key)
+
+    def _refer(self, owner: str | None, key: _Key) -> None:
+        """``owner`` asks for ``key`` now (and no longer for what it asked before)."""
+        if owner is None:
+            return
+        old = self._refs.get(owner)
+        self._refs[owner] = key
+        self._refs.move_to_end(owner)
+        if old == key:
+            return
+        self._users[key] = self._users.get(key, 0) + 1
+        if old is not None:
+            self._release(old)
+        while len(self._refs) > OWNERS_KEPT:
+            _, oldest = self._refs.popitem(last=False)
+            self._release(oldest)
+
+    def _release(self, key: _Key) -> None:
+        users = self._users.get(key, 0) - 1
+        if users > 0:
+            self._users[key] = users
+            return
+        self._users.pop(key, None)
+        self._known.pop(key, None)
 
     def _hash(self, bucket: str, key: str, artifact: ArtifactSpec) -> Verdict:
         digest = hashlib.sha256()
