@@ -440,7 +440,7 @@ class Peering:
             await self._sleep(CHECK_EVERY)
             try:
                 bodies = await asyncio.to_thread(self._read_all, api)
-            except PeeringUnavailable as exc:
+            except (PeeringUnavailable, ValueError) as exc:  # ValueError: not JSON
                 if self._clock() - last_read > 2 * self.config.lifetime and self.state.ready:
                     self.state = Assessment(False, str(exc))
                     logger.warning(f"not ready: {exc}")

@@ -38,6 +38,7 @@ class FakeApi:
         self.objects: dict[PeeringObject, dict[str, Any]] = {}
         self.version = 0
         self.before_patch: list[Any] = []  # callables run once before the next patch
+        self.before_get: Any = None  # a callable run before every get
 
     def create(self, obj: PeeringObject, uid: str = "uid-1") -> None:
         self.version += 1
@@ -46,6 +47,8 @@ class FakeApi:
         }
 
     def get(self, obj: PeeringObject) -> dict[str, Any] | None:
+        if self.before_get is not None:
+            self.before_get()
         body = self.objects.get(obj)
         return copy.deepcopy(body) if body is not None else None
 
@@ -251,3 +254,38 @@ def test_a_replica_stops_when_its_object_is_deleted_or_created_again(
     assert f"ClusterKopfPeering 'mlmodel-operator' was {change}" in replica.stopped_because
     assert not replica.readiness()[0]
     assert caplog.records[-1].message == replica.stopped_because
+
+
+def test_a_peering_that_cannot_be_read_for_two_lifetimes_is_not_ready_until_it_can(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    clock, api = Clock(), FakeApi()
+    api.create(OBJ)
+    replica = peering(clock)
+    logger = logging.getLogger("test-peering")
+    asyncio.run(replica.join(api, logger))
+    seen: list[tuple[float, bool]] = []
+
+    def unreachable() -> None:
+        if 10 < clock.seconds < 60:
+            raise PeeringUnavailable("cannot reach the apiserver")
+        if clock.seconds > 80:
+            del api.objects[OBJ]  # ends the watch
+
+    def keep_alive(t: float) -> None:  # what kopf does meanwhile, when it can
+        if OBJ in api.objects and not 10 < t < 60:
+            api.patch_status(OBJ, {"a": record(-100, clock.now())}, None)
+        seen.append((t, replica.readiness()[0]))
+
+    api.before_get = unreachable
+    clock.on_sleep.append(keep_alive)
+    with caplog.at_level(logging.INFO, logger="test-peering"):
+        asyncio.run(replica.watch(api, logger, stop=lambda: None))
+    # read last at 10 s; failing reads from 15 s; more than 20 s without one at 35 s;
+    # read again at 60 s (each entry: the readiness before that moment's read)
+    assert [ready for t, ready in seen if t <= 35] == [True] * 7
+    assert [ready for t, ready in seen if 40 <= t <= 60] == [False] * 5
+    assert [ready for t, ready in seen if 65 <= t <= 80] == [True] * 4
+    messages = [r.message for r in caplog.records]
+    assert "not ready: cannot reach the apiserver" in messages
+    assert any(m.startswith("ready: working") for m in messages)
