@@ -11,7 +11,6 @@ applied nor deleted: the Monitored condition names it and who holds it.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import threading
@@ -96,18 +95,23 @@ class MonitoringSync:
         """Bring the model's monitoring objects to the level its spec asks for."""
         name = monitoring_name(model)
         if not model.monitoring.enabled:
+            left: list[str] = []
             if not _was_disabled(old_status):
                 for kind in KINDS:
-                    # one held by someone else stays where it is
-                    with contextlib.suppress(NotControlled):
+                    try:
                         self.kube.delete_owned(
                             MONITORING_API_VERSION, kind, model.namespace, name, model.ref.uid
                         )
+                    except NotControlled as exc:  # someone else's stays where it is
+                        left.append(str(exc))
+                    except ApiError as exc:  # not checked, so not deleted; serving goes on
+                        left.append(f"{kind} {model.namespace}/{name} not removed: {exc}")
                 self.forget(model.ref.uid)
             return MonitoringNote(
                 False,
                 Reason.MONITORING_DISABLED,
-                "spec.monitoring.enabled is false: no ServiceMonitor or PrometheusRule",
+                "spec.monitoring.enabled is false: no ServiceMonitor or PrometheusRule"
+                + "".join(f"; {note}" for note in left),
             )
         missing = self.missing_crds()
         if missing:

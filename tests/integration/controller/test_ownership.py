@@ -4,7 +4,8 @@ Each test puts an object with a name (or a label) the operator would use into th
 namespace before, or beside, an MLModel, written by someone else ("team-b", with no owner
 or with another owner), and checks on the real apiserver that the operator leaves it as
 it was, says so in a condition naming the object and who holds it, and that what already
-serves keeps serving.
+serves keeps serving. The last one drives kube.apply itself with a read that comes a
+moment too early: the object is taken between the operator's read and its write.
 """
 
 from __future__ import annotations
@@ -16,7 +17,11 @@ import pytest
 from mlm_helpers import Artifact, Models
 from test_monitoring import crds_installed, get_monitoring, install_crds
 
+from mlmodel_operator.desired import build_service
+from mlmodel_operator.kube import Kube, NotControlled, load_api_client
 from mlmodel_operator.localcluster import LocalCluster, wait_until
+from mlmodel_operator.settings import Settings
+from mlmodel_operator.spec import parse_model
 
 pytestmark = pytest.mark.integration
 
@@ -247,3 +252,47 @@ def test_monitoring_objects_of_someone_else_are_neither_applied_nor_deleted(
     mlm.delete("watched")
     mlm.wait_gone("watched", timeout=60)
     unchanged()
+
+
+class LateKube(Kube):
+    """kube.py as it is, except that its first read before a write sees the world as it
+    was a moment earlier (``earlier``): the object absent, or still the model's."""
+
+    def __init__(self, kubeconfig: str, earlier: dict[str, Any] | None) -> None:
+        super().__init__(load_api_client(kubeconfig))
+        self.earlier: list[dict[str, Any] | None] = [earlier]
+
+    def _read(self, kind: str, path: str) -> dict[str, Any] | None:
+        if self.earlier:
+            return self.earlier.pop()
+        return super()._read(kind, path)
+
+
+@pytest.mark.parametrize("earlier", ["absent", "still ours"])
+def test_an_object_taken_between_the_read_and_the_write_is_not_written(
+    cluster: LocalCluster, mlm: Models, earlier: str
+) -> None:
+    model = parse_model(
+        {
+            "metadata": {
+                "name": "raced",
+                "namespace": mlm.ns,
+                "uid": "3c1e0000-0000-0000-0000-00000000000a",
+            },
+            "spec": {
+                "version": "1",
+                "artifact": {"uri": "s3://models/raced/1/m.joblib", "sha256": "a" * 64},
+            },
+        }
+    )
+    before = foreign_service(mlm, "raced")  # someone's, made after the operator looked
+    seen = None
+    if earlier == "still ours":
+        seen = {**before, "metadata": {**before["metadata"], "resourceVersion": "1"}}
+        seen["metadata"]["ownerReferences"] = build_service(model, "1", Settings())["metadata"][
+            "ownerReferences"
+        ]
+    kube = LateKube(str(cluster.kubeconfig), seen)
+    with pytest.raises(NotControlled, match=f"Service {mlm.ns}/raced exists .* written by {OTHER}"):
+        kube.apply(build_service(model, "1", Settings()))
+    untouched(before, read_service(mlm, "raced"))

@@ -6,11 +6,15 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
+import pytest
 from model_specs import OWNER, UID, make_model
 
 from mlmodel_operator.conditions import FALSE, TRUE, Phase, Reason
 from mlmodel_operator.desired import controlled_by, controller_reference, holder
+from mlmodel_operator.kube import ApiError, Kube, NotControlled
+from mlmodel_operator.monitoring_sync import MonitoringSync
 from mlmodel_operator.plan import DeploymentState, ForeignObject, HistoryEntry, Observed, plan
+from mlmodel_operator.settings import Settings
 from mlmodel_operator.status import build_status
 from mlmodel_operator.verify import Verdict
 
@@ -104,3 +108,47 @@ def test_a_conflict_with_nothing_serving_fails() -> None:
     conflict = ForeignObject("Service", "team-a", "churn", "it has no controller")
     p = plan(model, Observed((), None, (), NOW, conflicts=(conflict,)), "secret")
     assert (p.actions, p.phase, p.active_version) == ((), Phase.FAILED, None)
+
+
+class MonitoringKube(Kube):
+    """Monitoring CRDs installed; every delete fails the way ``error`` says."""
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+        self.applied: list[str] = []
+
+    def crd_established(self, name: str) -> bool:
+        return True
+
+    def apply(self, obj: dict[str, Any]) -> dict[str, Any]:
+        if obj["kind"] == "ServiceMonitor":
+            raise NotControlled("ServiceMonitor", "team-a", "churn", "it has no controller")
+        self.applied.append(obj["kind"])
+        return obj
+
+    def delete_owned(
+        self, api_version: str, kind: str, namespace: str, name: str, owner_uid: str
+    ) -> bool:
+        raise self.error
+
+
+def test_a_foreign_monitoring_object_is_named_and_the_other_still_applied() -> None:
+    kube = MonitoringKube(RuntimeError("unused"))
+    note = MonitoringSync(kube, Settings()).sync(make_model(), {})
+    assert (note.ok, note.reason) == (False, Reason.OBJECT_CONFLICT)
+    assert "ServiceMonitor team-a/churn exists and is not controlled" in note.message
+    assert kube.applied == ["PrometheusRule"]
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        NotControlled("ServiceMonitor", "team-a", "churn", "it has no controller"),
+        ApiError("GET", "/apis/monitoring.coreos.com/v1/...", 403, b'{"message": "forbidden"}'),
+    ],
+)
+def test_monitoring_turned_off_never_fails_the_reconcile_over_a_delete(error: Exception) -> None:
+    off = make_model(monitoring={"enabled": False})
+    note = MonitoringSync(MonitoringKube(error), Settings()).sync(off, {})
+    assert (note.ok, note.reason) == (False, Reason.MONITORING_DISABLED)
+    assert "ServiceMonitor team-a/churn" in note.message
