@@ -43,7 +43,10 @@ ALLOWED: list[tuple[str, str, str, str, str, str]] = [
     ("get", "", "secrets", "", MODEL_NS, "mlmodel-s3-credentials"),
     # kopf.event / kopf's own handler events
     ("create", "", "events", "", MODEL_NS, ""),
-    # monitoring_sync: each model's ServiceMonitor and PrometheusRule
+    # monitoring_sync: each model's ServiceMonitor and PrometheusRule, read by name first
+    # (the owner check), then applied
+    ("get", "monitoring.coreos.com", "servicemonitors", "", MODEL_NS, "churn"),
+    ("get", "monitoring.coreos.com", "prometheusrules", "", MODEL_NS, "churn"),
     ("create", "monitoring.coreos.com", "servicemonitors", "", MODEL_NS, ""),
     ("patch", "monitoring.coreos.com", "servicemonitors", "", MODEL_NS, "churn"),
     ("patch", "monitoring.coreos.com", "prometheusrules", "", MODEL_NS, "churn"),
@@ -119,7 +122,7 @@ DENIED: list[tuple[str, str, str, str, str, str]] = [
     ("patch", "apps", "daemonsets", "", MODEL_NS, "x"),
     ("list", "", "configmaps", "", "kube-system", ""),
     ("patch", "", "configmaps", "", "kube-system", "coredns"),
-    ("get", "monitoring.coreos.com", "servicemonitors", "", "monitoring", "kube-prometheus"),
+    ("list", "monitoring.coreos.com", "servicemonitors", "", "monitoring", ""),
     ("get", "", "configmaps", "", "kube-system", "kubeadm-config"),
     ("patch", "", "events", "", MODEL_NS, "x"),
     ("delete", "", "services", "", MODEL_NS, "churn"),
