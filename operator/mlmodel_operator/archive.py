@@ -331,22 +331,28 @@ class S3Archiver:
             held = self._stored_digest(bucket, own + ARTIFACT_NAME)  # a copy with no manifest
         return own if held in (None, sha256) else beside
 
-    def _manifest_digest(self, bucket: str, key: str) -> str | None:
-        """The sha256 a manifest records; None when there is no manifest, "" when it
-        records none (the folder is taken all the same)."""
+    def _get_json(self, bucket: str, key: str) -> tuple[bool, Any]:
+        """(whether the object exists, its JSON: None when it is not JSON)."""
         try:
             response = self.client.get_object(bucket, key)
         except Exception as exc:
             if s3_error_code(exc) in _NOT_FOUND:
-                return None
+                return False, None
             raise
         try:
-            raw = json.loads(response.read())
+            return True, json.loads(response.read())
         except ValueError:
-            raw = None
+            return True, None
         finally:
             response.close()
             response.release_conn()
+
+    def _manifest_digest(self, bucket: str, key: str) -> str | None:
+        """The sha256 a manifest records; None when there is no manifest, "" when it
+        records none (the folder is taken all the same)."""
+        exists, raw = self._get_json(bucket, key)
+        if not exists:
+            return None
         sha256 = raw.get("sha256") if isinstance(raw, dict) else None
         return sha256 if isinstance(sha256, str) else ""
 
@@ -434,19 +440,9 @@ class S3Archiver:
 
     def _read_manifest(self, bucket: str, key: str, sha256: str) -> dict[str, Any] | None:
         """The manifest already there for this digest, or None when there is none."""
-        try:
-            response = self.client.get_object(bucket, key)
-        except Exception as exc:
-            if s3_error_code(exc) in _NOT_FOUND:
-                return None
-            raise
-        try:
-            raw = json.loads(response.read())
-        except ValueError:
-            raw = None
-        finally:
-            response.close()
-            response.release_conn()
+        exists, raw = self._get_json(bucket, key)
+        if not exists:
+            return None
         if not isinstance(raw, dict) or raw.get("sha256") != sha256:
             raise ArchiveError(
                 f"s3://{bucket}/{key} exists but does not describe sha256 {sha256}: "
