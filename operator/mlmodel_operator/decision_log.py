@@ -6,7 +6,9 @@ status, and an Event when it changes. Two things are looked at:
 * the bucket the pods write to (``spec.decisionLog.bucket``, else the operator's archive
   bucket), created when it is missing as the archive bucket is (`archive.ensure_bucket`).
   A bucket found once is not asked about again for ``BUCKET_RECHECK_SECONDS``, so many
-  models cost the object store one request a minute per bucket, not one per reconcile;
+  models cost the object store one request a minute per bucket, not one per reconcile.
+  The names are the users' choice, so what is remembered of them is bounded: none past
+  that interval, at most ``BUCKETS_KEPT``;
 * with ``redact`` columns, the Secret the pods read the HMAC key from, and its key. The
   pods get the key by reference only; the operator reads the Secret's key names.
 
@@ -34,6 +36,10 @@ from mlmodel_operator.spec import ModelSpec
 from mlmodel_operator.status import DecisionLogNote
 
 BUCKET_RECHECK_SECONDS: Final = 60.0
+# Buckets remembered as found, the least recently found forgotten first: more than any
+# operator's models name within a recheck interval; a forgotten one is only asked about
+# again (one more request to the store).
+BUCKETS_KEPT: Final = 1024
 
 
 def _consequence(model: ModelSpec, reason: str) -> str:
@@ -69,7 +75,8 @@ class DecisionLogCheck:
         self.clock = clock
         self.recheck_seconds = recheck_seconds
         self._lock = threading.Lock()
-        self._found: dict[str, float] = {}  # bucket -> when it was last seen to exist
+        # bucket -> when it was last seen to exist, in that order (oldest first)
+        self._found: dict[str, float] = {}
 
     def check(self, model: ModelSpec) -> DecisionLogNote:
         """The DecisionLogReady condition for ``model``: a problem (False) before a doubt
@@ -112,6 +119,7 @@ class DecisionLogCheck:
             )
         now = self.clock()
         with self._lock:
+            self._forget_stale(now)
             seen = self._found.get(bucket)
         if seen is not None and now - seen < self.recheck_seconds:
             return None
@@ -126,8 +134,23 @@ class DecisionLogCheck:
                 f"cannot write decision records; {then}",
             )
         with self._lock:
-            self._found[bucket] = now
+            # read under the lock and re-inserted last: the map stays in found order
+            found = self.clock()
+            self._found.pop(bucket, None)
+            self._found[bucket] = found
+            self._forget_stale(found)
+            while len(self._found) > BUCKETS_KEPT:
+                del self._found[next(iter(self._found))]
         return None
+
+    def _forget_stale(self, now: float) -> None:
+        """Drop the buckets found ``recheck_seconds`` or more ago (with the lock held);
+        the map is in the order they were found, so this stops at the first fresh one."""
+        while self._found:
+            oldest = next(iter(self._found))
+            if now - self._found[oldest] < self.recheck_seconds:
+                return
+            del self._found[oldest]
 
     def _redact_key(self, model: ModelSpec) -> DecisionLogNote | None:
         log = model.decision_log

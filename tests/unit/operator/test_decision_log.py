@@ -16,6 +16,7 @@ from model_specs import make_model
 from mlmodel_operator.conditions import FALSE, TRUE, UNKNOWN, Reason, make_condition
 from mlmodel_operator.decision_log import (
     BUCKET_RECHECK_SECONDS,
+    BUCKETS_KEPT,
     DecisionLogCheck,
     decision_log_event,
 )
@@ -124,6 +125,30 @@ def test_a_missing_bucket_is_created_and_then_not_asked_about_for_a_while() -> N
     clock.now += 2
     checker.check(ON)
     assert store.calls[2:] == [("exists", "model-archive")]
+
+
+def test_the_buckets_remembered_are_bounded_in_number_and_age() -> None:
+    """Buckets are named by users (spec.decisionLog.bucket): an operator that meets many
+    keeps at most BUCKETS_KEPT, and none past the recheck interval."""
+    store, clock = Store(set()), Clock()
+    checker = DecisionLogCheck(Secrets({}), SETTINGS, store, clock=clock)
+    models = [
+        make_model(decisionLog={"enabled": True, "bucket": f"dl-{i:05d}"})
+        for i in range(BUCKETS_KEPT + 10)
+    ]
+    for model in models:
+        clock.now += 0.001
+        assert checker.check(model).status is True
+    assert len(checker._found) == BUCKETS_KEPT
+    asked = len(store.calls)
+    checker.check(models[-1])  # the newest is remembered: not asked about again
+    assert len(store.calls) == asked
+    checker.check(models[0])  # the oldest was forgotten first: asked about again
+    assert store.calls[asked:] == [("exists", "dl-00000")]
+
+    clock.now += BUCKET_RECHECK_SECONDS
+    checker.check(ON)  # touching the map drops every entry past the recheck interval
+    assert set(checker._found) == {"model-archive"}
 
 
 @pytest.mark.parametrize(
