@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import socket
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from kubernetes import client, config
@@ -70,3 +72,30 @@ def hung_peer() -> Iterator[str]:
         for conn in held:
             conn.close()
         server.close()
+
+
+@pytest.fixture()
+def within_bound() -> Callable[[Callable[[], Any], float], tuple[float, Any]]:
+    """``within_bound(call, bound)``: run ``call`` on a daemon thread and return (seconds
+    taken, its result or the exception it raised); fail at twice ``bound`` if it has not
+    returned (the thread is left behind: a call stuck on a hung peer cannot be stopped
+    from outside). The test asserts ``bound`` itself, naming what it called."""
+
+    def run_within(call: Callable[[], Any], bound: float) -> tuple[float, Any]:
+        out: list[Any] = []
+
+        def run() -> None:
+            try:
+                out.append(call())
+            except Exception as exc:
+                out.append(exc)
+
+        started = time.monotonic()
+        thread = threading.Thread(target=run, daemon=True)
+        thread.start()
+        thread.join(2 * bound)
+        elapsed = time.monotonic() - started
+        assert out, f"no answer after {elapsed:.0f} s: the call waits on a hung peer"
+        return elapsed, out[0]
+
+    return run_within

@@ -32,27 +32,9 @@ pytestmark = pytest.mark.integration
 BOUND = 30.0  # generous: the client's own bounds are 3 s to connect and 10 s to read
 
 
-def within_bound(call: Callable[[], Any]) -> tuple[float, Any]:
-    """Run ``call`` on a daemon thread; (seconds, its result or exception), or fail at
-    twice the bound (the thread is left behind: it cannot be stopped from outside)."""
-    out: list[Any] = []
-
-    def run() -> None:
-        try:
-            out.append(call())
-        except Exception as exc:
-            out.append(exc)
-
-    started = time.monotonic()
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    thread.join(2 * BOUND)
-    elapsed = time.monotonic() - started
-    assert out, f"no answer after {elapsed:.0f} s: the call waits on a hung peer"
-    return elapsed, out[0]
-
-
-def test_the_operators_store_calls_give_up_on_a_hung_peer_and_name_it(hung_peer: str) -> None:
+def test_the_operators_store_calls_give_up_on_a_hung_peer_and_name_it(
+    hung_peer: str, within_bound: Callable[..., tuple[float, Any]]
+) -> None:
     client = make_store_client(S3Config(hung_peer, "access", "secret"))
     art = Trained("1", "s3://models/churn/1/model.joblib", "0" * 64, 10, None)
     model = model_spec("churn", "ns", art)
@@ -68,7 +50,7 @@ def test_the_operators_store_calls_give_up_on_a_hung_peer_and_name_it(hung_peer:
     }
     results: dict[str, tuple[float, Any]] = {}
     threads = [
-        threading.Thread(target=lambda n=n, c=c: results.__setitem__(n, within_bound(c)))
+        threading.Thread(target=lambda n=n, c=c: results.__setitem__(n, within_bound(c, BOUND)))
         for n, c in calls.items()
     ]
     for t in threads:
