@@ -58,7 +58,7 @@ def model_body(name: str, version: str, sha256: str) -> dict[str, Any]:
         "metadata": {"name": name, "namespace": NS},
         "spec": {
             "version": version,
-            "artifact": {"uri": f"s3://models/churn/{version}/model.joblib", "sha256": sha256},
+            "artifact": {"uri": f"s3://models/{NS}/churn/{version}/model.joblib", "sha256": sha256},
             "serving": {
                 "replicas": 2,
                 "resources": {
@@ -178,7 +178,7 @@ def run(rounds: int, rate: float) -> dict[str, Any]:
         result["install_s"] = round(time.monotonic() - start, 2)
         realstack.create_serving_namespace(cluster, NS)
         mc = realstack.minio_client(cluster)
-        digests = {v: upload_version(mc, v)[0] for v in ("1", "2", "3", "4")}
+        digests = {v: upload_version(mc, v, namespace=NS)[0] for v in ("1", "2", "3", "4")}
         result["first_prediction_s"], result["switches"], result["deletions"] = [], [], []
         for i in range(rounds):
             name = f"churn-{i}"

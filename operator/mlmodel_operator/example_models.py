@@ -44,8 +44,14 @@ def churn_data(n: int = 2000, seed: int = 7) -> tuple[np.ndarray[Any, Any], np.n
     return x.astype(np.float64), y
 
 
-def train_churn(version: str, bucket: str = "models", name: str = "churn") -> TrainedArtifact:
-    """Train version ``version`` of the example model and serialise it with joblib."""
+def train_churn(
+    version: str, bucket: str = "models", name: str = "churn", namespace: str | None = None
+) -> TrainedArtifact:
+    """Train version ``version`` of the example model and serialise it with joblib.
+
+    Its key is ``<namespace>/<name>/<version>/model.joblib`` with a ``namespace`` (the
+    prefix a namespace's key may read, s3keys), else ``<name>/<version>/model.joblib``.
+    """
     x, y = churn_data()
     if version == "1":
         model: Any = LogisticRegression(max_iter=1000).fit(x, y)
@@ -60,7 +66,7 @@ def train_churn(version: str, bucket: str = "models", name: str = "churn") -> Tr
         data=data,
         sha256=hashlib.sha256(data).hexdigest(),
         bucket=bucket,
-        key=f"{name}/{version}/model.joblib",
+        key=f"{namespace + '/' if namespace else ''}{name}/{version}/model.joblib",
     )
 
 

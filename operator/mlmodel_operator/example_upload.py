@@ -7,9 +7,12 @@ manifests/examples/upload (the operator image holds this module and scikit-learn
 makes the ``models`` and ``model-archive`` buckets, uploads each version's artifact and
 its drift baseline, and prints one machine-readable line per version on stdout:
 
-    digest churn 1 <sha256> s3://models/churn/1/model.joblib
+    digest churn 1 <sha256> s3://models/default/churn/1/model.joblib
 
-so a script can write the real digest into the MLModel (hack/kind-up.sh does).
+so a script can write the real digest into the MLModel (hack/kind-up.sh does). The
+artifacts go under the prefix of the namespace the example is served in (``--namespace``,
+default ``default`` as in manifests/examples): that namespace's key may read only
+``s3://models/<namespace>/*`` (mlmodel_operator.s3keys).
 Credentials come from ``MLMODEL_S3_ACCESS_KEY`` / ``MLMODEL_S3_SECRET_KEY``, as for
 the operator; nothing is printed of them.
 """
@@ -25,9 +28,11 @@ from collections.abc import Sequence
 from typing import Any
 
 from mlmodel_operator.example_models import churn_data, train_churn, upload
+from mlmodel_operator.s3keys import validate_namespace
 
 MODELS_BUCKET = "models"
 ARCHIVE_BUCKET = "model-archive"
+EXAMPLE_NAMESPACE = "default"  # manifests/examples/churn-v*.yaml
 
 
 def make_client(endpoint: str, secure: bool, env: dict[str, str]) -> Any:
@@ -67,8 +72,11 @@ def ensure_buckets(client: Any, buckets: Sequence[str]) -> None:
             print(f"bucket {bucket}: created", file=sys.stderr)
 
 
-def upload_version(client: Any, version: str, bucket: str = MODELS_BUCKET) -> tuple[str, str]:
-    """Train and upload one version with its drift baseline; returns (sha256, uri).
+def upload_version(
+    client: Any, version: str, bucket: str = MODELS_BUCKET, namespace: str = EXAMPLE_NAMESPACE
+) -> tuple[str, str]:
+    """Train and upload one version with its drift baseline to
+    ``s3://<bucket>/<namespace>/churn/<version>/``; returns (sha256, uri).
 
     The baseline is what ``mlmodel baseline --model`` makes: the features' bins and the
     proportions of the classes the model predicts on its training data, so the server
@@ -78,7 +86,7 @@ def upload_version(client: Any, version: str, bucket: str = MODELS_BUCKET) -> tu
 
     from mlmodel_operator.baseline_cli import make_baseline
 
-    trained = train_churn(version, bucket=bucket)
+    trained = train_churn(version, bucket=bucket, namespace=namespace)
     upload(client, trained)
     x, _ = churn_data()
     # The model just trained here, from the bytes it was dumped to a moment ago.
@@ -109,15 +117,25 @@ def main(argv: Sequence[str] | None = None, env: dict[str, str] | None = None) -
         help="a version to train and upload (repeatable); none: only make the buckets",
     )
     parser.add_argument(
+        "--namespace",
+        default=EXAMPLE_NAMESPACE,
+        help="the namespace the example is served in: its artifacts go under "
+        "s3://models/<namespace>/ (%(default)s)",
+    )
+    parser.add_argument(
         "--wait", type=float, default=120.0, help="seconds to wait for the store (%(default)s)"
     )
     args = parser.parse_args(argv)
+    try:
+        validate_namespace(args.namespace, "--namespace")
+    except ValueError as exc:
+        parser.error(str(exc))
 
     client = make_client(args.endpoint, args.secure, environ)
     wait_for_store(client, args.wait)
     ensure_buckets(client, (MODELS_BUCKET, ARCHIVE_BUCKET))
     for version in args.version:
-        sha256, uri = upload_version(client, version)
+        sha256, uri = upload_version(client, version, namespace=args.namespace)
         print(f"digest churn {version} {sha256} {uri}", flush=True)
     return 0
 

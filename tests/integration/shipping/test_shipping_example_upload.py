@@ -36,13 +36,13 @@ def test_upload_prints_the_digest_of_what_it_stored(minio: MinioServer) -> None:
         "digest",
         "churn",
         "1",
-        "s3://models/churn/1/model.joblib",
+        "s3://models/default/churn/1/model.joblib",  # the example namespace's prefix
     )
     mc = minio.client()
     assert mc.bucket_exists("models") and mc.bucket_exists("model-archive")
-    stored = mc.get_object("models", "churn/1/model.joblib").read()
+    stored = mc.get_object("models", "default/churn/1/model.joblib").read()
     assert hashlib.sha256(stored).hexdigest() == sha256
-    assert b'"features"' in mc.get_object("models", "churn/1/baseline.json").read()
+    assert b'"features"' in mc.get_object("models", "default/churn/1/baseline.json").read()
     assert minio.secret_key not in result.stdout + result.stderr
 
 

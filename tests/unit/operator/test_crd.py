@@ -474,7 +474,7 @@ def test_a_status_as_the_operator_writes_it_validates() -> None:
             {
                 "version": "1",
                 "sha256": "dc686ed969d076a4bf8983259c4beb09ea3fef373c7c0fbd7efd543815527486",
-                "uri": "s3://models/churn/1/model.joblib",
+                "uri": "s3://models/default/churn/1/model.joblib",
                 "deployedAt": "2026-01-01T00:00:00Z",
                 "retiredAt": "2026-01-02T00:00:00Z",
                 "reason": "SpecChanged",
@@ -483,7 +483,7 @@ def test_a_status_as_the_operator_writes_it_validates() -> None:
             {
                 "version": "2",
                 "sha256": SHA,
-                "uri": "s3://models/churn/2/model.joblib",
+                "uri": "s3://models/default/churn/2/model.joblib",
                 "deployedAt": "2026-01-02T00:00:00Z",
             },
         ],

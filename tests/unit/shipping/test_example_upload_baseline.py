@@ -30,8 +30,9 @@ class RecordingStore:
 def test_the_baseline_has_features_and_the_predicted_classes() -> None:
     store = RecordingStore()
     sha256, uri = upload_version(store, "1")
-    assert uri == "s3://models/churn/1/model.joblib" and len(sha256) == 64
-    data = store.objects[("models", "churn/1/baseline.json")]
+    # under the example namespace's prefix: the only one its key may read
+    assert uri == "s3://models/default/churn/1/model.joblib" and len(sha256) == 64
+    data = store.objects[("models", "default/churn/1/baseline.json")]
     doc = orjson.loads(data)
     assert len(doc["features"]) == 8
     assert doc["predictions"]["classes"] == ["0", "1"]
@@ -39,3 +40,13 @@ def test_the_baseline_has_features_and_the_predicted_classes() -> None:
     # what the server does with it: the class part is read, for the model's classes
     baseline = Baseline.from_json(data, 8, ["0", "1"])
     assert baseline.predictions is not None
+
+
+def test_another_namespace_gets_its_own_prefix() -> None:
+    store = RecordingStore()
+    _, uri = upload_version(store, "2", namespace="team-a")
+    assert uri == "s3://models/team-a/churn/2/model.joblib"
+    assert set(store.objects) == {
+        ("models", "team-a/churn/2/model.joblib"),
+        ("models", "team-a/churn/2/baseline.json"),
+    }
