@@ -3,7 +3,8 @@
 The tests assert outcomes, measuring the server process's resident memory (VmRSS in
 /proc) where memory is the point: what a client can make the server hold is bounded, a
 client that breaks the rules gets the documented answer and its connection is closed,
-health probes answer while large requests decode, and every client mistake is a 4xx
+the kubelet would keep the Pod ready and alive while large requests decode (its probes
+judged by its own rule), and every client mistake is a 4xx
 naming the input (over gRPC, INVALID_ARGUMENT). Every wait has a limit.
 """
 
@@ -16,6 +17,7 @@ import struct
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +30,9 @@ from serve_helpers import ServeProcess, free_port, save_model, serving
 from sklearn.datasets import load_iris
 from sklearn.linear_model import LogisticRegression
 
+from mlmodel_operator.desired import CONTAINER_NAME, build_deployment
+from mlmodel_operator.settings import Settings
+from mlmodel_operator.spec import parse_model
 from mlmodel_serving.oip import grpc_predict_v2_pb2 as pb
 
 pytestmark = pytest.mark.integration
@@ -285,50 +290,118 @@ def test_connections_past_the_limit_get_503_but_probes_are_answered(
         assert 200 in statuses, statuses
 
 
-def test_probes_answer_within_their_timeout_while_large_bodies_decode(
-    tmp_path: Path, iris_artifact: tuple[Path, str]
-) -> None:
-    # The operator's probes have timeoutSeconds: 2. Three requests just under the 16 MiB
-    # body limit each take about a second to decode (JSON to numbers).
-    body = orjson.dumps(
+@dataclass(frozen=True)
+class ProbeResult:
+    sent_at: float  # seconds after the first probe
+    seconds: float
+    outcome: int | str  # the HTTP status, or why there was none
+
+    def ok(self, timeout_seconds: float) -> bool:
+        """The kubelet's rule: a 2xx or 3xx answer within timeoutSeconds."""
+        status = self.outcome if isinstance(self.outcome, int) else 0
+        return 200 <= status < 400 and self.seconds <= timeout_seconds
+
+
+def serving_probes() -> dict[str, dict[str, Any]]:
+    """The serving container's readiness and liveness probes as the operator builds them."""
+    model = parse_model(
         {
-            "inputs": [
-                {"name": "x", "shape": [920_000, 4], "datatype": "FP64", "data": [ROW] * 920_000}
-            ]
+            "metadata": {"name": "iris", "namespace": "ns", "uid": "u", "generation": 1},
+            "spec": {
+                "version": "1",
+                "artifact": {"uri": "s3://models/iris/1/model.joblib", "sha256": "0" * 64},
+            },
         }
     )
+    pod = build_deployment(model, Settings())["spec"]["template"]["spec"]
+    (container,) = [c for c in pod["containers"] if c["name"] == CONTAINER_NAME]
+    return {"readiness": container["readinessProbe"], "liveness": container["livenessProbe"]}
+
+
+def probe_like_a_kubelet(
+    url: str, probe: dict[str, Any], until: threading.Event, results: list[ProbeResult]
+) -> None:
+    """GET the probe's path as the kubelet does (a new connection each time, the probe's
+    timeoutSeconds for the whole exchange) until ``until`` is set; but back to back, not
+    every periodSeconds: the strictest kubelet the probe's other values allow."""
+    timeout = float(probe["timeoutSeconds"])
+    started = time.monotonic()
+    while not until.is_set():
+        sent = time.monotonic()
+        outcome: int | str
+        try:
+            outcome = requests.get(url + probe["httpGet"]["path"], timeout=timeout).status_code
+        except requests.RequestException as exc:
+            outcome = type(exc).__name__
+        results.append(ProbeResult(sent - started, time.monotonic() - sent, outcome))
+        time.sleep(0.05)
+
+
+def describe(results: list[ProbeResult]) -> str:
+    return ", ".join(f"{r.outcome} in {r.seconds:.1f} s at {r.sent_at:.1f} s" for r in results)
+
+
+def longest_failure_run(results: list[ProbeResult], timeout_seconds: float) -> list[ProbeResult]:
+    run: list[ProbeResult] = []
+    longest: list[ProbeResult] = []
+    for result in results:
+        run = [] if result.ok(timeout_seconds) else [*run, result]
+        longest = max(longest, run, key=len)
+    return longest
+
+
+def test_the_kubelet_would_keep_the_pod_ready_and_alive_while_large_bodies_decode(
+    tmp_path: Path, iris_artifact: tuple[Path, str]
+) -> None:
+    """Five requests just under the 16 MiB body limit, sent at once: each takes about a
+    second to decode (JSON to numbers), one after another in the decode thread, and
+    meanwhile the operator's readiness and liveness probes are judged as the kubelet
+    judges them: the Pod is unreadied, or its container restarted, only after
+    failureThreshold failures in a row, not for one slow answer on a loaded machine.
+    Probing back to back, an event loop held for the whole decoding (some 10 s) fails
+    about five in a row; the real kubelet, probing every periodSeconds, would need it held
+    longer still ((failureThreshold - 1) * periodSeconds + timeoutSeconds)."""
+    probes = serving_probes()
+    body = rows_body(920_000)
     assert 15 * MIB < len(body) <= 16 * MIB
     with serving(iris_env(iris_artifact), tmp_path) as srv:
-        answers: list[int] = []
-        probes: list[tuple[str, int | str]] = []
+        answers: list[int | str] = []
+        done = threading.Event()
+        results: dict[str, list[ProbeResult]] = {kind: [] for kind in probes}
 
         def infer() -> None:
-            r = requests.post(f"{srv.url}{INFER}", data=body, timeout=60)
-            answers.append(r.status_code)
+            try:
+                answers.append(
+                    requests.post(f"{srv.url}{INFER}", data=body, timeout=90).status_code
+                )
+            except requests.RequestException as exc:
+                answers.append(type(exc).__name__)
 
-        def probe() -> None:
-            with requests.Session() as session:
-                while len(answers) < 3:
-                    for path in ("/v2/health/ready", "/v2/health/live"):
-                        try:
-                            status: int | str = session.get(srv.url + path, timeout=2).status_code
-                        except requests.RequestException as exc:
-                            status = type(exc).__name__
-                        probes.append((path, status))
-                    time.sleep(0.05)
-
-        prober = threading.Thread(target=probe)
-        prober.start()
-        clients = [threading.Thread(target=infer) for _ in range(3)]
-        for t in clients:
+        probers = [
+            threading.Thread(
+                target=probe_like_a_kubelet, args=(srv.url, probe, done, results[kind])
+            )
+            for kind, probe in probes.items()
+        ]
+        clients = [threading.Thread(target=infer) for _ in range(5)]
+        for t in probers + clients:
             t.start()
         for t in clients:
-            t.join(timeout=90)
-        answers.extend([0] * (3 - len(answers)))  # ends the prober if a client hung
-        prober.join(timeout=10)
-        assert answers == [200, 200, 200]
-        failed = [p for p in probes if p[1] != 200]
-        assert probes and not failed, f"{len(failed)} of {len(probes)} probes failed: {failed}"
+            t.join(timeout=120)
+        done.set()
+        for t in probers:
+            t.join(timeout=10)
+        assert answers == [200] * 5
+        for kind, probe in probes.items():
+            threshold, timeout = probe["failureThreshold"], probe["timeoutSeconds"]
+            made = results[kind]
+            # enough probes while the bodies decoded for the kubelet's rule to judge by
+            assert len(made) >= threshold, f"{kind}: only {describe(made)}"
+            run = longest_failure_run(made, timeout)
+            assert len(run) < threshold, (
+                f"{kind}: {len(run)} probes in a row failed (the kubelet acts at {threshold}): "
+                f"{describe(run)}"
+            )
 
 
 # -- every documented error status, against the real server ------------------------------
