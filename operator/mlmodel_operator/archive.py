@@ -30,6 +30,7 @@ from minio.commonconfig import CopySource
 from minio.retention import Retention
 
 from mlmodel_operator.conditions import format_time
+from mlmodel_operator.failpoints import reached
 from mlmodel_operator.manifest import (
     ARTIFACT_NAME,
     MANIFEST_NAME,
@@ -234,6 +235,7 @@ class S3Archiver:
             folder = self._folder(bucket, ns, name, version, sha256)
             step = f"read s3://{bucket}/{folder}{ARTIFACT_NAME}"
             stored, scan = self._ensure_artifact(bucket, folder, version, source_uri, sha256)
+            reached("archive-after-verify")
             retention = self._retention(model, locked, now)
             mkey = folder + MANIFEST_NAME
             step = f"write s3://{bucket}/{mkey}"
@@ -254,6 +256,7 @@ class S3Archiver:
                 for key in (folder + ARTIFACT_NAME, mkey):
                     if self.client.get_object_retention(bucket, key) is None:
                         self.client.set_object_retention(bucket, key, retention)
+            reached("archive-after-manifest")
         except ArchiveError:
             raise
         except Exception as exc:
@@ -392,6 +395,7 @@ class S3Archiver:
             self.copy_client.copy_object(bucket, key, CopySource(src_bucket, src_key))
         except Exception as exc:
             raise ArchiveError(f"copy {source_uri} -> {target}: {describe_s3_error(exc)}") from None
+        reached("archive-after-copy")
         digest, size, scan = self._read_verify(bucket, key, sha256)
         if digest != sha256 or size != source.size:
             with contextlib.suppress(Exception):  # a wrong copy must not look like an archive

@@ -16,6 +16,7 @@ def _run(args: argparse.Namespace) -> int:
     import kopf
     from kopf._core.engines.peering import Identity  # kopf.run's type; not exported
 
+    from mlmodel_operator import failpoints
     from mlmodel_operator.handlers import build_registry
     from mlmodel_operator.peering import Peering, PeeringConfig, own_identity
     from mlmodel_operator.probes import ProbeAddress, probe_address
@@ -24,6 +25,16 @@ def _run(args: argparse.Namespace) -> int:
     try:
         settings = Settings.from_env(os.environ)
     except SettingsError as exc:
+        print(f"mlmodel run: {exc}", file=sys.stderr)
+        return 2
+    try:  # tests only: where to die, as a crash would (mlmodel_operator.failpoints)
+        if failpoints.arm(os.environ.get(failpoints.ENV)):
+            print(
+                f"mlmodel run: {failpoints.ENV} is set: this process exits at failpoint(s) "
+                f"{os.environ[failpoints.ENV]}",
+                file=sys.stderr,
+            )
+    except failpoints.FailpointError as exc:
         print(f"mlmodel run: {exc}", file=sys.stderr)
         return 2
     if args.kubeconfig:

@@ -117,6 +117,14 @@ def format_time(now: datetime) -> str:
     return now.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def format_precise_time(now: datetime) -> str:
+    """RFC 3339 in UTC with microseconds: for the operator's own annotations that order
+    transitions (two of them often fall within one second)."""
+    if now.tzinfo is None:
+        raise ValueError("a timezone-aware datetime is required (use datetime.now(UTC))")
+    return now.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
 def make_condition(
     type: str,
     status: bool | str,

@@ -14,6 +14,11 @@ from mlmodel_operator.settings import Settings
 from mlmodel_operator.spec import API_GROUP, API_VERSION, KIND, TMP_SIZE_LIMIT, ModelSpec
 
 SHA256_ANNOTATION: Final = f"{API_GROUP}/sha256"
+URI_ANNOTATION: Final = f"{API_GROUP}/artifact-uri"
+# When the Service took its selector, and the version it selected before: the ledger's
+# TrafficSwitched record is rebuilt from them after a crash between switch and record.
+SWITCHED_AT_ANNOTATION: Final = f"{API_GROUP}/switched-at"
+SWITCHED_FROM_ANNOTATION: Final = f"{API_GROUP}/switched-from"
 MODEL_LABEL: Final = f"{API_GROUP}/model"
 VERSION_LABEL: Final = f"{API_GROUP}/version"
 
@@ -150,7 +155,10 @@ def build_deployment(
             "name": name,
             "namespace": model.ref.namespace,
             "labels": labels,
-            "annotations": {SHA256_ANNOTATION: model.artifact.sha256},
+            "annotations": {
+                SHA256_ANNOTATION: model.artifact.sha256,
+                URI_ANNOTATION: model.artifact.uri,
+            },
             "ownerReferences": [owner_reference(model)],
         },
         "spec": {
@@ -182,8 +190,20 @@ def build_deployment(
     }
 
 
-def build_service(model: ModelSpec, active_version: str, settings: Settings) -> dict[str, Any]:
-    """The model's one Service, selecting the pods of `active_version`."""
+def build_service(
+    model: ModelSpec,
+    active_version: str,
+    settings: Settings,
+    *,
+    switched_at: str | None = None,
+    switched_from: str | None = None,
+) -> dict[str, Any]:
+    """The model's one Service, selecting the pods of `active_version`; ``switched_at``
+    (and ``switched_from``, the version selected before) annotate when it took that
+    selector."""
+    annotations = {SWITCHED_AT_ANNOTATION: switched_at} if switched_at else {}
+    if switched_at and switched_from:
+        annotations[SWITCHED_FROM_ANNOTATION] = switched_from
     return {
         "apiVersion": "v1",
         "kind": "Service",
@@ -191,6 +211,7 @@ def build_service(model: ModelSpec, active_version: str, settings: Settings) -> 
             "name": model.ref.name,
             "namespace": model.ref.namespace,
             "labels": model_labels(model, active_version),
+            **({"annotations": annotations} if annotations else {}),
             "ownerReferences": [owner_reference(model)],
         },
         "spec": {

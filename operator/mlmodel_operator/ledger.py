@@ -10,6 +10,9 @@ from __future__ import annotations
 import datetime as dt
 import io
 import json
+import re
+import threading
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Protocol
@@ -39,6 +42,16 @@ class Ledger(Protocol):
     ) -> None:
         """Write one record; raise on failure (the reconciler retries)."""
 
+    def ensure(
+        self, model: ModelSpec, kind: str, version: str, details: Mapping[str, Any], at: dt.datetime
+    ) -> None:
+        """Make sure the ledger holds the record of a transition the cluster shows
+        happened at ``at``: write it (at ``at``) unless a record of this kind and version
+        from ``at`` on is there. Raise on failure."""
+
+    def forget(self, uid: str) -> None:
+        """Drop what is remembered about a model that is gone."""
+
 
 class NullLedger:
     """Records nothing: used when the operator has no object store."""
@@ -46,6 +59,14 @@ class NullLedger:
     def record(
         self, model: ModelSpec, kind: str, version: str, details: Mapping[str, Any], at: dt.datetime
     ) -> None:
+        return None
+
+    def ensure(
+        self, model: ModelSpec, kind: str, version: str, details: Mapping[str, Any], at: dt.datetime
+    ) -> None:
+        return None
+
+    def forget(self, uid: str) -> None:
         return None
 
 
@@ -63,10 +84,34 @@ KIND_ORDER: Final[Mapping[str, int]] = {
     DELETED: 6,
 }
 _KEY_TIME = "%Y%m%dT%H%M%S.%fZ"
+_KEY_NAME = re.compile(
+    r"^(?P<at>\d{8}T\d{6}\.\d{6}Z)-(?P<rank>\d+)-(?P<kind>[A-Za-z]+)-v(?P<version>.+)\.json$"
+)
+# Models whose ledger contents are remembered (see S3Ledger.ensure); the oldest go first.
+LEDGERS_KEPT = 10_000
 
 
 def ledger_prefix(namespace: str, model: str) -> str:
     return f"{namespace}/{model}/ledger/"
+
+
+def parse_key(key: str) -> tuple[dt.datetime, str, str] | None:
+    """``(at, kind, version)`` from a record's key (:func:`ledger_key`), or None for a
+    key of another shape."""
+    m = _KEY_NAME.match(key.rsplit("/", 1)[-1])
+    if m is None:
+        return None
+    at = dt.datetime.strptime(m["at"], _KEY_TIME).replace(tzinfo=dt.UTC)
+    return at, m["kind"], m["version"]
+
+
+def _keep_latest(
+    known: dict[tuple[str, str], dt.datetime], record: tuple[dt.datetime, str, str]
+) -> None:
+    at, kind, version = record
+    before = known.get((kind, version))
+    if before is None or at > before:
+        known[(kind, version)] = at
 
 
 def _utc(at: dt.datetime) -> dt.datetime:
@@ -178,6 +223,59 @@ class S3Ledger:
         self.settings = settings
         self.retention_mode = retention_mode
         self._locked: dict[str, bool] = {}  # per bucket; object locking is set at creation
+        # (uid, bucket) -> (kind, version) -> the time of its latest record: what ensure()
+        # needs, read once per model by one LIST of key names (no GETs) and kept up to
+        # date by this process's own writes
+        self._latest: OrderedDict[tuple[str, str], dict[tuple[str, str], dt.datetime]] = (
+            OrderedDict()
+        )
+        self._guard = threading.Lock()
+
+    def ensure(
+        self, model: ModelSpec, kind: str, version: str, details: Mapping[str, Any], at: dt.datetime
+    ) -> None:
+        at = _utc(at)
+        latest = self._known(model).get((kind, version))
+        if latest is not None and latest >= at:
+            return  # recorded: at ``at`` (a retry), or later (a later period's record)
+        self.record(model, kind, version, details, at)
+
+    def forget(self, uid: str) -> None:
+        with self._guard:
+            for key in [k for k in self._latest if k[0] == uid]:
+                del self._latest[key]
+
+    def _known(self, model: ModelSpec) -> dict[tuple[str, str], dt.datetime]:
+        bucket = model.archive.bucket or self.settings.archive_bucket
+        cache_key = (model.ref.uid, bucket)
+        with self._guard:
+            known = self._latest.get(cache_key)
+            if known is not None:
+                self._latest.move_to_end(cache_key)
+                return known
+        prefix = ledger_prefix(model.namespace, model.name)
+        known = {}
+        try:
+            for obj in self.client.list_objects(bucket, prefix=prefix, recursive=True):
+                parsed = parse_key(obj.object_name)
+                if parsed is not None:
+                    _keep_latest(known, parsed)
+        except Exception as exc:
+            raise LedgerError(f"s3://{bucket}/{prefix}: {describe_s3_error(exc)}") from None
+        with self._guard:
+            self._latest[cache_key] = known
+            while len(self._latest) > LEDGERS_KEPT:
+                self._latest.popitem(last=False)
+        return known
+
+    def _note(
+        self, model: ModelSpec, bucket: str, kind: str, version: str, at: dt.datetime
+    ) -> None:
+        """Remember a record now in the store (only for a model whose ledger is read)."""
+        with self._guard:
+            known = self._latest.get((model.ref.uid, bucket))
+            if known is not None:
+                _keep_latest(known, (at, kind, version))
 
     def record(
         self, model: ModelSpec, kind: str, version: str, details: Mapping[str, Any], at: dt.datetime
@@ -188,6 +286,7 @@ class S3Ledger:
         try:
             try:
                 self.client.stat_object(bucket, key)
+                self._note(model, bucket, kind, version, _utc(at))
                 return  # written before (a retry after a crash): records are immutable
             except Exception as exc:
                 if s3_error_code(exc) not in ("NoSuchKey", "NoSuchObject"):
@@ -204,6 +303,7 @@ class S3Ledger:
             )  # fmt: skip
         except Exception as exc:
             raise LedgerError(f"s3://{bucket}/{key}: {describe_s3_error(exc)}") from None
+        self._note(model, bucket, kind, version, _utc(at))
 
     def _recorded(
         self, bucket: str, model: ModelSpec, kind: str, version: str, details: Mapping[str, Any]

@@ -22,11 +22,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mlmodel_operator.conditions import Phase, Reason, format_time
-from mlmodel_operator.desired import SHA256_ANNOTATION, VERSION_LABEL
+from mlmodel_operator.desired import SHA256_ANNOTATION, URI_ANNOTATION, VERSION_LABEL
 from mlmodel_operator.spec import ModelSpec, SpecError, check_version_reuse
 
 ANN_RETIRING = "ml.lifecycle.io/retiring-since"
 ANN_APPLIED_HASH = "ml.lifecycle.io/applied-hash"
+# When the operator created the Deployment, to the microsecond (creationTimestamp has
+# whole seconds): the ledger's Deployed record is rebuilt from it after a crash.
+ANN_DEPLOYED_AT = "ml.lifecycle.io/deployed-at"
 
 
 # How soon to look again while something is in flight; the timer is the backstop.
@@ -60,6 +63,8 @@ class DeploymentState:
     created_at: dt.datetime
     retiring_since: dt.datetime | None = None
     applied_hash: str = ""
+    uri: str = ""  # the artifact it serves (empty on Deployments older than the annotation)
+    deployed_at: dt.datetime | None = None  # ANN_DEPLOYED_AT; None on older Deployments
 
     @property
     def is_available(self) -> bool:
@@ -87,6 +92,8 @@ class DeploymentState:
             created_at=created,
             retiring_since=parse_time(annotations.get(ANN_RETIRING)),
             applied_hash=annotations.get(ANN_APPLIED_HASH, ""),
+            uri=annotations.get(URI_ANNOTATION, ""),
+            deployed_at=parse_time(annotations.get(ANN_DEPLOYED_AT)),
         )
 
 
@@ -170,6 +177,10 @@ class Observed:
     # objects the model needs whose names are held by someone else (its Service, or the
     # Deployment of the version it asks for)
     conflicts: tuple[ForeignObject, ...] = ()
+    # when the Service took its selector and the version it selected before (its
+    # annotations; None on a Service older than them): for the ledger, not the plan
+    switched_at: dt.datetime | None = None
+    switched_from: str | None = None
 
     def deployment(self, version: str) -> DeploymentState | None:
         return next((d for d in self.deployments if d.version == version), None)

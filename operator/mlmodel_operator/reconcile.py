@@ -11,6 +11,7 @@ import contextlib
 import datetime as dt
 import hashlib
 import json
+import logging
 import random
 import threading
 from collections.abc import Callable, Collection, Iterator, Mapping
@@ -20,9 +21,11 @@ from typing import Any, Final
 from mlmodel_operator import conditions as c
 from mlmodel_operator import ledger
 from mlmodel_operator.archive import ArchiveError, Archiver, ArchiveResult
-from mlmodel_operator.conditions import Phase, Reason, format_time
+from mlmodel_operator.conditions import Phase, Reason, format_precise_time, format_time
 from mlmodel_operator.decision_log import DecisionLogCheck, decision_log_event
 from mlmodel_operator.desired import (
+    SWITCHED_AT_ANNOTATION,
+    SWITCHED_FROM_ANNOTATION,
     VERSION_LABEL,
     build_deployment,
     build_service,
@@ -31,11 +34,13 @@ from mlmodel_operator.desired import (
     endpoint_url,
     holder,
 )
+from mlmodel_operator.failpoints import reached
 from mlmodel_operator.kube import ApiConflict, Kube, NotControlled, NotFound
 from mlmodel_operator.ledger import Ledger, NullLedger
 from mlmodel_operator.monitoring_sync import MonitoringSync
 from mlmodel_operator.plan import (
     ANN_APPLIED_HASH,
+    ANN_DEPLOYED_AT,
     ANN_RETIRING,
     POLL_SECONDS,
     ApplyDeployment,
@@ -50,6 +55,7 @@ from mlmodel_operator.plan import (
     Plan,
     Retire,
     SwitchService,
+    parse_time,
     plan,
     record_deployed,
     record_retired,
@@ -61,11 +67,17 @@ from mlmodel_operator.verify import ArtifactVerifier
 
 SKIP_ARCHIVE_ANNOTATION = "ml.lifecycle.io/skip-archive-on-delete"
 
+log = logging.getLogger(__name__)
+
 
 def _reason(status: Mapping[str, Any]) -> str | None:
     """The reason of the Degraded condition last written, if it was True."""
     cond = c.get_condition(status.get("conditions") or [], c.DEGRADED)
     return str(cond["reason"]) if cond and cond.get("status") == c.TRUE else None
+
+
+def _ref(model: ModelSpec) -> tuple[str, str]:
+    return model.ref.namespace, model.ref.name
 
 
 def _artifact(model: ModelSpec) -> dict[str, Any]:
@@ -228,6 +240,51 @@ class Reconciler:
                 )
             )
 
+    def _ensure(
+        self,
+        events: list[Event] | None,
+        model: ModelSpec,
+        kind: str,
+        version: str,
+        details: Mapping[str, Any],
+        at: dt.datetime,
+    ) -> None:
+        """Make sure the ledger holds the record of a transition the cluster shows (its
+        time comes from the object the transition changed, so every retry writes the same
+        record, and a crash between a transition and its record leaves no gap).
+
+        ``events`` None: a catch-up of what an earlier reconcile did; a failure is logged
+        and the next reconcile tries again, rather than an Event on every attempt.
+        """
+        try:
+            self.ledger.ensure(model, kind, version, details, at)
+        except Exception as exc:
+            message = f"could not record {kind} of version {version} in the ledger: {exc}"
+            if events is None:
+                log.warning("%s/%s: %s; the next reconcile tries again", *_ref(model), message)
+            else:
+                events.append(Event("Warning", "LedgerWriteFailed", message))
+
+    def _catch_up_ledger(self, model: ModelSpec, observed: Observed) -> None:
+        """The records of the transitions the cluster shows: a version's Deployment
+        exists, the Service selects a version, a version is marked retiring. Each is
+        written after its transition; a crash in between leaves it to this."""
+        for dep in observed.deployments:
+            if dep.deployed_at is not None:  # older Deployments: recorded when made
+                details = {"uri": dep.uri, "sha256": dep.sha256}
+                self._ensure(None, model, ledger.DEPLOYED, dep.version, details, dep.deployed_at)
+            if dep.retiring_since is not None:
+                self._ensure(None, model, ledger.RETIRING, dep.version, {}, dep.retiring_since)
+        selected = observed.service_version
+        if selected and observed.switched_at is not None:
+            serving = observed.deployment(selected)
+            switched: dict[str, Any] = {
+                "uri": serving.uri if serving else "",
+                "sha256": serving.sha256 if serving else "",
+                "previous": observed.switched_from,
+            }
+            self._ensure(None, model, ledger.SWITCHED, selected, switched, observed.switched_at)
+
     def _fresh(self, meta: Mapping[str, Any]) -> dict[str, Any] | None:
         """The MLModel as stored now, or None if it is gone (or replaced by a new object).
 
@@ -245,6 +302,7 @@ class Reconciler:
         self._forget_archives(uid, keep=())
         self.monitoring.forget(uid)
         self.verifier.forget(uid)
+        self.ledger.forget(uid)
 
     def _forget_archives(self, uid: str, keep: Collection[str]) -> None:
         """Forget the failed archives of ``uid``'s versions other than ``keep``."""
@@ -291,6 +349,7 @@ class Reconciler:
             outcome.events = events
             if not status_changed(outcome.status, outcome.previous):
                 return outcome
+            reached("before-status-write")
             try:
                 self.kube.patch_model_status(
                     meta["namespace"],
@@ -303,6 +362,7 @@ class Reconciler:
                 return Outcome({}, events, gone=True)
             except ApiConflict:
                 continue
+            reached("after-status-write")
             outcome.written = True
             return outcome
         # Changed under every attempt: the next reconcile writes it, soon.
@@ -331,6 +391,7 @@ class Reconciler:
             if service
             else None
         )
+        service_notes = ((service or {}).get("metadata") or {}).get("annotations") or {}
         history = tuple(HistoryEntry.from_status(h) for h in old_status.get("history") or [])
         return Observed(
             deployments=deployments,
@@ -342,6 +403,8 @@ class Reconciler:
                 model.serving.image or self.settings.serving_image
             ),
             conflicts=tuple(conflicts),
+            switched_at=parse_time(service_notes.get(SWITCHED_AT_ANNOTATION)),
+            switched_from=service_notes.get(SWITCHED_FROM_ANNOTATION),
         )
 
     def _reconcile(self, model: ModelSpec, old_status: Mapping[str, Any]) -> Outcome:
@@ -425,6 +488,10 @@ class Reconciler:
         history = observed.history
         archive_note: ArchiveNote | None = None
         now = observed.now
+        # the annotations that time a transition carry this instant to the microsecond, and
+        # the ledger record of the transition carries exactly that instant
+        stamp = format_precise_time(now)
+        self._catch_up_ledger(model, observed)
         for action in p.actions:
             if isinstance(action, ApplyDeployment):
                 desired = build_deployment(
@@ -433,31 +500,41 @@ class Reconciler:
                 digest = applied_hash(desired)
                 current = observed.deployment(action.version)
                 if current is None or current.applied_hash != digest:
-                    desired["metadata"]["annotations"][ANN_APPLIED_HASH] = digest
+                    notes = desired["metadata"]["annotations"]
+                    notes[ANN_APPLIED_HASH] = digest
+                    if current is None:
+                        notes[ANN_DEPLOYED_AT] = stamp
+                    elif current.deployed_at is not None:  # kept: it times the record
+                        notes[ANN_DEPLOYED_AT] = format_precise_time(current.deployed_at)
                     self.kube.apply(desired)
                 if current is None:
-                    self._record(
+                    reached("after-deployment-apply")
+                    self._ensure(
                         events, model, ledger.DEPLOYED, action.version, _artifact(model), now
                     )
+                    reached("after-deployed-record")
             elif isinstance(action, ClearRetiring):
                 uid = self._uid_of(observed, action.name)
                 self.kube.annotate_deployment(ns, action.name, uid, {ANN_RETIRING: None})
             elif isinstance(action, SwitchService):
-                self.kube.apply(build_service(model, action.version, self.settings))
-                self._record(
-                    events,
-                    model,
-                    ledger.SWITCHED,
-                    action.version,
-                    {**_artifact(model), "previous": observed.service_version},
-                    now,
+                previous = observed.service_version
+                self.kube.apply(
+                    build_service(
+                        model,
+                        action.version,
+                        self.settings,
+                        switched_at=stamp,
+                        switched_from=previous,
+                    )
                 )
+                reached("after-switch")
+                details = {**_artifact(model), "previous": previous}
+                self._ensure(events, model, ledger.SWITCHED, action.version, details, now)
             elif isinstance(action, MarkRetiring):
                 uid = self._uid_of(observed, action.name)
-                self.kube.annotate_deployment(
-                    ns, action.name, uid, {ANN_RETIRING: format_time(now)}
-                )
-                self._record(events, model, ledger.RETIRING, action.version, {}, now)
+                self.kube.annotate_deployment(ns, action.name, uid, {ANN_RETIRING: stamp})
+                reached("after-mark-retiring")
+                self._ensure(events, model, ledger.RETIRING, action.version, {}, now)
             elif isinstance(action, DeleteUnserved):
                 self.kube.delete_deployment(ns, action.deployment.name, action.deployment.uid)
                 events.append(
@@ -530,9 +607,11 @@ class Reconciler:
             self._record(
                 events, model, ledger.ARCHIVED, dep.version, _entry(entry, result.location), now
             )
+        reached("before-delete")
         # Only now, with the archive verified (or recorded as not configured), delete.
         if dep.name:  # empty when the Deployment is already gone
             self.kube.delete_deployment(model.ref.namespace, dep.name, dep.uid)
+            reached("after-delete")
         history = record_retired(history, dep, now, action.reason, result.location)
         self._record(
             events,
@@ -542,6 +621,7 @@ class Reconciler:
             {"reason": action.reason, "deployedAt": entry.deployed_at},  # one record per period
             now,
         )
+        reached("after-retired-record")
         reason = Reason.ARCHIVE_SUCCEEDED if result.location else Reason.ARCHIVE_SKIPPED
         events += [
             Event("Normal", "Archived" if result.location else "NotArchived", result.message),

@@ -333,3 +333,52 @@ def test_the_same_archive_recorded_again_later_is_one_record(minio: MinioServer)
     again = {**period, "deployedAt": "2026-04-01T08:00:00Z"}
     book.record(model, ledger.ARCHIVED, "1", again, NOW + dt.timedelta(days=40))
     assert len(keys(minio, bucket, f"{ns}/churn/ledger/")) == 2
+
+
+class CountingClient:
+    """The real MinIO client, counting the requests made through it."""
+
+    def __init__(self, inner: object) -> None:
+        self.inner, self.calls = inner, 0
+
+    def __getattr__(self, name: str) -> object:
+        self.calls += 1
+        return getattr(self.inner, name)
+
+
+def test_ensure_writes_a_transition_once_and_asks_nothing_once_known(
+    minio: MinioServer,
+) -> None:
+    """ensure() is how the reconciler records a transition the cluster shows (a crash
+    between the transition and its record leaves that to the next reconcile): once per
+    instant, satisfied by a later record of the same kind and version, and with one
+    LIST per model, after which known records cost no request at all."""
+    bucket, ns = fresh(), fresh("ns")
+    mc = minio.client()
+    mc.make_bucket(bucket)
+    v1 = train_and_upload(minio, "churn", "1")
+    counting = CountingClient(mc)
+    book, model = S3Ledger(counting, settings(bucket)), model_spec("churn", ns, v1)
+    switched = NOW + dt.timedelta(microseconds=123456)
+    book.ensure(model, ledger.SWITCHED, "1", {"previous": None}, switched)
+    book.ensure(model, ledger.SWITCHED, "1", {"previous": None}, switched)
+    assert keys(minio, bucket, f"{ns}/churn/ledger/") == [
+        f"{ns}/churn/ledger/20260314T120000.123456Z-2-TrafficSwitched-v1.json"
+    ]
+    # an earlier instant of the same transition (an older annotation's whole second)
+    book.ensure(model, ledger.SWITCHED, "1", {"previous": None}, NOW)
+    before = counting.calls
+    book.ensure(model, ledger.SWITCHED, "1", {"previous": None}, switched)
+    assert counting.calls == before  # known: no request
+    assert len(keys(minio, bucket, f"{ns}/churn/ledger/")) == 1
+
+    # a new process reads the model's ledger once (key names only), then asks nothing
+    fresh_book = S3Ledger(CountingClient(mc), settings(bucket))
+    fresh_book.ensure(model, ledger.SWITCHED, "1", {"previous": None}, switched)
+    assert fresh_book.client.calls == 1  # the LIST
+    fresh_book.ensure(model, ledger.SWITCHED, "1", {"previous": None}, switched)
+    assert fresh_book.client.calls == 1
+    # a later switch to the same version (after a rollback) is a new record
+    later = switched + dt.timedelta(hours=1)
+    fresh_book.ensure(model, ledger.SWITCHED, "1", {"previous": "2"}, later)
+    assert len(keys(minio, bucket, f"{ns}/churn/ledger/")) == 2

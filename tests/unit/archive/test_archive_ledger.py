@@ -107,3 +107,11 @@ def test_a_version_name_reused_after_delete_serves_the_digest_of_its_switch() ->
     assert (second.version, second.sha256, second.since) == ("1", b, at(200))
     # a record written before switches named their digest: no digest, never a guess
     assert serving_at([rec(ledger.SWITCHED, "1", 0)], at(1)).sha256 is None
+
+
+def test_a_key_parses_back_to_its_instant_kind_and_version() -> None:
+    when = at(0.5)
+    for version in ("1", "2-rc.1", "v-7"):
+        key = ledger_key("ns", "m", ledger.RETIRING, version, when)
+        assert ledger.parse_key(key) == (when, ledger.RETIRING, version)
+    assert ledger.parse_key("ns/m/ledger/notes.txt") is None

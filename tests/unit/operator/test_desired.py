@@ -73,7 +73,10 @@ EXPECTED_DEPLOYMENT: dict[str, Any] = {
         "name": "churn-v3",
         "namespace": "team-a",
         "labels": LABELS_V3,
-        "annotations": {"ml.lifecycle.io/sha256": SHA},
+        "annotations": {
+            "ml.lifecycle.io/sha256": SHA,
+            "ml.lifecycle.io/artifact-uri": MODEL.artifact.uri,
+        },
         "ownerReferences": [OWNER],
     },
     "spec": {
