@@ -6,8 +6,11 @@
 #      `docker-image`s; where hack/images.sh builds with buildah (no Docker engine answers,
 #      or MLMODEL_IMAGE_BUILDER=buildah), from its docker-archive tarballs
 #   3. optionally, the Prometheus operator stack (MLMODEL_KIND_MONITORING=1, needs helm)
-#   4. install the CRDs, MinIO (laptop only) and the operator (manifests/)
-#   5. train and upload the example model in the cluster (manifests/examples/upload)
+#   4. install the CRDs, MinIO (laptop only) and the operator (manifests/); MinIO's setup
+#      Job makes the buckets and the least-privilege keys: the operator's, and the example
+#      namespace's (Secret mlmodel-s3-credentials in default); root stays with MinIO
+#   5. train and upload the example model in the cluster (manifests/examples/upload),
+#      under s3://models/default/, the example namespace's prefix
 #   6. apply the example MLModel with the digest the Job printed, wait until it serves
 #   7. port-forward its Service to 127.0.0.1 and make a V2 prediction with curl
 #
@@ -105,6 +108,8 @@ for _ in $(seq 1 12); do
 done
 k wait --for=condition=Established --timeout=5s "${crds[@]}"
 k apply --server-side -k "$ROOT/manifests"
+# the setup Job's template cannot change, and re-running it is safe (keys are kept)
+k -n mlmodel-system delete job minio-buckets --ignore-not-found --wait=true --timeout=60s
 k apply --server-side -k "$ROOT/manifests/minio"
 if [[ "$MONITORING" == 1 ]]; then
   k apply --server-side -k "$ROOT/manifests/operator/prometheus"
@@ -129,14 +134,10 @@ echo "churn v2 sha256 $d2"
 
 step "the example MLModel (namespace $EXAMPLE_NS)"
 # The serving pods read the object store with the Secret mlmodel-s3-credentials of their
-# namespace; on this laptop cluster it holds MinIO's credentials.
-secret_key() {
-  k -n mlmodel-system get secret mlmodel-operator-s3 -o "jsonpath={.data.$1}" | base64 -d
-}
-k -n "$EXAMPLE_NS" create secret generic mlmodel-s3-credentials \
-  --from-literal=accessKey="$(secret_key accessKey)" \
-  --from-literal=secretKey="$(secret_key secretKey)" \
-  --dry-run=client -o yaml | k apply -f -
+# namespace: the namespace's own key (read s3://models/default/*, write its decision
+# records), which MinIO's setup Job (manifests/minio/buckets-job.yaml) wrote.
+k -n "$EXAMPLE_NS" get secret mlmodel-s3-credentials >/dev/null \
+  || die "no Secret mlmodel-s3-credentials in $EXAMPLE_NS; see: kubectl -n mlmodel-system logs job/minio-buckets"
 mkdir -p "$STATE"
 for v in 1 2; do
   digest="$d1"; [[ "$v" == 2 ]] && digest="$d2"

@@ -3,7 +3,9 @@
 ``make demo`` runs ``make setup`` first (the tools); the images are built here if their
 inputs changed (``nodeimages``). It starts the control plane and a real node (containerd,
 kubelet, kube-proxy), installs the CRDs, the operator and MinIO from ``manifests/`` as a
-user would, trains and uploads two versions of the example model, applies v1, predicts
+user would (MinIO's setup Job makes the operator's least-privilege key; the demo namespace
+gets its own), trains and uploads two versions of the example model under
+``s3://models/demo/``, applies v1, predicts
 through the model's Service, rolls to v2, shows the switch, the retirement, the archive
 and a replay, then waits for Ctrl-C and tears everything down. Needs root (the node).
 """
@@ -28,7 +30,7 @@ from typing import Any
 import yaml
 
 from mlmodel_operator import realstack
-from mlmodel_operator.example_upload import upload_version
+from mlmodel_operator.example_upload import EXAMPLE_NAMESPACE, upload_version
 from mlmodel_operator.localcluster import REPO_ROOT, LocalCluster, wait_until
 from mlmodel_operator.nodeimages import build_image_archives
 from mlmodel_operator.realnode import RealNode
@@ -48,12 +50,17 @@ def show(text: str) -> None:
 
 
 def example(version: str, sha256: str) -> str:
-    """manifests/examples/churn-v<version>.yaml in the demo namespace with the real digest."""
+    """manifests/examples/churn-v<version>.yaml in the demo namespace with the real digest,
+    its URIs under the demo namespace's prefix (the only one its key may read)."""
     body = yaml.safe_load(
         (REPO_ROOT / "manifests" / "examples" / f"churn-v{version}.yaml").read_text()
     )
     body["metadata"]["namespace"] = NAMESPACE
-    body["spec"]["artifact"]["sha256"] = sha256
+    spec = body["spec"]
+    spec["artifact"]["sha256"] = sha256
+    drift = spec["monitoring"]["drift"]
+    for holder, field in ((spec["artifact"], "uri"), (drift, "baselineUri")):
+        holder[field] = holder[field].replace(f"/{EXAMPLE_NAMESPACE}/", f"/{NAMESPACE}/", 1)
     body["spec"]["retirement"]["drainSeconds"] = 3  # short, for the demo
     return str(yaml.safe_dump(body))
 
@@ -67,8 +74,10 @@ SAMPLE_ROWS = [
 
 def s3_env(cluster: LocalCluster) -> dict[str, str]:
     """The object-store environment of the `mlmodel` command: the in-cluster MinIO, reached
-    from this machine through its Service's ClusterIP."""
-    creds = realstack.laptop_credentials()
+    from this machine through its Service's ClusterIP, with the operator's key (it may
+    read the archive and the decision records; on a real cluster give the people who ask
+    a read-only key of their own)."""
+    creds = realstack.operator_credentials(cluster)
     return {
         **os.environ,
         "MLMODEL_S3_ENDPOINT": realstack.minio_endpoint(cluster),
@@ -169,7 +178,7 @@ def story(cluster: LocalCluster, mc: Any) -> tuple[list[Any], list[Any]]:
     heading("4. Train two versions of the example model and upload them to MinIO")
     digests = {}
     for version in ("1", "2"):
-        sha256, uri = upload_version(mc, version)
+        sha256, uri = upload_version(mc, version, namespace=NAMESPACE)
         digests[version] = sha256
         show(f"  v{version}: {uri}  sha256={sha256}")
     realstack.create_serving_namespace(cluster, NAMESPACE)

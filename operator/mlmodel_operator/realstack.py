@@ -2,14 +2,17 @@
 
 ``kubectl apply --server-side -k crds/`` and ``-k manifests/`` (the operator from its
 image, its ServiceAccount, RBAC and two peering replicas), ``manifests/minio`` with the
-MinIO image built here and a hostPath volume in place of a storage provisioner, and a
-serving namespace that enforces Pod Security ``restricted`` with the S3 Secret in it.
+MinIO image built here and a hostPath volume in place of a storage provisioner (its setup
+Job makes the buckets and the operator's least-privilege key), and a serving namespace
+that enforces Pod Security ``restricted`` with its own least-privilege key in its S3
+Secret (`s3keys`). MinIO's root key stays with MinIO and these setup steps.
 Also a V2 client through a Service and a bounded load client that records every request.
 Used by the real-node e2e tier, its benchmark and ``make demo``.
 """
 
 from __future__ import annotations
 
+import base64
 import functools
 import json
 import os
@@ -24,6 +27,8 @@ from typing import Any
 
 import yaml
 
+from mlmodel_operator import s3keys
+from mlmodel_operator.kube import load_api_client
 from mlmodel_operator.localcluster import (
     REPO_ROOT,
     HarnessError,
@@ -33,12 +38,13 @@ from mlmodel_operator.localcluster import (
 )
 
 SYSTEM_NS = "mlmodel-system"
-S3_SECRET = "mlmodel-s3-credentials"
+S3_SECRET = s3keys.NAMESPACE_SECRET
 MINIO_USER = 10001  # the MinIO Pod's user (manifests/minio/deployment.yaml)
 
 
 def laptop_credentials() -> dict[str, str]:
-    """MinIO's root credentials of manifests/minio/credentials.env (laptop only)."""
+    """MinIO's root credentials of manifests/minio/credentials.env (laptop only): for the
+    setup steps (keys, example uploads) and a test's own look at the store."""
     text = (REPO_ROOT / "manifests" / "minio" / "credentials.env").read_text()
     pairs = (line.split("=", 1) for line in text.splitlines() if "=" in line)
     return {key.strip(): value.strip() for key, value in pairs if not key.startswith("#")}
@@ -154,9 +160,33 @@ def install(cluster: LocalCluster, minio_image: str, workdir: Path, timeout: flo
     wait_deployment_available(cluster, SYSTEM_NS, "mlmodel-operator", 2, timeout)
 
 
+def secret_data(cluster: LocalCluster, namespace: str, name: str) -> dict[str, str]:
+    """A Secret's decoded data."""
+    data = get_json(cluster, "secret", name, "-n", namespace).get("data") or {}
+    return {k: base64.b64decode(v).decode() for k, v in data.items()}
+
+
+def operator_credentials(cluster: LocalCluster) -> dict[str, str]:
+    """The operator's least-privilege key (Secret mlmodel-operator-s3, made by the setup
+    Job of manifests/minio): reads the models, reads and writes the archive."""
+    return secret_data(cluster, SYSTEM_NS, s3keys.OPERATOR_SECRET)
+
+
+def apply_namespace_key(cluster: LocalCluster, namespace: str) -> None:
+    """The namespace's own key (`s3keys`: read ``s3://models/<namespace>/*``, write
+    ``s3://model-archive/decisions/<namespace>/*``) in its Secret mlmodel-s3-credentials,
+    made with MinIO's root key from this machine, as the setup Job does for ``default``."""
+    creds = laptop_credentials()
+    root = s3keys.S3Key(creds["accessKey"], creds["secretKey"])
+    admin = s3keys.make_admin(minio_endpoint(cluster), root)
+    store = s3keys.KubeSecrets(load_api_client(str(cluster.kubeconfig)))
+    target = s3keys.namespace_target(namespace, s3keys.Buckets())
+    s3keys.apply_target(admin, store, target)
+
+
 def create_serving_namespace(cluster: LocalCluster, namespace: str) -> None:
     """A namespace that enforces Pod Security ``restricted``, with the S3 Secret the
-    serving Pods read (MinIO's laptop credentials)."""
+    serving Pods read: the namespace's own least-privilege key."""
     body = {
         "apiVersion": "v1",
         "kind": "Namespace",
@@ -169,14 +199,7 @@ def create_serving_namespace(cluster: LocalCluster, namespace: str) -> None:
         },
     }
     cluster.kubectl("apply", "--server-side", "-f", "-", stdin=yaml.safe_dump(body))
-    creds = laptop_credentials()
-    secret = {
-        "apiVersion": "v1",
-        "kind": "Secret",
-        "metadata": {"name": S3_SECRET, "namespace": namespace},
-        "stringData": {"accessKey": creds["accessKey"], "secretKey": creds["secretKey"]},
-    }
-    cluster.kubectl("apply", "--server-side", "-f", "-", stdin=yaml.safe_dump(secret))
+    apply_namespace_key(cluster, namespace)
 
 
 def service_ip(cluster: LocalCluster, namespace: str, name: str) -> str:
@@ -190,7 +213,8 @@ def minio_endpoint(cluster: LocalCluster) -> str:
 
 
 def minio_client(cluster: LocalCluster) -> Any:
-    """A ``minio.Minio`` client on the in-cluster MinIO's ClusterIP, as its root user."""
+    """A ``minio.Minio`` client on the in-cluster MinIO's ClusterIP, as its root user (the
+    setup's uploads, and a test's own look at the store)."""
     from minio import Minio
 
     creds = laptop_credentials()

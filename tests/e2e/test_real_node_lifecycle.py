@@ -66,9 +66,10 @@ class Stack:
         body["metadata"]["namespace"] = NS
         spec = body["spec"]
         spec["version"] = version
-        spec["artifact"]["uri"] = f"s3://models/churn/{version}/model.joblib"
+        spec["artifact"]["uri"] = f"s3://models/{NS}/churn/{version}/model.joblib"
         spec["artifact"]["sha256"] = sha256 or self.digests[version]
-        spec["monitoring"]["drift"]["baselineUri"] = f"s3://models/churn/{version}/baseline.json"
+        drift = spec["monitoring"]["drift"]
+        drift["baselineUri"] = f"s3://models/{NS}/churn/{version}/baseline.json"
         spec["retirement"]["drainSeconds"] = 5
         spec["rollout"]["readyTimeoutSeconds"] = int(ROLLOUT_TIMEOUT)
         self.cluster.kubectl("apply", "--server-side", "-f", "-", stdin=yaml.safe_dump(body))
@@ -132,7 +133,7 @@ def stack(
     realstack.install(cluster, node_images["minio"].name, workdir)
     realstack.create_serving_namespace(cluster, NS)
     minio = realstack.minio_client(cluster)
-    digests = {v: upload_version(minio, v)[0] for v in ("1", "2", "3")}
+    digests = {v: upload_version(minio, v, namespace=NS)[0] for v in ("1", "2", "3")}
     yield Stack(real_node, cluster, minio, digests, workdir)
 
 
@@ -189,7 +190,7 @@ def test_a_dataframe_pipeline_answers_v1_objects_binary_http_and_grpc_through_th
     buf = io.BytesIO()
     joblib.dump(pipeline, buf)
     data = buf.getvalue()
-    key = f"{name}/1/model.joblib"
+    key = f"{NS}/{name}/1/model.joblib"  # the namespace's key reads its own prefix only
     stack.minio.put_object("models", key, io.BytesIO(data), len(data))
     body = {
         "apiVersion": "ml.lifecycle.io/v1alpha1",
@@ -399,10 +400,10 @@ def test_v1_to_v2_under_load_loses_no_request(stack: Stack) -> None:
 
 
 def test_a_tampered_v3_never_serves_and_v2_keeps_serving(stack: Stack) -> None:
-    good = stack.minio.get_object("models", "churn/3/model.joblib").read()
+    good = stack.minio.get_object("models", f"{NS}/churn/3/model.joblib").read()
     bad = bytearray(good)
     bad[len(bad) // 2] ^= 0xFF
-    stack.minio.put_object("models", "churn/3/model.joblib", io.BytesIO(bytes(bad)), len(bad))
+    stack.minio.put_object("models", f"{NS}/churn/3/model.joblib", io.BytesIO(bytes(bad)), len(bad))
     url = stack.model_url()
     with LoadClient(url, rate=20) as load:
         load.wait_for(20, 30)
@@ -433,7 +434,7 @@ def test_the_serving_image_itself_refuses_tampered_bytes(stack: Stack) -> None:
     env["MLMODEL_MODEL_VERSION"] = {"name": "MLMODEL_MODEL_VERSION", "value": "3"}
     env["MLMODEL_ARTIFACT_URI"] = {
         "name": "MLMODEL_ARTIFACT_URI",
-        "value": "s3://models/churn/3/model.joblib",
+        "value": f"s3://models/{NS}/churn/3/model.joblib",
     }
     env["MLMODEL_ARTIFACT_SHA256"] = {"name": "MLMODEL_ARTIFACT_SHA256",
                                       "value": stack.digests["3"]}  # fmt: skip

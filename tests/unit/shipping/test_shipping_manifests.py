@@ -157,14 +157,65 @@ def test_the_cluster_role_has_no_wildcards_and_no_dangerous_verbs() -> None:
     ]
 
 
-def test_minio_is_marked_not_for_production_and_its_secret_feeds_the_operator() -> None:
+def _secret_refs(pod: dict[str, Any]) -> set[str]:
+    return {
+        e["valueFrom"]["secretKeyRef"]["name"]
+        for c in pod["spec"]["template"]["spec"]["containers"]
+        for e in c.get("env", [])
+        if "secretKeyRef" in e.get("valueFrom", {})
+    }
+
+
+def test_minio_root_stays_with_minio_and_the_setup_steps() -> None:
     text = (MANIFESTS / "minio" / "kustomization.yaml").read_text()
     assert "NOT FOR PRODUCTION" in text
     env = (MANIFESTS / "minio" / "credentials.env").read_text().split()
     assert sorted(line.split("=")[0] for line in env) == ["accessKey", "secretKey"]
-    job = find(objects(MANIFESTS / "minio"), "Job", "minio-buckets")
+    minio = objects(MANIFESTS / "minio")
+    assert _secret_refs(find(minio, "Deployment", "minio")) == {"minio-root"}
+    job = find(minio, "Job", "minio-buckets")
+    assert _secret_refs(job) == {"minio-root"}
     (container,) = job["spec"]["template"]["spec"]["containers"]
-    assert container["command"] == ["python", "-m", "mlmodel_operator.example_upload"]
+    from mlmodel_operator import s3keys
+
+    assert container["command"] == ["python", "-m", s3keys.__name__]
+    args = container["args"]
+    assert "--operator" in args and args[args.index("--namespace") + 1] == "default"
+    # the operator and the examples' serving Pods never see the root key
+    assert _secret_refs(find(OPERATOR, "Deployment", "mlmodel-operator")) == {
+        s3keys.OPERATOR_SECRET
+    }
+    (upload,) = load_docs(MANIFESTS / "examples" / "upload" / "job.yaml")
+    assert _secret_refs(upload) == {"minio-root"}  # publishing the examples: laptop setup
+
+
+def test_the_setup_job_may_write_only_the_two_secrets() -> None:
+    minio = objects(MANIFESTS / "minio")
+    job = find(minio, "Job", "minio-buckets")
+    assert job["spec"]["template"]["spec"]["serviceAccountName"] == "minio-setup"
+    roles = {
+        o["metadata"]["namespace"]: o["rules"]
+        for o in minio
+        if o["kind"] == "Role" and o["metadata"]["name"] == "minio-setup"
+    }
+    named = {"mlmodel-system": "mlmodel-operator-s3", "default": "mlmodel-s3-credentials"}
+    assert set(roles) == set(named)
+    for namespace, rules in roles.items():
+        assert rules == [
+            {"apiGroups": [""], "resources": ["secrets"], "verbs": ["create"]},
+            {
+                "apiGroups": [""],
+                "resources": ["secrets"],
+                "resourceNames": [named[namespace]],
+                "verbs": ["get", "update"],
+            },
+        ]
+    bindings = [o for o in minio if o["kind"] == "RoleBinding"]
+    assert sorted(b["metadata"]["namespace"] for b in bindings) == sorted(named)
+    for binding in bindings:
+        assert binding["subjects"] == [
+            {"kind": "ServiceAccount", "name": "minio-setup", "namespace": "mlmodel-system"}
+        ]
 
 
 def test_the_example_upload_job_runs_the_example_upload_module() -> None:
