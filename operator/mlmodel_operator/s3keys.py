@@ -348,9 +348,10 @@ def apply_key(
 ) -> tuple[S3Key, bool]:
     """The user's key, set up in MinIO: ``keep`` unless it is None or ``rotate``; returns
     the key and whether it is a new one."""
-    fresh = keep is None or rotate or keep.access_key != user
-    key = S3Key(user, new_secret_key()) if fresh else keep
-    assert key is not None
+    if keep is not None and not rotate and keep.access_key == user:
+        key, fresh = keep, False
+    else:
+        key, fresh = S3Key(user, new_secret_key()), True
     apply_user(admin, user, policy, key.secret_key)
     return key, fresh
 
