@@ -53,6 +53,7 @@ from mlmodel_serving.protocol import (
     encode_v2_response,
 )
 from mlmodel_serving.settings import Settings
+from mlmodel_serving.shadow import SHADOW_HEADER, MirrorRequest, ShadowTraffic
 
 log = logging.getLogger("mlmodel_serving")
 
@@ -115,6 +116,13 @@ ROUTES: tuple[Route, ...] = (
     ),
     Route("GET", "/v1/models/{model_name}", "v1_model", "v1", "Model status (KServe V1)"),
     Route("POST", "/v1/models/{model_name}:predict", "v1_predict", "v1", "Prediction (KServe V1)"),
+    Route(
+        "GET",
+        "/v2/models/{model_name}/shadow",
+        "shadow",
+        "http",
+        "Shadow traffic: the configuration, the agreement and the last disagreements",
+    ),
     Route("GET", "/metrics", "metrics", "http", "Prometheus metrics"),
     Route("GET", "/openapi.json", "openapi", "http", "This OpenAPI description"),
 )
@@ -175,6 +183,17 @@ class ServingApp:
         # Set before the model when decisions are recorded (cli.serve): every inference
         # request then leaves a record (mlmodel_serving.decisionlog).
         self.decision_log: DecisionLog | None = None
+        # Shadow traffic (mlmodel_serving.shadow): ``mirroring`` is the one attribute the
+        # request path checks, None unless a configuration with a sample above 0 is in force.
+        self.mirroring: ShadowTraffic | None = None
+        self.shadow = ShadowTraffic(
+            str(settings.shadow_config),
+            self.metrics.shadow,
+            timeout=settings.shadow_timeout,
+            max_in_flight=settings.shadow_max_in_flight,
+            model_version=self._model_version,
+            on_change=self._shadow_changed,
+        )
         self.draining = False
         self._model_headers: Headers = []
         self._id_prefix = secrets.token_hex(4)
@@ -194,6 +213,7 @@ class ServingApp:
             "v1_predict": self._v1_predict,
             "metrics": self._metrics,
             "openapi": self._openapi,
+            "shadow": self._shadow,
         }
         self._openapi_body = encode_json(openapi_document())
         self.metrics.set_ready(False)
@@ -218,6 +238,8 @@ class ServingApp:
         )
         self._openapi_body = encode_json(openapi_document(model.metadata()))
         self.model = model
+        if self.shadow.config is not None:
+            self.metrics.shadow.start(model.version, self.shadow.config.version)
         self.metrics.set_ready(True)
 
     def set_drift_baseline(self, baseline: Baseline | None) -> None:
@@ -250,6 +272,12 @@ class ServingApp:
             cost=cost,
         )
 
+    def _model_version(self) -> str | None:
+        return self.model.version if self.model is not None else None
+
+    def _shadow_changed(self, active: bool) -> None:
+        self.mirroring = self.shadow if active else None
+
     def _open_connections(self) -> int | None:
         return self.connection_count() if self.connection_count is not None else None
 
@@ -259,6 +287,7 @@ class ServingApp:
         self.metrics.set_ready(False)
 
     async def close(self) -> None:
+        await self.shadow.close()
         if self.predictor is not None:
             await self.predictor.close()
         self.executor.shutdown(wait=False, cancel_futures=True)
@@ -359,16 +388,22 @@ class ServingApp:
         body: bytes,
         request_id: str | None = None,
         header_length: int | None = None,
+        content_type: bytes | None = None,
+        shadowed: bool = False,
     ) -> Response:
         """Answer one request. Never raises: errors become JSON error responses.
 
         ``header_length``: the request's ``Inference-Header-Content-Length`` (the binary
-        data extension of the Open Inference Protocol), when it has one.
+        data extension of the Open Inference Protocol), when it has one. ``content_type``
+        and ``shadowed`` (the request carries ``x-mlmodel-shadow``) matter only while
+        shadow traffic is on: a mirrored copy keeps the content type, and a request that
+        is itself a copy is never mirrored.
         """
         start = time.perf_counter()
         id_given = request_id is not None
         request_id = request_id or self.new_request_id()
         route_name, protocol = "unmatched", "http"
+        route: Route | None = None
         decision: Decision | None = None
         error: str | None = None
         try:
@@ -397,10 +432,47 @@ class ServingApp:
         # Every response says which artifact answered, so a logged decision can be traced.
         response.headers.extend(self._model_headers)
         response.headers.append((b"x-request-id", request_id.encode()))
+        mirroring = self.mirroring
+        if mirroring is not None and not shadowed and route is not None:
+            self._mirror(mirroring, route, body, content_type, header_length, request_id, response)
         self.metrics.observe_request(
             protocol, route_name, response.status, time.perf_counter() - start
         )
         return response
+
+    def _mirror(
+        self,
+        shadow: ShadowTraffic,
+        route: Route,
+        body: bytes,
+        content_type: bytes | None,
+        header_length: int | None,
+        request_id: str,
+        response: Response,
+    ) -> None:
+        """Hand an inference request the stable answered 2xx to shadow traffic. The copy
+        starts on a later turn of the event loop, after this response is written."""
+        model = self.model
+        if route.name not in _DECIDING or not 200 <= response.status < 300 or model is None:
+            return
+        stable_header_length: int | None = None
+        if response.content_type == BINARY:
+            for name, value in response.headers:
+                if name == HEADER_LENGTH:
+                    stable_header_length = int(value)
+        shadow.submit(
+            MirrorRequest(
+                route_template=route.template,
+                protocol=route.protocol,
+                body=body,
+                content_type=content_type,
+                header_length=header_length,
+                request_id=request_id,
+                stable_version=model.version,
+                stable_body=response.body,
+                stable_header_length=stable_header_length,
+            )
+        )
 
     def error_response(self, exc: Exception, request_id: str | None = None) -> Response:
         status = exc.status if isinstance(exc, InferenceError) else 400
@@ -603,6 +675,17 @@ class ServingApp:
     ) -> Response:
         return Response(200, self.metrics.render(), content_type=METRICS_CONTENT_TYPE.encode())
 
+    async def _shadow(
+        self,
+        body: bytes,
+        params: dict[str, str],
+        request_id: str,
+        header_length: int | None,
+        decision: Decision | None,
+    ) -> Response:
+        self.find_model(params["model_name"])
+        return Response(200, encode_json(self.shadow.status()))
+
     async def _openapi(
         self,
         body: bytes,
@@ -631,6 +714,8 @@ class ServingApp:
         request_id: str | None = None
         declared = 0
         header_length: int | None = None
+        content_type: bytes | None = None
+        shadowed = False
         for name, value in scope["headers"]:
             if name == b"x-request-id":
                 request_id = value.decode("latin-1")
@@ -638,6 +723,10 @@ class ServingApp:
                 declared = int(value) if value.isdigit() else 0
             elif name == HEADER_LENGTH:
                 header_length = parse_header_length(value)
+            elif name == b"content-type":
+                content_type = value
+            elif name == SHADOW_HEADER:
+                shadowed = True
         response: Response | None = None
         if declared > self.settings.max_body_bytes:
             response = self.payload_too_large(request_id)
@@ -658,7 +747,13 @@ class ServingApp:
                 more = message.get("more_body", False)
             if response is None:
                 response = await self.handle(
-                    scope["method"], scope["path"], b"".join(chunks), request_id, header_length
+                    scope["method"],
+                    scope["path"],
+                    b"".join(chunks),
+                    request_id,
+                    header_length,
+                    content_type,
+                    shadowed,
                 )
         headers = [(b"content-type", response.content_type), *response.headers]
         await send({"type": "http.response.start", "status": response.status, "headers": headers})

@@ -140,6 +140,8 @@ async def serve(settings: Settings) -> int:
         write_timeout=settings.write_timeout,
     )
     port = await server.start(settings.http_host, settings.http_port)
+    # Shadow traffic: the configuration file is checked now and every second after.
+    app.shadow.start()
     # The Open Inference Protocol over gRPC, on its own port, answered by the same app.
     grpc_server: GrpcServer | None = None
     grpc_port = 0

@@ -39,6 +39,7 @@ from mlmodel_serving.settings import (
     DEFAULT_REQUEST_TIMEOUT_SECONDS,
     DEFAULT_WRITE_TIMEOUT_SECONDS,
 )
+from mlmodel_serving.shadow import SHADOW_HEADER
 
 if TYPE_CHECKING:
     from mlmodel_serving.app import Response, ServingApp
@@ -62,9 +63,12 @@ _MAX_QUEUED = 16  # pipelined requests per connection before reading pauses
 _PROBE_PATHS = frozenset((b"/v2/health/live", b"/v2/health/ready"))
 _REFUSED_GRACE = 2.0  # seconds a connection past the limit has to send its request
 
-# A queued request: method, path, body, request id, keep-alive, prebuilt response, and
-# the binary data extension's JSON header length.
-_Queued = tuple[str, str, bytes, "str | None", bool, "Response | None", "int | None"]
+# A queued request: method, path, body, request id, keep-alive, prebuilt response, the
+# binary data extension's JSON header length, the content type, and whether the request
+# is a shadow copy (x-mlmodel-shadow).
+_Queued = tuple[
+    str, str, bytes, "str | None", bool, "Response | None", "int | None", "bytes | None", bool
+]
 
 
 class HttpServer:
@@ -158,6 +162,8 @@ class HttpConnection(asyncio.Protocol):
         self.expect_continue = False
         self.declared_length = 0
         self.header_length: int | None = None
+        self.content_type: bytes | None = None
+        self.shadowed = False
         self.head_size = 0
         self.in_head = False  # inside a request line or headers
         self.head_seen = False  # a head callback ran during the current data_received
@@ -232,6 +238,8 @@ class HttpConnection(asyncio.Protocol):
         self.expect_continue = False
         self.declared_length = 0
         self.header_length = None
+        self.content_type = None
+        self.shadowed = False
         self.head_size = 0
         self.in_head = self.head_seen = True
         self.request_started = time.monotonic()
@@ -255,6 +263,10 @@ class HttpConnection(asyncio.Protocol):
             self.expect_continue = value.lower() == b"100-continue"
         elif lowered == HEADER_LENGTH:
             self.header_length = parse_header_length(value)
+        elif lowered == b"content-type":
+            self.content_type = value
+        elif lowered == SHADOW_HEADER:
+            self.shadowed = True
 
     def _count_head(self, size: int) -> None:
         self.head_size += size
@@ -326,6 +338,8 @@ class HttpConnection(asyncio.Protocol):
             self.parser.should_keep_alive(),
             None,
             self.header_length,
+            self.content_type,
+            self.shadowed,
         )
         if self.task is None and not self.queue and not self.writing_paused:
             self._start(item)
@@ -371,7 +385,7 @@ class HttpConnection(asyncio.Protocol):
 
     def _enqueue_final(self, response: Response) -> None:
         """Answer ``response`` after the requests before it, then close."""
-        item: _Queued = ("", "", b"", None, False, response, None)
+        item: _Queued = ("", "", b"", None, False, response, None, None, False)
         if self.task is None and not self.queue:
             self._start(item)
         else:
@@ -382,10 +396,12 @@ class HttpConnection(asyncio.Protocol):
         self.task = self.loop.create_task(self._answer(item))
 
     async def _answer(self, item: _Queued) -> None:
-        method, path, body, request_id, keep_alive, response, header_length = item
+        method, path, body, request_id, keep_alive, response, header_length, ctype, shadowed = item
         try:
             if response is None:
-                response = await self.app.handle(method, path, body, request_id, header_length)
+                response = await self.app.handle(
+                    method, path, body, request_id, header_length, ctype, shadowed
+                )
             else:
                 response.headers.append(
                     (b"x-request-id", (request_id or self.app.new_request_id()).encode())

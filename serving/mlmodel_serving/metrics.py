@@ -208,6 +208,66 @@ class DriftStats(Collector):
             yield classes
 
 
+SHADOW_RESULTS = ("agree", "disagree", "error")
+
+
+class ShadowMetrics:
+    """Shadow traffic: mirrored requests by result, copies dropped, the candidate's time.
+
+    ``version`` is the stable's version (as in ``mlmodel_model_info``), ``candidate`` the
+    candidate's (from the shadow configuration).
+    """
+
+    def __init__(self, registry: CollectorRegistry, model: str) -> None:
+        self.model = model
+        self._requests = Counter(
+            "mlmodel_shadow_requests",
+            "Requests mirrored to the candidate, by result (agree, disagree, error)",
+            ["model", "version", "candidate", "result"],
+            registry=registry,
+        )
+        self._dropped = Counter(
+            "mlmodel_shadow_dropped",
+            "Sampled copies not sent: too many mirrored requests in flight",
+            ["model", "candidate"],
+            registry=registry,
+        )
+        self._duration = Histogram(
+            "mlmodel_shadow_duration_seconds",
+            "Time the candidate took to answer a mirrored request",
+            ["model", "candidate"],
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self._children: dict[tuple[str, str, str], Any] = {}
+
+    def start(self, version: str, candidate: str) -> None:
+        """Create the candidate's series at 0, so that the first mirrored requests show up
+        as an increase."""
+        for result in SHADOW_RESULTS:
+            self._child(version, candidate, result)
+        self._dropped.labels(self.model, candidate)
+        self._duration.labels(self.model, candidate)
+
+    def result(self, version: str, candidate: str, result: str) -> None:
+        self._child(version, candidate, result).inc()
+
+    def _child(self, version: str, candidate: str, result: str) -> Any:
+        key = (version, candidate, result)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = self._requests.labels(
+                self.model, version, candidate, result
+            )
+        return child
+
+    def dropped(self, candidate: str) -> None:
+        self._dropped.labels(self.model, candidate).inc()
+
+    def duration(self, candidate: str, seconds: float) -> None:
+        self._duration.labels(self.model, candidate).observe(seconds)
+
+
 class ServingMetrics:
     """All metrics of one model server, registered on ``registry``."""
 
@@ -290,6 +350,7 @@ class ServingMetrics:
         registry.register(self.features)
         self.drift = DriftStats(model)
         registry.register(self.drift)
+        self.shadow = ShadowMetrics(registry, model)
         self._request_children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
         self._class_children: dict[Any, Any] = {}
 

@@ -186,6 +186,13 @@ def openapi_document(metadata: dict[str, Any] | None = None) -> dict[str, Any]:
                 },
             }
         },
+        "/v2/models/{model_name}/shadow": _get(
+            "Shadow traffic: the configuration in force, counts by result (agree, "
+            "disagree, error), copies dropped, and the last 100 disagreements",
+            _json("ShadowStatus", "Shadow traffic status"),
+            params=model_params,
+            errors=("404",),
+        ),
         "/metrics": {
             "get": {
                 "summary": "Prometheus metrics",
@@ -371,6 +378,39 @@ def openapi_document(metadata: dict[str, Any] | None = None) -> dict[str, Any]:
                     "objects with one key per column. " + columns_text,
                     "items": {"anyOf": [{"type": "array"}, row_object]},
                 }
+            },
+        },
+        "ShadowStatus": {
+            "type": "object",
+            "required": ["model", "active", "config", "counts", "dropped", "disagreements"],
+            "properties": {
+                "model": {"type": "string"},
+                "version": {"type": ["string", "null"]},
+                "active": {"type": "boolean"},
+                "config": {
+                    "type": ["object", "null"],
+                    "description": "The configuration in force (the target without "
+                    "credentials); null: no mirroring",
+                },
+                "config_error": {"type": ["string", "null"]},
+                "candidate": {
+                    "type": ["object", "null"],
+                    "description": "The candidate the counts are for",
+                },
+                "counts": {
+                    "type": "object",
+                    "properties": {k: {"type": "integer"} for k in ("agree", "disagree", "error")},
+                },
+                "agreement": {"type": ["number", "null"]},
+                "dropped": {"type": "integer"},
+                "errors": {"type": "object"},
+                "disagreements": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "required": ["request_id", "stable_prediction", "candidate_prediction"],
+                    },
+                },
             },
         },
         "V1Response": {

@@ -15,6 +15,11 @@ from pathlib import Path
 
 from mlmodel_serving.artifacts import S3Config, parse_bool, validate_sha256
 from mlmodel_serving.decisionlog import DecisionLogConfig
+from mlmodel_serving.shadow_config import (
+    DEFAULT_SHADOW_CONFIG,
+    DEFAULT_SHADOW_MAX_IN_FLIGHT,
+    DEFAULT_SHADOW_TIMEOUT_SECONDS,
+)
 
 DEFAULT_CACHE_DIR = "/var/cache/mlmodel"
 DEFAULT_MAX_BODY_BYTES = 16 * 1024 * 1024
@@ -65,6 +70,10 @@ class Settings:
     drift_window_rows: int = 10_000
     s3: S3Config | None = field(default=None, repr=True)
     decision_log: DecisionLogConfig | None = None  # None: decisions are not recorded
+    # Shadow traffic: the file read while serving (absent: no mirroring), and its bounds.
+    shadow_config: Path = Path(DEFAULT_SHADOW_CONFIG)
+    shadow_timeout: float = DEFAULT_SHADOW_TIMEOUT_SECONDS
+    shadow_max_in_flight: int = DEFAULT_SHADOW_MAX_IN_FLIGHT
 
     def __post_init__(self) -> None:
         if not self.model_name:
@@ -164,9 +173,15 @@ class Settings:
                 f"{self.max_buffered_bytes}: expected at least MLMODEL_MAX_BODY_BYTES "
                 f"({self.max_body_bytes}), or no request of the largest size could be taken"
             )
+        if self.shadow_max_in_flight < 1:
+            raise ValueError(
+                "invalid MLMODEL_SHADOW_MAX_IN_FLIGHT (--shadow-max-in-flight) "
+                f"{self.shadow_max_in_flight}: expected at least 1"
+            )
         for name, seconds in (
             ("MLMODEL_WRITE_TIMEOUT_SECONDS (--write-timeout)", self.write_timeout),
             ("MLMODEL_REQUEST_TIMEOUT_SECONDS (--request-timeout)", self.request_timeout),
+            ("MLMODEL_SHADOW_TIMEOUT_SECONDS (--shadow-timeout)", self.shadow_timeout),
         ):
             if not seconds > 0:
                 raise ValueError(f"invalid {name} {seconds}: expected > 0 seconds")
@@ -368,6 +383,29 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
         help="a request not fully received within this many seconds gets 408 "
         "[MLMODEL_REQUEST_TIMEOUT_SECONDS]",
     )
+    shadow = p.add_argument_group(
+        "shadow traffic", "mirror sampled requests to a candidate version (docs/serving.md)"
+    )
+    shadow.add_argument(
+        "--shadow-config",
+        default=env("MLMODEL_SHADOW_CONFIG", DEFAULT_SHADOW_CONFIG),
+        help="JSON file checked every second while serving; absent or empty: no mirroring "
+        "[MLMODEL_SHADOW_CONFIG]",
+    )
+    shadow.add_argument(
+        "--shadow-timeout",
+        type=float,
+        default=float(env("MLMODEL_SHADOW_TIMEOUT_SECONDS", str(DEFAULT_SHADOW_TIMEOUT_SECONDS))),
+        help="seconds the candidate has to answer a mirrored request "
+        "[MLMODEL_SHADOW_TIMEOUT_SECONDS]",
+    )
+    shadow.add_argument(
+        "--shadow-max-in-flight",
+        type=int,
+        default=int(env("MLMODEL_SHADOW_MAX_IN_FLIGHT", str(DEFAULT_SHADOW_MAX_IN_FLIGHT))),
+        help="mirrored requests in flight at most; past it a copy is dropped (and counted) "
+        "[MLMODEL_SHADOW_MAX_IN_FLIGHT]",
+    )
     log = p.add_argument_group(
         "decision log", "record every inference request in the object store (default: off)"
     )
@@ -491,4 +529,7 @@ def load_settings(
         drift_window_rows=args.drift_window_rows,
         s3=s3,
         decision_log=decision_log,
+        shadow_config=Path(args.shadow_config),
+        shadow_timeout=args.shadow_timeout,
+        shadow_max_in_flight=args.shadow_max_in_flight,
     )
