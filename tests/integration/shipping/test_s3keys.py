@@ -29,7 +29,7 @@ from mlmodel_operator import ledger, s3keys
 from mlmodel_operator.archive import S3Archiver, ensure_bucket
 from mlmodel_operator.example_models import train_churn
 from mlmodel_operator.ledger import S3Ledger
-from mlmodel_operator.localcluster import MinioServer
+from mlmodel_operator.localcluster import MinioServer, wait_until
 from mlmodel_operator.plan import HistoryEntry
 from mlmodel_operator.s3keys import Buckets, S3Key
 from mlmodel_operator.settings import Settings
@@ -153,16 +153,22 @@ def test_a_namespace_key_writes_its_decision_records(keys: Keys) -> None:
     log.start()
     x = np.array([[0.5, 1.5]])
     log.add(Decision("req-1", time.time_ns(), "v2", 200, 0.001, x, {"predict": np.array([1])}))
-    assert log.close(30.0) == 0
     root = keys.minio.client()
-    (written,) = [
-        o.object_name
-        for o in root.list_objects(
-            keys.buckets.archive, prefix=f"decisions/{keys.ns}/churn/1/", recursive=True
-        )
-    ]
-    assert written.endswith(".parquet")
-    retention = root.get_object_retention(keys.buckets.archive, written) if keys.locked else None
+    prefix = f"decisions/{keys.ns}/churn/1/"
+
+    def written() -> list[str]:
+        found = root.list_objects(keys.buckets.archive, prefix=prefix, recursive=True)
+        return [o.object_name for o in found]
+
+    try:  # written while serving, not only by close(): the writer's bucket check passed
+        wait_until("a decision record written", lambda: bool(written()), 15, 0.1)
+    finally:
+        assert log.close(30.0) == 0
+    (written_key,) = written()
+    assert written_key.endswith(".parquet")
+    retention = (
+        root.get_object_retention(keys.buckets.archive, written_key) if keys.locked else None
+    )
     assert (retention is not None) == keys.locked
 
 
