@@ -57,6 +57,14 @@ class Reason:
     ROLLOUT_COMPLETE: Final = "RolloutComplete"
     SCALED_TO_ZERO: Final = "ScaledToZero"
     NO_READY_REPLICAS: Final = "NoReadyReplicas"
+    # a canary or shadow step runs (Progressing); how it ended (Degraded, Events)
+    CANARY_STEP: Final = "CanaryStep"
+    SHADOW_STEP: Final = "ShadowStep"
+    PROMOTED: Final = "Promoted"
+    ROLLED_BACK: Final = "RolledBack"
+    ABORTED: Final = "Aborted"
+    # spec.rollout.analysis set, and the operator has no Prometheus to read it from
+    ANALYSIS_UNAVAILABLE: Final = "AnalysisUnavailable"
     # Degraded
     AS_EXPECTED: Final = "AsExpected"
     ROLLOUT_TIMED_OUT: Final = "RolloutTimedOut"

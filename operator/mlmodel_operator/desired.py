@@ -19,6 +19,9 @@ URI_ANNOTATION: Final = f"{API_GROUP}/artifact-uri"
 # TrafficSwitched record is rebuilt from them after a crash between switch and record.
 SWITCHED_AT_ANNOTATION: Final = f"{API_GROUP}/switched-at"
 SWITCHED_FROM_ANNOTATION: Final = f"{API_GROUP}/switched-from"
+# On a Service that splits traffic (a canary): which version is stable, which the canary.
+STABLE_VERSION_ANNOTATION: Final = f"{API_GROUP}/stable-version"
+CANARY_VERSION_ANNOTATION: Final = f"{API_GROUP}/canary-version"
 MODEL_LABEL: Final = f"{API_GROUP}/model"
 VERSION_LABEL: Final = f"{API_GROUP}/version"
 
@@ -139,12 +142,19 @@ def ready_summary(ready_replicas: int | None, replicas: int) -> str:
 
 
 def build_deployment(
-    model: ModelSpec, settings: Settings, *, decision_log: bool = True
+    model: ModelSpec,
+    settings: Settings,
+    *,
+    decision_log: bool = True,
+    replicas: int | None = None,
+    shadow_sample: float | None = None,
 ) -> dict[str, Any]:
     """The Deployment serving `model.version`, named `<model>-v<version>`.
 
     ``decision_log`` False leaves out the decision log the spec turns on (the planner's
-    `withhold_decision_log`).
+    `withhold_decision_log`); ``replicas`` overrides spec.serving.replicas (a canary's or
+    shadow's candidate at its step); ``shadow_sample`` makes it a shadow's candidate that
+    offers to take copies of that share of the stable version's requests.
     """
     name = deployment_name(model.ref.name, model.version)
     labels = model_labels(model, model.version)
@@ -162,7 +172,7 @@ def build_deployment(
             "ownerReferences": [owner_reference(model)],
         },
         "spec": {
-            "replicas": model.serving.replicas,
+            "replicas": model.serving.replicas if replicas is None else replicas,
             "revisionHistoryLimit": 2,
             # A version's Deployment only ever changes in place (replicas, resources);
             # keep the full capacity while it does.
@@ -184,7 +194,7 @@ def build_deployment(
                         "prometheus.io/path": METRICS_PATH,
                     },
                 },
-                "spec": _pod_spec(model, settings, decision_log),
+                "spec": _pod_spec(model, settings, decision_log, shadow_sample),
             },
         },
     }
@@ -197,13 +207,20 @@ def build_service(
     *,
     switched_at: str | None = None,
     switched_from: str | None = None,
+    canary: str | None = None,
 ) -> dict[str, Any]:
     """The model's one Service, selecting the pods of `active_version`; ``switched_at``
     (and ``switched_from``, the version selected before) annotate when it took that
-    selector."""
+    selector. With ``canary``, it selects every Pod of the model (the stable version's
+    and the canary's, in proportion to their replicas) and says which is which."""
     annotations = {SWITCHED_AT_ANNOTATION: switched_at} if switched_at else {}
     if switched_at and switched_from:
         annotations[SWITCHED_FROM_ANNOTATION] = switched_from
+    selector = selector_labels(model.ref.name, active_version)
+    if canary is not None:
+        annotations[STABLE_VERSION_ANNOTATION] = active_version
+        annotations[CANARY_VERSION_ANNOTATION] = canary
+        selector = {MODEL_LABEL: model.ref.name}
     return {
         "apiVersion": "v1",
         "kind": "Service",
@@ -216,7 +233,7 @@ def build_service(
         },
         "spec": {
             "type": "ClusterIP",
-            "selector": selector_labels(model.ref.name, active_version),
+            "selector": selector,
             "ports": [
                 {
                     "name": PORT_NAME,
@@ -237,7 +254,51 @@ def build_service(
     }
 
 
-def _pod_spec(model: ModelSpec, settings: Settings, decision_log: bool) -> dict[str, Any]:
+def shadow_service_name(model_name: str) -> str:
+    return f"{model_name}-shadow"
+
+
+def shadow_url(model: ModelSpec, settings: Settings) -> str:
+    """Where every serving Pod of the model looks for a shadow candidate (the server's
+    MLMODEL_SHADOW_DISCOVERY): the ``<model>-shadow`` Service, which exists only while a
+    shadow runs, so a shadow starts and stops without touching the stable Pods."""
+    host = f"{shadow_service_name(model.ref.name)}.{model.ref.namespace}.svc"
+    return f"http://{host}.{settings.cluster_domain}:{settings.serving_port}"
+
+
+def build_shadow_service(model: ModelSpec, candidate: str, settings: Settings) -> dict[str, Any]:
+    """``<model>-shadow``: the candidate's Pods, where the stable ones send copies.
+
+    It carries the model's labels, so the model's ServiceMonitor scrapes the candidate's
+    own metrics (its latency and errors on the copies) for the analysis."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {
+            "name": shadow_service_name(model.ref.name),
+            "namespace": model.ref.namespace,
+            "labels": model_labels(model, candidate),
+            "ownerReferences": [owner_reference(model)],
+        },
+        "spec": {
+            "type": "ClusterIP",
+            "selector": selector_labels(model.ref.name, candidate),
+            "ports": [
+                {
+                    "name": PORT_NAME,
+                    "port": settings.serving_port,
+                    "targetPort": PORT_NAME,
+                    "protocol": "TCP",
+                    "appProtocol": "http",
+                }
+            ],
+        },
+    }
+
+
+def _pod_spec(
+    model: ModelSpec, settings: Settings, decision_log: bool, shadow_sample: float | None = None
+) -> dict[str, Any]:
     return {
         "automountServiceAccountToken": False,
         # Service links put a dozen variables per Service into the environment; the
@@ -251,7 +312,7 @@ def _pod_spec(model: ModelSpec, settings: Settings, decision_log: bool) -> dict[
             "seccompProfile": {"type": "RuntimeDefault"},
         },
         "terminationGracePeriodSeconds": PRESTOP_SLEEP_SECONDS + SERVER_GRACEFUL_SECONDS + 5,
-        "containers": [_container(model, settings, decision_log)],
+        "containers": [_container(model, settings, decision_log, shadow_sample)],
         "volumes": [
             {"name": "model-cache", "emptyDir": {"sizeLimit": model.serving.model_cache_size}},
             {"name": "tmp", "emptyDir": {"sizeLimit": TMP_SIZE_LIMIT}},
@@ -259,7 +320,9 @@ def _pod_spec(model: ModelSpec, settings: Settings, decision_log: bool) -> dict[
     }
 
 
-def _container(model: ModelSpec, settings: Settings, decision_log: bool) -> dict[str, Any]:
+def _container(
+    model: ModelSpec, settings: Settings, decision_log: bool, shadow_sample: float | None = None
+) -> dict[str, Any]:
     resources = model.serving.resources
     return {
         "name": CONTAINER_NAME,
@@ -269,7 +332,7 @@ def _container(model: ModelSpec, settings: Settings, decision_log: bool) -> dict
             {"name": PORT_NAME, "containerPort": settings.serving_port, "protocol": "TCP"},
             {"name": GRPC_PORT_NAME, "containerPort": GRPC_PORT, "protocol": "TCP"},
         ],
-        "env": _env(model, settings, decision_log),
+        "env": _env(model, settings, decision_log, shadow_sample),
         "resources": {kind: dict(values) for kind, values in resources.items() if values},
         # The startup probe covers download, digest check and load: it asks the readiness
         # path, which answers 200 only once the verified model is loaded (the liveness
@@ -314,7 +377,9 @@ def _container(model: ModelSpec, settings: Settings, decision_log: bool) -> dict
     }
 
 
-def _env(model: ModelSpec, settings: Settings, decision_log: bool) -> list[dict[str, Any]]:
+def _env(
+    model: ModelSpec, settings: Settings, decision_log: bool, shadow_sample: float | None = None
+) -> list[dict[str, Any]]:
     env: list[dict[str, Any]] = [
         {"name": "MLMODEL_MODEL_NAME", "value": model.ref.name},
         {"name": "MLMODEL_MODEL_VERSION", "value": model.version},
@@ -325,7 +390,11 @@ def _env(model: ModelSpec, settings: Settings, decision_log: bool) -> list[dict[
         {"name": "MLMODEL_S3_SECURE", "value": "true" if settings.s3_secure else "false"},
         {"name": "MLMODEL_CACHE_DIR", "value": CACHE_DIR},
         {"name": "MLMODEL_GRPC_PORT", "value": str(GRPC_PORT)},
+        # a shadow candidate of this model, while one runs (mlmodel_serving's shadow)
+        {"name": "MLMODEL_SHADOW_DISCOVERY", "value": shadow_url(model, settings)},
     ]
+    if shadow_sample is not None:
+        env.append({"name": "MLMODEL_SHADOW_SAMPLE", "value": f"{shadow_sample:g}"})
     batching = model.serving.batching
     if batching.max_batch_size is not None:
         env.append({"name": "MLMODEL_MAX_BATCH_SIZE", "value": str(batching.max_batch_size)})

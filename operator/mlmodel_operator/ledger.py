@@ -34,6 +34,9 @@ RETIRING = "Retiring"  # the version stopped taking traffic and drains
 ARCHIVED = "Archived"  # the version's archive is written and verified
 RETIRED = "Retired"  # the version's Deployment is deleted
 DELETED = "Deleted"  # the MLModel was deleted while the version served
+# a canary's or shadow's step began (details: step, weight, strategy, the stable version)
+TRAFFIC_SPLIT = "TrafficSplit"
+ROLLED_BACK = "RolledBack"  # a candidate refused: its analysis failed, or by hand
 
 
 class Ledger(Protocol):
@@ -82,6 +85,8 @@ KIND_ORDER: Final[Mapping[str, int]] = {
     ARCHIVED: 4,
     RETIRED: 5,
     DELETED: 6,
+    TRAFFIC_SPLIT: 7,
+    ROLLED_BACK: 8,
 }
 _KEY_TIME = "%Y%m%dT%H%M%S.%fZ"
 _KEY_NAME = re.compile(

@@ -18,22 +18,33 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
+from mlmodel_operator.analysis import Verdict
 from mlmodel_operator.conditions import Phase, Reason, format_time
 from mlmodel_operator.desired import SHA256_ANNOTATION, URI_ANNOTATION, VERSION_LABEL
-from mlmodel_operator.spec import ModelSpec, SpecError, check_version_reuse
+from mlmodel_operator.spec import ModelSpec, RolloutStep, SpecError, check_version_reuse
 
 ANN_RETIRING = "ml.lifecycle.io/retiring-since"
 ANN_APPLIED_HASH = "ml.lifecycle.io/applied-hash"
 # When the operator created the Deployment, to the microsecond (creationTimestamp has
 # whole seconds): the ledger's Deployed record is rebuilt from it after a crash.
 ANN_DEPLOYED_AT = "ml.lifecycle.io/deployed-at"
+# A canary's or shadow's step lives on the candidate's Deployment, like the retirement
+# mark on the old one: the step (from 1) and when it began; and, once the candidate is
+# refused, why (so a crash between that decision and the status write loses nothing).
+ANN_STEP = "ml.lifecycle.io/rollout-step"
+ANN_STEP_SINCE = "ml.lifecycle.io/rollout-step-since"
+ANN_ROLLED_BACK = "ml.lifecycle.io/rolled-back"
+# MLModel annotations `mlmodel rollout promote|abort` set, naming the candidate
+ANN_PROMOTE = "ml.lifecycle.io/promote"
+ANN_ABORT = "ml.lifecycle.io/abort"
 
 
 # How soon to look again while something is in flight; the timer is the backstop.
 POLL_SECONDS = 2.0
+ANALYSIS_POLL_SECONDS = 5.0  # how often a running step's analysis is read
 SLOW_POLL_SECONDS = 15.0
 
 
@@ -65,6 +76,9 @@ class DeploymentState:
     applied_hash: str = ""
     uri: str = ""  # the artifact it serves (empty on Deployments older than the annotation)
     deployed_at: dt.datetime | None = None  # ANN_DEPLOYED_AT; None on older Deployments
+    step: int = 0  # ANN_STEP: the canary or shadow step it is at (0: none)
+    step_since: dt.datetime | None = None
+    rolled_back: str | None = None  # ANN_ROLLED_BACK: why it was refused
 
     @property
     def is_available(self) -> bool:
@@ -94,7 +108,17 @@ class DeploymentState:
             applied_hash=annotations.get(ANN_APPLIED_HASH, ""),
             uri=annotations.get(URI_ANNOTATION, ""),
             deployed_at=parse_time(annotations.get(ANN_DEPLOYED_AT)),
+            step=_step(annotations.get(ANN_STEP)),
+            step_since=parse_time(annotations.get(ANN_STEP_SINCE)),
+            rolled_back=annotations.get(ANN_ROLLED_BACK),
         )
+
+
+def _step(value: str | None) -> int:
+    try:
+        return max(0, int(value or 0))
+    except ValueError:
+        return 0
 
 
 @dataclass(frozen=True)
@@ -161,6 +185,42 @@ class ForeignObject:
 
 
 @dataclass(frozen=True)
+class RunningRollout:
+    """status.rollout as last written: a canary or shadow of ``candidate`` runs."""
+
+    strategy: str
+    candidate: str
+    stable: str
+
+    @classmethod
+    def from_status(cls, raw: Any) -> RunningRollout | None:
+        if not isinstance(raw, Mapping) or not raw.get("candidate"):
+            return None
+        return cls(str(raw.get("strategy", "")), str(raw["candidate"]), str(raw.get("stable", "")))
+
+
+@dataclass(frozen=True)
+class EndedRollout:
+    """status.lastRollout: how the last canary or shadow ended."""
+
+    result: str
+    candidate: str
+    sha256: str
+    message: str = ""
+
+    @classmethod
+    def from_status(cls, raw: Any) -> EndedRollout | None:
+        if not isinstance(raw, Mapping) or not raw.get("candidate") or not raw.get("result"):
+            return None
+        return cls(
+            str(raw["result"]),
+            str(raw["candidate"]),
+            str(raw.get("candidateSha256", "")),
+            str(raw.get("message", "")),
+        )
+
+
+@dataclass(frozen=True)
 class Observed:
     """Everything the planner reads about the world, gathered by the handler."""
 
@@ -181,6 +241,16 @@ class Observed:
     # annotations; None on a Service older than them): for the ledger, not the plan
     switched_at: dt.datetime | None = None
     switched_from: str | None = None
+    # a canary: the candidate the Service shares traffic with (its selector names no
+    # version then, and service_version is the stable one)
+    split: str | None = None
+    running: RunningRollout | None = None  # status.rollout as last written
+    ended: EndedRollout | None = None  # status.lastRollout as last written
+    analysis: Verdict | None = None  # the running step's analysis, when it has checks
+    prometheus: bool = True  # the operator can read metrics (MLMODEL_PROMETHEUS_URL)
+    promote: str | None = None  # the candidate `mlmodel rollout promote` named
+    abort: str | None = None  # the candidate `mlmodel rollout abort` named
+    shadow: str | None = None  # the candidate the shadow configuration names now
 
     def deployment(self, version: str) -> DeploymentState | None:
         return next((d for d in self.deployments if d.version == version), None)
@@ -192,6 +262,44 @@ class Observed:
 @dataclass(frozen=True)
 class ApplyDeployment:
     version: str
+    replicas: int | None = None  # a canary's or shadow's candidate: its step's count
+    shadow_sample: float | None = None  # a shadow's candidate: its step's share of copies
+
+
+@dataclass(frozen=True)
+class SetStep:
+    """Start step ``step`` (from 1) of the candidate's canary or shadow."""
+
+    name: str
+    version: str
+    step: int
+    weight: int
+
+
+@dataclass(frozen=True)
+class SplitService:
+    """The Service selects the Pods of both versions (a canary's traffic)."""
+
+    stable: str
+    candidate: str
+
+
+@dataclass(frozen=True)
+class ShadowTraffic:
+    """The stable version's Pods find ``candidate`` (its ``<model>-shadow`` Service) and
+    send it copies (the share its Deployment offers); None: the Service goes."""
+
+    candidate: str | None
+
+
+@dataclass(frozen=True)
+class MarkRolledBack:
+    """Mark the candidate refused (before its Pods go), with the reason."""
+
+    name: str
+    version: str
+    result: str  # Reason.ROLLED_BACK or Reason.ABORTED
+    message: str
 
 
 @dataclass(frozen=True)
@@ -225,7 +333,18 @@ class DeleteUnserved:
     deployment: DeploymentState
 
 
-Action = ApplyDeployment | ClearRetiring | SwitchService | MarkRetiring | Retire | DeleteUnserved
+Action = (
+    ApplyDeployment
+    | ClearRetiring
+    | SwitchService
+    | MarkRetiring
+    | Retire
+    | DeleteUnserved
+    | SetStep
+    | SplitService
+    | ShadowTraffic
+    | MarkRolledBack
+)
 
 
 @dataclass(frozen=True)
@@ -250,6 +369,10 @@ class Plan:
     # Build the Deployment without the decision log the spec asks for (best-effort mode
     # while the redact key is missing: pods that cannot read it would never start).
     withhold_decision_log: bool = False
+    # status.rollout while a canary or shadow runs (None: remove it), and a new
+    # status.lastRollout when one ended in this reconcile (None: keep the old one)
+    rollout: Mapping[str, Any] | None = None
+    rollout_ended: Mapping[str, Any] | None = None
 
 
 # --------------------------------------------------------------------------- plan
@@ -273,6 +396,27 @@ def digest_conflict(model: ModelSpec, observed: Observed) -> str | None:
 
 def plan(model: ModelSpec, observed: Observed, secret_name: str) -> Plan:
     """The next actions, the phase and the message, from levels only."""
+    p = _plan(model, observed, secret_name)
+    running = observed.running
+    if running is None or p.rollout is not None or p.rollout_ended is not None or p.blocked:
+        return p
+    # A canary or shadow was running and this plan runs none: say how it ended.
+    if observed.service_version == running.candidate == model.version:
+        ended = (Reason.PROMOTED, f"version {running.candidate} takes all traffic")
+    else:
+        ended = (
+            Reason.ABORTED,
+            f"spec.version is now {model.version}: the {running.strategy} of version "
+            f"{running.candidate} stopped",
+        )
+    last = {"strategy": running.strategy, "stable": running.stable,
+            "candidate": running.candidate, "result": ended[0], "message": ended[1]}  # fmt: skip
+    if running.candidate == model.version:
+        last["candidateSha256"] = model.artifact.sha256
+    return replace(p, rollout_ended=last)
+
+
+def _plan(model: ModelSpec, observed: Observed, secret_name: str) -> Plan:
     target = model.version
     now = observed.now
     actions: list[Action] = []
@@ -331,8 +475,18 @@ def plan(model: ModelSpec, observed: Observed, secret_name: str) -> Plan:
         and observed.decision_log_problem[0] == Reason.REDACT_KEY_MISSING
         and not model.decision_log.required
     )
+    if (
+        model.rollout.progressive
+        and someone_serves
+        and serving_dep is not None
+        and serving_dep.version != target
+        and model.serving.replicas > 0
+    ):
+        return _progressive(model, observed, serving_dep, withhold)
     target_dep = observed.deployment(target)
     actions.append(ApplyDeployment(target))
+    if observed.shadow is not None:  # a shadow that ended (or was left by a crash)
+        actions.append(ShadowTraffic(None))
     if target_dep is not None and target_dep.retiring_since is not None:
         actions.append(ClearRetiring(target_dep.name))  # rolled back before it was gone
         events.append(Event("Normal", "RetirementCancelled", f"version {target} wanted again"))
@@ -393,7 +547,7 @@ def plan(model: ModelSpec, observed: Observed, secret_name: str) -> Plan:
 
     # The target is Available: traffic moves to it, then the others retire.
     assert target_dep is not None
-    if observed.service_version != target:
+    if observed.service_version != target or observed.split is not None:
         actions.append(SwitchService(target))
         events.append(
             Event(
@@ -462,6 +616,280 @@ def plan(model: ModelSpec, observed: Observed, secret_name: str) -> Plan:
         deployed_now=tuple(deployed_now),
         withhold_decision_log=withhold,
     )
+
+
+# --------------------------------------------------------------------------- canary, shadow
+
+
+def canary_replicas(stable: int, weight: int) -> int:
+    """Candidate Pods beside ``stable`` ones so that about ``weight``% of connections
+    reach it (kube-proxy picks one of the Service's ready Pods at random)."""
+    return max(1, round(stable * weight / (100 - weight))) if weight < 100 else stable
+
+
+def shadow_replicas(stable: int, weight: int) -> int:
+    """Candidate Pods for copies of ``weight``% of the requests ``stable`` Pods answer."""
+    return max(1, round(stable * weight / 100))
+
+
+def effective_weight(stable: int, candidate: int) -> int:
+    return round(100 * candidate / (stable + candidate)) if stable + candidate else 0
+
+
+def _progressive(
+    model: ModelSpec, observed: Observed, stable_dep: DeploymentState, withhold: bool
+) -> Plan:
+    """A canary or shadow of ``model.version`` beside the stable version, step by step."""
+    now, rollout = observed.now, model.rollout
+    strategy, steps, target = rollout.strategy, rollout.steps, model.version
+    stable = stable_dep.version
+    cand = observed.deployment(target)
+    replicas = model.serving.replicas
+    open_versions = {e.version for e in observed.history if e.open}
+    events: list[Event] = []
+    actions: list[Action] = []
+    ended = observed.ended
+    base = {"strategy": strategy, "stable": stable, "candidate": target,
+            "candidateSha256": model.artifact.sha256, "steps": len(steps)}  # fmt: skip
+
+    def refused(result: str, why: str) -> Plan:
+        """Take the candidate out: traffic back to stable only, its Pods removed (archived
+        first if it answered clients), and the reason recorded."""
+        acts: list[Action] = []
+        if observed.split is not None:
+            acts.append(SwitchService(stable))
+        if observed.shadow is not None:
+            acts.append(ShadowTraffic(None))
+        if cand is not None and cand.rolled_back is None:
+            acts.append(MarkRolledBack(cand.name, target, result, why))
+        if cand is not None:
+            served = strategy == "canary" and target in open_versions
+            acts.append(Retire(cand, result) if served else DeleteUnserved(cand))
+        elif target in open_versions:  # its Deployment went before the status was written
+            gone = DeploymentState(
+                name="", uid="", version=target, sha256=model.artifact.sha256, desired=0,
+                available=0, ready=0, updated=0, current=True, created_at=now,
+            )  # fmt: skip
+            acts.append(Retire(gone, result))
+        message = (
+            f"version {target} was {'rolled back' if result == Reason.ROLLED_BACK else 'aborted'}"
+            f": {why}; version {stable} serves. Apply a new spec.version to try again."
+        )
+        return Plan(
+            actions=tuple(acts),
+            phase=Phase.DEGRADED,
+            active_version=stable,
+            message=message,
+            blocked=message,
+            blocked_reason=result,
+            requeue_after=POLL_SECONDS if acts else SLOW_POLL_SECONDS,
+        )
+
+    # Refused before (rolled back or aborted): never again under this version and digest.
+    if ended is not None and ended.candidate == target and ended.result in (
+        Reason.ROLLED_BACK, Reason.ABORTED,
+    ) and ended.sha256 == model.artifact.sha256:  # fmt: skip
+        return refused(ended.result, ended.message or ended.result)
+    if cand is not None and cand.rolled_back is not None:  # decided, status not yet written
+        return _ended(refused(Reason.ROLLED_BACK, cand.rolled_back), base, Reason.ROLLED_BACK,
+                      cand.rolled_back)  # fmt: skip
+    running = observed.running
+    if cand is None and running is not None and running.candidate == target:
+        why = "its Deployment is gone (removed by hand, or by a rollback whose status was lost)"
+        return _ended(refused(Reason.ROLLED_BACK, why), base, Reason.ROLLED_BACK, why)
+
+    if rollout.analysis.enabled and not observed.prometheus:
+        message = (
+            "spec.rollout.analysis needs metrics, and the operator has no Prometheus "
+            "(MLMODEL_PROMETHEUS_URL is not set); remove the analysis or configure it. "
+            f"Version {stable} keeps serving"
+        )
+        return Plan(actions=(), phase=Phase.DEGRADED, active_version=stable, message=message,
+                    blocked=message, blocked_reason=Reason.ANALYSIS_UNAVAILABLE,
+                    requeue_after=SLOW_POLL_SECONDS)  # fmt: skip
+
+    step = cand.step if cand is not None else 0
+    index = min(max(step, 1), len(steps)) - 1
+    weight = steps[index].weight
+    count = (canary_replicas if strategy == "canary" else shadow_replicas)(replicas, weight)
+    sample = weight / 100 if strategy == "shadow" else None
+    actions.append(ApplyDeployment(target, count, sample))
+    if cand is None:
+        events.append(
+            Event("Normal", "Deploying", f"created Deployment for the {strategy} of {target}")
+        )
+    # Versions other than these two (an earlier rollout's) leave first: a canary's
+    # Service selects every Pod of the model.
+    others = [d for d in observed.deployments if d.version not in (stable, target)]
+    for dep in others:
+        served = dep.version in open_versions
+        if not served:
+            actions.append(DeleteUnserved(dep))
+        elif dep.retiring_since is None:
+            actions.append(MarkRetiring(dep.name, dep.version))
+        elif (now - dep.retiring_since).total_seconds() >= model.retirement.drain_seconds:
+            actions.append(Retire(dep))
+    if observed.split is not None and observed.split != target:
+        actions.append(SwitchService(stable))  # stop an earlier canary's share
+    if observed.shadow is not None and observed.shadow != target:
+        actions.append(ShadowTraffic(None))
+
+    def waiting(message: str, requeue: float, rollout_status: Mapping[str, Any] | None) -> Plan:
+        return Plan(
+            actions=tuple(actions), phase=Phase.DEPLOYING, active_version=stable,
+            message=message, events=tuple(events), requeue_after=requeue,
+            withhold_decision_log=withhold, rollout=rollout_status,
+        )  # fmt: skip
+
+    if cand is None or not cand.is_available or others:
+        age = (now - cand.created_at).total_seconds() if cand else 0.0
+        if age > rollout.ready_timeout_seconds and not others:
+            message = (
+                f"version {target} is not available after {rollout.ready_timeout_seconds}s "
+                f"(spec.rollout.readyTimeoutSeconds); version {stable} keeps serving"
+            )
+            return Plan(actions=tuple(actions), phase=Phase.DEGRADED, active_version=stable,
+                        message=message, rollout_timed_out=True, events=tuple(events),
+                        requeue_after=SLOW_POLL_SECONDS, withhold_decision_log=withhold)  # fmt: skip
+        left = ", ".join(sorted(d.version for d in others))
+        why = f"versions {left} leave first" if others else "waiting for it to be Available"
+        return waiting(f"starting version {target} for its {strategy} ({why}); version "
+                       f"{stable} serves", POLL_SECONDS, None)  # fmt: skip
+
+    def traffic() -> list[Action]:
+        acts: list[Action] = []
+        if strategy == "canary":
+            if observed.split != target:
+                acts.append(SplitService(stable, target))
+        elif observed.shadow != target:
+            acts.append(ShadowTraffic(target))
+        return acts
+
+    def status_for(at_step: int, since: dt.datetime, verdict: Verdict | None) -> dict[str, Any]:
+        w = steps[at_step - 1].weight
+        out: dict[str, Any] = {**base, "step": at_step, "weight": w,
+                               "stepStartedAt": format_time(since), "result": "Progressing"}  # fmt: skip
+        if strategy == "canary":
+            out["effectiveWeight"] = effective_weight(
+                stable_dep.desired, canary_replicas(replicas, w)
+            )
+        else:
+            out["effectiveWeight"] = w
+        if verdict is not None:
+            out["checks"] = [c.to_status() for c in verdict.checks]
+            out["requests"] = int(verdict.requests)
+            out["message"] = verdict.describe()[:4096]
+        return out
+
+    deployed_now: tuple[str, ...] = ()
+    if strategy == "canary" and target not in open_versions:
+        deployed_now = (target,)  # it answers clients from its first step
+
+    if step == 0:  # Available: the first step starts now
+        actions.append(SetStep(cand.name, target, 1, steps[0].weight))
+        actions += traffic()
+        events.append(Event("Normal", "RolloutStep", _step_message(strategy, target, 1, steps)))
+        p = waiting(_running_message(strategy, target, stable, 1, steps, None),
+                    min(steps[0].pause_seconds or POLL_SECONDS, ANALYSIS_POLL_SECONDS),
+                    status_for(1, now, None))  # fmt: skip
+        return replace(p, deployed_now=deployed_now)
+
+    actions += traffic()  # after a crash between the step and its traffic
+    since = cand.step_since or now
+    elapsed = (now - since).total_seconds()
+    pause = steps[index].pause_seconds
+    verdict = observed.analysis if rollout.analysis.enabled else None
+    if observed.abort == target:
+        why = "aborted by hand (mlmodel rollout abort)"
+        return _ended(refused(Reason.ABORTED, why), base, Reason.ABORTED, why)
+    if verdict is not None and verdict.failed:
+        why = f"step {step}/{len(steps)}: " + "; ".join(c.describe() for c in verdict.failed)
+        p = _ended(refused(Reason.ROLLED_BACK, why), base, Reason.ROLLED_BACK, why, verdict)
+        return replace(p, events=(Event("Warning", Reason.ROLLED_BACK,
+                                        f"version {target} rolled back: {why}"),))  # fmt: skip
+    promote = observed.promote == target
+    if not promote and elapsed < pause:
+        p = waiting(_running_message(strategy, target, stable, step, steps, verdict),
+                    max(0.5, min(pause - elapsed, ANALYSIS_POLL_SECONDS)),
+                    status_for(step, since, verdict))  # fmt: skip
+        return replace(p, deployed_now=deployed_now)
+    if not promote and verdict is not None and not verdict.passed:
+        p = waiting(_running_message(strategy, target, stable, step, steps, verdict)
+                    + " (the step's time is up; judged once the analysis can say)",
+                    ANALYSIS_POLL_SECONDS, status_for(step, since, verdict))  # fmt: skip
+        return replace(p, deployed_now=deployed_now)
+    if not promote and step < len(steps):
+        actions.append(SetStep(cand.name, target, step + 1, steps[step].weight))
+        actions[0] = ApplyDeployment(
+            target,
+            (canary_replicas if strategy == "canary" else shadow_replicas)(
+                replicas, steps[step].weight
+            ),
+            steps[step].weight / 100 if strategy == "shadow" else None,
+        )
+        events.append(
+            Event("Normal", "RolloutStep", _step_message(strategy, target, step + 1, steps))
+        )
+        p = waiting(_running_message(strategy, target, stable, step + 1, steps, None),
+                    min(steps[step].pause_seconds or POLL_SECONDS, ANALYSIS_POLL_SECONDS),
+                    status_for(step + 1, now, None))  # fmt: skip
+        return replace(p, deployed_now=deployed_now)
+
+    # The last step held (or a person promoted it): the candidate takes all traffic.
+    how = "promoted by hand (mlmodel rollout promote)" if promote else "every step held"
+    actions[0] = ApplyDeployment(target)  # its full replica count
+    actions.append(SwitchService(target))
+    if strategy == "shadow":
+        actions.append(ShadowTraffic(None))
+    events.append(Event("Normal", Reason.PROMOTED, f"version {target} promoted: {how}"))
+    last = {**base, "step": step, "result": Reason.PROMOTED, "message": how}
+    if verdict is not None:
+        last["checks"] = [c.to_status() for c in verdict.checks]
+        last["requests"] = int(verdict.requests)
+    return Plan(
+        actions=tuple(actions), phase=Phase.RETIRING, active_version=target,
+        message=f"version {target} promoted ({how}); version {stable} retires",
+        events=tuple(events), requeue_after=POLL_SECONDS,
+        deployed_now=(target,) if target not in open_versions else (),
+        withhold_decision_log=withhold, rollout_ended=last,
+    )  # fmt: skip
+
+
+def _ended(
+    p: Plan,
+    base: Mapping[str, Any],
+    result: str,
+    why: str,
+    verdict: Verdict | None = None,
+) -> Plan:
+    last = {**base, "result": result, "message": why[:4096]}
+    if verdict is not None:
+        last["checks"] = [c.to_status() for c in verdict.checks]
+        last["requests"] = int(verdict.requests)
+    return replace(p, rollout_ended=last)
+
+
+def _step_message(strategy: str, target: str, step: int, steps: Sequence[RolloutStep]) -> str:
+    w = steps[step - 1].weight
+    share = f"{w}% of requests" if strategy == "canary" else f"copies of {w}% of requests"
+    return f"{strategy} of version {target}: step {step}/{len(steps)}, {share}"
+
+
+def _running_message(
+    strategy: str,
+    target: str,
+    stable: str,
+    step: int,
+    steps: Sequence[RolloutStep],
+    verdict: Verdict | None,
+) -> str:
+    msg = f"{_step_message(strategy, target, step, steps)}; version {stable} serves the rest"
+    if strategy == "shadow":
+        msg = (
+            f"{_step_message(strategy, target, step, steps)}; version {stable} answers every "
+            "request"
+        )
+    return f"{msg}; {verdict.describe()}" if verdict is not None else msg
 
 
 # --------------------------------------------------------------------------- history

@@ -20,40 +20,56 @@ from typing import Any, Final
 
 from mlmodel_operator import conditions as c
 from mlmodel_operator import ledger
+from mlmodel_operator.analysis import Prometheus, judge
 from mlmodel_operator.archive import ArchiveError, Archiver, ArchiveResult
 from mlmodel_operator.conditions import Phase, Reason, format_precise_time, format_time
 from mlmodel_operator.decision_log import DecisionLogCheck, decision_log_event
 from mlmodel_operator.desired import (
+    CANARY_VERSION_ANNOTATION,
+    STABLE_VERSION_ANNOTATION,
     SWITCHED_AT_ANNOTATION,
     SWITCHED_FROM_ANNOTATION,
     VERSION_LABEL,
     build_deployment,
     build_service,
+    build_shadow_service,
     controlled_by,
     deployment_name,
     endpoint_url,
     holder,
+    shadow_service_name,
 )
 from mlmodel_operator.failpoints import reached
 from mlmodel_operator.kube import ApiConflict, Kube, NotControlled, NotFound
 from mlmodel_operator.ledger import Ledger, NullLedger
 from mlmodel_operator.monitoring_sync import MonitoringSync
 from mlmodel_operator.plan import (
+    ANN_ABORT,
     ANN_APPLIED_HASH,
     ANN_DEPLOYED_AT,
+    ANN_PROMOTE,
     ANN_RETIRING,
+    ANN_ROLLED_BACK,
+    ANN_STEP,
+    ANN_STEP_SINCE,
     POLL_SECONDS,
     ApplyDeployment,
     ClearRetiring,
     DeleteUnserved,
     DeploymentState,
+    EndedRollout,
     Event,
     ForeignObject,
     HistoryEntry,
     MarkRetiring,
+    MarkRolledBack,
     Observed,
     Plan,
     Retire,
+    RunningRollout,
+    SetStep,
+    ShadowTraffic,
+    SplitService,
     SwitchService,
     parse_time,
     plan,
@@ -275,6 +291,12 @@ class Reconciler:
                 self._ensure(None, model, ledger.DEPLOYED, dep.version, details, dep.deployed_at)
             if dep.retiring_since is not None:
                 self._ensure(None, model, ledger.RETIRING, dep.version, {}, dep.retiring_since)
+            if dep.step >= 1 and dep.step_since is not None:
+                split: dict[str, Any] = {"step": dep.step, "stable": observed.service_version}
+                steps = model.rollout.steps
+                if dep.version == model.version and dep.step <= len(steps):
+                    split.update(weight=steps[dep.step - 1].weight, strategy=model.rollout.strategy)
+                self._ensure(None, model, ledger.TRAFFIC_SPLIT, dep.version, split, dep.step_since)
         selected = observed.service_version
         if selected and observed.switched_at is not None:
             serving = observed.deployment(selected)
@@ -324,7 +346,8 @@ class Reconciler:
             model = parse_model(fresh)
         except SpecError as exc:
             return self._invalid(fresh, old_status, exc)
-        outcome = self._reconcile(model, old_status)
+        notes = (fresh.get("metadata") or {}).get("annotations") or {}
+        outcome = self._reconcile(model, old_status, notes)
         outcome.previous = old_status
         return outcome
 
@@ -369,7 +392,12 @@ class Reconciler:
         outcome.requeue_after = min(outcome.requeue_after or POLL_SECONDS, POLL_SECONDS)
         return outcome
 
-    def _observe(self, model: ModelSpec, old_status: Mapping[str, Any]) -> Observed:
+    def _observe(
+        self,
+        model: ModelSpec,
+        old_status: Mapping[str, Any],
+        notes: Mapping[str, str] | None = None,
+    ) -> Observed:
         ns, name, uid = model.ref.namespace, model.ref.name, model.ref.uid
         deployments = tuple(
             DeploymentState.from_object(o)
@@ -392,6 +420,18 @@ class Reconciler:
             else None
         )
         service_notes = ((service or {}).get("metadata") or {}).get("annotations") or {}
+        split = None
+        if service is not None and service_version is None:
+            # a canary: the selector names no version, the annotations say which is which
+            service_version = service_notes.get(STABLE_VERSION_ANNOTATION)
+            split = service_notes.get(CANARY_VERSION_ANNOTATION)
+        running = RunningRollout.from_status(old_status.get("rollout"))
+        shadow = None
+        if model.rollout.strategy == "shadow" or (running and running.strategy == "shadow"):
+            found = self.kube.get_service(ns, shadow_service_name(name))
+            if found is not None and controlled_by(found, uid):
+                shadow = ((found.get("spec") or {}).get("selector") or {}).get(VERSION_LABEL)
+        notes = notes or {}
         history = tuple(HistoryEntry.from_status(h) for h in old_status.get("history") or [])
         return Observed(
             deployments=deployments,
@@ -405,10 +445,47 @@ class Reconciler:
             conflicts=tuple(conflicts),
             switched_at=parse_time(service_notes.get(SWITCHED_AT_ANNOTATION)),
             switched_from=service_notes.get(SWITCHED_FROM_ANNOTATION),
+            split=split,
+            running=running,
+            ended=EndedRollout.from_status(old_status.get("lastRollout")),
+            prometheus=bool(self.settings.prometheus_url),
+            promote=notes.get(ANN_PROMOTE),
+            abort=notes.get(ANN_ABORT),
+            shadow=shadow,
         )
 
-    def _reconcile(self, model: ModelSpec, old_status: Mapping[str, Any]) -> Outcome:
-        observed = self._observe(model, old_status)
+    def _analysis(self, model: ModelSpec, observed: Observed) -> Observed:
+        """The running step's analysis, read from Prometheus (only while a step runs)."""
+        rollout = model.rollout
+        cand = observed.deployment(model.version)
+        if (
+            not rollout.progressive
+            or not rollout.analysis.enabled
+            or not self.settings.prometheus_url
+            or cand is None
+            or cand.step < 1
+            or observed.service_version in (None, model.version)
+        ):
+            return observed
+        since = cand.step_since or observed.now
+        verdict = judge(
+            Prometheus(self.settings.prometheus_url),
+            rollout.analysis,
+            model.ref.namespace,
+            model.ref.name,
+            model.version,
+            rollout.strategy,
+            (observed.now - since).total_seconds(),
+        )
+        return replace(observed, analysis=verdict)
+
+    def _reconcile(
+        self,
+        model: ModelSpec,
+        old_status: Mapping[str, Any],
+        notes: Mapping[str, str] | None = None,
+    ) -> Outcome:
+        observed = self._analysis(model, self._observe(model, old_status, notes))
         # a failed archive is remembered while its version may still leave: not once it
         # is the one asked for again (a rollback), nor once it is gone
         self._forget_archives(
@@ -491,11 +568,26 @@ class Reconciler:
         # the annotations that time a transition carry this instant to the microsecond, and
         # the ledger record of the transition carries exactly that instant
         stamp = format_precise_time(now)
+        # the stable version's switch, kept on the Service while a canary shares it
+        held = {
+            "switched_at": format_precise_time(observed.switched_at)
+            if observed.switched_at
+            else None,
+            "switched_from": observed.switched_from,
+        }
         self._catch_up_ledger(model, observed)
         for action in p.actions:
             if isinstance(action, ApplyDeployment):
+                sample = action.shadow_sample
+                if sample is None and model.rollout.strategy == "shadow":
+                    # as at the shadow's last step: promoting it changes no Pod template
+                    sample = model.rollout.steps[-1].weight / 100
                 desired = build_deployment(
-                    model, self.settings, decision_log=not p.withhold_decision_log
+                    model,
+                    self.settings,
+                    decision_log=not p.withhold_decision_log,
+                    replicas=action.replicas,
+                    shadow_sample=sample,
                 )
                 digest = applied_hash(desired)
                 current = observed.deployment(action.version)
@@ -516,6 +608,9 @@ class Reconciler:
             elif isinstance(action, ClearRetiring):
                 uid = self._uid_of(observed, action.name)
                 self.kube.annotate_deployment(ns, action.name, uid, {ANN_RETIRING: None})
+            elif isinstance(action, SwitchService) and action.version == observed.service_version:
+                # a canary's share taken back: the stable version still serves, no switch
+                self.kube.apply(build_service(model, action.version, self.settings, **held))
             elif isinstance(action, SwitchService):
                 previous = observed.service_version
                 self.kube.apply(
@@ -535,6 +630,37 @@ class Reconciler:
                 self.kube.annotate_deployment(ns, action.name, uid, {ANN_RETIRING: stamp})
                 reached("after-mark-retiring")
                 self._ensure(events, model, ledger.RETIRING, action.version, {}, now)
+            elif isinstance(action, SetStep):
+                uid = self._uid_of(observed, action.name)
+                self.kube.annotate_deployment(
+                    ns, action.name, uid, {ANN_STEP: str(action.step), ANN_STEP_SINCE: stamp}
+                )
+                details = {"step": action.step, "weight": action.weight,
+                           "strategy": model.rollout.strategy,
+                           "stable": observed.service_version}  # fmt: skip
+                self._ensure(events, model, ledger.TRAFFIC_SPLIT, action.version, details, now)
+            elif isinstance(action, SplitService):
+                self.kube.apply(
+                    build_service(
+                        model, action.stable, self.settings, canary=action.candidate, **held
+                    )
+                )
+            elif isinstance(action, ShadowTraffic):
+                if action.candidate is not None:
+                    self.kube.apply(build_shadow_service(model, action.candidate, self.settings))
+                else:
+                    self.kube.delete_owned(
+                        "v1", "Service", ns, shadow_service_name(model.ref.name), model.ref.uid
+                    )
+            elif isinstance(action, MarkRolledBack):
+                uid = self._uid_of(observed, action.name)
+                self.kube.annotate_deployment(
+                    ns, action.name, uid, {ANN_ROLLED_BACK: action.message[:1024]}
+                )
+                details = {"result": action.result, "message": action.message,
+                           "stable": observed.service_version,
+                           "sha256": model.artifact.sha256}  # fmt: skip
+                self._record(events, model, ledger.ROLLED_BACK, action.version, details, now)
             elif isinstance(action, DeleteUnserved):
                 self.kube.delete_deployment(ns, action.deployment.name, action.deployment.uid)
                 events.append(

@@ -89,6 +89,9 @@ class Settings:
     # of serving_image only.
     allowed_images: tuple[str, ...] = ()
     require_image_digest: bool = False
+    # Where a canary's or shadow's analysis reads the servers' metrics
+    # (MLMODEL_PROMETHEUS_URL, http(s)://host:port[/path]); empty: no analysis possible.
+    prometheus_url: str = ""
 
     @property
     def all_namespaces(self) -> bool:
@@ -213,9 +216,17 @@ class Settings:
                 f"a list that allows the default serving image {serving_image} too",
             )  # fmt: skip
 
+        prometheus = get("MLMODEL_PROMETHEUS_URL", "")
+        if prometheus and not re.match(r"^https?://[^/\s?#]+(/[^\s?#]*)?$", prometheus):
+            raise SettingsError(
+                "MLMODEL_PROMETHEUS_URL", prometheus,
+                "the Prometheus HTTP API's base URL, e.g. http://prometheus.monitoring.svc:9090",
+            )  # fmt: skip
+
         return cls(
             serving_image=serving_image,
             allowed_images=allowed,
+            prometheus_url=prometheus.rstrip("/"),
             require_image_digest=require_digest,
             image_pull_policy=pull_policy,
             s3_endpoint=s3_endpoint,

@@ -184,9 +184,55 @@ class ServingSpec:
     model_cache_size: str = DEFAULT_MODEL_CACHE_SIZE
 
 
+STRATEGIES: Final = ("switch", "canary", "shadow")
+MAX_STEPS: Final = 10
+
+
+@dataclass(frozen=True)
+class RolloutStep:
+    """One step of a canary (``weight``: the candidate's share of requests, in percent)
+    or of a shadow (``weight``: the share of requests copied to the candidate)."""
+
+    weight: int
+    pause_seconds: int = 60
+
+
+@dataclass(frozen=True)
+class AnalysisSpec:
+    """Checks on the candidate's own metrics (from Prometheus) that must all hold at the
+    end of every step; None: not checked."""
+
+    max_error_ratio: float | None = None
+    max_p99_latency_ms: float | None = None
+    max_drift_psi: float | None = None
+    min_agreement: float | None = None  # shadow only
+    # the candidate requests (canary) or compared copies (shadow) a step needs before it
+    # is judged: fewer say nothing either way
+    min_requests: int = 20
+
+    @property
+    def enabled(self) -> bool:
+        return any(
+            v is not None
+            for v in (
+                self.max_error_ratio,
+                self.max_p99_latency_ms,
+                self.max_drift_psi,
+                self.min_agreement,
+            )
+        )
+
+
 @dataclass(frozen=True)
 class RolloutSpec:
     ready_timeout_seconds: int = 600
+    strategy: str = "switch"  # one of STRATEGIES
+    steps: tuple[RolloutStep, ...] = ()
+    analysis: AnalysisSpec = field(default_factory=AnalysisSpec)
+
+    @property
+    def progressive(self) -> bool:
+        return self.strategy != "switch"
 
 
 @dataclass(frozen=True)
@@ -342,22 +388,13 @@ def parse_model(body: Mapping[str, Any]) -> ModelSpec:
             f"{len(deployment)} characters, at most {MAX_NAME_LENGTH} are allowed",
         )
 
-    return ModelSpec(
+    model = ModelSpec(
         ref=ModelRef(name=name, namespace=namespace, uid=uid),
         generation=generation,
         version=version,
         artifact=_parse_artifact(_object(spec.get("artifact"), "spec.artifact", required=True)),
         serving=_parse_serving(_object(spec.get("serving"), "spec.serving")),
-        rollout=RolloutSpec(
-            ready_timeout_seconds=_integer(
-                _object(spec.get("rollout"), "spec.rollout"),
-                "readyTimeoutSeconds",
-                "spec.rollout.readyTimeoutSeconds",
-                default=600,
-                low=10,
-                high=86400,
-            )
-        ),
+        rollout=_parse_rollout(_object(spec.get("rollout"), "spec.rollout")),
         retirement=RetirementSpec(
             drain_seconds=_integer(
                 _object(spec.get("retirement"), "spec.retirement"),
@@ -372,6 +409,14 @@ def parse_model(body: Mapping[str, Any]) -> ModelSpec:
         archive=_parse_archive(_object(spec.get("archive"), "spec.archive")),
         decision_log=_parse_decision_log(_object(spec.get("decisionLog"), "spec.decisionLog")),
     )
+    psi = model.rollout.analysis.max_drift_psi
+    if psi is not None and not model.monitoring.drift.enabled:
+        raise SpecError(
+            "spec.rollout.analysis.maxDriftPsi", psi,
+            "no maxDriftPsi without spec.monitoring.drift.baselineUri (the drift the check "
+            "reads is measured against that baseline)",
+        )  # fmt: skip
+    return model
 
 
 def check_version_reuse(model: ModelSpec, history: Iterable[Mapping[str, Any]]) -> None:
@@ -551,6 +596,67 @@ def _parse_monitoring(raw: Mapping[str, Any]) -> MonitoringSpec:
         psi_threshold=DEFAULT_PSI_THRESHOLD if threshold is None else threshold,
     )
     return MonitoringSpec(enabled=enabled, slo=slo, drift=drift)
+
+
+def _parse_rollout(raw: Mapping[str, Any]) -> RolloutSpec:
+    timeout = _integer(
+        raw, "readyTimeoutSeconds", "spec.rollout.readyTimeoutSeconds",
+        default=600, low=10, high=86400,
+    )  # fmt: skip
+    strategy = _string(raw, "strategy", "spec.rollout.strategy") or "switch"
+    if strategy not in STRATEGIES:
+        raise SpecError("spec.rollout.strategy", strategy, f"one of {', '.join(STRATEGIES)}")
+    steps_raw = raw.get("steps")
+    if steps_raw is None:
+        steps_raw = []
+    if not isinstance(steps_raw, list) or len(steps_raw) > MAX_STEPS:
+        raise SpecError("spec.rollout.steps", steps_raw, f"a list of at most {MAX_STEPS} steps")
+    top = 100 if strategy == "shadow" else 99
+    steps: list[RolloutStep] = []
+    for i, item in enumerate(steps_raw):
+        path = f"spec.rollout.steps[{i}]"
+        step = _object(item, path, required=True)
+        weight = _optional_integer(step, "weight", f"{path}.weight", low=1, high=top)
+        if weight is None:
+            raise SpecError(f"{path}.weight", None, f"an integer from 1 to {top}")
+        if steps and weight < steps[-1].weight and strategy == "canary":
+            raise SpecError(
+                f"{path}.weight", weight,
+                f"a weight of at least {steps[-1].weight}, the step before's: a canary's "
+                "share only grows",
+            )  # fmt: skip
+        pause = _integer(
+            step, "pauseSeconds", f"{path}.pauseSeconds", default=60, low=0, high=86400
+        )
+        steps.append(RolloutStep(weight, pause))
+    if strategy != "switch" and not steps:
+        raise SpecError(
+            "spec.rollout.steps", steps_raw,
+            f"at least one step for strategy {strategy}, e.g. [{{weight: 10, pauseSeconds: "
+            "120}]",
+        )  # fmt: skip
+    a = _object(raw.get("analysis"), "spec.rollout.analysis")
+    path = "spec.rollout.analysis"
+    analysis = AnalysisSpec(
+        max_error_ratio=_optional_number(
+            a, "maxErrorRatio", f"{path}.maxErrorRatio", low=0, high=1
+        ),
+        max_p99_latency_ms=_optional_number(
+            a, "maxP99LatencyMs", f"{path}.maxP99LatencyMs", low=0, high=600000
+        ),
+        max_drift_psi=_optional_number(a, "maxDriftPsi", f"{path}.maxDriftPsi", low=0, high=10),
+        min_agreement=_optional_number(a, "minAgreement", f"{path}.minAgreement", low=0, high=1),
+        min_requests=_integer(
+            a, "minRequests", f"{path}.minRequests", default=20, low=1, high=1000000
+        ),
+    )
+    if analysis.min_agreement is not None and strategy != "shadow":
+        raise SpecError(
+            f"{path}.minAgreement", analysis.min_agreement,
+            "no minAgreement unless spec.rollout.strategy is shadow (only a shadow compares "
+            "the candidate's answers with the stable version's)",
+        )  # fmt: skip
+    return RolloutSpec(timeout, strategy, tuple(steps), analysis)
 
 
 def _parse_archive(raw: Mapping[str, Any]) -> ArchiveSpec:

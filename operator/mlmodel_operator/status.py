@@ -79,7 +79,10 @@ def build_status(
     else:
         put(c.READY, False, Reason.NO_READY_REPLICAS, plan.message)
 
-    if plan.phase == Phase.DEPLOYING:
+    if plan.rollout is not None:
+        step_reason = Reason.SHADOW_STEP if plan.rollout.get("strategy") == "shadow" else None
+        put(c.PROGRESSING, True, step_reason or Reason.CANARY_STEP, plan.message)
+    elif plan.phase == Phase.DEPLOYING:
         put(c.PROGRESSING, True, Reason.WAITING_FOR_AVAILABLE, plan.message)
     elif plan.phase == Phase.RETIRING:
         put(c.PROGRESSING, True, Reason.RETIRING, plan.message)
@@ -130,6 +133,13 @@ def build_status(
         "conditions": conds,
         "history": [e.to_status() for e in history],
     }
+    # a canary or shadow while it runs; how the last one ended, kept until the next ends
+    status["rollout"] = dict(plan.rollout) if plan.rollout is not None else None
+    status["lastRollout"] = (
+        dict(plan.rollout_ended)
+        if plan.rollout_ended is not None
+        else old_status.get("lastRollout")
+    )
     status["activeVersion"] = plan.active_version
     status["endpoint"] = endpoint if plan.active_version else None
     status["digestPrefix"] = digest_prefix(serving.sha256) if serving and serving.sha256 else None

@@ -69,6 +69,29 @@ CASES: list[tuple[dict[str, Any], str]] = [
     ({"spec.decisionLog.queueRecords": 10}, "queueRecords must be at least maxRecords"),
     ({"spec.decisionLog.redact": ["email"]}, "redactKeySecret is required when redact names"),
     ({"spec.decisionLog.prefix": "a/./b"}, "the prefix must not have '.' or '..' segments"),
+    ({"spec.rollout": {"strategy": "canary"}}, "strategy canary or shadow needs at least one"),
+    (
+        {"spec.rollout": {"strategy": "canary", "steps": [{"weight": 100}]}},
+        "a canary step's weight is at most 99",
+    ),
+    (
+        {"spec.rollout": {"strategy": "canary", "steps": [{"weight": 50}, {"weight": 10}]}},
+        "a canary's weights never decrease",
+    ),
+    (
+        {
+            "spec.rollout": {
+                "strategy": "canary",
+                "steps": [{"weight": 10}],
+                "analysis": {"minAgreement": 0.9},
+            }
+        },
+        "analysis.minAgreement is for strategy shadow only",
+    ),
+    (
+        {"spec.rollout": {"analysis": {"maxDriftPsi": 0.2}}},
+        "rollout.analysis.maxDriftPsi needs monitoring.drift.baselineUri",
+    ),
 ]
 TRANSITIONS = [
     "the digest of a version can never change",

@@ -132,7 +132,10 @@ def test_spec_to_dict_uses_the_crd_names_and_fills_defaults() -> None:
     spec = spec_to_dict(model(monitoring={"slo": {"p99LatencyMs": 50}}))
     assert "ref" not in spec and "generation" not in spec
     assert spec["retirement"] == {"drainSeconds": 30}
-    assert spec["rollout"] == {"readyTimeoutSeconds": 600}
+    assert spec["rollout"] == {
+        "readyTimeoutSeconds": 600, "strategy": "switch", "steps": [],
+        "analysis": {"minRequests": 20},
+    }  # fmt: skip
     assert spec["monitoring"]["slo"] == {"p99LatencyMs": 50}
     assert spec["serving"]["resources"]["requests"]["cpu"] == "100m"
     assert "image" not in spec["serving"]  # unset fields are left out

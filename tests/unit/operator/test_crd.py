@@ -148,7 +148,7 @@ def test_only_status_kopf_keeps_unknown_fields() -> None:
 def test_printer_columns_point_at_fields_that_exist() -> None:
     columns = VERSION["additionalPrinterColumns"]
     names = [col["name"] for col in columns if col.get("priority", 0) == 0]
-    assert names == ["Version", "Phase", "Ready", "Endpoint", "Age"]
+    assert names == ["Version", "Phase", "Ready", "Endpoint", "Candidate", "Weight", "Age"]
     wide = [col["name"] for col in columns if col.get("priority", 0) == 1]
     assert wide == ["Desired", "Digest"]
     for column in columns:
@@ -260,7 +260,9 @@ def test_cel_rules_have_messages_and_the_digest_rule_is_a_transition_rule() -> N
     assert len(name) == 1
     for path, rule in rules:
         if "fieldPath" in rule:  # must name a declared field, relative to the rule
-            assert node_at(path + rule["fieldPath"])["type"] in ("string", "integer", "object")
+            assert node_at(path + rule["fieldPath"])["type"] in (
+                "string", "integer", "number", "object", "array",
+            )  # fmt: skip
 
 
 def test_decision_log_rules_cover_what_the_parser_checks_across_fields() -> None:

@@ -137,6 +137,10 @@ EXPECTED_DEPLOYMENT: dict[str, Any] = {
                             {"name": "MLMODEL_CACHE_DIR", "value": "/var/cache/mlmodel"},
                             {"name": "MLMODEL_GRPC_PORT", "value": "8081"},
                             {
+                                "name": "MLMODEL_SHADOW_DISCOVERY",
+                                "value": "http://churn-shadow.team-a.svc.cluster.local:8080",
+                            },
+                            {
                                 "name": "MLMODEL_S3_ACCESS_KEY",
                                 "valueFrom": {
                                     "secretKeyRef": {
