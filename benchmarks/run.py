@@ -13,6 +13,8 @@ side by side, against a real MinIO: `python benchmarks/run.py decisions --help`)
 Pod deletion under load; needs root).
 `soak` (mlmodel-serve under wrk for ten minutes, its RSS sampled: flat after the warm-up?
 `python benchmarks/run.py soak --help`).
+`shadow` (mlmodel-serve alone against the same server mirroring to a candidate at sample
+1.0 and 0.1: `python benchmarks/run.py shadow --help`).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-SUITES = ("serving", "operator", "forest", "encodings", "decisions", "node", "soak")
+SUITES = ("serving", "operator", "forest", "encodings", "decisions", "node", "soak", "shadow")
 
 
 def main(argv: list[str]) -> int:
@@ -45,6 +47,10 @@ def main(argv: list[str]) -> int:
         from benchmarks.serving import bench_decisions
 
         return bench_decisions.main(argv, command=command)
+    if suite == "shadow":
+        from benchmarks.serving import bench_shadow
+
+        return bench_shadow.main(argv, command=command)
     if suite == "soak":
         from benchmarks.serving import bench_soak
 
