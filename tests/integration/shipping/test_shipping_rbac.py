@@ -39,6 +39,7 @@ ALLOWED: list[tuple[str, str, str, str, str, str]] = [
     ("get", "", "services", "", MODEL_NS, "churn"),
     ("create", "", "services", "", MODEL_NS, ""),
     ("patch", "", "services", "", MODEL_NS, "churn"),
+    ("delete", "", "services", "", MODEL_NS, "churn-shadow"),  # a shadow's, when it ends
     # kube.secret_exists: the serving credentials Secret, by name only
     ("get", "", "secrets", "", MODEL_NS, "mlmodel-s3-credentials"),
     # kopf.event / kopf's own handler events
@@ -125,7 +126,6 @@ DENIED: list[tuple[str, str, str, str, str, str]] = [
     ("list", "monitoring.coreos.com", "servicemonitors", "", "monitoring", ""),
     ("get", "", "configmaps", "", "kube-system", "kubeadm-config"),
     ("patch", "", "events", "", MODEL_NS, "x"),
-    ("delete", "", "services", "", MODEL_NS, "churn"),
     ("create", "", "persistentvolumeclaims", "", MODEL_NS, ""),
     ("patch", "kopf.dev", "kopfpeerings", "", MODEL_NS, "x"),  # cluster-wide peering only
 ]
