@@ -481,10 +481,13 @@ class PrometheusServer:
     config: str
     port: int = field(default_factory=free_port)
     process: Process | None = None
+    # where it listens: 127.0.0.1, or the real node's bridge address when the Pods of the
+    # node (an operator reading a canary's metrics) must reach it
+    host: str = "127.0.0.1"
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.host}:{self.port}"
 
     def start(self, timeout: float = 60.0) -> PrometheusServer:
         exe = shutil.which("prometheus")
@@ -500,7 +503,7 @@ class PrometheusServer:
                     exe,
                     f"--config.file={config_path}",
                     f"--storage.tsdb.path={self.workdir / 'tsdb'}",
-                    f"--web.listen-address=127.0.0.1:{self.port}",
+                    f"--web.listen-address={self.host}:{self.port}",
                     "--web.enable-lifecycle",
                 ],
                 self.workdir / "prometheus.log",
