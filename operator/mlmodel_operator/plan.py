@@ -741,7 +741,10 @@ def _progressive(
             withhold_decision_log=withhold, rollout=rollout_status,
         )  # fmt: skip
 
-    if cand is None or not cand.is_available or others:
+    # Until its first step the candidate must be Available (and alone with the stable
+    # version); once a step runs, a replica starting or lost (a step's scale-up) changes
+    # nothing: the step goes on, the analysis judges what answered.
+    if cand is None or (cand.step == 0 and (not cand.is_available or bool(others))):
         age = (now - cand.created_at).total_seconds() if cand else 0.0
         if age > rollout.ready_timeout_seconds and not others:
             message = (

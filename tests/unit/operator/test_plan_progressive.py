@@ -272,3 +272,15 @@ def test_bad_rollouts_name_the_field(rollout: dict[str, Any], field: str) -> Non
     with pytest.raises(SpecError) as info:
         parse_model(body)
     assert field in str(info.value)
+
+
+def test_a_step_goes_on_while_its_candidate_scales_up() -> None:
+    """Found on the real node: step 2's scale-up made the candidate not Available for a
+    moment, and the plan took that for a rollout that had stopped (Aborted)."""
+    scaling = dep("2", available=1, desired=3, step=2, step_age=3)
+    running = RunningRollout("canary", "2", "1")
+    p = plan(model(), observed(dep("1"), scaling, split="2", candidate_open=True,
+                               running=running), SECRET)  # fmt: skip
+    assert p.rollout is not None and p.rollout["step"] == 2
+    assert p.rollout_ended is None
+    assert not any(isinstance(a, (MarkRolledBack, SwitchService)) for a in p.actions)
