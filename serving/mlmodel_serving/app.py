@@ -54,6 +54,8 @@ from mlmodel_serving.protocol import (
 )
 from mlmodel_serving.settings import Settings
 from mlmodel_serving.shadow import SHADOW_HEADER, MirrorRequest, ShadowTraffic
+from mlmodel_serving.shadow_config import build_offer
+from mlmodel_serving.shadow_discovery import ShadowDiscovery
 
 log = logging.getLogger("mlmodel_serving")
 
@@ -116,6 +118,13 @@ ROUTES: tuple[Route, ...] = (
     ),
     Route("GET", "/v1/models/{model_name}", "v1_model", "v1", "Model status (KServe V1)"),
     Route("POST", "/v1/models/{model_name}:predict", "v1_predict", "v1", "Prediction (KServe V1)"),
+    Route(
+        "GET",
+        "/v2/shadow/offer",
+        "shadow_offer",
+        "http",
+        "Shadow discovery: the copies this server offers to take as a candidate",
+    ),
     Route(
         "GET",
         "/v2/models/{model_name}/shadow",
@@ -193,7 +202,19 @@ class ServingApp:
             max_in_flight=settings.shadow_max_in_flight,
             model_version=self._model_version,
             on_change=self._shadow_changed,
+            discovery=(
+                ShadowDiscovery(
+                    settings.shadow_discovery, interval=settings.shadow_discovery_seconds
+                )
+                if settings.shadow_discovery
+                else None
+            ),
+            own_version=settings.model_version,
         )
+        # A candidate (it offers copies) records no decision for a copy: no client saw
+        # its answer. A server that offers none records every request, header or not, so
+        # the header cannot be used to leave a decision unrecorded on a stable.
+        self._copies_unrecorded = settings.shadow_sample is not None
         self.draining = False
         self._model_headers: Headers = []
         self._id_prefix = secrets.token_hex(4)
@@ -214,6 +235,7 @@ class ServingApp:
             "metrics": self._metrics,
             "openapi": self._openapi,
             "shadow": self._shadow,
+            "shadow_offer": self._shadow_offer,
         }
         self._openapi_body = encode_json(openapi_document())
         self.metrics.set_ready(False)
@@ -396,8 +418,9 @@ class ServingApp:
         ``header_length``: the request's ``Inference-Header-Content-Length`` (the binary
         data extension of the Open Inference Protocol), when it has one. ``content_type``
         and ``shadowed`` (the request carries ``x-mlmodel-shadow``) matter only while
-        shadow traffic is on: a mirrored copy keeps the content type, and a request that
-        is itself a copy is never mirrored.
+        shadow traffic is on (a mirrored copy keeps the content type, and a request that
+        is itself a copy is never mirrored) and on a candidate that offers copies (a copy
+        leaves no decision record).
         """
         start = time.perf_counter()
         id_given = request_id is not None
@@ -409,7 +432,7 @@ class ServingApp:
         try:
             route, params = self.resolve(method, path)
             route_name, protocol = route.template, route.protocol
-            if route.name in _DECIDING:
+            if route.name in _DECIDING and not (shadowed and self._copies_unrecorded):
                 decision = self.begin_decision(request_id, protocol, id_given)
             response = await self._handlers[route.name](
                 body, params, request_id, header_length, decision
@@ -685,6 +708,22 @@ class ServingApp:
     ) -> Response:
         self.find_model(params["model_name"])
         return Response(200, encode_json(self.shadow.status()))
+
+    async def _shadow_offer(
+        self,
+        body: bytes,
+        params: dict[str, str],
+        request_id: str,
+        header_length: int | None,
+        decision: Decision | None,
+    ) -> Response:
+        sample = self.settings.shadow_sample
+        if sample is None:
+            raise NotFound("this server offers no shadow copies (MLMODEL_SHADOW_SAMPLE is not set)")
+        model = self.model
+        if model is None:
+            raise NotReady("the model is still being fetched and verified; retry shortly")
+        return Response(200, encode_json(build_offer(model.name, model.version, sample)))
 
     async def _openapi(
         self,

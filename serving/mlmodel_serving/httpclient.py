@@ -4,9 +4,10 @@ connections, a deadline per request.
 Made for shadow traffic (:mod:`mlmodel_serving.shadow`): the server already runs on
 asyncio with httptools, so mirroring a request costs a write and a parse on the same
 event loop, with no thread and no new dependency. Only what that needs: ``POST`` with a
-body of known length, responses with ``content-length`` or chunked bodies, keep-alive.
-A request that was sent on a kept-alive connection which the server had meanwhile closed
-is sent once more on a new connection (nothing of the answer had arrived).
+body of known length (and ``GET`` without one, to ask a candidate's shadow offer),
+responses with ``content-length`` or chunked bodies, keep-alive. A request that was sent
+on a kept-alive connection which the server had meanwhile closed is sent once more on a
+new connection (nothing of the answer had arrived).
 """
 
 from __future__ import annotations
@@ -140,11 +141,31 @@ class HttpPool:
     ) -> HttpAnswer:
         """POST ``body`` to ``path``; the answer, or TimeoutError / OSError /
         :class:`HttpClientError`. The whole exchange (connect included) gets ``timeout``."""
+        return await self._exchange(b"POST", path, body, headers, timeout)
+
+    async def get(
+        self, path: str, headers: Sequence[tuple[bytes, bytes]] = (), *, timeout: float
+    ) -> HttpAnswer:
+        """GET ``path``; as :meth:`post`."""
+        return await self._exchange(b"GET", path, None, headers, timeout)
+
+    async def _exchange(
+        self,
+        method: bytes,
+        path: str,
+        body: bytes | None,
+        headers: Sequence[tuple[bytes, bytes]],
+        timeout: float,
+    ) -> HttpAnswer:
         host = self.host if ":" not in self.host else f"[{self.host}]"
-        head = [b"POST %s HTTP/1.1\r\nhost: %s:%d\r\n" % (path.encode(), host.encode(), self.port)]
+        head = [
+            b"%s %s HTTP/1.1\r\nhost: %s:%d\r\n" % (method, path.encode(), host.encode(), self.port)
+        ]
         head.extend(b"%s: %s\r\n" % pair for pair in headers)
-        head.append(b"content-length: %d\r\n\r\n" % len(body))
-        request = b"".join(head) + body
+        if body is not None:
+            head.append(b"content-length: %d\r\n" % len(body))
+        head.append(b"\r\n")
+        request = b"".join(head) + (body or b"")
         async with asyncio.timeout(timeout):
             conn, reused = self._take()
             if conn is None:

@@ -186,6 +186,12 @@ def openapi_document(metadata: dict[str, Any] | None = None) -> dict[str, Any]:
                 },
             }
         },
+        "/v2/shadow/offer": _get(
+            "Shadow discovery: what this server, as a candidate, offers to take copies of "
+            "(MLMODEL_SHADOW_SAMPLE); 404 when it offers none",
+            _json("ShadowOffer", "The offer"),
+            errors=("404", "503"),
+        ),
         "/v2/models/{model_name}/shadow": _get(
             "Shadow traffic: the configuration in force, counts by result (agree, "
             "disagree, error), copies dropped, and the last 100 disagreements",
@@ -380,6 +386,16 @@ def openapi_document(metadata: dict[str, Any] | None = None) -> dict[str, Any]:
                 }
             },
         },
+        "ShadowOffer": {
+            "type": "object",
+            "required": ["model", "version", "sample"],
+            "additionalProperties": False,
+            "properties": {
+                "model": {"type": "string"},
+                "version": {"type": "string", "description": "The loaded model's version"},
+                "sample": {"type": "number", "minimum": 0, "maximum": 1},
+            },
+        },
         "ShadowStatus": {
             "type": "object",
             "required": ["model", "active", "config", "counts", "dropped", "disagreements"],
@@ -393,6 +409,24 @@ def openapi_document(metadata: dict[str, Any] | None = None) -> dict[str, Any]:
                     "credentials); null: no mirroring",
                 },
                 "config_error": {"type": ["string", "null"]},
+                "source": {
+                    "type": ["string", "null"],
+                    "enum": ["file", "discovery", None],
+                    "description": "Where the configuration in force comes from",
+                },
+                "discovery": {
+                    "type": ["object", "null"],
+                    "description": "Shadow discovery (MLMODEL_SHADOW_DISCOVERY): the URL asked, "
+                    "how often, and what the last ask found; null: not configured",
+                    "properties": {
+                        "url": {"type": "string"},
+                        "interval_seconds": {"type": "number"},
+                        "asked": {"type": "integer"},
+                        "state": {"enum": ["offer", "none", "invalid", "own_version"]},
+                        "offer": {"type": ["object", "null"]},
+                        "detail": {"type": ["string", "null"]},
+                    },
+                },
                 "candidate": {
                     "type": ["object", "null"],
                     "description": "The candidate the counts are for",

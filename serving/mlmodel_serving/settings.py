@@ -16,9 +16,13 @@ from pathlib import Path
 from mlmodel_serving.artifacts import S3Config, parse_bool, validate_sha256
 from mlmodel_serving.decisionlog import DecisionLogConfig
 from mlmodel_serving.shadow_config import (
+    DEFAULT_DISCOVERY_SECONDS,
     DEFAULT_SHADOW_CONFIG,
     DEFAULT_SHADOW_MAX_IN_FLIGHT,
     DEFAULT_SHADOW_TIMEOUT_SECONDS,
+    parse_discovery_seconds,
+    parse_discovery_url,
+    parse_shadow_sample,
 )
 
 DEFAULT_CACHE_DIR = "/var/cache/mlmodel"
@@ -74,6 +78,11 @@ class Settings:
     shadow_config: Path = Path(DEFAULT_SHADOW_CONFIG)
     shadow_timeout: float = DEFAULT_SHADOW_TIMEOUT_SECONDS
     shadow_max_in_flight: int = DEFAULT_SHADOW_MAX_IN_FLIGHT
+    # Shadow discovery (stable side): ask <url>/v2/shadow/offer this often ("": never).
+    shadow_discovery: str = ""
+    shadow_discovery_seconds: float = DEFAULT_DISCOVERY_SECONDS
+    # The offer (candidate side): the share of requests offered; None: no offer (404).
+    shadow_sample: float | None = None
 
     def __post_init__(self) -> None:
         if not self.model_name:
@@ -185,6 +194,11 @@ class Settings:
         ):
             if not seconds > 0:
                 raise ValueError(f"invalid {name} {seconds}: expected > 0 seconds")
+        if self.shadow_discovery:
+            parse_discovery_url(self.shadow_discovery)
+        parse_discovery_seconds(self.shadow_discovery_seconds)
+        if self.shadow_sample is not None:
+            parse_shadow_sample(self.shadow_sample)
 
     @property
     def batching(self) -> bool:
@@ -406,6 +420,23 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
         help="mirrored requests in flight at most; past it a copy is dropped (and counted) "
         "[MLMODEL_SHADOW_MAX_IN_FLIGHT]",
     )
+    shadow.add_argument(
+        "--shadow-discovery",
+        default=env("MLMODEL_SHADOW_DISCOVERY"),
+        help="http://host:port asked for a candidate's offer (GET /v2/shadow/offer) while "
+        "serving; unset: no discovery [MLMODEL_SHADOW_DISCOVERY]",
+    )
+    shadow.add_argument(
+        "--shadow-discovery-seconds",
+        default=env("MLMODEL_SHADOW_DISCOVERY_SECONDS", f"{DEFAULT_DISCOVERY_SECONDS:g}"),
+        help="seconds between two asks, 1 to 300 [MLMODEL_SHADOW_DISCOVERY_SECONDS]",
+    )
+    shadow.add_argument(
+        "--shadow-sample",
+        default=env("MLMODEL_SHADOW_SAMPLE"),
+        help="as a candidate: offer to take copies of this share (0.0 to 1.0) of the stable's "
+        "requests at GET /v2/shadow/offer; unset: no offer [MLMODEL_SHADOW_SAMPLE]",
+    )
     log = p.add_argument_group(
         "decision log", "record every inference request in the object store (default: off)"
     )
@@ -532,4 +563,9 @@ def load_settings(
         shadow_config=Path(args.shadow_config),
         shadow_timeout=args.shadow_timeout,
         shadow_max_in_flight=args.shadow_max_in_flight,
+        shadow_discovery=args.shadow_discovery.strip(),
+        shadow_discovery_seconds=parse_discovery_seconds(args.shadow_discovery_seconds),
+        shadow_sample=(
+            parse_shadow_sample(args.shadow_sample) if args.shadow_sample.strip() else None
+        ),
     )

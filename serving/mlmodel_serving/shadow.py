@@ -10,7 +10,11 @@ data header and request id are POSTed to the same route on the candidate, with
 past that a copy is dropped and counted. Each copy has a deadline.
 
 What is compared, and how, is in :mod:`mlmodel_serving.shadow_compare`; the configuration
-file in :mod:`mlmodel_serving.shadow_config`. Results go to Prometheus
+file in :mod:`mlmodel_serving.shadow_config`; asking a candidate's offer in
+:mod:`mlmodel_serving.shadow_discovery`. The file wins when it has content (a config, or
+an error); otherwise the discovered offer is in force. Neither may name this server's own
+version (a candidate's Pods ask the same URL as the stable's, and would mirror to
+themselves). Results go to Prometheus
 (:class:`mlmodel_serving.metrics.ShadowMetrics`), to one JSON log line per disagreement
 (at most :data:`LOG_LINES_PER_SECOND` a second, the rest counted), and to
 :meth:`ShadowTraffic.status`, served at ``GET /v2/models/{model}/shadow``.
@@ -32,7 +36,13 @@ from urllib.parse import quote
 from mlmodel_serving.httpclient import HttpClientError, HttpPool
 from mlmodel_serving.metrics import SHADOW_RESULTS, ShadowMetrics
 from mlmodel_serving.shadow_compare import Prediction, UnreadableAnswer, compare, read_v1, read_v2
-from mlmodel_serving.shadow_config import ConfigChange, ShadowConfig, ShadowConfigFile
+from mlmodel_serving.shadow_config import (
+    OFFER_PATH,
+    ConfigChange,
+    ShadowConfig,
+    ShadowConfigFile,
+)
+from mlmodel_serving.shadow_discovery import Discovered, ShadowDiscovery
 
 log = logging.getLogger("mlmodel_serving.shadow")
 
@@ -114,7 +124,9 @@ class ShadowTraffic:
     """Mirrors sampled requests to the configured candidate and records the comparison.
 
     ``on_change(active)``: called when mirroring turns on or off, so that the app keeps
-    the one attribute its request path checks.
+    the one attribute its request path checks. ``discovery``: ask a candidate's offer
+    every ``discovery.interval`` s (None: the file alone). ``own_version``: this server's
+    version; a config or offer naming it is not applied.
     """
 
     def __init__(
@@ -126,8 +138,12 @@ class ShadowTraffic:
         max_in_flight: int,
         model_version: Callable[[], str | None],
         on_change: Callable[[bool], None] = lambda active: None,
+        discovery: ShadowDiscovery | None = None,
+        own_version: str | None = None,
     ) -> None:
         self.file = ShadowConfigFile(config_path)
+        self.discovery = discovery
+        self.own_version = own_version
         self.metrics = metrics
         self.timeout = timeout
         self.max_in_flight = max_in_flight
@@ -135,12 +151,17 @@ class ShadowTraffic:
         self.on_change = on_change
         self.config: ShadowConfig | None = None
         self.config_error: str | None = None
+        self.source: str | None = None  # "file" or "discovery": where ``config`` comes from
+        self._from_file = ConfigChange(None)  # the file's last content, parsed
+        self._discovered = Discovered("none", detail="not asked yet")
+        self._discovery_key: tuple[str, ShadowConfig | None, str] = ("none", None, "")
         self.stats: ShadowStats | None = None
         self.in_flight = 0
         self.in_flight_bytes = 0
         self._pool: HttpPool | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._watch: asyncio.Task[None] | None = None
+        self._discover: asyncio.Task[None] | None = None
         self._disagreement_log = RateLimit(LOG_LINES_PER_SECOND)
         self._error_log = RateLimit(1, ERROR_LOG_SECONDS)
         self._random = random.random
@@ -148,9 +169,20 @@ class ShadowTraffic:
     # -- configuration ------------------------------------------------------------------
 
     def start(self) -> None:
-        """Check the configuration file now and then every :data:`CHECK_SECONDS`."""
+        """Check the configuration file now and then every :data:`CHECK_SECONDS`; ask for a
+        candidate's offer now and then every ``discovery.interval`` s, if configured."""
         self.check_config()
-        self._watch = asyncio.get_running_loop().create_task(self._watch_loop())
+        loop = asyncio.get_running_loop()
+        self._watch = loop.create_task(self._watch_loop())
+        if self.discovery is not None:
+            log.info(
+                "shadow discovery: asking %s%s every %g s",
+                self.discovery.url,
+                OFFER_PATH,
+                self.discovery.interval,
+                extra={"discovery": self.discovery.url},
+            )
+            self._discover = loop.create_task(self._discover_loop(self.discovery))
 
     async def _watch_loop(self) -> None:
         while True:
@@ -160,6 +192,14 @@ class ShadowTraffic:
             except Exception:  # never let the watch die: serving goes on regardless
                 log.exception("checking the shadow config failed")
 
+    async def _discover_loop(self, discovery: ShadowDiscovery) -> None:
+        while True:
+            try:
+                self.discovered(await discovery.ask())
+            except Exception:  # never let discovery die: serving goes on regardless
+                log.exception("asking for a shadow offer failed")
+            await asyncio.sleep(discovery.interval)
+
     def check_config(self) -> None:
         """Stat the file; apply its content if it changed."""
         change = self.file.check()
@@ -167,24 +207,76 @@ class ShadowTraffic:
             self.apply(change)
 
     def apply(self, change: ConfigChange) -> None:
-        old = self.config
-        new = change.config
-        self.config_error = change.error
+        """The file's content changed to ``change``."""
+        config = change.config
+        if config is not None and config.version == self.own_version:
+            source = f"shadow config {self.file.path}"
+            change = ConfigChange(None, _own_version_error(source, config.version))
         if change.error is not None:
             log.error(
                 "%s; shadow traffic is off until the file is fixed",
                 change.error,
                 extra={"config_file": self.file.path},
             )
+        self._from_file = change
+        self._decide()
+
+    def discovered(self, found: Discovered) -> None:
+        """One ask's answer. Logged only when what was found changes, never per ask (the
+        reason there is no offer, e.g. refused or timed out, is not such a change)."""
+        config = found.config
+        if config is not None and config.version == self.own_version:
+            source = f"shadow offer {config.target}{OFFER_PATH}"
+            found = Discovered("own_version", detail=_own_version_error(source, config.version))
+            config = None
+        self._discovered = found
+        key = (found.state, config, found.detail if found.state != "none" else "")
+        if key == self._discovery_key:
+            return
+        self._discovery_key = key
+        url = self.discovery.url if self.discovery is not None else None
+        if found.state == "invalid":
+            log.error(
+                "%s; no shadow traffic from this offer", found.detail, extra={"discovery": url}
+            )
+        elif found.state == "own_version":
+            log.info("%s; ignored", found.detail, extra={"discovery": url})
+        self._decide()
+
+    def _decide(self) -> None:
+        """Put in force the file's configuration when it has content, else the discovered
+        one; log when mirroring turns on, off, or to another candidate."""
+        from_file = self._from_file
+        discovery = self.discovery
+        if from_file.config is not None or from_file.error is not None or discovery is None:
+            source, new, error = "file", from_file.config, from_file.error
+        else:
+            found = self._discovered
+            source, new = "discovery", found.config
+            error = found.detail if found.state == "invalid" else None
+        self.config_error = error
+        old, old_source = self.config, self.source
+        if new == old and source == old_source:
+            return
+        self.source = source
         if new is None:
-            if old is not None and change.error is None:
+            if old is not None and error is None:
+                if source == "file":
+                    reason = "the config file is absent or empty"
+                else:
+                    assert discovery is not None
+                    reason = (
+                        f"no candidate offers copies at {discovery.url}: {self._discovered.detail}"
+                    )
                 log.info(
-                    "shadow traffic off (the config file is absent or empty)",
-                    extra={"config_file": self.file.path, "candidate": old.version},
-                )
+                    "shadow traffic off (%s)",
+                    reason,
+                    extra={"config_file": self.file.path, "source": source,
+                           "candidate": old.version},
+                )  # fmt: skip
             self._set(None)
             return
-        if old is None or old.candidate != new.candidate:
+        if self.stats is None or self.stats.candidate.candidate != new.candidate:
             self.stats = ShadowStats(new)
             version = self.model_version()
             if version is not None:
@@ -193,7 +285,7 @@ class ShadowTraffic:
             "shadow traffic on: mirroring %g of inference requests to %s",
             new.sample,
             new.target,
-            extra={"config_file": self.file.path, **new.describe()},
+            extra={"config_file": self.file.path, "source": source, **new.describe()},
         )
         self._set(new)
 
@@ -369,6 +461,8 @@ class ShadowTraffic:
             "active": config is not None and config.sample > 0.0,
             "config": config.describe() if config is not None else None,
             "config_error": self.config_error,
+            "source": self.source if config is not None else None,
+            "discovery": self._discovery_status(),
             "timeout_seconds": self.timeout,
             "max_in_flight": self.max_in_flight,
             "in_flight": self.in_flight,
@@ -391,13 +485,30 @@ class ShadowTraffic:
         )
         return out
 
+    def _discovery_status(self) -> dict[str, Any] | None:
+        discovery = self.discovery
+        if discovery is None:
+            return None
+        found = self._discovered
+        return {
+            "url": discovery.url,
+            "interval_seconds": discovery.interval,
+            "asked": discovery.asked,
+            "state": found.state,
+            "offer": found.config.describe() if found.config is not None else None,
+            "detail": found.detail or None,
+        }
+
     # -- shutdown -----------------------------------------------------------------------
 
     async def close(self, timeout: float = 0.0) -> None:
         """Stop watching; give copies in flight up to ``timeout`` s, then cancel them."""
-        if self._watch is not None:
-            self._watch.cancel()
-            self._watch = None
+        for task in (self._watch, self._discover):
+            if task is not None:
+                task.cancel()
+        self._watch = self._discover = None
+        if self.discovery is not None:
+            self.discovery.close()
         if self._tasks and timeout > 0:
             await asyncio.wait(set(self._tasks), timeout=timeout)
         for task in list(self._tasks):
@@ -406,6 +517,14 @@ class ShadowTraffic:
             await asyncio.gather(*self._tasks, return_exceptions=True)
         if self._pool is not None:
             self._pool.close()
+
+
+def _own_version_error(source: str, version: str) -> str:
+    return (
+        f"{source}: field 'version' is {version!r}, this server's own version; accepted: "
+        "another version (a server never mirrors to itself: a candidate's own Pods ask the "
+        "same discovery URL)"
+    )
 
 
 def _header_length(value: bytes | None) -> int | None:

@@ -7,8 +7,13 @@ inode. :class:`ShadowConfigFile` stats it and re-reads it only when the stat cha
 and reports a change only when the content did: an invalid file is therefore reported
 once per distinct content, not once per check.
 
-Parsing is pure (:func:`parse_shadow_config`); every rejection names the file, the field,
-the value and what is accepted.
+The same configuration may instead be discovered (:mod:`mlmodel_serving.shadow_discovery`):
+a candidate that offers to take copies answers ``GET /v2/shadow/offer`` with its model,
+version and sample (:func:`parse_offer`), and the target is the URL it was asked at.
+
+Parsing is pure (:func:`parse_shadow_config`, :func:`parse_offer` and the environment
+values); every rejection names the file, offer or variable, the field, the value and what
+is accepted.
 """
 
 from __future__ import annotations
@@ -26,7 +31,14 @@ import orjson
 DEFAULT_SHADOW_CONFIG = "/etc/mlmodel/rollout/shadow.json"
 DEFAULT_SHADOW_TIMEOUT_SECONDS = 2.0
 DEFAULT_SHADOW_MAX_IN_FLIGHT = 16
+DEFAULT_DISCOVERY_SECONDS = 5.0
+DISCOVERY_SECONDS_RANGE = (1.0, 300.0)
 FIELDS = ("target", "model", "version", "sample")
+OFFER_FIELDS = ("model", "version", "sample")
+#: Where a candidate offers to take copies (and the stable asks).
+OFFER_PATH = "/v2/shadow/offer"
+TARGET_ACCEPTED = "http://<host>:<port> (plain HTTP, an explicit port, no path or query)"
+SAMPLE_ACCEPTED = "a number from 0.0 to 1.0 (the share mirrored)"
 # Files larger than this are not read: the configuration is four short fields.
 MAX_CONFIG_BYTES = 64 * 1024
 
@@ -50,8 +62,7 @@ class ShadowConfig:
     @property
     def target(self) -> str:
         """The target as ``http://host:port``, without credentials (safe to log)."""
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}"
+        return format_target(self.host, self.port)
 
     @property
     def candidate(self) -> tuple[str, int, str, str]:
@@ -68,11 +79,15 @@ class ShadowConfig:
         }
 
 
-def _invalid(path: str, field: str, value: Any, accepted: str) -> ShadowConfigError:
+def format_target(host: str, port: int) -> str:
+    """``http://host:port`` (an IPv6 address in brackets)."""
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+def _invalid(source: str, field: str, value: Any, accepted: str) -> ShadowConfigError:
+    """``source``: what was read, e.g. ``shadow config /etc/.../shadow.json``."""
     shown = repr(value) if not isinstance(value, str) or len(value) <= 200 else repr(value[:200])
-    return ShadowConfigError(
-        f"shadow config {path}: field {field!r} is {shown}; accepted: {accepted}"
-    )
+    return ShadowConfigError(f"{source}: field {field!r} is {shown}; accepted: {accepted}")
 
 
 def parse_shadow_config(data: bytes, path: str = DEFAULT_SHADOW_CONFIG) -> ShadowConfig | None:
@@ -99,49 +114,99 @@ def parse_shadow_config(data: bytes, path: str = DEFAULT_SHADOW_CONFIG) -> Shado
         )
     if not doc:
         return None
-    unknown = sorted(set(doc) - set(FIELDS))
+    source = f"shadow config {path}"
+    _check_fields(doc, FIELDS, source)
+    host, port, authorization = parse_target(doc["target"], path)
+    model, version, sample = _candidate_fields(doc, source)
+    return ShadowConfig(host, port, model, version, sample, authorization)
+
+
+def parse_offer(data: bytes, target: str) -> ShadowConfig:
+    """The configuration a candidate offers at ``target`` (``http://host:port``, as
+    :func:`parse_discovery_url` accepts it): its answer to ``GET /v2/shadow/offer``,
+    ``{"model": ..., "version": ..., "sample": ...}``, all three required, no others.
+
+    Raises :class:`ShadowConfigError`.
+    """
+    host, port, authorization = parse_discovery_url(target)
+    source = f"shadow offer {format_target(host, port)}{OFFER_PATH}"
+    try:
+        doc = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        shown = data[:200].decode("utf-8", "replace")
+        raise ShadowConfigError(
+            f"{source}: not JSON ({shown!r}); accepted: a JSON object "
+            '{"model": "<name>", "version": "<version>", "sample": <0.0..1.0>}'
+        ) from None
+    if not isinstance(doc, dict):
+        raise ShadowConfigError(
+            f"{source}: the document is a JSON {type(doc).__name__}, not an object; "
+            "accepted: an object with the fields " + ", ".join(OFFER_FIELDS)
+        )
+    _check_fields(doc, OFFER_FIELDS, source)
+    model, version, sample = _candidate_fields(doc, source)
+    return ShadowConfig(host, port, model, version, sample, authorization)
+
+
+def build_offer(model: str, version: str, sample: float) -> dict[str, Any]:
+    """What a candidate answers to ``GET /v2/shadow/offer``."""
+    return {"model": model, "version": version, "sample": sample}
+
+
+def _check_fields(doc: dict[str, Any], fields: tuple[str, ...], source: str) -> None:
+    """All of ``fields`` present, no other (a misspelt field must not pass silently)."""
+    unknown = sorted(set(doc) - set(fields))
     if unknown:
-        raise _invalid(path, unknown[0], doc[unknown[0]], "only the fields " + ", ".join(FIELDS))
-    missing = [f for f in FIELDS if f not in doc]
+        raise _invalid(source, unknown[0], doc[unknown[0]], "only the fields " + ", ".join(fields))
+    missing = [f for f in fields if f not in doc]
     if missing:
         raise ShadowConfigError(
-            f"shadow config {path}: field {missing[0]!r} is missing; accepted: an object "
-            "with all of " + ", ".join(FIELDS)
+            f"{source}: field {missing[0]!r} is missing; accepted: an object "
+            "with all of " + ", ".join(fields)
         )
-    host, port, authorization = parse_target(doc["target"], path)
+
+
+def _candidate_fields(doc: dict[str, Any], source: str) -> tuple[str, str, float]:
+    """``model``, ``version`` and ``sample``, checked."""
     model, version = doc["model"], doc["version"]
     if not isinstance(model, str) or not model or "/" in model or ":" in model:
-        raise _invalid(path, "model", model, "a non-empty model name without '/' or ':'")
+        raise _invalid(source, "model", model, "a non-empty model name without '/' or ':'")
     if not isinstance(version, str) or not version or "/" in version:
-        raise _invalid(path, "version", version, "a non-empty version string without '/'")
+        raise _invalid(source, "version", version, "a non-empty version string without '/'")
     sample = doc["sample"]
-    if (
-        isinstance(sample, bool)
-        or not isinstance(sample, int | float)
-        or not math.isfinite(sample)
-        or not 0.0 <= sample <= 1.0
-    ):
-        raise _invalid(path, "sample", sample, "a number from 0.0 to 1.0 (the share mirrored)")
-    return ShadowConfig(host, port, model, version, float(sample), authorization)
+    if not _is_share(sample):
+        raise _invalid(source, "sample", sample, SAMPLE_ACCEPTED)
+    return model, version, float(sample)
+
+
+def _is_share(value: Any) -> bool:
+    """A number from 0 to 1 (not a bool, not NaN)."""
+    return (
+        not isinstance(value, bool)
+        and isinstance(value, int | float)
+        and math.isfinite(value)
+        and 0.0 <= value <= 1.0
+    )
 
 
 def parse_target(value: Any, path: str = DEFAULT_SHADOW_CONFIG) -> tuple[str, int, str | None]:
     """``http://[user:password@]host:port`` -> (host, port, Authorization header or None)."""
-    accepted = "http://<host>:<port> (plain HTTP, an explicit port, no path or query)"
+    source = f"shadow config {path}"
+    accepted = TARGET_ACCEPTED
     if not isinstance(value, str) or not value:
-        raise _invalid(path, "target", value, accepted)
+        raise _invalid(source, "target", value, accepted)
     try:
         parts = urlsplit(value)
         port = parts.port
     except ValueError:
-        raise _invalid(path, "target", _without_credentials(value), accepted) from None
+        raise _invalid(source, "target", _without_credentials(value), accepted) from None
     shown = _without_credentials(value)
     if parts.scheme != "http":
-        raise _invalid(path, "target", shown, accepted)
+        raise _invalid(source, "target", shown, accepted)
     if not parts.hostname or port is None or port == 0:
-        raise _invalid(path, "target", shown, accepted)
+        raise _invalid(source, "target", shown, accepted)
     if parts.path not in ("", "/") or parts.query or parts.fragment:
-        raise _invalid(path, "target", shown, accepted)
+        raise _invalid(source, "target", shown, accepted)
     authorization = None
     if parts.username is not None:
         user = unquote(parts.username)
@@ -149,6 +214,58 @@ def parse_target(value: Any, path: str = DEFAULT_SHADOW_CONFIG) -> tuple[str, in
         token = base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
         authorization = f"Basic {token}"
     return parts.hostname, port, authorization
+
+
+# -- the environment (checked at start: a bad value stops the server) ---------------------
+
+
+def parse_discovery_url(value: str) -> tuple[str, int, str | None]:
+    """``MLMODEL_SHADOW_DISCOVERY``: ``http://host:port`` -> (host, port, Authorization or
+    None). Raises ValueError naming the variable, the value and what is accepted."""
+    try:
+        return parse_target(value)
+    except ShadowConfigError:
+        raise ValueError(
+            "invalid MLMODEL_SHADOW_DISCOVERY (--shadow-discovery) "
+            f"{_without_credentials(value)!r}: expected {TARGET_ACCEPTED}, where the "
+            f"candidate answers {OFFER_PATH}"
+        ) from None
+
+
+def parse_discovery_seconds(value: str | float) -> float:
+    """``MLMODEL_SHADOW_DISCOVERY_SECONDS``: how often the offer is asked for."""
+    low, high = DISCOVERY_SECONDS_RANGE
+    seconds = _number(value)
+    if seconds is None or not low <= seconds <= high:
+        raise ValueError(
+            "invalid MLMODEL_SHADOW_DISCOVERY_SECONDS (--shadow-discovery-seconds) "
+            f"{value!r}: expected a number of seconds from {low:g} to {high:g}"
+        )
+    return seconds
+
+
+def parse_shadow_sample(value: str | float) -> float:
+    """``MLMODEL_SHADOW_SAMPLE``: the share of requests a candidate offers to take copies of."""
+    share = _number(value)
+    if share is None or not _is_share(share):
+        raise ValueError(
+            f"invalid MLMODEL_SHADOW_SAMPLE (--shadow-sample) {value!r}: expected a number "
+            "from 0.0 to 1.0 (the share of the stable's requests this candidate offers to "
+            "take copies of), or unset to offer none"
+        )
+    return share
+
+
+def _number(value: str | float) -> float | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        return float(value) if math.isfinite(value) else None
+    try:
+        number = float(value.strip())
+    except ValueError:
+        return None
+    return number if math.isfinite(number) else None
 
 
 def _without_credentials(url: str) -> str:
