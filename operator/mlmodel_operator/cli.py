@@ -190,6 +190,9 @@ def build_parser() -> argparse.ArgumentParser:
     from mlmodel_operator.decisions_cli import add_parsers as add_decisions
 
     add_decisions(sub)  # decisions ls/show, audit, explain
+    from mlmodel_operator.rollout_cli import add_parsers as add_rollout
+
+    add_rollout(sub)  # rollout status/promote/abort
     return parser
 
 
