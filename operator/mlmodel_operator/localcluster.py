@@ -864,6 +864,17 @@ class OperatorRunner:
     health_port: int = 0
 
     def start(self, timeout: float = 60.0) -> OperatorRunner:
+        """Start it; a port taken between free_port() and the bind (another process of a
+        busy machine) gets fresh ports, at most three times."""
+        for attempt in range(3):
+            try:
+                return self._start(timeout)
+            except HarnessError as exc:
+                if "address already in use" not in str(exc).lower() or attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _start(self, timeout: float) -> OperatorRunner:
         import sys
 
         health, self.metrics_port = free_port(), free_port()

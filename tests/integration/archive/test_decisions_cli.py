@@ -26,6 +26,7 @@ from sklearn.linear_model import LogisticRegression
 from mlmodel_operator.archive import S3Archiver
 from mlmodel_operator.example_models import churn_frame, fit_churn_pipeline
 from mlmodel_operator.localcluster import LocalCluster, MinioServer
+from mlmodel_operator.realstack import wait_established
 from mlmodel_serving.decisions import (
     Decision,
     ModelIdentity,
@@ -550,8 +551,7 @@ def crd_installed(cluster: LocalCluster) -> LocalCluster:
 
     cluster.kubectl("apply", "--server-side", "-f",
                     str(REPO_ROOT / "crds" / "mlmodels.ml.lifecycle.io.yaml"))  # fmt: skip
-    cluster.kubectl("wait", "--for=condition=Established", "--timeout=30s",
-                    "crd/mlmodels.ml.lifecycle.io")  # fmt: skip
+    wait_established(cluster, "mlmodels.ml.lifecycle.io")
     return cluster
 
 

@@ -18,6 +18,7 @@ from mlmodel_operator.localcluster import (
     MinioServer,
     OperatorRunner,
 )
+from mlmodel_operator.realstack import wait_established
 
 
 @pytest.fixture(scope="session")
@@ -26,9 +27,7 @@ def crd(cluster: LocalCluster) -> None:
     cluster.kubectl(
         "apply", "--server-side", "-f", str(REPO_ROOT / "crds" / "mlmodels.ml.lifecycle.io.yaml")
     )
-    cluster.kubectl(
-        "wait", "--for=condition=Established", "--timeout=30s", "crd/mlmodels.ml.lifecycle.io"
-    )
+    wait_established(cluster, "mlmodels.ml.lifecycle.io")  # kubectl wait fails on no status
 
 
 @pytest.fixture(scope="session")

@@ -35,6 +35,7 @@ from mlmodel_operator.localcluster import (
     OperatorRunner,
     wait_until,
 )
+from mlmodel_operator.realstack import wait_established
 
 pytestmark = pytest.mark.integration
 
@@ -53,9 +54,7 @@ def fp_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluste
     with LocalCluster.up(tmp_path_factory.mktemp("fp-cluster")) as c:
         crd = REPO_ROOT / "crds" / "mlmodels.ml.lifecycle.io.yaml"
         c.kubectl("apply", "--server-side", "-f", str(crd))
-        c.kubectl(
-            "wait", "--for=condition=Established", "--timeout=30s", "crd/mlmodels.ml.lifecycle.io"
-        )
+        wait_established(c, "mlmodels.ml.lifecycle.io")
         yield c
 
 

@@ -24,6 +24,7 @@ from mlmodel_operator.monitoring import (
     build_service_monitor,
 )
 from mlmodel_operator.monitoring_sync import CRD_RECHECK_SECONDS
+from mlmodel_operator.realstack import wait_established
 from mlmodel_operator.settings import Settings
 from mlmodel_operator.spec import parse_model
 
@@ -44,8 +45,7 @@ def crds_installed(cluster: LocalCluster) -> bool:
 def install_crds(cluster: LocalCluster) -> None:
     for path in prometheus_operator_crds():
         cluster.kubectl("apply", "--server-side", "-f", str(path))
-    for name in MONITORING_CRDS:
-        cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s", f"crd/{name}")
+    wait_established(cluster, *MONITORING_CRDS)
 
 
 def get_monitoring(mlm: Models, plural: str, name: str) -> dict[str, Any] | None:
