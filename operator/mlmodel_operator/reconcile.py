@@ -178,10 +178,19 @@ STATUS_WRITE_ATTEMPTS: Final = 4
 
 
 def status_changed(status: Mapping[str, Any], previous: Mapping[str, Any]) -> bool:
-    """Whether ``status`` (None values: fields to remove) differs from what is stored."""
-    wanted = {k: v for k, v in status.items() if v is not None}
+    """Whether ``status`` (None values, at any depth: fields to remove) differs from what
+    is stored."""
+    wanted = _without_none(status)
     current = {k: v for k, v in previous.items() if k != "kopf"}
     return wanted != current
+
+
+def _without_none(obj: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        k: _without_none(v) if isinstance(v, Mapping) else v
+        for k, v in obj.items()
+        if v is not None
+    }
 
 
 def applied_hash(obj: Mapping[str, Any]) -> str:

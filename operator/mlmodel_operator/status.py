@@ -133,14 +133,25 @@ def build_status(
         "conditions": conds,
         "history": [e.to_status() for e in history],
     }
-    # a canary or shadow while it runs; how the last one ended, kept until the next ends
-    status["rollout"] = dict(plan.rollout) if plan.rollout is not None else None
+    # a canary or shadow while it runs; how the last one ended, kept until the next ends.
+    # The status is a merge patch, which merges objects: a field of the object stored and
+    # not in the new one is removed explicitly, or a step's checks (or a promoted
+    # rollout's step) would outlive it.
+    running = old_status.get("rollout")
+    status["rollout"] = _replacing(plan.rollout, running) if plan.rollout is not None else None
+    last = old_status.get("lastRollout")
     status["lastRollout"] = (
-        dict(plan.rollout_ended)
-        if plan.rollout_ended is not None
-        else old_status.get("lastRollout")
+        _replacing(plan.rollout_ended, last) if plan.rollout_ended is not None else last
     )
     status["activeVersion"] = plan.active_version
     status["endpoint"] = endpoint if plan.active_version else None
     status["digestPrefix"] = digest_prefix(serving.sha256) if serving and serving.sha256 else None
     return status
+
+
+def _replacing(new: Mapping[str, Any], stored: Any) -> dict[str, Any]:
+    """``new`` as a merge patch that replaces ``stored`` (its other fields set to None)."""
+    out: dict[str, Any] = dict(new)
+    if isinstance(stored, Mapping):
+        out.update({k: None for k in stored if k not in new})
+    return out

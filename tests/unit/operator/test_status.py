@@ -120,3 +120,25 @@ def test_a_required_decision_log_problem_degrades_the_model() -> None:
     assert c["Progressing"]["reason"] == "BucketUnavailable"
     assert c["SpecValid"]["status"] == TRUE  # the spec is fine; the bucket is not
     assert c["DecisionLogReady"]["status"] == FALSE
+
+
+def test_a_new_last_rollout_replaces_the_stored_one_field_by_field() -> None:
+    """Found on the real node: the status is a merge patch, so a rolled-back rollout's
+    lastRollout kept the promoted one's step; and a step without checks kept the
+    previous step's. Fields of the stored object that the new one lacks are removed."""
+    from mlmodel_operator.reconcile import status_changed
+
+    promoted = {"candidate": "2", "result": "Promoted", "step": 2, "effectiveWeight": 50}
+    old = {"lastRollout": promoted, "rollout": {"candidate": "3", "step": 1, "checks": [{}]}}
+    refused = {"candidate": "3", "result": "RolledBack", "message": "errorRatio 0.13"}
+    plan = Plan((), Phase.DEGRADED, "2", "rolled back", rollout_ended=refused)
+    st = build_status(MODEL, plan, (), old, SERVING, VERIFIED, None, ENDPOINT, T0)
+    assert st["lastRollout"] == {**refused, "step": None, "effectiveWeight": None}
+    assert st["rollout"] is None
+    stepping = Plan((), Phase.DEPLOYING, "2", "step 2", rollout={"candidate": "3", "step": 2})
+    st = build_status(MODEL, stepping, (), old, SERVING, VERIFIED, None, ENDPOINT, T0)
+    assert st["rollout"] == {"candidate": "3", "step": 2, "checks": None}
+    # as stored after that patch: no change seen, no second write
+    stored = {**{k: v for k, v in st.items() if v is not None},
+              "rollout": {"candidate": "3", "step": 2}}  # fmt: skip
+    assert not status_changed(st, stored)
