@@ -235,13 +235,7 @@ def build_service(
             "type": "ClusterIP",
             "selector": selector,
             "ports": [
-                {
-                    "name": PORT_NAME,
-                    "port": settings.serving_port,
-                    "targetPort": PORT_NAME,
-                    "protocol": "TCP",
-                    "appProtocol": "http",
-                },
+                _http_port(settings),
                 {
                     "name": GRPC_PORT_NAME,
                     "port": GRPC_PORT,
@@ -251,6 +245,16 @@ def build_service(
                 },
             ],
         },
+    }
+
+
+def _http_port(settings: Settings) -> dict[str, Any]:
+    return {
+        "name": PORT_NAME,
+        "port": settings.serving_port,
+        "targetPort": PORT_NAME,
+        "protocol": "TCP",
+        "appProtocol": "http",
     }
 
 
@@ -283,15 +287,7 @@ def build_shadow_service(model: ModelSpec, candidate: str, settings: Settings) -
         "spec": {
             "type": "ClusterIP",
             "selector": selector_labels(model.ref.name, candidate),
-            "ports": [
-                {
-                    "name": PORT_NAME,
-                    "port": settings.serving_port,
-                    "targetPort": PORT_NAME,
-                    "protocol": "TCP",
-                    "appProtocol": "http",
-                }
-            ],
+            "ports": [_http_port(settings)],
         },
     }
 

@@ -246,24 +246,32 @@ class Reconciler:
 
     def _record(
         self,
-        events: list[Event],
+        events: list[Event] | None,
         model: ModelSpec,
         kind: str,
         version: str,
         details: Mapping[str, Any],
         at: dt.datetime,
+        *,
+        ensure: bool = False,
     ) -> None:
-        """Write a ledger record; a failure is reported but never undoes a transition."""
+        """Write a ledger record; a failure is reported but never undoes a transition.
+
+        ``ensure``: make sure the ledger holds the record of a transition the cluster
+        shows (its time comes from the object the transition changed, so every retry
+        writes the same record, and a crash between a transition and its record leaves
+        no gap). ``events`` None: a catch-up of what an earlier reconcile did; a failure
+        is logged and the next reconcile tries again, rather than an Event each time.
+        """
         try:
-            self.ledger.record(model, kind, version, details, at)
+            write = self.ledger.ensure if ensure else self.ledger.record
+            write(model, kind, version, details, at)
         except Exception as exc:
-            events.append(
-                Event(
-                    "Warning",
-                    "LedgerWriteFailed",
-                    f"could not record {kind} of version {version} in the ledger: {exc}",
-                )
-            )
+            message = f"could not record {kind} of version {version} in the ledger: {exc}"
+            if events is None:
+                log.warning("%s/%s: %s; the next reconcile tries again", *_ref(model), message)
+            else:
+                events.append(Event("Warning", "LedgerWriteFailed", message))
 
     def _ensure(
         self,
@@ -274,21 +282,7 @@ class Reconciler:
         details: Mapping[str, Any],
         at: dt.datetime,
     ) -> None:
-        """Make sure the ledger holds the record of a transition the cluster shows (its
-        time comes from the object the transition changed, so every retry writes the same
-        record, and a crash between a transition and its record leaves no gap).
-
-        ``events`` None: a catch-up of what an earlier reconcile did; a failure is logged
-        and the next reconcile tries again, rather than an Event on every attempt.
-        """
-        try:
-            self.ledger.ensure(model, kind, version, details, at)
-        except Exception as exc:
-            message = f"could not record {kind} of version {version} in the ledger: {exc}"
-            if events is None:
-                log.warning("%s/%s: %s; the next reconcile tries again", *_ref(model), message)
-            else:
-                events.append(Event("Warning", "LedgerWriteFailed", message))
+        self._record(events, model, kind, version, details, at, ensure=True)
 
     def _catch_up_ledger(self, model: ModelSpec, observed: Observed) -> None:
         """The records of the transitions the cluster shows: a version's Deployment

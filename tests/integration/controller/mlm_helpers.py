@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
+import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-from kubernetes import client
+from kubernetes import client, config
 
 from mlmodel_operator.localcluster import (
+    MinioServer,
     wait_until,
 )
 
@@ -126,3 +131,25 @@ class Models:
         except TimeoutError as exc:
             raise AssertionError(f"{exc}; status is {self.status(name)}") from None
         return self.status(name)
+
+
+@contextlib.contextmanager
+def models_namespace(kubeconfig: Path, minio: MinioServer, prefix: str) -> Iterator[Models]:
+    """A fresh namespace of the cluster ``kubeconfig`` reaches, holding the Secret the
+    serving Pods read, as Models helpers; deleted afterwards."""
+    api = config.new_client_from_config(config_file=str(kubeconfig))
+    ns = f"{prefix}-{uuid.uuid4().hex[:8]}"
+    core = client.CoreV1Api(api)
+    core.create_namespace({"metadata": {"name": ns}})
+    core.create_namespaced_secret(
+        ns,
+        {
+            "metadata": {"name": SECRET_NAME},
+            "stringData": {"accessKey": minio.access_key, "secretKey": minio.secret_key},
+        },
+    )
+    try:
+        yield Models(api, ns)
+    finally:
+        core.delete_namespace(ns)
+        api.close()

@@ -22,8 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kubernetes import client, config
-from mlm_helpers import SECRET_NAME, Artifact, Models
+from mlm_helpers import Artifact, Models, models_namespace
 
 from mlmodel_operator.localcluster import (
     REPO_ROOT,
@@ -71,22 +70,8 @@ def sa_kubeconfig(ha_cluster: LocalCluster, tmp_path_factory: pytest.TempPathFac
 @pytest.fixture()
 def ha_models(ha_cluster: LocalCluster, minio: MinioServer) -> Iterator[Models]:
     """Admin-side helpers in a fresh namespace holding the serving pods' credentials."""
-    api = config.new_client_from_config(config_file=str(ha_cluster.kubeconfig))
-    ns = f"ha-{uuid.uuid4().hex[:8]}"
-    core = client.CoreV1Api(api)
-    core.create_namespace({"metadata": {"name": ns}})
-    core.create_namespaced_secret(
-        ns,
-        {
-            "metadata": {"name": SECRET_NAME},
-            "stringData": {"accessKey": minio.access_key, "secretKey": minio.secret_key},
-        },
-    )
-    try:
-        yield Models(api, ns)
-    finally:
-        core.delete_namespace(ns)
-        api.close()
+    with models_namespace(ha_cluster.kubeconfig, minio, "ha") as mlm:
+        yield mlm
 
 
 @pytest.fixture()

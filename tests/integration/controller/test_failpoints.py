@@ -19,13 +19,11 @@ import json
 import os
 import random
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from kubernetes import client, config
-from mlm_helpers import SECRET_NAME, Artifact, Models
+from mlm_helpers import Artifact, Models, models_namespace
 
 from mlmodel_operator import failpoints, ledger
 from mlmodel_operator.localcluster import (
@@ -60,22 +58,8 @@ def fp_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluste
 
 @pytest.fixture()
 def fp_models(fp_cluster: LocalCluster, minio: MinioServer) -> Iterator[Models]:
-    api = config.new_client_from_config(config_file=str(fp_cluster.kubeconfig))
-    ns = f"fp-{uuid.uuid4().hex[:8]}"
-    core = client.CoreV1Api(api)
-    core.create_namespace({"metadata": {"name": ns}})
-    core.create_namespaced_secret(
-        ns,
-        {
-            "metadata": {"name": SECRET_NAME},
-            "stringData": {"accessKey": minio.access_key, "secretKey": minio.secret_key},
-        },
-    )
-    try:
-        yield Models(api, ns)
-    finally:
-        core.delete_namespace(ns)
-        api.close()
+    with models_namespace(fp_cluster.kubeconfig, minio, "fp") as mlm:
+        yield mlm
 
 
 @pytest.fixture()
