@@ -708,7 +708,8 @@ def _progressive(
                     blocked=message, blocked_reason=Reason.ANALYSIS_UNAVAILABLE,
                     requeue_after=SLOW_POLL_SECONDS)  # fmt: skip
 
-    step = cand.step if cand is not None else 0
+    # a step past the spec's last (steps removed from the spec mid-rollout) is its last
+    step = min(cand.step, len(steps)) if cand is not None else 0
     index = min(max(step, 1), len(steps)) - 1
     weight = steps[index].weight
     count = (canary_replicas if strategy == "canary" else shadow_replicas)(replicas, weight)

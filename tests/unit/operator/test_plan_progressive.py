@@ -284,3 +284,12 @@ def test_a_step_goes_on_while_its_candidate_scales_up() -> None:
     assert p.rollout is not None and p.rollout["step"] == 2
     assert p.rollout_ended is None
     assert not any(isinstance(a, (MarkRolledBack, SwitchService)) for a in p.actions)
+
+
+def test_steps_removed_from_the_spec_mid_rollout_leave_the_last_one() -> None:
+    running = dep("2", available=1, desired=1, step=5, step_age=5)
+    p = plan(model(), observed(dep("1"), running, split="2", candidate_open=True), SECRET)
+    assert p.rollout is not None and p.rollout["step"] == 2  # step 5 of 2: the last
+    held = replace(running, step_since=NOW - dt.timedelta(seconds=100))
+    p = plan(model(), observed(dep("1"), held, split="2", candidate_open=True), SECRET)
+    assert SwitchService("2") in p.actions  # the last step held: promoted
