@@ -839,9 +839,15 @@ def _progressive(
                     status_for(step + 1, now, None))  # fmt: skip
         return replace(p, deployed_now=deployed_now)
 
-    # The last step held (or a person promoted it): the candidate takes all traffic.
+    # The last step held (or a person promoted it): the candidate takes all traffic,
+    # once it has its full replica count (a step's one Pod would take everything).
     how = "promoted by hand (mlmodel rollout promote)" if promote else "every step held"
-    actions[0] = ApplyDeployment(target)  # its full replica count
+    actions[0] = ApplyDeployment(target)
+    if cand.desired < replicas or not cand.is_available:
+        p = waiting(f"{strategy} of version {target} {how}: it scales to {replicas} replicas "
+                    f"before it takes all traffic; version {stable} serves meanwhile",
+                    POLL_SECONDS, status_for(step, since, verdict))  # fmt: skip
+        return replace(p, deployed_now=deployed_now)
     actions.append(SwitchService(target))
     if strategy == "shadow":
         actions.append(ShadowTraffic(None))

@@ -201,6 +201,11 @@ def test_abort_and_promote_by_hand() -> None:
     p = plan(model(), replace(base, abort="7"), SECRET)  # another candidate: ignored
     assert p.rollout_ended is None
     p = plan(model(), replace(base, promote="2"), SECRET)
+    assert p.actions[0] == ApplyDeployment("2")  # first its full replica count
+    assert SwitchService("2") not in p.actions and "scales to 3 replicas" in p.message
+    full = replace(base, deployments=(dep("1"), replace(cand, available=3, desired=3,
+                                                        updated=3)), promote="2")  # fmt: skip
+    p = plan(model(), full, SECRET)
     assert SwitchService("2") in p.actions
 
 
@@ -290,6 +295,7 @@ def test_steps_removed_from_the_spec_mid_rollout_leave_the_last_one() -> None:
     running = dep("2", available=1, desired=1, step=5, step_age=5)
     p = plan(model(), observed(dep("1"), running, split="2", candidate_open=True), SECRET)
     assert p.rollout is not None and p.rollout["step"] == 2  # step 5 of 2: the last
-    held = replace(running, step_since=NOW - dt.timedelta(seconds=100))
+    held = replace(running, step_since=NOW - dt.timedelta(seconds=100), available=3,
+                   desired=3, updated=3)  # fmt: skip
     p = plan(model(), observed(dep("1"), held, split="2", candidate_open=True), SECRET)
     assert SwitchService("2") in p.actions  # the last step held: promoted
