@@ -28,7 +28,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -420,6 +420,9 @@ class MinioServer:
     secret_key: str = field(default_factory=lambda: secrets.token_urlsafe(24))
     port: int = field(default_factory=free_port)
     process: Process | None = None
+    # Serve the Prometheus metrics without a bearer token (MINIO_PROMETHEUS_AUTH_TYPE=public),
+    # so s3_requests() can read them; loopback only.
+    metrics_public: bool = False
 
     @property
     def endpoint(self) -> str:
@@ -454,11 +457,32 @@ class MinioServer:
                     "MINIO_BROWSER": "off",
                     "MINIO_UPDATE": "off",
                     "MINIO_CI_CD": "1",
+                    **({"MINIO_PROMETHEUS_AUTH_TYPE": "public"} if self.metrics_public else {}),
                 },
             )
         )
         self.process.wait_ready(lambda: http_ok(f"{self.url}/minio/health/ready"), timeout)
         return self
+
+    def s3_requests(self, timeout: float = 10.0) -> dict[str, float]:
+        """S3 API requests this server has answered since it started, by API name
+        (``GetObject``, ``HeadObject``, ...): ``minio_api_requests_total{type="s3"}`` from
+        its metrics v3 endpoint ``/minio/metrics/v3/api/requests`` (needs
+        ``metrics_public``). Reading the metrics is not an S3 request and is not counted."""
+        url = f"{self.url}/minio/metrics/v3/api/requests"
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
+            text = resp.read().decode()
+        counts: dict[str, float] = {}
+        for line in text.splitlines():
+            if not line.startswith("minio_api_requests_total{"):
+                continue
+            labels_text, _, value = line[len("minio_api_requests_total{") :].rpartition("} ")
+            labels = dict(part.split("=", 1) for part in labels_text.split(",") if "=" in part)
+            if labels.get("type", '"s3"') != '"s3"':
+                continue
+            name = labels.get("name", '""').strip('"')
+            counts[name] = counts.get(name, 0.0) + float(value.split()[0])
+        return counts
 
     def stop(self) -> None:
         if self.process:
@@ -527,6 +551,103 @@ class PrometheusServer:
             self.process.stop()
 
 
+# --------------------------------------------------------------------------- audit log
+
+AUDIT_POLICY = """\
+apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: [RequestReceived]
+rules:
+- level: Metadata
+"""
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    """One request as the apiserver's audit log (level Metadata) records it."""
+
+    received: float  # requestReceivedTimestamp, seconds since the epoch
+    username: str
+    user_agent: str
+    verb: str  # get, list, watch, create, update, patch (server-side apply too), delete ...
+    resource: str  # "deployments", "mlmodels/status"; the path for a non-resource URL
+    namespace: str
+    code: int | None
+
+
+def parse_audit_lines(lines: Iterable[str]) -> list[AuditEntry]:
+    """Audit events (JSON lines) -> one entry per request.
+
+    A long-running request (a watch) is logged at ResponseStarted and again at
+    ResponseComplete under one auditID: it is counted once. Lines that are not JSON (a
+    line cut by a read while the apiserver writes it) are skipped.
+    """
+    seen: set[str] = set()
+    out: list[AuditEntry] = []
+    for line in lines:
+        line = line.strip()
+        if not line:
+            continue
+        try:
+            event = json.loads(line)
+        except ValueError:
+            continue
+        if not isinstance(event, dict) or not event.get("requestReceivedTimestamp"):
+            continue  # not an audit event
+        audit_id = str(event.get("auditID", ""))
+        if audit_id in seen:
+            continue
+        seen.add(audit_id)
+        ref = event.get("objectRef") or {}
+        resource = ref.get("resource") or ""
+        if resource and ref.get("subresource"):
+            resource += "/" + ref["subresource"]
+        if not resource:
+            resource = urllib.parse.urlsplit(event.get("requestURI", "")).path
+        received = dt.datetime.fromisoformat(event["requestReceivedTimestamp"]).timestamp()
+        out.append(
+            AuditEntry(
+                received=received,
+                username=(event.get("user") or {}).get("username", ""),
+                user_agent=event.get("userAgent", ""),
+                verb=event.get("verb", ""),
+                resource=resource,
+                namespace=ref.get("namespace") or "",
+                code=(event.get("responseStatus") or {}).get("code"),
+            )
+        )
+    return out
+
+
+def read_audit_log(path: Path, offset: int = 0) -> tuple[list[AuditEntry], int]:
+    """The entries written to ``path`` from byte ``offset`` on, and the offset after the
+    last whole line (pass it to the next call to read only what is new)."""
+    with path.open("rb") as f:
+        f.seek(offset)
+        data = f.read()
+    end = data.rfind(b"\n") + 1
+    return parse_audit_lines(data[:end].decode(errors="replace").splitlines()), offset + end
+
+
+def count_audit(
+    entries: Iterable[AuditEntry],
+    start: float,
+    end: float,
+    *,
+    username: str | None = None,
+    by: Sequence[str] = ("user_agent", "verb", "resource"),
+) -> dict[tuple[str, ...], int]:
+    """Requests received in [start, end) (epoch seconds), by the fields named in ``by``;
+    only ``username``'s when given."""
+    counts: dict[tuple[str, ...], int] = {}
+    for e in entries:
+        if not start <= e.received < end or (username is not None and e.username != username):
+            continue
+        key = tuple(str(getattr(e, f)) for f in by)
+        counts[key] = counts.get(key, 0) + 1
+    return counts
+
+
 @dataclass
 class LocalCluster:
     """etcd + kube-apiserver + controller-manager + scheduler + kwok, all on loopback.
@@ -544,10 +665,18 @@ class LocalCluster:
     processes: dict[str, Process] = field(default_factory=dict)
     apiserver_port: int = 0
     pki: Pki | None = None
+    # Write the apiserver's audit log (level Metadata, one JSON line per request, no
+    # RequestReceived stage) to ``audit_log_path``: who asked what, by user and user
+    # agent, which apiserver_request_total cannot tell. Read it with read_audit_log().
+    audit_log: bool = False
 
     @property
     def kubeconfig(self) -> Path:
         return self.workdir / "kubeconfig"
+
+    @property
+    def audit_log_path(self) -> Path:
+        return self.logs / "audit.log"
 
     @property
     def server(self) -> str:
@@ -560,11 +689,15 @@ class LocalCluster:
     @classmethod
     @contextlib.contextmanager
     def up(
-        cls, workdir: Path | None = None, nodes: int = 1, node_ip: str | None = None
+        cls,
+        workdir: Path | None = None,
+        nodes: int = 1,
+        node_ip: str | None = None,
+        audit_log: bool = False,
     ) -> Iterator[LocalCluster]:
         own_tmp = workdir is None
         path = Path(tempfile.mkdtemp(prefix="mlmodel-cluster-")) if workdir is None else workdir
-        cluster = cls(path, nodes=nodes, node_ip=node_ip)
+        cluster = cls(path, nodes=nodes, node_ip=node_ip, audit_log=audit_log)
         try:
             cluster.start()
             yield cluster
@@ -680,6 +813,17 @@ class LocalCluster:
                 # Endpoints object, so nothing reconciles it (as in envtest)
                 "--endpoint-reconciler-type=none",
             ]
+        audit: list[str] = []
+        if self.audit_log:
+            policy = self.workdir / "audit-policy.yaml"
+            policy.write_text(AUDIT_POLICY)
+            self.logs.mkdir(parents=True, exist_ok=True)
+            audit = [
+                f"--audit-policy-file={policy}",
+                f"--audit-log-path={self.audit_log_path}",
+                # 0 would mean lumberjack's default: a new file every 100 MB
+                "--audit-log-maxsize=1000000",
+            ]
         proc = self._add(
             Process(
                 "kube-apiserver",
@@ -699,6 +843,7 @@ class LocalCluster:
                     f"--service-cluster-ip-range={SERVICE_CLUSTER_IP_RANGE}",
                     "--allow-privileged=false",
                     "--profiling=false",
+                    *audit,
                     "--v=1",
                 ],
                 self.logs / "kube-apiserver.log",
