@@ -636,223 +636,361 @@ def effective_weight(stable: int, candidate: int) -> int:
     return round(100 * candidate / (stable + candidate)) if stable + candidate else 0
 
 
+@dataclass(frozen=True)
+class _Rollout:
+    """What every decision of one canary or shadow reconcile reads: the spec, the cluster,
+    the stable version's and the candidate's Deployments (inputs only, never changed)."""
+
+    model: ModelSpec
+    observed: Observed
+    stable_dep: DeploymentState
+    candidate: DeploymentState | None  # the target version's Deployment, if it exists
+    open_versions: frozenset[str]  # versions with an open history entry (they served)
+    withhold: bool  # Plan.withhold_decision_log
+
+    @classmethod
+    def of(
+        cls, model: ModelSpec, observed: Observed, stable_dep: DeploymentState, withhold: bool
+    ) -> _Rollout:
+        return cls(
+            model=model,
+            observed=observed,
+            stable_dep=stable_dep,
+            candidate=observed.deployment(model.version),
+            open_versions=frozenset(e.version for e in observed.history if e.open),
+            withhold=withhold,
+        )
+
+    @property
+    def strategy(self) -> str:
+        return self.model.rollout.strategy
+
+    @property
+    def steps(self) -> Sequence[RolloutStep]:
+        return self.model.rollout.steps
+
+    @property
+    def target(self) -> str:
+        return self.model.version
+
+    @property
+    def stable(self) -> str:
+        return self.stable_dep.version
+
+    @property
+    def now(self) -> dt.datetime:
+        return self.observed.now
+
+    @property
+    def base(self) -> dict[str, Any]:
+        """The fields status.rollout and status.lastRollout share."""
+        return {"strategy": self.strategy, "stable": self.stable, "candidate": self.target,
+                "candidateSha256": self.model.artifact.sha256, "steps": len(self.steps)}  # fmt: skip
+
+    @property
+    def deployed_now(self) -> tuple[str, ...]:
+        """A canary's candidate answers clients from its first step: its history opens."""
+        if self.strategy == "canary" and self.target not in self.open_versions:
+            return (self.target,)
+        return ()
+
+
 def _progressive(
     model: ModelSpec, observed: Observed, stable_dep: DeploymentState, withhold: bool
 ) -> Plan:
     """A canary or shadow of ``model.version`` beside the stable version, step by step."""
-    now, rollout = observed.now, model.rollout
-    strategy, steps, target = rollout.strategy, rollout.steps, model.version
-    stable = stable_dep.version
-    cand = observed.deployment(target)
-    replicas = model.serving.replicas
-    open_versions = {e.version for e in observed.history if e.open}
-    events: list[Event] = []
-    actions: list[Action] = []
-    ended = observed.ended
-    base = {"strategy": strategy, "stable": stable, "candidate": target,
-            "candidateSha256": model.artifact.sha256, "steps": len(steps)}  # fmt: skip
-
-    def refused(result: str, why: str) -> Plan:
-        """Take the candidate out: traffic back to stable only, its Pods removed (archived
-        first if it answered clients), and the reason recorded."""
-        acts: list[Action] = []
-        if observed.split is not None:
-            acts.append(SwitchService(stable))
-        if observed.shadow is not None:
-            acts.append(ShadowTraffic(None))
-        if cand is not None and cand.rolled_back is None:
-            acts.append(MarkRolledBack(cand.name, target, result, why))
-        if cand is not None:
-            served = strategy == "canary" and target in open_versions
-            acts.append(Retire(cand, result) if served else DeleteUnserved(cand))
-        elif target in open_versions:  # its Deployment went before the status was written
-            gone = DeploymentState(
-                name="", uid="", version=target, sha256=model.artifact.sha256, desired=0,
-                available=0, ready=0, updated=0, current=True, created_at=now,
-            )  # fmt: skip
-            acts.append(Retire(gone, result))
-        message = (
-            f"version {target} was {'rolled back' if result == Reason.ROLLED_BACK else 'aborted'}"
-            f": {why}; version {stable} serves. Apply a new spec.version to try again."
-        )
-        return Plan(
-            actions=tuple(acts),
-            phase=Phase.DEGRADED,
-            active_version=stable,
-            message=message,
-            blocked=message,
-            blocked_reason=result,
-            requeue_after=POLL_SECONDS if acts else SLOW_POLL_SECONDS,
-        )
-
-    # Refused before (rolled back or aborted): never again under this version and digest.
-    if ended is not None and ended.candidate == target and ended.result in (
-        Reason.ROLLED_BACK, Reason.ABORTED,
-    ) and ended.sha256 == model.artifact.sha256:  # fmt: skip
-        return refused(ended.result, ended.message or ended.result)
-    if cand is not None and cand.rolled_back is not None:  # decided, status not yet written
-        return _ended(refused(Reason.ROLLED_BACK, cand.rolled_back), base, Reason.ROLLED_BACK,
-                      cand.rolled_back)  # fmt: skip
-    running = observed.running
-    if cand is None and running is not None and running.candidate == target:
-        why = "its Deployment is gone (removed by hand, or by a rollback whose status was lost)"
-        return _ended(refused(Reason.ROLLED_BACK, why), base, Reason.ROLLED_BACK, why)
-
-    if rollout.analysis.enabled and not observed.prometheus:
-        message = (
-            "spec.rollout.analysis needs metrics, and the operator has no Prometheus "
-            "(MLMODEL_PROMETHEUS_URL is not set); remove the analysis or configure it. "
-            f"Version {stable} keeps serving"
-        )
-        return Plan(actions=(), phase=Phase.DEGRADED, active_version=stable, message=message,
-                    blocked=message, blocked_reason=Reason.ANALYSIS_UNAVAILABLE,
-                    requeue_after=SLOW_POLL_SECONDS)  # fmt: skip
-
+    r = _Rollout.of(model, observed, stable_dep, withhold)
+    refusal = _earlier_refusal(r)
+    if refusal is not None:
+        return refusal
+    if model.rollout.analysis.enabled and not observed.prometheus:
+        return _analysis_unavailable(r)
     # a step past the spec's last (steps removed from the spec mid-rollout) is its last
-    step = min(cand.step, len(steps)) if cand is not None else 0
-    index = min(max(step, 1), len(steps)) - 1
-    weight = steps[index].weight
-    count = (canary_replicas if strategy == "canary" else shadow_replicas)(replicas, weight)
-    sample = weight / 100 if strategy == "shadow" else None
-    actions.append(ApplyDeployment(target, count, sample))
-    if cand is None:
-        events.append(
-            Event("Normal", "Deploying", f"created Deployment for the {strategy} of {target}")
-        )
-    # Versions other than these two (an earlier rollout's) leave first: a canary's
-    # Service selects every Pod of the model.
-    others = [d for d in observed.deployments if d.version not in (stable, target)]
-    for dep in others:
-        served = dep.version in open_versions
-        if not served:
-            actions.append(DeleteUnserved(dep))
-        elif dep.retiring_since is None:
-            actions.append(MarkRetiring(dep.name, dep.version))
-        elif (now - dep.retiring_since).total_seconds() >= model.retirement.drain_seconds:
-            actions.append(Retire(dep))
-    if observed.split is not None and observed.split != target:
-        actions.append(SwitchService(stable))  # stop an earlier canary's share
-    if observed.shadow is not None and observed.shadow != target:
-        actions.append(ShadowTraffic(None))
-
-    def waiting(message: str, requeue: float, rollout_status: Mapping[str, Any] | None) -> Plan:
-        return Plan(
-            actions=tuple(actions), phase=Phase.DEPLOYING, active_version=stable,
-            message=message, events=tuple(events), requeue_after=requeue,
-            withhold_decision_log=withhold, rollout=rollout_status,
-        )  # fmt: skip
-
+    step = min(r.candidate.step, len(r.steps)) if r.candidate is not None else 0
+    actions, events, others = _candidate_and_leavers(r, step)
+    cand = r.candidate
     # Until its first step the candidate must be Available (and alone with the stable
     # version); once a step runs, a replica starting or lost (a step's scale-up) changes
     # nothing: the step goes on, the analysis judges what answered.
     if cand is None or (cand.step == 0 and (not cand.is_available or bool(others))):
-        age = (now - cand.created_at).total_seconds() if cand else 0.0
-        if age > rollout.ready_timeout_seconds and not others:
-            message = (
-                f"version {target} is not available after {rollout.ready_timeout_seconds}s "
-                f"(spec.rollout.readyTimeoutSeconds); version {stable} keeps serving"
-            )
-            return Plan(actions=tuple(actions), phase=Phase.DEGRADED, active_version=stable,
-                        message=message, rollout_timed_out=True, events=tuple(events),
-                        requeue_after=SLOW_POLL_SECONDS, withhold_decision_log=withhold)  # fmt: skip
-        left = ", ".join(sorted(d.version for d in others))
-        why = f"versions {left} leave first" if others else "waiting for it to be Available"
-        return waiting(f"starting version {target} for its {strategy} ({why}); version "
-                       f"{stable} serves", POLL_SECONDS, None)  # fmt: skip
-
-    def traffic() -> list[Action]:
-        acts: list[Action] = []
-        if strategy == "canary":
-            if observed.split != target:
-                acts.append(SplitService(stable, target))
-        elif observed.shadow != target:
-            acts.append(ShadowTraffic(target))
-        return acts
-
-    def status_for(at_step: int, since: dt.datetime, verdict: Verdict | None) -> dict[str, Any]:
-        w = steps[at_step - 1].weight
-        out: dict[str, Any] = {**base, "step": at_step, "weight": w,
-                               "stepStartedAt": format_time(since), "result": "Progressing"}  # fmt: skip
-        if strategy == "canary":
-            out["effectiveWeight"] = effective_weight(
-                stable_dep.desired, canary_replicas(replicas, w)
-            )
-        else:
-            out["effectiveWeight"] = w
-        if verdict is not None:
-            out["checks"] = [c.to_status() for c in verdict.checks]
-            out["requests"] = int(verdict.requests)
-            out["message"] = verdict.describe()[:4096]
-        return out
-
-    deployed_now: tuple[str, ...] = ()
-    if strategy == "canary" and target not in open_versions:
-        deployed_now = (target,)  # it answers clients from its first step
-
+        return _starting(r, actions, events, others)
     if step == 0:  # Available: the first step starts now
-        actions.append(SetStep(cand.name, target, 1, steps[0].weight))
-        actions += traffic()
-        events.append(Event("Normal", "RolloutStep", _step_message(strategy, target, 1, steps)))
-        p = waiting(_running_message(strategy, target, stable, 1, steps, None),
-                    min(steps[0].pause_seconds or POLL_SECONDS, ANALYSIS_POLL_SECONDS),
-                    status_for(1, now, None))  # fmt: skip
-        return replace(p, deployed_now=deployed_now)
+        actions.append(SetStep(cand.name, r.target, 1, r.steps[0].weight))
+        actions += _traffic_actions(r)
+        return _step_started(r, actions, events, 1)
+    actions += _traffic_actions(r)  # after a crash between the step and its traffic
+    refusal = _step_refusal(r, step)
+    if refusal is not None:
+        return refusal
+    return _step_decision(r, cand, actions, events, step)
 
-    actions += traffic()  # after a crash between the step and its traffic
-    since = cand.step_since or now
-    elapsed = (now - since).total_seconds()
-    pause = steps[index].pause_seconds
-    verdict = observed.analysis if rollout.analysis.enabled else None
-    if observed.abort == target:
-        why = "aborted by hand (mlmodel rollout abort)"
-        return _ended(refused(Reason.ABORTED, why), base, Reason.ABORTED, why)
-    if verdict is not None and verdict.failed:
-        why = f"step {step}/{len(steps)}: " + "; ".join(c.describe() for c in verdict.failed)
-        p = _ended(refused(Reason.ROLLED_BACK, why), base, Reason.ROLLED_BACK, why, verdict)
-        return replace(p, events=(Event("Warning", Reason.ROLLED_BACK,
-                                        f"version {target} rolled back: {why}"),))  # fmt: skip
-    promote = observed.promote == target
+
+# ---- refusal and rollback
+
+
+def _refused(r: _Rollout, result: str, why: str) -> Plan:
+    """Take the candidate out: traffic back to stable only, its Pods removed (archived
+    first if it answered clients), and the reason recorded."""
+    observed, cand, target = r.observed, r.candidate, r.target
+    acts: list[Action] = []
+    if observed.split is not None:
+        acts.append(SwitchService(r.stable))
+    if observed.shadow is not None:
+        acts.append(ShadowTraffic(None))
+    if cand is not None and cand.rolled_back is None:
+        acts.append(MarkRolledBack(cand.name, target, result, why))
+    if cand is not None:
+        served = r.strategy == "canary" and target in r.open_versions
+        acts.append(Retire(cand, result) if served else DeleteUnserved(cand))
+    elif target in r.open_versions:  # its Deployment went before the status was written
+        gone = DeploymentState(
+            name="", uid="", version=target, sha256=r.model.artifact.sha256, desired=0,
+            available=0, ready=0, updated=0, current=True, created_at=r.now,
+        )  # fmt: skip
+        acts.append(Retire(gone, result))
+    message = (
+        f"version {target} was {'rolled back' if result == Reason.ROLLED_BACK else 'aborted'}"
+        f": {why}; version {r.stable} serves. Apply a new spec.version to try again."
+    )
+    return Plan(
+        actions=tuple(acts),
+        phase=Phase.DEGRADED,
+        active_version=r.stable,
+        message=message,
+        blocked=message,
+        blocked_reason=result,
+        requeue_after=POLL_SECONDS if acts else SLOW_POLL_SECONDS,
+    )
+
+
+def _refused_now(r: _Rollout, result: str, why: str, verdict: Verdict | None = None) -> Plan:
+    """Refused in this reconcile: the rollback, and status.lastRollout saying why."""
+    return _ended(_refused(r, result, why), r.base, result, why, verdict)
+
+
+def _earlier_refusal(r: _Rollout) -> Plan | None:
+    """The rollback of a candidate refused before (whatever the step): by an earlier
+    rollout's result, by the mark on its Deployment, or by its Deployment vanishing while
+    status.rollout named it; None while it may go on."""
+    ended, cand, target = r.observed.ended, r.candidate, r.target
+    # Refused before (rolled back or aborted): never again under this version and digest.
+    if ended is not None and ended.candidate == target and ended.result in (
+        Reason.ROLLED_BACK, Reason.ABORTED,
+    ) and ended.sha256 == r.model.artifact.sha256:  # fmt: skip
+        return _refused(r, ended.result, ended.message or ended.result)
+    if cand is not None and cand.rolled_back is not None:  # decided, status not yet written
+        return _refused_now(r, Reason.ROLLED_BACK, cand.rolled_back)
+    running = r.observed.running
+    if cand is None and running is not None and running.candidate == target:
+        why = "its Deployment is gone (removed by hand, or by a rollback whose status was lost)"
+        return _refused_now(r, Reason.ROLLED_BACK, why)
+    return None
+
+
+def _step_refusal(r: _Rollout, step: int) -> Plan | None:
+    """The rollback of a running step: aborted by hand, or a check failed on enough
+    requests (at once, without waiting for the step's end); None while neither."""
+    if r.observed.abort == r.target:
+        return _refused_now(r, Reason.ABORTED, "aborted by hand (mlmodel rollout abort)")
+    verdict = _verdict(r)
+    if verdict is None or not verdict.failed:
+        return None
+    why = f"step {step}/{len(r.steps)}: " + "; ".join(c.describe() for c in verdict.failed)
+    p = _refused_now(r, Reason.ROLLED_BACK, why, verdict)
+    return replace(p, events=(Event("Warning", Reason.ROLLED_BACK,
+                                    f"version {r.target} rolled back: {why}"),))  # fmt: skip
+
+
+def _analysis_unavailable(r: _Rollout) -> Plan:
+    """Checks asked for and no Prometheus to read them from: nothing starts."""
+    message = (
+        "spec.rollout.analysis needs metrics, and the operator has no Prometheus "
+        "(MLMODEL_PROMETHEUS_URL is not set); remove the analysis or configure it. "
+        f"Version {r.stable} keeps serving"
+    )
+    return Plan(actions=(), phase=Phase.DEGRADED, active_version=r.stable, message=message,
+                blocked=message, blocked_reason=Reason.ANALYSIS_UNAVAILABLE,
+                requeue_after=SLOW_POLL_SECONDS)  # fmt: skip
+
+
+def _verdict(r: _Rollout) -> Verdict | None:
+    """The running step's analysis, when the spec asks for one."""
+    return r.observed.analysis if r.model.rollout.analysis.enabled else None
+
+
+# ---- the candidate, its steps and its traffic
+
+
+def _candidate_deployment(r: _Rollout, step: int | None) -> ApplyDeployment:
+    """The candidate's Deployment at ``step`` (from 1): that step's replicas (and a
+    shadow's share of copies); None: promoted, its full replica count."""
+    if step is None:
+        return ApplyDeployment(r.target)
+    weight = r.steps[step - 1].weight
+    size = canary_replicas if r.strategy == "canary" else shadow_replicas
+    sample = weight / 100 if r.strategy == "shadow" else None
+    return ApplyDeployment(r.target, size(r.model.serving.replicas, weight), sample)
+
+
+def _candidate_and_leavers(
+    r: _Rollout, step: int
+) -> tuple[list[Action], list[Event], list[DeploymentState]]:
+    """The candidate's Deployment at its step (the first before one runs), and everything
+    of an earlier rollout leaving: versions other than these two (a canary's Service
+    selects every Pod of the model), an earlier canary's share, an earlier shadow.
+    Returns the actions, the events and the versions that leave."""
+    observed, target = r.observed, r.target
+    actions: list[Action] = [_candidate_deployment(r, max(step, 1))]
+    events: list[Event] = []
+    if r.candidate is None:
+        events.append(
+            Event("Normal", "Deploying", f"created Deployment for the {r.strategy} of {target}")
+        )
+    others = [d for d in observed.deployments if d.version not in (r.stable, target)]
+    for dep in others:
+        if dep.version not in r.open_versions:
+            actions.append(DeleteUnserved(dep))
+        elif dep.retiring_since is None:
+            actions.append(MarkRetiring(dep.name, dep.version))
+        elif (r.now - dep.retiring_since).total_seconds() >= r.model.retirement.drain_seconds:
+            actions.append(Retire(dep))
+    if observed.split is not None and observed.split != target:
+        actions.append(SwitchService(r.stable))  # stop an earlier canary's share
+    if observed.shadow is not None and observed.shadow != target:
+        actions.append(ShadowTraffic(None))
+    return actions, events, others
+
+
+def _traffic_actions(r: _Rollout) -> list[Action]:
+    """The running step's traffic, where the cluster lacks it: a canary's Service selects
+    both versions; a shadow's candidate is found by the stable Pods."""
+    if r.strategy == "canary":
+        return [SplitService(r.stable, r.target)] if r.observed.split != r.target else []
+    return [ShadowTraffic(r.target)] if r.observed.shadow != r.target else []
+
+
+def _rollout_status(
+    r: _Rollout, step: int, since: dt.datetime, verdict: Verdict | None
+) -> dict[str, Any]:
+    """status.rollout while step ``step`` (from 1) runs since ``since``."""
+    weight = r.steps[step - 1].weight
+    out: dict[str, Any] = {**r.base, "step": step, "weight": weight,
+                           "stepStartedAt": format_time(since), "result": "Progressing"}  # fmt: skip
+    if r.strategy == "canary":
+        out["effectiveWeight"] = effective_weight(
+            r.stable_dep.desired, canary_replicas(r.model.serving.replicas, weight)
+        )
+    else:
+        out["effectiveWeight"] = weight
+    if verdict is not None:
+        out["checks"] = [c.to_status() for c in verdict.checks]
+        out["requests"] = int(verdict.requests)
+        out["message"] = verdict.describe()[:4096]
+    return out
+
+
+def _waiting(
+    r: _Rollout,
+    actions: Sequence[Action],
+    events: Sequence[Event],
+    message: str,
+    requeue: float,
+    rollout_status: Mapping[str, Any] | None,
+    deployed_now: tuple[str, ...] = (),
+) -> Plan:
+    """The stable version serves while the rollout goes on (Deploying)."""
+    return Plan(
+        actions=tuple(actions), phase=Phase.DEPLOYING, active_version=r.stable,
+        message=message, events=tuple(events), requeue_after=requeue,
+        withhold_decision_log=r.withhold, rollout=rollout_status, deployed_now=deployed_now,
+    )  # fmt: skip
+
+
+def _starting(
+    r: _Rollout, actions: list[Action], events: list[Event], others: Sequence[DeploymentState]
+) -> Plan:
+    """Before its first step: the candidate becomes Available once the versions of an
+    earlier rollout left, or the ready timeout says it will not (Degraded)."""
+    target, stable, rollout = r.target, r.stable, r.model.rollout
+    age = (r.now - r.candidate.created_at).total_seconds() if r.candidate else 0.0
+    if age > rollout.ready_timeout_seconds and not others:
+        message = (
+            f"version {target} is not available after {rollout.ready_timeout_seconds}s "
+            f"(spec.rollout.readyTimeoutSeconds); version {stable} keeps serving"
+        )
+        return Plan(actions=tuple(actions), phase=Phase.DEGRADED, active_version=stable,
+                    message=message, rollout_timed_out=True, events=tuple(events),
+                    requeue_after=SLOW_POLL_SECONDS, withhold_decision_log=r.withhold)  # fmt: skip
+    left = ", ".join(sorted(d.version for d in others))
+    why = f"versions {left} leave first" if others else "waiting for it to be Available"
+    return _waiting(r, actions, events, f"starting version {target} for its {r.strategy} "
+                    f"({why}); version {stable} serves", POLL_SECONDS, None)  # fmt: skip
+
+
+def _step_started(r: _Rollout, actions: list[Action], events: list[Event], step: int) -> Plan:
+    """Step ``step`` (from 1) begins now (its SetStep is among ``actions``)."""
+    events.append(
+        Event("Normal", "RolloutStep", _step_message(r.strategy, r.target, step, r.steps))
+    )
+    return _waiting(r, actions, events,
+                    _running_message(r.strategy, r.target, r.stable, step, r.steps, None),
+                    min(r.steps[step - 1].pause_seconds or POLL_SECONDS, ANALYSIS_POLL_SECONDS),
+                    _rollout_status(r, step, r.now, None), r.deployed_now)  # fmt: skip
+
+
+def _step_decision(
+    r: _Rollout, cand: DeploymentState, actions: list[Action], events: list[Event], step: int
+) -> Plan:
+    """A running step (not refused): it waits out its pause, waits for a verdict, gives
+    way to the next step, or, the last held (or promoted by hand), ends in promotion."""
+    target, steps = r.target, r.steps
+    since = cand.step_since or r.now
+    elapsed = (r.now - since).total_seconds()
+    pause = steps[step - 1].pause_seconds
+    verdict = _verdict(r)
+    promote = r.observed.promote == target
+    running = _running_message(r.strategy, target, r.stable, step, steps, verdict)
     if not promote and elapsed < pause:
-        p = waiting(_running_message(strategy, target, stable, step, steps, verdict),
-                    max(0.5, min(pause - elapsed, ANALYSIS_POLL_SECONDS)),
-                    status_for(step, since, verdict))  # fmt: skip
-        return replace(p, deployed_now=deployed_now)
+        return _waiting(r, actions, events, running,
+                        max(0.5, min(pause - elapsed, ANALYSIS_POLL_SECONDS)),
+                        _rollout_status(r, step, since, verdict), r.deployed_now)  # fmt: skip
     if not promote and verdict is not None and not verdict.passed:
-        p = waiting(_running_message(strategy, target, stable, step, steps, verdict)
-                    + " (the step's time is up; judged once the analysis can say)",
-                    ANALYSIS_POLL_SECONDS, status_for(step, since, verdict))  # fmt: skip
-        return replace(p, deployed_now=deployed_now)
+        return _waiting(r, actions, events,
+                        running + " (the step's time is up; judged once the analysis can say)",
+                        ANALYSIS_POLL_SECONDS, _rollout_status(r, step, since, verdict),
+                        r.deployed_now)  # fmt: skip
     if not promote and step < len(steps):
         actions.append(SetStep(cand.name, target, step + 1, steps[step].weight))
-        actions[0] = ApplyDeployment(
-            target,
-            (canary_replicas if strategy == "canary" else shadow_replicas)(
-                replicas, steps[step].weight
-            ),
-            steps[step].weight / 100 if strategy == "shadow" else None,
-        )
-        events.append(
-            Event("Normal", "RolloutStep", _step_message(strategy, target, step + 1, steps))
-        )
-        p = waiting(_running_message(strategy, target, stable, step + 1, steps, None),
-                    min(steps[step].pause_seconds or POLL_SECONDS, ANALYSIS_POLL_SECONDS),
-                    status_for(step + 1, now, None))  # fmt: skip
-        return replace(p, deployed_now=deployed_now)
-
-    # The last step held (or a person promoted it): the candidate takes all traffic,
-    # once it has its full replica count (a step's one Pod would take everything).
+        actions[0] = _candidate_deployment(r, step + 1)
+        return _step_started(r, actions, events, step + 1)
     how = "promoted by hand (mlmodel rollout promote)" if promote else "every step held"
-    actions[0] = ApplyDeployment(target)
+    return _promotion(r, cand, actions, events, step, since, verdict, how)
+
+
+def _promotion(
+    r: _Rollout,
+    cand: DeploymentState,
+    actions: list[Action],
+    events: list[Event],
+    step: int,
+    since: dt.datetime,
+    verdict: Verdict | None,
+    how: str,
+) -> Plan:
+    """The last step held (or a person promoted it): the candidate takes all traffic,
+    once it has its full replica count (a step's one Pod would take everything)."""
+    target, stable, replicas = r.target, r.stable, r.model.serving.replicas
+    actions[0] = _candidate_deployment(r, None)
     if cand.desired < replicas or not cand.is_available:
-        p = waiting(f"{strategy} of version {target} {how}: it scales to {replicas} replicas "
-                    f"before it takes all traffic; version {stable} serves meanwhile",
-                    POLL_SECONDS, status_for(step, since, verdict))  # fmt: skip
-        return replace(p, deployed_now=deployed_now)
+        return _waiting(r, actions, events, f"{r.strategy} of version {target} {how}: it "
+                        f"scales to {replicas} replicas before it takes all traffic; version "
+                        f"{stable} serves meanwhile", POLL_SECONDS,
+                        _rollout_status(r, step, since, verdict), r.deployed_now)  # fmt: skip
     actions.append(SwitchService(target))
-    if strategy == "shadow":
+    if r.strategy == "shadow":
         actions.append(ShadowTraffic(None))
     events.append(Event("Normal", Reason.PROMOTED, f"version {target} promoted: {how}"))
-    last = {**base, "step": step, "result": Reason.PROMOTED, "message": how}
+    last = {**r.base, "step": step, "result": Reason.PROMOTED, "message": how}
     if verdict is not None:
         last["checks"] = [c.to_status() for c in verdict.checks]
         last["requests"] = int(verdict.requests)
@@ -860,8 +998,8 @@ def _progressive(
         actions=tuple(actions), phase=Phase.RETIRING, active_version=target,
         message=f"version {target} promoted ({how}); version {stable} retires",
         events=tuple(events), requeue_after=POLL_SECONDS,
-        deployed_now=(target,) if target not in open_versions else (),
-        withhold_decision_log=withhold, rollout_ended=last,
+        deployed_now=(target,) if target not in r.open_versions else (),
+        withhold_decision_log=r.withhold, rollout_ended=last,
     )  # fmt: skip
 
 

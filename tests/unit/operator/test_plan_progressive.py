@@ -12,6 +12,7 @@ import pytest
 from mlmodel_operator.analysis import Check, Verdict
 from mlmodel_operator.conditions import Phase, Reason
 from mlmodel_operator.plan import (
+    ANALYSIS_POLL_SECONDS,
     ApplyDeployment,
     DeleteUnserved,
     DeploymentState,
@@ -299,3 +300,53 @@ def test_steps_removed_from_the_spec_mid_rollout_leave_the_last_one() -> None:
                    desired=3, updated=3)  # fmt: skip
     p = plan(model(), observed(dep("1"), held, split="2", candidate_open=True), SECRET)
     assert SwitchService("2") in p.actions  # the last step held: promoted
+
+
+def test_versions_of_an_earlier_rollout_leave_before_the_first_step() -> None:
+    """A canary's Service selects every Pod of the model: the first step waits, even with
+    its candidate Available (and past its ready timeout), until only the stable version
+    is beside it; what served retires as usual, what never served goes at once."""
+    m = model()
+    m = replace(m, rollout=replace(m.rollout, ready_timeout_seconds=60))
+    served, unserved = dep("3"), dep("4")
+    obs = observed(dep("1"), dep("2", available=1, desired=1), served, unserved, split="3",
+                   shadow="3")  # fmt: skip
+    obs = replace(obs, history=(*obs.history, HistoryEntry("3", SHA2, "", "2026-03-14T11:00:00Z")))
+    p = plan(m, obs, SECRET)
+    assert p.actions == (
+        ApplyDeployment("2", 1), MarkRetiring("churn-v3", "3"), DeleteUnserved(unserved),
+        SwitchService("1"), ShadowTraffic(None),
+    )  # fmt: skip
+    assert (p.phase, p.active_version, p.rollout_timed_out) == (Phase.DEPLOYING, "1", False)
+    assert p.rollout is None and "versions 3, 4 leave first" in p.message
+    drained = replace(served, retiring_since=NOW - dt.timedelta(seconds=31))
+    p = plan(m, replace(obs, deployments=(dep("1"), dep("2", available=1, desired=1), drained)),
+             SECRET)  # fmt: skip
+    assert Retire(drained) in p.actions and not any(isinstance(a, SetStep) for a in p.actions)
+
+
+def test_a_candidate_not_available_in_time_degrades_and_the_stable_version_serves() -> None:
+    m = model()
+    m = replace(m, rollout=replace(m.rollout, ready_timeout_seconds=60))
+    slow = dep("2", available=0, desired=1)  # created 300 s ago
+    p = plan(m, observed(dep("1"), slow), SECRET)
+    assert (p.phase, p.active_version, p.rollout_timed_out) == (Phase.DEGRADED, "1", True)
+    assert p.actions == (ApplyDeployment("2", 1),) and p.rollout is None
+    assert "not available after 60s" in p.message and p.blocked is None
+    p = plan(model(), observed(dep("1"), slow), SECRET)  # within the default 600 s: waits
+    assert (p.phase, p.rollout_timed_out) == (Phase.DEPLOYING, False)
+
+
+def test_a_step_whose_time_is_up_waits_for_a_verdict_before_the_next() -> None:
+    """Prometheus unreachable mid-step judges nothing: the step neither ends nor fails."""
+    cand = dep("2", available=1, desired=1, step=1, step_age=61)
+    m = model(analysis={"maxErrorRatio": 0.01})
+    down = Verdict((), 0.0, 20, error="http://prometheus:9090: connection refused")
+    p = plan(m, observed(dep("1"), cand, split="2", candidate_open=True, analysis=down), SECRET)
+    assert not any(isinstance(a, (SetStep, MarkRolledBack, SwitchService)) for a in p.actions)
+    assert (p.phase, p.requeue_after) == (Phase.DEPLOYING, ANALYSIS_POLL_SECONDS)
+    assert "analysis not read" in p.message and "judged once the analysis can say" in p.message
+    assert p.rollout is not None and p.rollout["step"] == 1
+    p = plan(m, observed(dep("1"), cand, split="2", candidate_open=True, analysis=passing()),
+             SECRET)  # fmt: skip
+    assert SetStep("churn-v2", "2", 2, 50) in p.actions
