@@ -31,6 +31,7 @@ from mlmodel_operator.decision_log import DecisionLogCheck
 from mlmodel_operator.kube import Kube, load_api_client
 from mlmodel_operator.ledger import S3Ledger
 from mlmodel_operator.metrics import OperatorMetrics
+from mlmodel_operator.objcache import OWNED_SELECTOR, CachedKube, OwnedCache
 from mlmodel_operator.peering import KubePeeringApi, Peering
 from mlmodel_operator.probes import ProbeAddress, ProbeServer
 from mlmodel_operator.reconcile import Outcome, Reconciler, archive_retry_delay
@@ -47,6 +48,8 @@ def _publish(body: kopf.Body, outcome: Outcome) -> None:
 
 
 def _reconcile(body: kopf.Body, memo: kopf.Memo, requeue: bool) -> None:
+    # kopf calls no handler before every index handler has seen its kind's listing
+    memo.owned.mark_synced(*(kind for *_, kind in OWNED_RESOURCES))
     reconciler: Reconciler = memo.reconciler
     metrics: OperatorMetrics = memo.metrics
     started = time.perf_counter()
@@ -68,6 +71,61 @@ def _reconcile(body: kopf.Body, memo: kopf.Memo, requeue: bool) -> None:
             )
     else:
         metrics.reconciles.labels(result="ok").inc()
+
+
+OWNED = {"app.kubernetes.io/managed-by": "mlmodel-operator"}
+# (group, version, plural, kind) of the objects the operator makes, kept in objcache.py
+OWNED_RESOURCES = (
+    ("apps", "v1", "deployments", "Deployment"),
+    ("", "v1", "services", "Service"),
+    ("monitoring.coreos.com", "v1", "servicemonitors", "ServiceMonitor"),
+    ("monitoring.coreos.com", "v1", "prometheusrules", "PrometheusRule"),
+)
+
+
+def _deleted(type: str | None, **_: Any) -> bool:
+    return type == "DELETED"
+
+
+def _reconcile_owner(body: kopf.Body, memo: kopf.Memo) -> None:
+    """Reconcile the MLModel that controls ``body`` (one of its Deployments or Services).
+    The reconciler reads the MLModel itself; only its identity is passed."""
+    owner = next(
+        (
+            o
+            for o in body.metadata.get("ownerReferences") or []
+            if o.get("kind") == KIND and o.get("controller")
+        ),
+        None,
+    )
+    if owner is None:
+        return
+    model = {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": KIND,
+        "metadata": {"name": owner["name"], "namespace": body.metadata.namespace,
+                     "uid": owner["uid"]},
+    }  # fmt: skip
+    _reconcile(cast(kopf.Body, model), memo, requeue=False)
+
+
+def _watch_owned(
+    registry: kopf.OperatorRegistry, group: str, version: str, plural: str, kind: str
+) -> None:
+    """Keep the operator's objects of one kind in memory (objcache.py). kopf runs index
+    handlers for the initial listing before any other handler, so no reconcile reads the
+    cache before it holds everything that existed at start-up. One deleted by someone
+    else brings its model's reconcile at once, which makes it again."""
+
+    @kopf.index(group, version, plural, id=f"owned-{plural}", labels=OWNED, registry=registry)
+    def index_owned(*, body: kopf.Body, memo: Any, **_: Any) -> None:
+        memo.owned.seen(kind, body)
+
+    @kopf.on.event(group, version, plural, id=f"{plural}-gone", labels=OWNED, when=_deleted,
+                   registry=registry)  # fmt: skip
+    def owned_gone(*, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+        memo.owned.seen(kind, body, deleted=True)
+        _reconcile_owner(body, memo)
 
 
 def _fully_available(body: kopf.Body, type: str | None, **_: Any) -> bool:
@@ -107,6 +165,7 @@ def build_registry(
     @kopf.on.startup(id="probes", registry=registry)
     async def serve_probes(*, memo: Any, **_: Any) -> None:
         # first: the kubelet hears "alive, not ready" while the others wait
+        memo.owned = OwnedCache()
         if probes is not None:
             memo.probes = ProbeServer(probes, readiness)
             await memo.probes.start()
@@ -125,8 +184,11 @@ def build_registry(
             prefix=GROUP, key="last-handled-configuration"
         )
         settings.posting.level = logging.WARNING  # our own Events tell the story
-        settings.execution.max_workers = 8
-        kube = Kube(load_api_client(kubeconfig))
+        settings.execution.max_workers = op_settings.workers
+        # Only the operator's own Deployments and Services reach it (the apiserver filters).
+        for group, version, plural, _kind in OWNED_RESOURCES:
+            settings.watching.label_selectors[group or version, plural] = OWNED_SELECTOR
+        kube = CachedKube(load_api_client(kubeconfig, op_settings.workers + 2), memo.owned)
         s3, copy_s3 = _object_store(logger)
         prom = CollectorRegistry()
         memo.metrics = OperatorMetrics(prom)
@@ -186,6 +248,10 @@ def build_registry(
     def reconcile_periodically(*, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
         _reconcile(body, memo, requeue=False)
 
+    # The operator's own objects, kept in memory from their watches (objcache.py).
+    for group, version, plural, kind in OWNED_RESOURCES:
+        _watch_owned(registry, group, version, plural, kind)
+
     @kopf.on.event(
         "apps",
         "v1",
@@ -197,23 +263,9 @@ def build_registry(
     )
     def deployment_available(*, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
         # A version's Deployment became Available: switch traffic now rather than at
-        # the next poll. The reconciler reads the MLModel itself; only its identity is passed.
-        owner = next(
-            (o for o in body.metadata.get("ownerReferences") or [] if o.get("kind") == KIND),
-            None,
-        )
-        if owner is None:
-            return
-        model = {
-            "apiVersion": f"{GROUP}/{VERSION}",
-            "kind": KIND,
-            "metadata": {
-                "name": owner["name"],
-                "namespace": body.metadata.namespace,
-                "uid": owner["uid"],
-            },
-        }
-        _reconcile(cast(kopf.Body, model), memo, requeue=False)
+        # the next poll.
+        memo.owned.seen("Deployment", body)  # before the reconcile reads it
+        _reconcile_owner(body, memo)
 
     @kopf.on.delete(*RESOURCE, id="finalize", registry=registry)
     def finalize(*, body: kopf.Body, memo: kopf.Memo, retry: int, **_: Any) -> None:

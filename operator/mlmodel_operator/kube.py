@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+from collections.abc import Mapping
 from typing import Any
 
 import urllib3
@@ -71,6 +72,9 @@ class ApiUnreachable(Exception):
 API_CONNECT_TIMEOUT = 5.0
 API_READ_TIMEOUT = 20.0
 
+# Connections kept open to the apiserver (at least; the operator asks for one per worker).
+CONNECTIONS = 32
+
 # Reads and writes of one object that another writer may change in between: tried again
 # on 409 this many times, then the 409 is the reconcile's error (kopf retries it).
 WRITE_ATTEMPTS = 3
@@ -81,7 +85,9 @@ WRITE_ATTEMPTS = 3
 CREATE_ONLY = str(2**64 - 1)
 
 
-def load_api_client(kubeconfig: str | None = None) -> client.ApiClient:
+def load_api_client(
+    kubeconfig: str | None = None, connections: int | None = None
+) -> client.ApiClient:
     """An API client from a kubeconfig file, else in-cluster, else the default kubeconfig.
 
     Its connections make no retries of their own (urllib3 retries a GET that timed out
@@ -96,6 +102,9 @@ def load_api_client(kubeconfig: str | None = None) -> client.ApiClient:
         except config.ConfigException:
             config.load_kube_config(client_configuration=cfg)
     cfg.retries = False
+    # one kept-alive connection per reconcile thread (the default, 5 per core, is fewer
+    # than the workers: the rest would open a new TLS connection per request)
+    cfg.connection_pool_maxsize = max(cfg.connection_pool_maxsize or 0, connections or CONNECTIONS)
     return client.ApiClient(configuration=cfg)
 
 
@@ -110,7 +119,7 @@ def _unreachable(method: str, path: str, api: client.ApiClient, exc: BaseExcepti
     return f"{method} {path}: cannot reach {where} ({type(exc).__name__}: {exc})"
 
 
-def _path_for(obj: dict[str, Any]) -> str:
+def path_for(obj: dict[str, Any]) -> str:
     api_version: str = obj["apiVersion"]
     kind: str = obj["kind"]
     ns = obj["metadata"].get("namespace")
@@ -200,9 +209,9 @@ class Kube:
         owner = controller_reference(obj)
         if owner is None:
             raise ValueError(
-                f"kube.apply writes owned objects only; {_path_for(obj)} has no controller"
+                f"kube.apply writes owned objects only; {path_for(obj)} has no controller"
             )
-        path, meta = _path_for(obj), obj["metadata"]
+        path, meta = path_for(obj), obj["metadata"]
         for attempt in range(1, WRITE_ATTEMPTS + 1):
             current = self._read(obj["kind"], path)
             if current is not None and not controlled_by(current, str(owner.get("uid"))):
@@ -218,24 +227,34 @@ class Kube:
                 else {"resourceVersion": CREATE_ONLY}
             )
             try:
-                return self._call(
-                    "PATCH",
-                    path,
-                    body={**obj, "metadata": {**meta, **guard}},
-                    content_type="application/apply-patch+yaml",
-                    query=[("fieldManager", FIELD_MANAGER), ("force", "true")],
-                )
+                return self.apply_guarded(obj, guard)
             except ApiConflict:
                 if attempt == WRITE_ATTEMPTS:
                     raise
         raise AssertionError("unreachable")
+
+    def apply_guarded(self, obj: dict[str, Any], guard: dict[str, str]) -> dict[str, Any]:
+        """One server-side apply of ``obj`` with ``guard`` (the uid and resourceVersion it
+        must still have, or ``CREATE_ONLY``) in its metadata; ApiConflict when it does not."""
+        return self._call(
+            "PATCH",
+            path_for(obj),
+            body={**obj, "metadata": {**obj["metadata"], **guard}},
+            content_type="application/apply-patch+yaml",
+            query=[("fieldManager", FIELD_MANAGER), ("force", "true")],
+        )
+
+    def unchanged(self, obj: Mapping[str, Any], digest: str) -> bool | None:
+        """Whether ``obj``'s stored copy is what the operator last applied with ``digest``,
+        known without a request; None: not known (this class keeps no copies)."""
+        return None
 
     def delete_owned(
         self, api_version: str, kind: str, namespace: str, name: str, owner_uid: str
     ) -> bool:
         """Delete an object of a kind ``apply`` knows if ``owner_uid`` controls it; False when
         it was not there. One held by anyone else raises NotControlled and stays."""
-        path = _path_for(
+        path = path_for(
             {
                 "apiVersion": api_version,
                 "kind": kind,
@@ -308,11 +327,11 @@ class Kube:
 
     def annotate_deployment(
         self, namespace: str, name: str, uid: str, annotations: dict[str, str | None]
-    ) -> None:
+    ) -> dict[str, Any]:
         """Merge-patch annotations (``None`` removes one) of the Deployment with this uid
         (one listed as the model's): the apiserver refuses the patch for another object
         of the same name (metadata.uid is immutable)."""
-        self._call(
+        return self._call(
             "PATCH",
             f"/apis/apps/v1/namespaces/{namespace}/deployments/{name}",
             body={"metadata": {"uid": uid, "annotations": annotations}},
@@ -339,8 +358,9 @@ class Kube:
         name: str,
         status: dict[str, Any],
         resource_version: str | None = None,
-    ) -> None:
-        """Write the whole computed status through the status subresource.
+    ) -> dict[str, Any]:
+        """Write the whole computed status through the status subresource; the object as
+        the apiserver stored it.
 
         With ``resource_version`` (that of the object the status was computed from) the
         apiserver refuses the write with 409 (ApiConflict) when the object has changed
@@ -349,7 +369,7 @@ class Kube:
         body: dict[str, Any] = {"status": status}
         if resource_version is not None:
             body["metadata"] = {"resourceVersion": resource_version}
-        self._call(
+        return self._call(
             "PATCH",
             f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{PLURAL}/{name}/status",
             body=body,

@@ -3,8 +3,10 @@
 Called by the reconciler on every reconcile. Where the Prometheus operator's CRDs are
 missing nothing is written and the Monitored condition says so; the CRDs are looked up
 at most every ``CRD_RECHECK_SECONDS``, so a later install is noticed without an API
-call per reconcile. An object whose content did not change is not applied again, except
-every ``REASSERT_SECONDS`` (which also puts back one a person deleted). An object of
+call per reconcile. An object is applied again when the watch of the operator's own
+objects (objcache.py) shows it missing, carrying another applied hash, or changed by
+someone else since the operator wrote it (its generation); without that watch, when its
+content changed and every ``REASSERT_SECONDS`` (which puts back one a person deleted). An object of
 that name the MLModel does not control (someone else's, or another model's) is neither
 applied nor deleted: the Monitored condition names it and who holds it.
 """
@@ -30,6 +32,7 @@ from mlmodel_operator.monitoring import (
     build_service_monitor,
     monitoring_name,
 )
+from mlmodel_operator.objcache import APPLIED_HASH_ANNOTATION
 from mlmodel_operator.settings import Settings
 from mlmodel_operator.spec import ModelSpec
 from mlmodel_operator.status import MonitoringNote
@@ -163,10 +166,15 @@ class MonitoringSync:
     def _apply(self, uid: str, obj: dict[str, Any]) -> None:
         key = (uid, obj["kind"])
         digest, now = _hash(obj), self.clock()
-        with self._lock:
-            seen = self._applied.get(key)
-        if seen is not None and seen[0] == digest and now - seen[1] < REASSERT_SECONDS:
-            return
+        obj["metadata"].setdefault("annotations", {})[APPLIED_HASH_ANNOTATION] = digest
+        known = self.kube.unchanged(obj, digest)
+        if known:
+            return  # the watch holds it as applied, and nobody has changed it since
+        if known is None:  # no watch of it: what this process applied, and when
+            with self._lock:
+                seen = self._applied.get(key)
+            if seen is not None and seen[0] == digest and now - seen[1] < REASSERT_SECONDS:
+                return
         self.kube.apply(obj)
         with self._lock:
             self._applied[key] = (digest, now)

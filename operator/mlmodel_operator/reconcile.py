@@ -14,6 +14,7 @@ import json
 import logging
 import random
 import threading
+import time
 from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Final
@@ -79,7 +80,7 @@ from mlmodel_operator.plan import (
 from mlmodel_operator.settings import Settings
 from mlmodel_operator.spec import ModelSpec, SpecError, parse_model
 from mlmodel_operator.status import ArchiveNote, build_status
-from mlmodel_operator.verify import ArtifactVerifier
+from mlmodel_operator.verify import ArtifactVerifier, Verdict
 
 SKIP_ARCHIVE_ANNOTATION = "ml.lifecycle.io/skip-archive-on-delete"
 
@@ -141,6 +142,48 @@ def archive_retry_delay(attempt: int, rand: float) -> float:
     return step * (1.0 - ARCHIVE_RETRY_JITTER * (1.0 - rand))
 
 
+class TokenBucket:
+    """At most ``rate`` takes per second on average, ``max(1, rate)`` at once; rate 0
+    lets every take through. Thread-safe."""
+
+    def __init__(self, rate: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.rate = rate
+        self.capacity = max(1.0, rate)
+        self.clock = clock
+        self._tokens = self.capacity
+        self._at = clock()
+        self._lock = threading.Lock()
+
+    def take(self) -> float:
+        """Take a token: 0.0 when one was there, else the seconds until there is one."""
+        if self.rate <= 0:
+            return 0.0
+        with self._lock:
+            now = self.clock()
+            self._tokens = min(self.capacity, self._tokens + (now - self._at) * self.rate)
+            self._at = now
+            if self._tokens >= 1.0:
+                self._tokens -= 1.0
+                return 0.0
+            return (1.0 - self._tokens) / self.rate
+
+
+class _Paced(Exception):
+    """An update of a serving Deployment waits for the fleet's update budget."""
+
+    def __init__(self, wait: float) -> None:
+        super().__init__(f"waiting {wait:.1f}s for the fleet's update budget")
+        self.wait = wait
+
+
+class _ArtifactChanged(Exception):
+    """The artifact, checked again before its Deployment changes, no longer passes."""
+
+    def __init__(self, verdict: Verdict) -> None:
+        super().__init__(verdict.message)
+        self.verdict = verdict
+
+
 @dataclass(frozen=True)
 class _FailedArchive:
     """A version whose archive failed: how often in a row, when to try again, and what to
@@ -175,6 +218,10 @@ class Outcome:
 # reads it again and plans again, up to this many times in one reconcile; past that the
 # object is looked at again after POLL_SECONDS.
 STATUS_WRITE_ATTEMPTS: Final = 4
+# Models whose last status write is remembered (oldest forgotten first; a forgotten one is
+# read from the apiserver at its next reconcile, as every model was before).
+WRITTEN_KEPT: Final = 65536
+UNKNOWN_VERSION: Final = 1 << 62
 
 
 def status_changed(status: Mapping[str, Any], previous: Mapping[str, Any]) -> bool:
@@ -227,6 +274,10 @@ class Reconciler:
         # (uid, version) -> the archive that failed; kept in memory: a restarted operator
         # starts again at the first step, which is what a restart is for
         self._failed_archives: dict[tuple[str, str], _FailedArchive] = {}
+        # uid -> resourceVersion of the status this operator last wrote for it
+        self._written: dict[str, int] = {}
+        self.prometheus = Prometheus(settings.prometheus_url) if settings.prometheus_url else None
+        self.fleet_updates = TokenBucket(settings.fleet_updates_per_second)
 
     @contextlib.contextmanager
     def _lock(self, uid: str) -> Iterator[None]:
@@ -311,19 +362,35 @@ class Reconciler:
             self._ensure(None, model, ledger.SWITCHED, selected, switched, observed.switched_at)
 
     def _fresh(self, meta: Mapping[str, Any]) -> dict[str, Any] | None:
-        """The MLModel as stored now, or None if it is gone (or replaced by a new object).
-
-        Read under the object's lock: the body kopf hands over may predate the status
-        another reconcile of this object has just written.
-        """
+        """The MLModel as stored now, or None if it is gone (or replaced by a new object)."""
         try:
             fresh = self.kube.get_model(meta["namespace"], meta["name"])
         except NotFound:
             return None
         return fresh if fresh["metadata"].get("uid") == meta["uid"] else None
 
+    def _usable(self, body: Mapping[str, Any] | None) -> Mapping[str, Any] | None:
+        """``body`` (what kopf's watch last showed) when it can be planned from: a whole
+        MLModel, no older than the last status this operator wrote for it. The status
+        write carries the body's resourceVersion, so a body that is behind anyone else's
+        write is refused (409) and the next attempt reads the object. Called under the
+        object's lock: a status written a moment ago by another reconcile is seen here."""
+        if body is None or "spec" not in body:
+            return None
+        meta = body.get("metadata") or {}
+        with self._locks_guard:
+            written = self._written.get(str(meta.get("uid")))
+        if written is None:
+            return body
+        try:
+            return body if int(str(meta.get("resourceVersion"))) >= written else None
+        except ValueError:
+            return None
+
     def forget(self, uid: str) -> None:
         """Drop what is remembered about a model that is gone."""
+        with self._locks_guard:
+            self._written.pop(uid, None)
         self._forget_archives(uid, keep=())
         self.monitoring.forget(uid)
         self.verifier.forget(uid)
@@ -341,7 +408,7 @@ class Reconciler:
         """Reconcile one MLModel and write its status (only when it changed)."""
         meta = body["metadata"]
         with self._lock(meta["uid"]):
-            return self._converge(meta, self._compute)
+            return self._converge(meta, self._compute, body)
 
     def _compute(self, fresh: Mapping[str, Any]) -> Outcome:
         old_status: Mapping[str, Any] = fresh.get("status") or {}
@@ -355,18 +422,24 @@ class Reconciler:
         return outcome
 
     def _converge(
-        self, meta: Mapping[str, Any], compute: Callable[[Mapping[str, Any]], Outcome]
+        self,
+        meta: Mapping[str, Any],
+        compute: Callable[[Mapping[str, Any]], Outcome],
+        body: Mapping[str, Any] | None = None,
     ) -> Outcome:
-        """Read the MLModel, compute, and write the status computed from exactly what was
-        read: the write carries the resourceVersion read, so the apiserver refuses it when
-        anyone (another replica, a person, kopf's own annotations) changed the object in
-        between, and then this reads and computes again rather than overwrite what it did
-        not see. Called under the object's lock; every action is safe to repeat.
+        """Compute from the MLModel kopf handed over (or, when it is not usable, read it),
+        and write the status computed from exactly that object: the write carries its
+        resourceVersion, so the apiserver refuses it when anyone (another replica, a
+        person, kopf's own annotations) changed the object in between, and then this
+        reads and computes again rather than overwrite what it did not see. Called under
+        the object's lock; every action is safe to repeat.
         """
         events: list[Event] = []
         outcome = Outcome({}, gone=True)
+        given = self._usable(body)
         for _ in range(STATUS_WRITE_ATTEMPTS):
-            fresh = self._fresh(meta)
+            fresh = given if given is not None else self._fresh(meta)
+            given = None  # a second attempt reads the object
             if fresh is None:
                 self.forget(meta["uid"])
                 return Outcome({}, events, gone=True)
@@ -377,7 +450,7 @@ class Reconciler:
                 return outcome
             reached("before-status-write")
             try:
-                self.kube.patch_model_status(
+                written = self.kube.patch_model_status(
                     meta["namespace"],
                     meta["name"],
                     outcome.status,
@@ -389,11 +462,25 @@ class Reconciler:
             except ApiConflict:
                 continue
             reached("after-status-write")
+            self._remember_written(meta["uid"], written)
             outcome.written = True
             return outcome
         # Changed under every attempt: the next reconcile writes it, soon.
         outcome.requeue_after = min(outcome.requeue_after or POLL_SECONDS, POLL_SECONDS)
         return outcome
+
+    def _remember_written(self, uid: str, written: Mapping[str, Any] | None) -> None:
+        """The resourceVersion of the status just written: a body older than it is not
+        planned from (it would not show what was just done)."""
+        try:
+            version = int(str(((written or {}).get("metadata") or {}).get("resourceVersion")))
+        except ValueError:
+            version = UNKNOWN_VERSION  # no body is usable: the next reconcile reads it
+        with self._locks_guard:
+            self._written.pop(uid, None)  # last written, last in the map
+            self._written[uid] = version
+            while len(self._written) > WRITTEN_KEPT:
+                del self._written[next(iter(self._written))]
 
     def _observe(
         self,
@@ -471,8 +558,10 @@ class Reconciler:
         ):
             return observed
         since = cand.step_since or observed.now
+        if self.prometheus is None:
+            return observed
         verdict = judge(
-            Prometheus(self.settings.prometheus_url),
+            self.prometheus,
             rollout.analysis,
             model.ref.namespace,
             model.ref.name,
@@ -499,7 +588,15 @@ class Reconciler:
             )
             - {model.version},
         )
-        verdict = self.verifier.check(model.artifact, owner=model.ref.uid)
+        # A version whose Deployment was made for these bytes was verified then: its
+        # artifact is not fetched again (it is, before that Deployment changes).
+        target = observed.deployment(model.version)
+        deployed = (
+            target is not None
+            and target.sha256 == model.artifact.sha256
+            and target.uri == model.artifact.uri
+        )
+        verdict = self.verifier.check(model.artifact, owner=model.ref.uid, deployed=deployed)
         if verdict.blocks_rollout:
             observed = replace(observed, artifact_problem=(verdict.reason, verdict.message))
         decision_log = self.decision_log.check(model)
@@ -520,6 +617,17 @@ class Reconciler:
             observed = replace(observed, conflicts=(*observed.conflicts, foreign))
             p = plan(model, observed, secret)
             history, archive_note, requeue = observed.history, None, [p.requeue_after or 0.0]
+        except _ArtifactChanged as exc:
+            # The bytes changed under the same key since the Deployment was made: the
+            # version's Deployment is not changed; the plan that knows it, now.
+            verdict = exc.verdict
+            observed = replace(observed, artifact_problem=(verdict.reason, verdict.message))
+            p = plan(model, observed, secret)
+            history, archive_note, requeue = observed.history, None, [p.requeue_after or 0.0]
+        except _Paced as exc:
+            # the fleet's update budget is spent: this model's turn comes after the wait;
+            # nothing after that action is done
+            history, archive_note, requeue = observed.history, None, [exc.wait]
         events[:0] = p.events
         if (event := decision_log_event(old_status, decision_log)) is not None:
             events.append(event)
@@ -594,6 +702,14 @@ class Reconciler:
                 )
                 digest = applied_hash(desired)
                 current = observed.deployment(action.version)
+                if current is not None and current.applied_hash != digest:
+                    # a change of a running version's Pods: its bytes checked again first,
+                    # and paced across the fleet
+                    fresh = self.verifier.check(model.artifact, owner=model.ref.uid)
+                    if fresh.blocks_rollout:
+                        raise _ArtifactChanged(fresh)
+                    if (wait := self.fleet_updates.take()) > 0:
+                        raise _Paced(wait)
                 if current is None or current.applied_hash != digest:
                     notes = desired["metadata"]["annotations"]
                     notes[ANN_APPLIED_HASH] = digest

@@ -20,6 +20,8 @@ DEFAULT_S3_SECRET_NAME: Final = "mlmodel-s3-credentials"
 DEFAULT_ARCHIVE_BUCKET: Final = "model-archive"
 DEFAULT_CLUSTER_DOMAIN: Final = "cluster.local"
 SERVING_PORT: Final = 8080
+DEFAULT_WORKERS: Final = 16
+DEFAULT_FLEET_UPDATES_PER_SECOND: Final = 10.0
 
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off", ""})
@@ -92,6 +94,14 @@ class Settings:
     # Where a canary's or shadow's analysis reads the servers' metrics
     # (MLMODEL_PROMETHEUS_URL, http(s)://host:port[/path]); empty: no analysis possible.
     prometheus_url: str = ""
+    # Reconciles run at once (kopf's executor threads; MLMODEL_WORKERS): each mostly waits
+    # for the apiserver, so more threads than cores.
+    workers: int = DEFAULT_WORKERS
+    # The most serving Deployments whose Pod template the operator changes per second,
+    # across every model (MLMODEL_FLEET_UPDATES_PER_SECOND; 0: no limit). New Deployments
+    # are not counted: this paces a change of the operator's own settings (a new default
+    # serving image) through a fleet, so its Pods do not all restart at once.
+    fleet_updates_per_second: float = DEFAULT_FLEET_UPDATES_PER_SECOND
 
     @property
     def all_namespaces(self) -> bool:
@@ -202,6 +212,11 @@ class Settings:
                 "a number of seconds from 0.1 to 86400",
             )
 
+        workers = _parse_number(env, "MLMODEL_WORKERS", DEFAULT_WORKERS, 1, 256, integer=True)
+        fleet_rate = _parse_number(
+            env, "MLMODEL_FLEET_UPDATES_PER_SECOND", DEFAULT_FLEET_UPDATES_PER_SECOND, 0, 10000
+        )
+
         allowed = _parse_image_sources(env.get("MLMODEL_ALLOWED_IMAGES", ""))
         require_digest = _parse_bool(env, "MLMODEL_REQUIRE_IMAGE_DIGEST", default=False)
         if require_digest and "@sha256:" not in serving_image:
@@ -236,7 +251,32 @@ class Settings:
             namespaces=namespaces,
             cluster_domain=cluster_domain,
             reconcile_interval_seconds=interval,
+            workers=int(workers),
+            fleet_updates_per_second=fleet_rate,
         )
+
+
+def _parse_number(
+    env: Mapping[str, str],
+    name: str,
+    default: float,
+    low: float,
+    high: float,
+    *,
+    integer: bool = False,
+) -> float:
+    """A number from ``low`` to ``high`` (a whole one when ``integer``); unset: ``default``."""
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw) if integer else float(raw)
+    except ValueError:
+        value = math.nan
+    if not low <= value <= high:  # also rejects NaN
+        kind = "a whole number" if integer else "a number"
+        raise SettingsError(name, raw, f"{kind} from {low:g} to {high:g}")
+    return value
 
 
 def _parse_bool(env: Mapping[str, str], name: str, *, default: bool) -> bool:

@@ -3,7 +3,8 @@
 The serving pods verify the digest again before they unpickle; this check lets the
 operator refuse a version whose bytes are missing or do not match *before* any old
 version is retired. The object is streamed and hashed (never unpickled), once per
-(uri, digest, ETag); later reconciles only ``stat`` it.
+(uri, digest, ETag); later reconciles only ``stat`` it, until its Deployment exists: then
+not even that, until the Deployment's Pods are about to change.
 
 A verdict is kept while a model asks for that artifact: one model's new version, or the
 model's deletion (``forget``), drops the verdict no model asks for any more. Past
@@ -53,8 +54,16 @@ class ArtifactVerifier:
         self._users: dict[_Key, int] = {}  # how many models ask for each
         self._lock = threading.Lock()
 
-    def check(self, artifact: ArtifactSpec, owner: str | None = None) -> Verdict:
-        """The verdict on ``artifact``, asked for by the model with uid ``owner``."""
+    def check(
+        self, artifact: ArtifactSpec, owner: str | None = None, *, deployed: bool = False
+    ) -> Verdict:
+        """The verdict on ``artifact``, asked for by the model with uid ``owner``.
+
+        ``deployed``: a Deployment of these bytes (uri and digest) exists, made only after
+        they were verified; the object store is not asked again (the reconciler asks
+        again, without ``deployed``, before that Deployment's Pods change, and each
+        serving Pod checks the digest itself before it loads the model).
+        """
         if self.s3 is None:
             return Verdict(
                 UNKNOWN,
@@ -62,6 +71,8 @@ class ArtifactVerifier:
                 "the operator has no object store configured; the serving pods verify "
                 "spec.artifact.sha256 before they load the model",
             )
+        if deployed:
+            return _verified(artifact.uri, artifact.sha256)
         bucket, key = parse_s3_uri(artifact.uri)
         try:
             stat = self.s3.stat_object(bucket, key)
@@ -154,4 +165,8 @@ class ArtifactVerifier:
                 f"spec.artifact.sha256: expected {artifact.sha256}, but {artifact.uri} has "
                 f"sha256 {actual}; fix the digest or the object (nothing unverified is served)",
             )
-        return Verdict(TRUE, Reason.DIGEST_VERIFIED, f"{artifact.uri} has sha256 {actual}")
+        return _verified(artifact.uri, actual)
+
+
+def _verified(uri: str, sha256: str) -> Verdict:
+    return Verdict(TRUE, Reason.DIGEST_VERIFIED, f"{uri} has sha256 {sha256}")

@@ -35,8 +35,11 @@ ALLOWED: list[tuple[str, str, str, str, str, str]] = [
     ("list", "apps", "deployments", "", MODEL_NS, ""),
     ("watch", "apps", "deployments", "", MODEL_NS, ""),  # kopf: Available -> switch at once
     ("delete", "apps", "deployments", "", MODEL_NS, "churn-v1"),
-    # kube.get_service / apply
+    # kube.apply (read by name when the watch cannot vouch for it); kopf watches the
+    # operator's own Services (objcache.py)
     ("get", "", "services", "", MODEL_NS, "churn"),
+    ("list", "", "services", "", "", ""),
+    ("watch", "", "services", "", "", ""),
     ("create", "", "services", "", MODEL_NS, ""),
     ("patch", "", "services", "", MODEL_NS, "churn"),
     ("delete", "", "services", "", MODEL_NS, "churn-shadow"),  # a shadow's, when it ends
@@ -44,8 +47,10 @@ ALLOWED: list[tuple[str, str, str, str, str, str]] = [
     ("get", "", "secrets", "", MODEL_NS, "mlmodel-s3-credentials"),
     # kopf.event / kopf's own handler events
     ("create", "", "events", "", MODEL_NS, ""),
-    # monitoring_sync: each model's ServiceMonitor and PrometheusRule, read by name first
-    # (the owner check), then applied
+    # monitoring_sync: each model's ServiceMonitor and PrometheusRule, watched by kopf
+    # (objcache.py), read by name when the watch cannot vouch for it, then applied
+    ("list", "monitoring.coreos.com", "servicemonitors", "", "", ""),
+    ("watch", "monitoring.coreos.com", "prometheusrules", "", "", ""),
     ("get", "monitoring.coreos.com", "servicemonitors", "", MODEL_NS, "churn"),
     ("get", "monitoring.coreos.com", "prometheusrules", "", MODEL_NS, "churn"),
     ("create", "monitoring.coreos.com", "servicemonitors", "", MODEL_NS, ""),
@@ -123,7 +128,6 @@ DENIED: list[tuple[str, str, str, str, str, str]] = [
     ("patch", "apps", "daemonsets", "", MODEL_NS, "x"),
     ("list", "", "configmaps", "", "kube-system", ""),
     ("patch", "", "configmaps", "", "kube-system", "coredns"),
-    ("list", "monitoring.coreos.com", "servicemonitors", "", "monitoring", ""),
     ("get", "", "configmaps", "", "kube-system", "kubeadm-config"),
     ("patch", "", "events", "", MODEL_NS, "x"),
     ("create", "", "persistentvolumeclaims", "", MODEL_NS, ""),

@@ -25,6 +25,8 @@ def test_empty_environment_gives_the_defaults() -> None:
         cluster_domain="cluster.local",
         serving_port=8080,
         reconcile_interval_seconds=30.0,
+        workers=16,
+        fleet_updates_per_second=10.0,
     )
     assert settings.all_namespaces
     assert Settings() == settings
@@ -42,6 +44,8 @@ def test_every_variable_is_read() -> None:
             "MLMODEL_NAMESPACES": " team-a, team-b ,team-a,",
             "MLMODEL_CLUSTER_DOMAIN": "k8s.example",
             "MLMODEL_RECONCILE_INTERVAL": "2.5",
+            "MLMODEL_WORKERS": "32",
+            "MLMODEL_FLEET_UPDATES_PER_SECOND": "0.5",
             "UNRELATED": "ignored",
         }
     )
@@ -55,6 +59,8 @@ def test_every_variable_is_read() -> None:
     assert not settings.all_namespaces
     assert settings.cluster_domain == "k8s.example"
     assert settings.reconcile_interval_seconds == 2.5
+    assert settings.workers == 32
+    assert settings.fleet_updates_per_second == 0.5
 
 
 def test_settings_are_frozen() -> None:
@@ -110,6 +116,10 @@ def test_blank_values_take_the_defaults() -> None:
         ("MLMODEL_RECONCILE_INTERVAL", "0", "0.1 to 86400"),
         ("MLMODEL_RECONCILE_INTERVAL", "nan", "0.1 to 86400"),
         ("MLMODEL_RECONCILE_INTERVAL", "1e9", "0.1 to 86400"),
+        ("MLMODEL_WORKERS", "0", "a whole number from 1 to 256"),
+        ("MLMODEL_WORKERS", "2.5", "a whole number from 1 to 256"),
+        ("MLMODEL_FLEET_UPDATES_PER_SECOND", "-1", "a number from 0 to 10000"),
+        ("MLMODEL_FLEET_UPDATES_PER_SECOND", "fast", "a number from 0 to 10000"),
     ],
 )
 def test_errors_name_the_variable_value_and_accepted(

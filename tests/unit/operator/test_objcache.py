@@ -1,0 +1,161 @@
+"""The in-memory copy of the operator's own objects (objcache.OwnedCache): what a watch
+event or the operator's own write puts in, what an older event cannot undo."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mlmodel_operator.desired import MODEL_LABEL
+from mlmodel_operator.objcache import APPLIED_HASH_ANNOTATION, OwnedCache, trim
+from mlmodel_operator.reconcile import TokenBucket
+
+
+def deployment(
+    name: str, rv: int, uid: str = "u1", model: str = "churn", **extra: Any
+) -> dict[str, Any]:
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {
+            "name": name,
+            "namespace": "ns",
+            "uid": uid,
+            "resourceVersion": str(rv),
+            "labels": {MODEL_LABEL: model},
+            "managedFields": [{"manager": "x"}],
+            **extra,
+        },
+        "spec": {"replicas": 2, "template": {"spec": {"containers": [{"name": "c"}]}}},
+        "status": {"availableReplicas": 2},
+    }
+
+
+def monitor(rv: int, generation: int, digest: str) -> dict[str, Any]:
+    return {
+        "kind": "ServiceMonitor",
+        "metadata": {
+            "name": "churn",
+            "namespace": "ns",
+            "uid": "m1",
+            "resourceVersion": str(rv),
+            "generation": generation,
+            "annotations": {APPLIED_HASH_ANNOTATION: digest},
+        },
+        "spec": {"endpoints": []},
+    }
+
+
+def test_the_cache_keeps_no_pod_template_and_no_field_managers() -> None:
+    kept = trim("Deployment", deployment("churn-v1", 5))
+    assert "template" not in kept["spec"] and kept["spec"]["replicas"] == 2
+    assert "managedFields" not in kept["metadata"]
+    assert kept["status"] == {"availableReplicas": 2}
+
+
+def test_deployments_are_found_by_their_model_label() -> None:
+    cache = OwnedCache()
+    cache.seen("Deployment", deployment("churn-v1", 5))
+    cache.seen("Deployment", deployment("churn-v2", 6, uid="u2"))
+    cache.seen("Deployment", deployment("iris-v1", 7, uid="u3", model="iris"))
+    assert [d["metadata"]["name"] for d in cache.deployments("ns", "churn")] == [
+        "churn-v1",
+        "churn-v2",
+    ]
+    assert cache.deployments("other", "churn") == []
+    cache.seen("Deployment", deployment("churn-v1", 8), deleted=True)
+    assert [d["metadata"]["name"] for d in cache.deployments("ns", "churn")] == ["churn-v2"]
+    assert len(cache) == 2
+
+
+def test_an_event_older_than_the_operators_own_write_is_ignored() -> None:
+    cache = OwnedCache()
+    cache.seen("Deployment", deployment("churn-v1", 10, annotations={"a": "written"}))
+    cache.seen("Deployment", deployment("churn-v1", 9, annotations={"a": "older"}))
+    held = cache.get("Deployment", "ns", "churn-v1")
+    assert held is not None and held["metadata"]["annotations"] == {"a": "written"}
+    cache.seen("Deployment", deployment("churn-v1", 11, annotations={"a": "newer"}))
+    held = cache.get("Deployment", "ns", "churn-v1")
+    assert held is not None and held["metadata"]["annotations"] == {"a": "newer"}
+
+
+def test_a_deployment_the_operator_deleted_does_not_come_back_with_a_late_event() -> None:
+    cache = OwnedCache()
+    cache.seen("Deployment", deployment("churn-v1", 10))
+    cache.removed("Deployment", "ns", "churn-v1", "u1")
+    assert cache.get("Deployment", "ns", "churn-v1") is None
+    cache.seen("Deployment", deployment("churn-v1", 11))  # a MODIFIED sent before the DELETE
+    assert cache.get("Deployment", "ns", "churn-v1") is None
+    # a new object of that name (another uid) is taken, and the old one's DELETED
+    # event does not remove it
+    cache.seen("Deployment", deployment("churn-v1", 13, uid="u9"))
+    cache.seen("Deployment", deployment("churn-v1", 12), deleted=True)
+    held = cache.get("Deployment", "ns", "churn-v1")
+    assert held is not None and held["metadata"]["uid"] == "u9"
+
+
+def test_a_deleted_event_of_another_object_of_that_name_keeps_the_held_one() -> None:
+    cache = OwnedCache()
+    cache.seen("Deployment", deployment("churn-v1", 20, uid="new"))
+    cache.seen("Deployment", deployment("churn-v1", 21, uid="old"), deleted=True)
+    assert cache.get("Deployment", "ns", "churn-v1") is not None
+
+
+def test_an_applied_object_is_unchanged_until_someone_edits_it() -> None:
+    cache = OwnedCache()
+    assert cache.unchanged("ServiceMonitor", "ns", "churn", "d1") is None  # not listed yet
+    cache.mark_synced("ServiceMonitor")
+    assert cache.unchanged("ServiceMonitor", "ns", "churn", "d1") is False  # not there
+    cache.wrote("ServiceMonitor", monitor(rv=5, generation=1, digest="d1"))
+    assert cache.unchanged("ServiceMonitor", "ns", "churn", "d1") is True
+    assert cache.unchanged("ServiceMonitor", "ns", "churn", "d2") is False  # new content
+    # someone edits its spec: the apiserver bumps the generation, the annotation stays
+    cache.seen("ServiceMonitor", monitor(rv=6, generation=2, digest="d1"))
+    assert cache.unchanged("ServiceMonitor", "ns", "churn", "d1") is False
+
+
+def test_after_a_restart_the_applied_hash_alone_decides() -> None:
+    cache = OwnedCache()
+    cache.mark_synced("ServiceMonitor")
+    cache.seen("ServiceMonitor", monitor(rv=6, generation=4, digest="d1"))  # the listing
+    assert cache.unchanged("ServiceMonitor", "ns", "churn", "d1") is True
+
+
+def test_a_resource_version_that_is_no_integer_counts_as_newer() -> None:
+    cache = OwnedCache()
+    cache.seen("Deployment", deployment("churn-v1", 10))
+    obj = deployment("churn-v1", 0, annotations={"a": "b"})
+    obj["metadata"]["resourceVersion"] = "opaque"
+    cache.seen("Deployment", obj)
+    held = cache.get("Deployment", "ns", "churn-v1")
+    assert held is not None and held["metadata"]["annotations"] == {"a": "b"}
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_the_fleet_budget_lets_its_rate_through_and_says_how_long_to_wait() -> None:
+    clock = Clock()
+    bucket = TokenBucket(2.0, clock)
+    assert [bucket.take() for _ in range(2)] == [0.0, 0.0]
+    assert bucket.take() == 0.5  # the third within the same instant waits half a second
+    clock.now = 0.5
+    assert bucket.take() == 0.0
+    clock.now = 100.0  # a long quiet time fills it to its capacity, no more
+    assert [bucket.take() for _ in range(3)] == [0.0, 0.0, 0.5]
+
+
+def test_a_fleet_budget_of_zero_is_no_limit() -> None:
+    bucket = TokenBucket(0.0, Clock())
+    assert all(bucket.take() == 0.0 for _ in range(1000))
+
+
+def test_a_fleet_budget_below_one_per_second_still_lets_one_through() -> None:
+    clock = Clock()
+    bucket = TokenBucket(0.1, clock)
+    assert bucket.take() == 0.0
+    assert bucket.take() == 10.0
