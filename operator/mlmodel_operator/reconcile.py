@@ -143,8 +143,8 @@ def archive_retry_delay(attempt: int, rand: float) -> float:
 
 
 class TokenBucket:
-    """At most ``rate`` takes per second on average, ``max(1, rate)`` at once; rate 0
-    lets every take through. Thread-safe."""
+    """``rate`` reservations per second on average, ``max(1, rate)`` at once; rate 0
+    grants every one at once. Thread-safe."""
 
     def __init__(self, rate: float, clock: Callable[[], float] = time.monotonic) -> None:
         self.rate = rate
@@ -154,18 +154,18 @@ class TokenBucket:
         self._at = clock()
         self._lock = threading.Lock()
 
-    def take(self) -> float:
-        """Take a token: 0.0 when one was there, else the seconds until there is one."""
+    def reserve(self) -> float:
+        """Reserve the next token: the seconds until it is due (0.0: now). Each caller
+        gets its own turn, so those who wait are spread at ``rate`` per second instead of
+        all trying again at once."""
         if self.rate <= 0:
             return 0.0
         with self._lock:
             now = self.clock()
             self._tokens = min(self.capacity, self._tokens + (now - self._at) * self.rate)
             self._at = now
-            if self._tokens >= 1.0:
-                self._tokens -= 1.0
-                return 0.0
-            return (1.0 - self._tokens) / self.rate
+            self._tokens -= 1.0
+            return 0.0 if self._tokens >= 0 else -self._tokens / self.rate
 
 
 class _Paced(Exception):
@@ -278,6 +278,8 @@ class Reconciler:
         self._written: dict[str, int] = {}
         self.prometheus = Prometheus(settings.prometheus_url) if settings.prometheus_url else None
         self.fleet_updates = TokenBucket(settings.fleet_updates_per_second)
+        # uid -> when its turn to change its serving Pods comes (monotonic clock)
+        self._turns: dict[str, float] = {}
 
     @contextlib.contextmanager
     def _lock(self, uid: str) -> Iterator[None]:
@@ -391,6 +393,7 @@ class Reconciler:
         """Drop what is remembered about a model that is gone."""
         with self._locks_guard:
             self._written.pop(uid, None)
+            self._turns.pop(uid, None)
         self._forget_archives(uid, keep=())
         self.monitoring.forget(uid)
         self.verifier.forget(uid)
@@ -468,6 +471,19 @@ class Reconciler:
         # Changed under every attempt: the next reconcile writes it, soon.
         outcome.requeue_after = min(outcome.requeue_after or POLL_SECONDS, POLL_SECONDS)
         return outcome
+
+    def _turn(self, uid: str) -> float:
+        """Seconds until this model may change its serving Deployment's Pods (0.0: now),
+        from the fleet's update budget; a model keeps the turn it was given."""
+        now = time.monotonic()
+        with self._locks_guard:
+            due = self._turns.pop(uid, None)
+            if due is None:
+                due = now + self.fleet_updates.reserve()
+            if due <= now:
+                return 0.0
+            self._turns[uid] = due
+            return due - now
 
     def _remember_written(self, uid: str, written: Mapping[str, Any] | None) -> None:
         """The resourceVersion of the status just written: a body older than it is not
@@ -708,7 +724,7 @@ class Reconciler:
                     fresh = self.verifier.check(model.artifact, owner=model.ref.uid)
                     if fresh.blocks_rollout:
                         raise _ArtifactChanged(fresh)
-                    if (wait := self.fleet_updates.take()) > 0:
+                    if (wait := self._turn(model.ref.uid)) > 0:
                         raise _Paced(wait)
                 if current is None or current.applied_hash != digest:
                     notes = desired["metadata"]["annotations"]

@@ -138,24 +138,23 @@ class Clock:
         return self.now
 
 
-def test_the_fleet_budget_lets_its_rate_through_and_says_how_long_to_wait() -> None:
+def test_the_fleet_budget_gives_each_caller_its_own_turn_at_its_rate() -> None:
     clock = Clock()
     bucket = TokenBucket(2.0, clock)
-    assert [bucket.take() for _ in range(2)] == [0.0, 0.0]
-    assert bucket.take() == 0.5  # the third within the same instant waits half a second
-    clock.now = 0.5
-    assert bucket.take() == 0.0
+    assert [bucket.reserve() for _ in range(5)] == [0.0, 0.0, 0.5, 1.0, 1.5]
+    clock.now = 1.5  # the turns given out are used up by then
+    assert bucket.reserve() == 0.5
     clock.now = 100.0  # a long quiet time fills it to its capacity, no more
-    assert [bucket.take() for _ in range(3)] == [0.0, 0.0, 0.5]
+    assert [bucket.reserve() for _ in range(3)] == [0.0, 0.0, 0.5]
 
 
 def test_a_fleet_budget_of_zero_is_no_limit() -> None:
     bucket = TokenBucket(0.0, Clock())
-    assert all(bucket.take() == 0.0 for _ in range(1000))
+    assert all(bucket.reserve() == 0.0 for _ in range(1000))
 
 
 def test_a_fleet_budget_below_one_per_second_still_lets_one_through() -> None:
     clock = Clock()
     bucket = TokenBucket(0.1, clock)
-    assert bucket.take() == 0.0
-    assert bucket.take() == 10.0
+    assert bucket.reserve() == 0.0
+    assert bucket.reserve() == 10.0
