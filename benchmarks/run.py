@@ -13,6 +13,9 @@ side by side, against a real MinIO: `python benchmarks/run.py decisions --help`)
 Pod deletion under load; needs root).
 `soak` (mlmodel-serve under wrk for ten minutes, its RSS sampled: flat after the warm-up?
 `python benchmarks/run.py soak --help`).
+`fleet` (issue 17: the operator at fleet scale against the floor, in one run: a burst of
+1,000 MLModels, steady state, memory beside unrelated objects, a fleet-wide change with a
+rate limit, a restart: `python benchmarks/run.py fleet --help`; also `operator --fleet`).
 `shadow` (mlmodel-serve alone against the same server mirroring to a candidate at sample
 1.0 and 0.1: `python benchmarks/run.py shadow --help`).
 """
@@ -24,7 +27,17 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-SUITES = ("serving", "operator", "forest", "encodings", "decisions", "node", "soak", "shadow")
+SUITES = (
+    "serving",
+    "operator",
+    "fleet",
+    "forest",
+    "encodings",
+    "decisions",
+    "node",
+    "soak",
+    "shadow",
+)
 
 
 def main(argv: list[str]) -> int:
@@ -59,6 +72,10 @@ def main(argv: list[str]) -> int:
         from benchmarks.node import bench_node
 
         return bench_node.main(argv, command=command)
+    if suite == "fleet" or (suite == "operator" and "--fleet" in argv):
+        from benchmarks.operator import bench_fleet
+
+        return bench_fleet.main([a for a in argv if a != "--fleet"], command=command)
     if suite == "operator":
         from benchmarks.operator import bench_operator
 

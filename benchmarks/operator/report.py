@@ -285,3 +285,68 @@ def replace_block(text: str, begin: str, end: str, block: str, heading: str) -> 
         _, tail = rest.split(end, 1)
         return head + wrapped + tail
     return text.rstrip("\n") + f"\n\n{heading}\n\n{wrapped}\n"
+
+
+# --------------------------------------------------------------------------- fleet
+
+
+def count_over_time(times: Iterable[float], start: float) -> list[tuple[float, int]]:
+    """(seconds after ``start``, how many so far) at each event, in order: a step curve."""
+    return [(t - start, i) for i, t in enumerate(sorted(times), 1)]
+
+
+def time_to_fraction(times: Sequence[float], total: int, fraction: float) -> float | None:
+    """When ``fraction`` of ``total`` events had happened (times as given), or None."""
+    if total <= 0:
+        return None
+    target = max(1, math.ceil(fraction * total - 1e-9))
+    ordered = sorted(times)
+    return ordered[target - 1] if len(ordered) >= target else None
+
+
+def max_in_window(times: Iterable[float], width: float) -> int:
+    """The most events within any window of ``width`` seconds (a rate limit's check)."""
+    ordered = sorted(times)
+    best = lo = 0
+    for hi, t in enumerate(ordered):
+        while t - ordered[lo] >= width:
+            lo += 1
+        best = max(best, hi - lo + 1)
+    return best
+
+
+def max_overlap(intervals: Iterable[tuple[float, float]]) -> int:
+    """The most intervals [start, end) open at one instant (e.g. Deployments rolling)."""
+    edges = sorted(
+        [(s, 1) for s, e in intervals if e > s] + [(e, -1) for s, e in intervals if e > s]
+    )  # at a tie the end (-1) sorts first: back-to-back intervals do not overlap
+    best = now = 0
+    for _, step in edges:
+        now += step
+        best = max(best, now)
+    return best
+
+
+def rate_series(times: Iterable[float], start: float, end: float, width: float = 1.0) -> list[int]:
+    """Events per bin of ``width`` seconds from ``start`` to ``end`` (the last bin may be
+    shorter); events outside [start, end) are left out."""
+    bins = [0] * max(1, math.ceil((end - start) / width))
+    for t in times:
+        if start <= t < end:
+            bins[min(int((t - start) // width), len(bins) - 1)] += 1
+    return bins
+
+
+def settled_after(series: Sequence[int], threshold: float, window: int = 5) -> int | None:
+    """The first bin from which every ``window``-bin stretch to the end of ``series`` has a
+    mean of at most ``threshold`` per bin: when a rate is back to its steady level and
+    stays there. None if it is not by the end (or the series is shorter than a window)."""
+    if len(series) < window:
+        return None
+    sums = [sum(series[i : i + window]) for i in range(len(series) - window + 1)]
+    settled = None
+    for i in range(len(sums) - 1, -1, -1):
+        if sums[i] > threshold * window:
+            break
+        settled = i
+    return settled

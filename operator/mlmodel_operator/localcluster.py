@@ -573,6 +573,7 @@ class AuditEntry:
     resource: str  # "deployments", "mlmodels/status"; the path for a non-resource URL
     namespace: str
     code: int | None
+    audit_id: str = ""  # one per request: a watch read in two pieces has one
 
 
 def parse_audit_lines(lines: Iterable[str]) -> list[AuditEntry]:
@@ -614,6 +615,7 @@ def parse_audit_lines(lines: Iterable[str]) -> list[AuditEntry]:
                 resource=resource,
                 namespace=ref.get("namespace") or "",
                 code=(event.get("responseStatus") or {}).get("code"),
+                audit_id=audit_id,
             )
         )
     return out

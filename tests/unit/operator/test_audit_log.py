@@ -60,6 +60,7 @@ def test_a_watch_logged_at_start_and_end_counts_once() -> None:
     ]
     assert entries[0].received == _ts("2026-12-02T07:00:00.000001+00:00")
     assert entries[1].code == 200 and entries[1].namespace == "a"
+    assert [e.audit_id for e in entries] == ["w", "g"]  # to tell pieces of one watch apart
 
 
 def test_subresources_non_resource_urls_and_cut_lines() -> None:
