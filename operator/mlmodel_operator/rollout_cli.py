@@ -31,6 +31,7 @@ from typing import Any, Final
 from mlmodel_operator import GROUP, PLURAL, VERSION
 from mlmodel_operator.conditions import Reason, format_time
 from mlmodel_operator.plan import ANN_ABORT, ANN_PROMOTE, parse_time
+from mlmodel_operator.spec import DEFAULT_MIN_REQUESTS
 
 EXIT_OK: Final = 0  # running, promoted, or no rollout; promote/abort: the annotation is set
 EXIT_FAILED: Final = 1  # rolled back or aborted; promote/abort: refused, nothing was changed
@@ -61,7 +62,6 @@ DEFAULT_TIMEOUT: Final = 600.0
 WRITE_ATTEMPTS: Final = 3  # read-check-patch rounds when the object changes in between
 # Bounded calls (the client's default waits for ever): connect, read
 REQUEST_TIMEOUT: Final = (5.0, 20.0)
-DEFAULT_MIN_REQUESTS: Final = 20  # spec.rollout.analysis.minRequests' default (CRD)
 DEFAULT_PAUSE_SECONDS: Final = 60  # spec.rollout.steps[].pauseSeconds' default (CRD)
 
 

@@ -47,6 +47,8 @@ MAX_COLUMN_LENGTH: Final = 256
 DEFAULT_REQUESTS: Final[Mapping[str, str]] = {"cpu": "100m", "memory": "256Mi"}
 DEFAULT_LIMITS: Final[Mapping[str, str]] = {"memory": "1Gi"}
 DEFAULT_PSI_THRESHOLD: Final = 0.2
+# spec.rollout.analysis.minRequests when unset (the CRD's default too: test_crd checks)
+DEFAULT_MIN_REQUESTS: Final = 20
 # The serving Pod's emptyDirs get size limits: the model cache holds the artifact as
 # downloaded (spec.serving.modelCacheSize), /tmp only what libraries write there.
 DEFAULT_MODEL_CACHE_SIZE: Final = "4Gi"
@@ -208,7 +210,7 @@ class AnalysisSpec:
     min_agreement: float | None = None  # shadow only
     # the candidate requests (canary) or compared copies (shadow) a step needs before it
     # is judged: fewer say nothing either way
-    min_requests: int = 20
+    min_requests: int = DEFAULT_MIN_REQUESTS
 
     @property
     def enabled(self) -> bool:
@@ -647,7 +649,12 @@ def _parse_rollout(raw: Mapping[str, Any]) -> RolloutSpec:
         max_drift_psi=_optional_number(a, "maxDriftPsi", f"{path}.maxDriftPsi", low=0, high=10),
         min_agreement=_optional_number(a, "minAgreement", f"{path}.minAgreement", low=0, high=1),
         min_requests=_integer(
-            a, "minRequests", f"{path}.minRequests", default=20, low=1, high=1000000
+            a,
+            "minRequests",
+            f"{path}.minRequests",
+            default=DEFAULT_MIN_REQUESTS,
+            low=1,
+            high=1000000,
         ),
     )
     if analysis.min_agreement is not None and strategy != "shadow":

@@ -205,6 +205,10 @@ def test_defaults_are_the_parsers() -> None:
     assert node_at(".spec.rollout.readyTimeoutSeconds")["default"] == (
         model.rollout.ready_timeout_seconds
     )
+    assert node_at(".spec.rollout.analysis.minRequests")["default"] == (
+        model.rollout.analysis.min_requests
+    )
+    assert model.rollout.analysis.min_requests == spec_module.DEFAULT_MIN_REQUESTS
     assert node_at(".spec.retirement.drainSeconds")["default"] == model.retirement.drain_seconds
     assert node_at(".spec.monitoring.enabled")["default"] == model.monitoring.enabled
     assert node_at(".spec.monitoring.drift.psiThreshold")["default"] == (
