@@ -1,0 +1,76 @@
+"""A change of every model's Pods (a new default serving image) is paced across the fleet
+(MLMODEL_FLEET_UPDATES_PER_SECOND): each model gets its own turn, new Deployments never
+wait, and a model keeps the turn it was given."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from test_bounded_memory import World
+
+from mlmodel_operator.archive import no_archive
+from mlmodel_operator.plan import DeploymentState
+from mlmodel_operator.reconcile import Reconciler
+from mlmodel_operator.settings import Settings
+from mlmodel_operator.spec import parse_model
+from mlmodel_operator.verify import ArtifactVerifier
+
+NOW = dt.datetime(2026, 3, 14, 12, 0, 0, tzinfo=dt.UTC)
+
+
+def body(uid: str, version: str = "1") -> dict[str, Any]:
+    return {
+        "metadata": {"name": f"m-{uid}", "namespace": "team-a", "uid": uid, "generation": 1},
+        "spec": {
+            "version": version,
+            "artifact": {"uri": f"s3://models/m/{version}/model.joblib", "sha256": "a" * 64},
+        },
+    }
+
+
+class Fleet(World):
+    """Every model already runs version 1, made by an older operator: its applied hash is
+    not what this one would apply (a new default image, say)."""
+
+    def list_deployments(self, namespace: str, model: str, owner_uid: str) -> list[dict[str, Any]]:
+        self.deployments = (
+            DeploymentState(f"{model}-v1", f"d-{model}", "1", "a" * 64, 1, 1, 1, 1, True, NOW),
+        )
+        return super().list_deployments(namespace, model, owner_uid)
+
+
+def reconciler(world: World, rate: float) -> Reconciler:
+    settings = Settings(fleet_updates_per_second=rate)
+    return Reconciler(world, settings, ArtifactVerifier(None), no_archive, clock=lambda: NOW)
+
+
+def test_updates_of_running_deployments_take_turns_at_the_set_rate() -> None:
+    world = Fleet()
+    r = reconciler(world, rate=1.0)
+    waits = []
+    for n in range(4):
+        outcome = r._reconcile(parse_model(body(f"u{n}")), {})
+        waits.append(outcome.requeue_after)
+    assert world.applied.count("m-u0-v1") == 1  # the first had a token
+    assert not any(name.startswith(("m-u1", "m-u2", "m-u3")) for name in world.applied)
+    assert waits[1:] == sorted(waits[1:]) and all(w is not None for w in waits[1:])
+    assert 0.5 < waits[1] <= 1.0 and 2.5 < waits[3] <= 3.0  # one per second, in turn
+    again = r._reconcile(parse_model(body("u3")), {}).requeue_after
+    assert again is not None and again <= waits[3]  # its turn kept, not a new one
+
+
+def test_no_limit_lets_every_update_through() -> None:
+    world = Fleet()
+    r = reconciler(world, rate=0.0)
+    for n in range(20):
+        r._reconcile(parse_model(body(f"u{n}")), {})
+    assert len([name for name in world.applied if name.endswith("-v1")]) == 20
+
+
+def test_a_new_deployment_never_waits_for_the_budget() -> None:
+    world = World()  # nothing deployed yet: every apply is a creation
+    r = reconciler(world, rate=1.0)
+    for n in range(5):
+        r._reconcile(parse_model(body(f"u{n}")), {})
+    assert len([name for name in world.applied if name.endswith("-v1")]) == 5
