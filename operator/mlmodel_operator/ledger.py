@@ -240,24 +240,31 @@ class S3Ledger:
         self, model: ModelSpec, kind: str, version: str, details: Mapping[str, Any], at: dt.datetime
     ) -> None:
         at = _utc(at)
-        latest = self._known(model).get((kind, version))
+        known, listed_now = self._known(model)
+        latest = known.get((kind, version))
         if latest is not None and latest >= at:
             return  # recorded: at ``at`` (a retry), or later (a later period's record)
-        self.record(model, kind, version, details, at)
+        # Not among the keys. Listed by this very call: that LIST was the check, and
+        # asking for the key again would ask it twice. Listed earlier: another replica
+        # may have written it since (this one paused while that one worked), so the key
+        # is looked up before it is written (records are never overwritten).
+        self._write(model, kind, version, details, at, absent=listed_now)
 
     def forget(self, uid: str) -> None:
         with self._guard:
             for key in [k for k in self._latest if k[0] == uid]:
                 del self._latest[key]
 
-    def _known(self, model: ModelSpec) -> dict[tuple[str, str], dt.datetime]:
+    def _known(self, model: ModelSpec) -> tuple[dict[tuple[str, str], dt.datetime], bool]:
+        """The model's records as (kind, version) -> the latest instant, and whether they
+        were listed just now (False: remembered from an earlier LIST)."""
         bucket = model.archive.bucket or self.settings.archive_bucket
         cache_key = (model.ref.uid, bucket)
         with self._guard:
             known = self._latest.get(cache_key)
             if known is not None:
                 self._latest.move_to_end(cache_key)
-                return known
+                return known, False
         prefix = ledger_prefix(model.namespace, model.name)
         known = {}
         try:
@@ -271,7 +278,7 @@ class S3Ledger:
             self._latest[cache_key] = known
             while len(self._latest) > LEDGERS_KEPT:
                 self._latest.popitem(last=False)
-        return known
+        return known, True
 
     def _note(
         self, model: ModelSpec, bucket: str, kind: str, version: str, at: dt.datetime
@@ -285,17 +292,32 @@ class S3Ledger:
     def record(
         self, model: ModelSpec, kind: str, version: str, details: Mapping[str, Any], at: dt.datetime
     ) -> None:
+        self._write(model, kind, version, details, at, absent=False)
+
+    def _write(
+        self,
+        model: ModelSpec,
+        kind: str,
+        version: str,
+        details: Mapping[str, Any],
+        at: dt.datetime,
+        *,
+        absent: bool,
+    ) -> None:
+        """Write the record unless it is there. ``absent``: a LIST made just now showed
+        its key missing, so it is not looked up again."""
         bucket = model.archive.bucket or self.settings.archive_bucket
         key = ledger_key(model.namespace, model.name, kind, version, at)
         data = json.dumps(build_record(model, kind, version, details, at), sort_keys=True)
         try:
-            try:
-                self.client.stat_object(bucket, key)
-                self._note(model, bucket, kind, version, _utc(at))
-                return  # written before (a retry after a crash): records are immutable
-            except Exception as exc:
-                if s3_error_code(exc) not in ("NoSuchKey", "NoSuchObject"):
-                    raise
+            if not absent:
+                try:
+                    self.client.stat_object(bucket, key)
+                    self._note(model, bucket, kind, version, _utc(at))
+                    return  # written before (a retry after a crash): records are immutable
+                except Exception as exc:
+                    if s3_error_code(exc) not in ("NoSuchKey", "NoSuchObject"):
+                        raise
             if "deployedAt" in details and self._recorded(bucket, model, kind, version, details):
                 return
             body = (data + "\n").encode()

@@ -336,13 +336,15 @@ def test_the_same_archive_recorded_again_later_is_one_record(minio: MinioServer)
 
 
 class CountingClient:
-    """The real MinIO client, counting the requests made through it."""
+    """The real MinIO client, counting the requests made through it (and naming them)."""
 
     def __init__(self, inner: object) -> None:
         self.inner, self.calls = inner, 0
+        self.names: list[str] = []
 
     def __getattr__(self, name: str) -> object:
         self.calls += 1
+        self.names.append(name)
         return getattr(self.inner, name)
 
 
@@ -381,4 +383,35 @@ def test_ensure_writes_a_transition_once_and_asks_nothing_once_known(
     # a later switch to the same version (after a rollback) is a new record
     later = switched + dt.timedelta(hours=1)
     fresh_book.ensure(model, ledger.SWITCHED, "1", {"previous": "2"}, later)
+    assert len(keys(minio, bucket, f"{ns}/churn/ledger/")) == 2
+
+
+def test_ensure_asks_once_whether_a_record_is_there_before_writing_it(
+    minio: MinioServer,
+) -> None:
+    """A record missing from the LIST ensure() just made is written at once (after a
+    crash, the next process's catch-up: one LIST, one PUT). Missing from a LIST made
+    earlier, its key is looked up first: another replica may have written it while this
+    one was paused, and a record is never written over."""
+    bucket, ns = fresh(), fresh("ns")
+    mc = minio.client()
+    mc.make_bucket(bucket)
+    v1 = train_and_upload(minio, "churn", "1")
+    model = model_spec("churn", ns, v1)
+    book = S3Ledger(CountingClient(mc), settings(bucket))
+    switched = NOW + dt.timedelta(microseconds=5)
+    book.ensure(model, ledger.SWITCHED, "1", {"previous": None}, switched)
+    assert book.client.names == ["list_objects", "put_object"]
+    assert len(keys(minio, bucket, f"{ns}/churn/ledger/")) == 1
+
+    # the other replica records the next switch while this one pauses
+    later = switched + dt.timedelta(hours=1)
+    S3Ledger(mc, settings(bucket)).ensure(model, ledger.SWITCHED, "1", {"previous": "2"}, later)
+    (key,) = [k for k in keys(minio, bucket, f"{ns}/churn/ledger/") if "T130000" in k]
+    written = mc.stat_object(bucket, key)
+    book.client.names.clear()
+    book.ensure(model, ledger.SWITCHED, "1", {"previous": "other details"}, later)
+    assert book.client.names == ["stat_object"]  # found: not written again
+    again = mc.stat_object(bucket, key)
+    assert (again.etag, again.last_modified) == (written.etag, written.last_modified)
     assert len(keys(minio, bucket, f"{ns}/churn/ledger/")) == 2
