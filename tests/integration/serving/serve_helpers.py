@@ -10,7 +10,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,6 +20,7 @@ import requests
 
 SERVE_BIN = Path(sys.executable).parent / "mlmodel-serve"
 START_TIMEOUT = 60.0
+REQUEST_TIMEOUT = 10.0
 STOP_TIMEOUT = 30.0
 
 
@@ -117,11 +118,39 @@ class ServeProcess:
 
 
 @contextlib.contextmanager
-def serving(env: Mapping[str, str], workdir: Path) -> Iterator[ServeProcess]:
-    """Start, wait until ready, yield, stop."""
-    with ServeProcess(env, workdir) as proc:
+def serving(
+    env: Mapping[str, str], workdir: Path, port: int | None = None
+) -> Iterator[ServeProcess]:
+    """Start (on ``port``, or a free one), wait until ready, yield, stop."""
+    with ServeProcess(env, workdir, port=port or free_port()) as proc:
         proc.wait_ready()
         yield proc
+
+
+def wait_for(what: str, check: Callable[[], Any], timeout: float) -> Any:
+    """``check()``'s first true value within ``timeout`` seconds, asked every 50 ms."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout} s: {what}")
+        time.sleep(0.05)
+
+
+def shadow_status(proc: ServeProcess, model: str | None = None) -> dict[str, Any]:
+    """GET /v2/models/{model}/shadow (the process's own model by default), answered 200."""
+    model = model or proc.env["MLMODEL_MODEL_NAME"]
+    reply = requests.get(f"{proc.url}/v2/models/{model}/shadow", timeout=REQUEST_TIMEOUT)
+    assert reply.status_code == 200, reply.text
+    status: dict[str, Any] = reply.json()
+    return status
+
+
+def mirrored(status: Mapping[str, Any]) -> int:
+    """The copies a shadow status accounts for: answered (whatever the result) or dropped."""
+    return int(sum(status["counts"].values()) + status["dropped"])
 
 
 def metric(text: str, name: str, **labels: str) -> float:

@@ -22,7 +22,16 @@ from typing import Any
 import numpy as np
 import pytest
 import requests
-from serve_helpers import ServeProcess, free_port, metric, save_model, serving
+from serve_helpers import (
+    ServeProcess,
+    free_port,
+    metric,
+    mirrored,
+    save_model,
+    serving,
+    shadow_status,
+    wait_for,
+)
 from sklearn.datasets import make_classification
 from sklearn.linear_model import LogisticRegression
 
@@ -69,39 +78,9 @@ def candidate_env(
     return model_env(artifact, version, port, MLMODEL_SHADOW_SAMPLE="1", **extra)
 
 
-@contextlib.contextmanager
-def serving_on(port: int, env: dict[str, str], workdir: Path) -> Iterator[ServeProcess]:
-    """A server on ``port`` (the discovery URL's), ready; stopped on leaving."""
-    with ServeProcess(env, workdir, port=port) as proc:
-        proc.wait_ready()
-        yield proc
-
-
-def shadow_status(proc: ServeProcess) -> dict[str, Any]:
-    reply = requests.get(f"{proc.url}/v2/models/clf/shadow", timeout=TIMEOUT)
-    assert reply.status_code == 200, reply.text
-    status: dict[str, Any] = reply.json()
-    return status
-
-
-def wait_for(what: str, check: Callable[[], Any], timeout: float) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout} s: {what}")
-        time.sleep(0.05)
-
-
 def infer_count(proc: ServeProcess) -> float:
     text = requests.get(f"{proc.url}/metrics", timeout=TIMEOUT).text
     return metric(text, "mlmodel_requests_total", route=INFER, code="200")
-
-
-def mirrored(status: dict[str, Any]) -> int:
-    return int(sum(status["counts"].values()) + status["dropped"])
 
 
 def send_rows(
@@ -150,7 +129,7 @@ def test_discovery_starts_stops_and_restarts_mirroring(
         status = shadow_status(stable)
         assert status["config"] is None and status["discovery"]["state"] == "none"
         # A candidate appears: mirroring starts within the poll interval.
-        with serving_on(port, candidate_env(artifact, "2", port), tmp_path) as first:
+        with serving(candidate_env(artifact, "2", port), tmp_path, port=port) as first:
             status = wait_for("mirroring to v2", lambda: offering("2", port)(stable),
                               DISCOVERY_TIMEOUT)  # fmt: skip
             assert status["source"] == "discovery" and status["active"] is True
@@ -194,7 +173,7 @@ def test_discovery_starts_stops_and_restarts_mirroring(
         assert len(stable.log().splitlines()) == logged, stable.log()
         assert lines(stable, "shadow request failed") <= 1  # at most once per 10 s
         # A new candidate appears at the same address: mirroring starts again, to it.
-        with serving_on(port, candidate_env(artifact, "3", port), tmp_path) as second:
+        with serving(candidate_env(artifact, "3", port), tmp_path, port=port) as second:
             wait_for("mirroring to v3", lambda: offering("3", port)(stable), DISCOVERY_TIMEOUT)
             send_rows(stable, rows, prefix="again")
             wait_for("30 copies at v3", lambda: infer_count(second) == 30, SETTLE_TIMEOUT)
@@ -291,7 +270,7 @@ def test_the_candidate_records_no_decision_for_a_copy(
     port = free_port()
     logs = decision_env(store)
     with (
-        serving_on(port, candidate_env(artifact, "2", port, **logs), tmp_path) as cand,
+        serving(candidate_env(artifact, "2", port, **logs), tmp_path, port=port) as cand,
         serving(model_env(artifact, "1", port, **logs), tmp_path) as stable,
     ):
         wait_for("mirroring to v2", lambda: offering("2", port)(stable), DISCOVERY_TIMEOUT)

@@ -11,7 +11,7 @@ import copy
 import os
 import struct
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +19,16 @@ import numpy as np
 import orjson
 import pytest
 import requests
-from serve_helpers import ServeProcess, free_port, metric, save_model, serving
+from serve_helpers import (
+    ServeProcess,
+    free_port,
+    metric,
+    mirrored,
+    save_model,
+    serving,
+    shadow_status,
+    wait_for,
+)
 from sklearn.datasets import make_classification
 from sklearn.linear_model import LogisticRegression
 
@@ -128,25 +137,6 @@ def write_config(path: Path, doc: Any) -> None:
     os.replace(tmp, path)
 
 
-def shadow_status(proc: ServeProcess, model: str | None = None) -> dict[str, Any]:
-    model = model or proc.env["MLMODEL_MODEL_NAME"]
-    reply = requests.get(f"{proc.url}/v2/models/{model}/shadow", timeout=TIMEOUT)
-    assert reply.status_code == 200, reply.text
-    status: dict[str, Any] = reply.json()
-    return status
-
-
-def wait_for(what: str, check: Callable[[], Any], timeout: float) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout} s: {what}")
-        time.sleep(0.05)
-
-
 def configure(
     stable: ServeProcess, path: Path, candidate: ServeProcess | str, model: str, version: str,
     sample: float = 1.0,
@@ -159,10 +149,6 @@ def configure(
         lambda: (s := shadow_status(stable))["config"] == doc and s,
         CONFIG_TIMEOUT,
     ))  # fmt: skip
-
-
-def mirrored(status: dict[str, Any]) -> int:
-    return int(sum(status["counts"].values()) + status["dropped"])
 
 
 def settle(stable: ServeProcess, expected: int, model: str = "clf") -> dict[str, Any]:
