@@ -43,7 +43,7 @@ from typing import Any
 
 from benchmarks.serving import bench_serving, report
 from benchmarks.serving.bench_serving import ModelCase
-from benchmarks.serving.procs import Server, free_port, session_cpu_s
+from benchmarks.serving.procs import Server, session_cpu_s
 
 REPO = Path(__file__).resolve().parents[2]
 RESULTS_DIR = REPO / "benchmarks" / "results"
@@ -407,31 +407,11 @@ def bench_model(
             bucket = bucket_name(case.name, config)
             if config != OFF:
                 client.make_bucket(bucket)
-            cwd = workdir / "run" / f"{case.name}-{config}"
-            port = free_port()
-            argv = bench_serving.ours_command(
-                opts.ours_bin, case, port, cwd / "cache", batching=batching, grpc_port=0
+            env = server_env(config, store, bucket)
+            cold = bench_serving.start_ours_beside(
+                config, case, request, opts.ours_bin, workdir, env, live, batching=batching
             )
-            srv = Server(
-                config,
-                argv,
-                port,
-                request.path,
-                server_env(config, store, bucket),
-                cwd,
-                workdir / "logs" / f"{case.name}-{config}.log",
-                metrics_path="/metrics",
-            )
-            srv.log_path.parent.mkdir(parents=True, exist_ok=True)
-            srv.start()
-            live[config] = srv
-            cold = srv.wait_first_prediction(
-                request.body,
-                bench_serving.prediction_checker(case.expected(1)),
-                bench_serving.COLD_START_TIMEOUT_S,
-                headers=request.headers,
-            )
-            info["servers"][config] = {"cold_start_s": round(cold, 3), "argv": argv}
+            info["servers"][config] = {"cold_start_s": round(cold, 3), "argv": live[config].argv}
             print(f"#   {config}: first prediction {cold:.2f}s after start", file=sys.stderr)
         assert store.process is not None and store.process.popen is not None
         store_pid = store.process.popen.pid

@@ -32,7 +32,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -417,6 +417,42 @@ def ours_command(
     if not leaf_tables:
         argv += ["--leaf-tables", "false"]
     return argv
+
+
+def start_ours_beside(
+    name: str,
+    case: ModelCase,
+    request: Request,
+    ours_bin: Path,
+    workdir: Path,
+    env: Mapping[str, str],
+    live: dict[str, Server],
+    *,
+    batching: tuple[int, float] | None,
+    version: str = "1",
+) -> float:
+    """Start mlmodel-serve ``name`` on ``case`` beside others (no gRPC; it runs in
+    ``workdir/run/<model>-<name>``, logs to ``workdir/logs/<model>-<name>.log``) and wait
+    for its first correct answer to ``request``; returns the seconds that took.
+
+    The server is in ``live[name]`` from its start, so the caller's cleanup that stops
+    ``live`` stops it too when it never answers (RuntimeError).
+    """
+    cwd = workdir / "run" / f"{case.name}-{name}"
+    port = free_port()
+    argv = ours_command(ours_bin, case, port, cwd / "cache", batching=batching, grpc_port=0)
+    argv[argv.index("--model-version") + 1] = version
+    log = workdir / "logs" / f"{case.name}-{name}.log"
+    srv = Server(name, argv, port, request.path, env, cwd, log, metrics_path="/metrics")
+    srv.log_path.parent.mkdir(parents=True, exist_ok=True)
+    srv.start()
+    live[name] = srv
+    return srv.wait_first_prediction(
+        request.body,
+        prediction_checker(case.expected(1)),
+        COLD_START_TIMEOUT_S,
+        headers=request.headers,
+    )
 
 
 def ours_has_grpc(ours_bin: Path) -> bool:

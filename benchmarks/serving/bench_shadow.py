@@ -41,7 +41,7 @@ from typing import Any
 from benchmarks.serving import bench_serving, report
 from benchmarks.serving.bench_serving import ModelCase
 from benchmarks.serving.paired import KeepAliveClient
-from benchmarks.serving.procs import LOOPBACK, Server, free_port, http, session_cpu_s
+from benchmarks.serving.procs import LOOPBACK, Server, http, session_cpu_s
 
 REPO = Path(__file__).resolve().parents[2]
 RESULTS_DIR = REPO / "benchmarks" / "results"
@@ -123,24 +123,11 @@ def bench_model(
     live: dict[str, Server] = {}
 
     def start(name: str, env: dict[str, str], version: str) -> Server:
-        cwd = workdir / "run" / f"{case.name}-{name}"
-        port = free_port()
-        argv = bench_serving.ours_command(
-            opts.ours_bin, case, port, cwd / "cache", batching=batching, grpc_port=0
-        )
-        argv[argv.index("--model-version") + 1] = version
-        srv = Server(name, argv, port, request.path, env, cwd,
-                     workdir / "logs" / f"{case.name}-{name}.log", metrics_path="/metrics")  # fmt: skip
-        srv.log_path.parent.mkdir(parents=True, exist_ok=True)
-        srv.start()
-        live[name] = srv
-        srv.wait_first_prediction(
-            request.body,
-            bench_serving.prediction_checker(case.expected(1)),
-            bench_serving.COLD_START_TIMEOUT_S,
-            headers=request.headers,
-        )
-        return srv
+        bench_serving.start_ours_beside(
+            name, case, request, opts.ours_bin, workdir, env, live, batching=batching,
+            version=version,
+        )  # fmt: skip
+        return live[name]
 
     try:
         candidate = start("candidate", base_env | {"MLMODEL_SHADOW_CONFIG": "/nonexistent"}, "2")
