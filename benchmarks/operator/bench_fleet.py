@@ -1213,7 +1213,7 @@ def plot_burst(results: dict[str, Any], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     f, b = results["floor"], results["burst"]
-    fig, ax = plt.subplots(figsize=(8, 4.5), dpi=110)
+    fig, ax = plt.subplots(figsize=(10.5, 4.5), dpi=110)
     for times, start, label, style, color in (
         (f["seen_times"], f["started"], "floor: Deployments created (seen)", ":", "tab:blue"),
         (f["available_times"], f["started"], "floor: Deployments Available", "-", "tab:blue"),
@@ -1245,7 +1245,7 @@ def plot_burst(results: dict[str, Any], path: Path) -> None:
         f"({results['date']})"
     )
     ax.grid(alpha=0.3)
-    ax.legend(loc="lower right", fontsize="small")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small")
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
