@@ -100,12 +100,20 @@ def _reconcile_owner(body: kopf.Body, memo: kopf.Memo) -> None:
     )
     if owner is None:
         return
-    model = {
-        "apiVersion": f"{GROUP}/{VERSION}",
-        "kind": KIND,
-        "metadata": {"name": owner["name"], "namespace": body.metadata.namespace,
-                     "uid": owner["uid"]},
-    }  # fmt: skip
+    held = memo.owned.get(KIND, body.metadata.namespace or "", owner["name"])
+    model = (
+        held
+        if held is not None and held["metadata"].get("uid") == owner["uid"]
+        else {  # its identity: the reconciler reads it
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": KIND,
+            "metadata": {
+                "name": owner["name"],
+                "namespace": body.metadata.namespace,
+                "uid": owner["uid"],
+            },
+        }
+    )
     _reconcile(cast(kopf.Body, model), memo, requeue=False)
 
 
@@ -251,6 +259,15 @@ def build_registry(
     # The operator's own objects, kept in memory from their watches (objcache.py).
     for group, version, plural, kind in OWNED_RESOURCES:
         _watch_owned(registry, group, version, plural, kind)
+
+    # The MLModels too, so an event of one of its objects reconciles a model from memory.
+    @kopf.index(*RESOURCE, id="models", registry=registry)
+    def index_model(*, body: kopf.Body, memo: Any, **_: Any) -> None:
+        memo.owned.seen(KIND, body)
+
+    @kopf.on.event(*RESOURCE, id="model-gone", when=_deleted, registry=registry)
+    def model_gone(*, body: kopf.Body, memo: Any, **_: Any) -> None:
+        memo.owned.seen(KIND, body, deleted=True)
 
     @kopf.on.event(
         "apps",

@@ -298,6 +298,10 @@ class Kube:
     def get_service(self, namespace: str, name: str) -> dict[str, Any] | None:
         return self._get(f"/api/v1/namespaces/{namespace}/services/{name}")
 
+    def get_own_service(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """A Service of the operator's by name, or None (no one else's is of interest)."""
+        return self.get_service(namespace, name)
+
     def secret_exists(self, namespace: str, name: str) -> bool:
         """Whether a Secret exists. Asks for its metadata only (PartialObjectMetadata), so
         the Secret's data never reaches the operator; RBAC can limit this `get` to the one

@@ -71,6 +71,8 @@ def trim(kind: str, obj: Mapping[str, Any]) -> dict[str, Any]:
         kept["spec"] = {k: spec[k] for k in ("replicas", "selector") if k in spec}
     elif kind == "Service":
         kept["spec"] = {k: spec[k] for k in ("selector", "type") if k in spec}
+    elif kind == "MLModel":  # the whole object: a reconcile plans from it
+        kept["spec"] = spec
     if "status" in obj:
         kept["status"] = obj["status"]
     return kept
@@ -230,10 +232,15 @@ class CachedKube(Kube):
         return [d for d in self.cache.deployments(namespace, model) if controlled_by(d, owner_uid)]
 
     def get_service(self, namespace: str, name: str) -> dict[str, Any] | None:
-        """The Service if it is one of the operator's (labelled); one that is not is found
-        by the write, which reads it and refuses it (NotControlled)."""
+        """The Service from the cache when it is one of the operator's; otherwise read,
+        so one someone else made with that name is seen before anything is rolled out
+        behind it (a model at rest has its Service in the cache: no request)."""
+        held = self.cache.get("Service", namespace, name) if self.cache.synced("Service") else None
+        return held if held is not None else super().get_service(namespace, name)
+
+    def get_own_service(self, namespace: str, name: str) -> dict[str, Any] | None:
         if not self.cache.synced("Service"):
-            return super().get_service(namespace, name)
+            return super().get_own_service(namespace, name)
         return self.cache.get("Service", namespace, name)
 
     def secret_exists(self, namespace: str, name: str) -> bool:
@@ -269,7 +276,23 @@ class CachedKube(Kube):
                 del self._secrets[key]
             self._secrets[(namespace, name)] = (now, keys)
 
+    def get_model(self, namespace: str, name: str) -> dict[str, Any]:
+        found = super().get_model(namespace, name)
+        self.cache.seen("MLModel", found)
+        return found
+
     # -- writes
+
+    def patch_model_status(
+        self,
+        namespace: str,
+        name: str,
+        status: dict[str, Any],
+        resource_version: str | None = None,
+    ) -> dict[str, Any]:
+        written = super().patch_model_status(namespace, name, status, resource_version)
+        self.cache.seen("MLModel", written)
+        return written
 
     def apply(self, obj: dict[str, Any]) -> dict[str, Any]:
         """Server-side apply with the preconditions taken from the cache: one request

@@ -534,7 +534,7 @@ class Reconciler:
         running = RunningRollout.from_status(old_status.get("rollout"))
         shadow = None
         if model.rollout.strategy == "shadow" or (running and running.strategy == "shadow"):
-            found = self.kube.get_service(ns, shadow_service_name(name))
+            found = self.kube.get_own_service(ns, shadow_service_name(name))
             if found is not None and controlled_by(found, uid):
                 shadow = ((found.get("spec") or {}).get("selector") or {}).get(VERSION_LABEL)
         notes = notes or {}

@@ -29,6 +29,7 @@ from mlmodel_operator.archive import no_archive
 from mlmodel_operator.kube import ApiError, Kube, load_api_client
 from mlmodel_operator.localcluster import LocalCluster, MinioServer, OperatorRunner, wait_until
 from mlmodel_operator.metrics import OperatorMetrics
+from mlmodel_operator.objcache import OwnedCache
 from mlmodel_operator.reconcile import Reconciler
 from mlmodel_operator.settings import Settings
 from mlmodel_operator.verify import ArtifactVerifier
@@ -140,7 +141,9 @@ def test_a_status_written_between_read_and_write_is_kept_and_the_model_converges
         load_api_client(str(cluster.kubeconfig)), newer_writer(cluster, mlm, "audited"), times=2
     )
     reconciler = Reconciler(kube, SETTINGS, ArtifactVerifier(minio.client()), no_archive)
-    memo = SimpleNamespace(reconciler=reconciler, metrics=OperatorMetrics(CollectorRegistry()))
+    memo = SimpleNamespace(
+        reconciler=reconciler, metrics=OperatorMetrics(CollectorRegistry()), owned=OwnedCache()
+    )
     body = mlm.create(mlm.body("audited", "1", models("1")))
 
     def serving() -> bool:

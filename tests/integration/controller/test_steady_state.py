@@ -17,6 +17,7 @@ import ssl
 import time
 import urllib.request
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from mlm_helpers import Artifact, Models, models_namespace
@@ -168,7 +169,10 @@ def test_a_fleet_at_rest_costs_the_apiserver_and_the_object_store_nothing(
     art = upload(rest_minio, "1")
     names = [f"m{i}" for i in range(MODELS)]
     for name in names:
-        rest_models.create(rest_models.body(name, "1", art))
+        spec: dict[str, Any] = {}
+        if name == "m0":  # a model that rolls out by shadow, at rest between rollouts
+            spec["rollout"] = {"strategy": "shadow", "steps": [{"weight": 100, "pauseSeconds": 1}]}
+        rest_models.create(rest_models.body(name, "1", art, **spec))
     for name in names:
         rest_models.wait_phase(name, "Serving", timeout=120)
     # the last Events and status writes of the rollouts settle
