@@ -295,7 +295,12 @@ class Kube:
         """One Deployment by name, whoever holds it, or None."""
         return self._read("Deployment", f"/apis/apps/v1/namespaces/{namespace}/deployments/{name}")
 
-    def get_service(self, namespace: str, name: str) -> dict[str, Any] | None:
+    def get_service(
+        self, namespace: str, name: str, *, read_if_missing: bool = True
+    ) -> dict[str, Any] | None:
+        """The Service, or None. ``read_if_missing``: for a client that keeps the
+        operator's own objects in memory, whether to ask the apiserver about one it does
+        not hold (this one always asks)."""
         return self._get(f"/api/v1/namespaces/{namespace}/services/{name}")
 
     def get_own_service(self, namespace: str, name: str) -> dict[str, Any] | None:

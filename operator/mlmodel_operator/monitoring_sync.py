@@ -74,15 +74,24 @@ class MonitoringSync:
         self._lock = threading.Lock()
         self._missing: tuple[str, ...] | None = None
         self._checked_at = 0.0
+        self._looking = False  # one reconcile looks the CRDs up; the others use what it knew
         self._applied: OrderedDict[tuple[str, str], tuple[str, float]] = OrderedDict()
 
     def missing_crds(self) -> tuple[str, ...]:
         """The Prometheus operator CRDs that are not Established (cached for a while)."""
         now = self.clock()
         with self._lock:
-            if self._missing is not None and now - self._checked_at < self.recheck_seconds:
-                return self._missing
-        missing = tuple(name for name in MONITORING_CRDS if not self.kube.crd_established(name))
+            known = self._missing
+            if known is not None and (
+                now - self._checked_at < self.recheck_seconds or self._looking
+            ):
+                return known  # fresh, or another reconcile is looking them up right now
+            self._looking = True
+        try:
+            missing = tuple(name for name in MONITORING_CRDS if not self.kube.crd_established(name))
+        finally:
+            with self._lock:
+                self._looking = False
         with self._lock:
             if missing != self._missing:
                 self._applied.clear()  # CRDs came or went: write everything again

@@ -231,12 +231,19 @@ class CachedKube(Kube):
             return super().list_deployments(namespace, model, owner_uid)
         return [d for d in self.cache.deployments(namespace, model) if controlled_by(d, owner_uid)]
 
-    def get_service(self, namespace: str, name: str) -> dict[str, Any] | None:
-        """The Service from the cache when it is one of the operator's; otherwise read,
-        so one someone else made with that name is seen before anything is rolled out
-        behind it (a model at rest has its Service in the cache: no request)."""
-        held = self.cache.get("Service", namespace, name) if self.cache.synced("Service") else None
-        return held if held is not None else super().get_service(namespace, name)
+    def get_service(
+        self, namespace: str, name: str, *, read_if_missing: bool = True
+    ) -> dict[str, Any] | None:
+        """The Service from the cache when it is one of the operator's; otherwise read
+        when ``read_if_missing``, so one someone else made with that name is seen before
+        anything is rolled out behind it (a model at rest has its Service in the cache:
+        no request)."""
+        if not self.cache.synced("Service"):
+            return super().get_service(namespace, name)
+        held = self.cache.get("Service", namespace, name)
+        if held is not None or not read_if_missing:
+            return held
+        return super().get_service(namespace, name)
 
     def get_own_service(self, namespace: str, name: str) -> dict[str, Any] | None:
         if not self.cache.synced("Service"):

@@ -533,7 +533,16 @@ def _plan(model: ModelSpec, observed: Observed, secret_name: str) -> Plan:
                 if timed_out
                 else f"deploying version {target}"
             )
-        requeue.append(SLOW_POLL_SECONDS if timed_out else POLL_SECONDS)
+        # Polled slowly: the Deployment's own watch brings the reconcile that finds it
+        # Available at once (handlers.py); this is the safety net, and sees the ready
+        # timeout. (Each poll is a kopf retry, and each retry a PATCH of the MLModel: every
+        # 2 s that was most of the operator's writes while a fleet was deploying.)
+        until_timeout = model.rollout.ready_timeout_seconds - age
+        requeue.append(
+            SLOW_POLL_SECONDS
+            if timed_out
+            else max(POLL_SECONDS, min(until_timeout, SLOW_POLL_SECONDS))
+        )
         return Plan(
             actions=tuple(actions),
             phase=phase,

@@ -511,7 +511,9 @@ class Reconciler:
             if not o["metadata"].get("deletionTimestamp")
         )
         conflicts: list[ForeignObject] = []
-        service = self.kube.get_service(ns, name)
+        # a Service someone else made with the model's name is looked for before the
+        # first Deployment; after that, the switch's own write would find it (409)
+        service = self.kube.get_service(ns, name, read_if_missing=not deployments)
         if service is not None and not controlled_by(service, uid):
             conflicts.append(ForeignObject("Service", ns, name, holder(service)))
             service = None  # its selector says nothing about this model

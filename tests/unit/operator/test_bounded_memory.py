@@ -81,7 +81,9 @@ class World(Kube):
     ) -> None:
         pass
 
-    def get_service(self, namespace: str, name: str) -> dict[str, Any] | None:
+    def get_service(
+        self, namespace: str, name: str, *, read_if_missing: bool = True
+    ) -> dict[str, Any] | None:
         return None
 
     def get_deployment(self, namespace: str, name: str) -> dict[str, Any] | None:
