@@ -358,6 +358,11 @@ class Kube:
 
     # -- the MLModel itself
 
+    def held_model(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """The MLModel as a watch last showed it, without a request; None when not kept
+        (this class keeps nothing)."""
+        return None
+
     def get_model(self, namespace: str, name: str) -> dict[str, Any]:
         return self._call("GET", f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{PLURAL}/{name}")
 

@@ -283,6 +283,9 @@ class CachedKube(Kube):
                 del self._secrets[key]
             self._secrets[(namespace, name)] = (now, keys)
 
+    def held_model(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return self.cache.get("MLModel", namespace, name)
+
     def get_model(self, namespace: str, name: str) -> dict[str, Any]:
         found = super().get_model(namespace, name)
         self.cache.seen("MLModel", found)

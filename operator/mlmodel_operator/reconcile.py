@@ -440,6 +440,10 @@ class Reconciler:
         events: list[Event] = []
         outcome = Outcome({}, gone=True)
         given = self._usable(body)
+        if given is None:  # kopf's body is behind: the cache's copy may not be
+            held = self.kube.held_model(meta["namespace"], meta["name"])
+            if held is not None and held["metadata"].get("uid") == meta["uid"]:
+                given = self._usable(held)
         for _ in range(STATUS_WRITE_ATTEMPTS):
             fresh = given if given is not None else self._fresh(meta)
             given = None  # a second attempt reads the object
