@@ -8,7 +8,8 @@ and answer through the Service's ClusterIP (kube-proxy), from the host and from 
 (cluster DNS). Then v1 -> v2 under load with no failed request, a tampered v3 that never
 serves, and a serving Pod deleted under load.
 
-The tests of this module run in order on one installation (module-scoped fixtures).
+The tests of this module run in order on one installation, in their own namespace; the
+node and the installation are shared with the rollout module (conftest.py).
 """
 
 from __future__ import annotations
@@ -27,11 +28,11 @@ import pytest
 import requests
 import yaml
 from prom_checks import check_prometheus_scrapes_real_pods, inference_traffic
+from shared_node import Installation
 
 from mlmodel_operator import demo, realstack
 from mlmodel_operator.example_upload import upload_version
 from mlmodel_operator.localcluster import REPO_ROOT, LocalCluster, wait_until
-from mlmodel_operator.nodeimages import ImageArchive
 from mlmodel_operator.realnode import RealNode
 from mlmodel_operator.realstack import SYSTEM_NS, LoadClient, get_json, wait_answering
 from mlmodel_serving.decisions import Record, decode_table, read_table
@@ -125,14 +126,13 @@ def decision_records(stack: Stack, model: str = "churn") -> list[Record]:
 @pytest.fixture(scope="module")
 def stack(
     real_node: RealNode,
-    node_images: dict[str, ImageArchive],
+    installation: Installation,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Stack]:
-    cluster = real_node.api_cluster
+    """The session's installation (conftest), with this module's namespace and models."""
+    cluster, minio = installation.cluster, installation.minio
     workdir = tmp_path_factory.mktemp("real-stack")
-    realstack.install(cluster, node_images["minio"].name, workdir)
     realstack.create_serving_namespace(cluster, NS)
-    minio = realstack.minio_client(cluster)
     digests = {v: upload_version(minio, v, namespace=NS)[0] for v in ("1", "2", "3")}
     yield Stack(real_node, cluster, minio, digests, workdir)
 

@@ -7,7 +7,8 @@ the operator wrote (targets discovered from the apiserver, as in prom_checks). E
 request is its own connection, so kube-proxy picks a Pod for each one: the share of a
 canary's answers follows the share of its Pods.
 
-The tests run in order on one installation: a good canary promoted through both steps
+The tests run in order on one installation (the node's, shared with the lifecycle
+module: conftest.py), in their own namespace: a good canary promoted through both steps
 with the operator killed in the middle of a step; a canary that fails on some inputs,
 rolled back; a shadow of identical bytes, promoted; a shadow that disagrees on about 5%
 of requests, refused.
@@ -33,13 +34,13 @@ import pytest
 import yaml
 from prom_checks import _fast, _write_if_changed, endpoints_discovery, scrape_config_for
 from prom_checks import with_file_discovery as file_discovery
+from shared_node import Installation
 
 from mlmodel_operator import ledger, realstack
 from mlmodel_operator.example_models import churn_data
 from mlmodel_operator.example_upload import upload_version
 from mlmodel_operator.localcluster import LocalCluster, PrometheusServer, free_port, wait_until
 from mlmodel_operator.monitoring import build_service_monitor
-from mlmodel_operator.nodeimages import ImageArchive
 from mlmodel_operator.realnode import NODE_IP, RealNode
 from mlmodel_operator.realstack import SYSTEM_NS, get_json
 from mlmodel_operator.settings import Settings
@@ -50,6 +51,8 @@ pytestmark = pytest.mark.e2e
 NS = "e2e-rollout"
 NAME = "churn"
 TIMEOUT = 240.0
+# Not shorter: step 2's second candidate Pod takes most of its 15 s to become Ready, and
+# the test wants 30 answers with every Pod of the step up (10 s gave 19).
 STEPS = [{"weight": 34, "pauseSeconds": 15}, {"weight": 50, "pauseSeconds": 15}]
 ROWS, _ = churn_data()
 POOL = ROWS[:400]
@@ -208,14 +211,14 @@ def _discover(cluster: LocalCluster, path: Path, stop: threading.Event) -> None:
 @pytest.fixture(scope="module")
 def stack(
     real_node: RealNode,
-    node_images: dict[str, ImageArchive],
+    installation: Installation,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Stack]:
-    cluster = real_node.api_cluster
+    """The session's installation (conftest), this module's namespace, models and a
+    Prometheus the operator reads (its configuration put back at the end)."""
+    cluster, minio = installation.cluster, installation.minio
     workdir = tmp_path_factory.mktemp("rollout-stack")
-    realstack.install(cluster, node_images["minio"].name, workdir)
     realstack.create_serving_namespace(cluster, NS)
-    minio = realstack.minio_client(cluster)
     digests = {v: upload_version(minio, v, namespace=NS)[0] for v in ("1", "2")}
     v2 = joblib.load(io.BytesIO(_get(minio, f"{NS}/{NAME}/2/model.joblib")))
     digests["3"] = _put(minio, "3", failing_model())
@@ -242,6 +245,8 @@ def stack(
     stop = threading.Event()
     discovery = threading.Thread(target=_discover, args=(cluster, targets, stop), daemon=True)
     discovery.start()
+    config_map = get_json(cluster, "configmap", "mlmodel-operator-config", "-n", SYSTEM_NS)
+    before = (config_map.get("data") or {}).get("MLMODEL_PROMETHEUS_URL")
     cluster.kubectl(
         "patch", "configmap", "mlmodel-operator-config", "-n", SYSTEM_NS, "--type", "merge",
         "-p", json.dumps({"data": {"MLMODEL_PROMETHEUS_URL": prom.url}}),
@@ -256,6 +261,12 @@ def stack(
         stop.set()
         discovery.join(5)
         prom.stop()
+        # the configuration as it was, for a module after this one (the running operator
+        # keeps this Prometheus' address until restarted: only an analysis reads it)
+        cluster.kubectl(
+            "patch", "configmap", "mlmodel-operator-config", "-n", SYSTEM_NS, "--type",
+            "merge", "-p", json.dumps({"data": {"MLMODEL_PROMETHEUS_URL": before}}),
+        )  # fmt: skip
 
 
 def _get(minio: Any, key: str) -> bytes:
@@ -437,7 +448,7 @@ def test_a_failing_canary_is_rolled_back_and_only_its_share_failed(stack: Stack)
 
 
 def test_a_shadow_of_identical_bytes_is_promoted_and_no_client_saw_it(stack: Stack) -> None:
-    steps = [{"weight": 100, "pauseSeconds": 15}]
+    steps = [{"weight": 100, "pauseSeconds": 10}]
     analysis = {"minAgreement": 0.98, "minRequests": 30}
     with Traffic(stack, known_rows) as traffic:
         traffic.wait_for(20)

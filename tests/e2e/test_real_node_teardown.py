@@ -37,8 +37,9 @@ POD = {
 
 
 @pytest.fixture
-def harness(tmp_path: Path) -> Iterator[dict[str, Any]]:
-    """A running ``realnode up`` with one Pod Running on the node."""
+def harness(tmp_path: Path, no_shared_node: None) -> Iterator[dict[str, Any]]:
+    """A running ``realnode up`` with one Pod Running on the node (the other modules'
+    shared node down first: one real node at a time on a machine)."""
     before = {name: _read_sysctl(name) for name in SYSCTLS}
     ready = tmp_path / "ready.json"
     log = (tmp_path / "up.log").open("wb")
