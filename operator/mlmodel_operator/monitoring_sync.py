@@ -74,28 +74,40 @@ class MonitoringSync:
         self._lock = threading.Lock()
         self._missing: tuple[str, ...] | None = None
         self._checked_at = 0.0
-        self._looking = False  # one reconcile looks the CRDs up; the others use what it knew
+        self._looking = False  # a lookup is under way
+        self._lookup = threading.Lock()  # held by the one lookup
+        self._lookups = 0  # lookups done
         self._applied: OrderedDict[tuple[str, str], tuple[str, float]] = OrderedDict()
 
     def missing_crds(self) -> tuple[str, ...]:
-        """The Prometheus operator CRDs that are not Established (cached for a while)."""
+        """The Prometheus operator CRDs that are not Established (cached for a while).
+
+        One reconcile looks them up at a time: while it does, the others use what was
+        known before, or, at the very first lookup, wait for its answer."""
         now = self.clock()
         with self._lock:
-            known = self._missing
+            known, lookups = self._missing, self._lookups
             if known is not None and (
                 now - self._checked_at < self.recheck_seconds or self._looking
             ):
-                return known  # fresh, or another reconcile is looking them up right now
+                return known
             self._looking = True
         try:
-            missing = tuple(name for name in MONITORING_CRDS if not self.kube.crd_established(name))
+            with self._lookup:
+                with self._lock:
+                    if self._lookups != lookups and self._missing is not None:
+                        return self._missing  # answered while this one waited
+                missing = tuple(
+                    name for name in MONITORING_CRDS if not self.kube.crd_established(name)
+                )
+                with self._lock:
+                    if missing != self._missing:
+                        self._applied.clear()  # CRDs came or went: write everything again
+                    self._missing, self._checked_at = missing, now
+                    self._lookups += 1
         finally:
             with self._lock:
                 self._looking = False
-        with self._lock:
-            if missing != self._missing:
-                self._applied.clear()  # CRDs came or went: write everything again
-            self._missing, self._checked_at = missing, now
         return missing
 
     def forget(self, uid: str) -> None:

@@ -221,6 +221,7 @@ class CachedKube(Kube):
         self.clock = clock
         self.secret_ttl = secret_ttl
         self._secrets_lock = threading.Lock()
+        self._secret_lookup = threading.Lock()
         # (namespace, name) -> (when it was seen, its key names or None for "exists")
         self._secrets: dict[tuple[str, str], tuple[float, frozenset[str] | None]] = {}
 
@@ -245,6 +246,14 @@ class CachedKube(Kube):
             return held
         return super().get_service(namespace, name)
 
+    def get_deployment(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """The Deployment if the cache holds it; one it does not (someone else's) is found
+        by the apply, whose CREATE_ONLY precondition fails (409): it reads the object and
+        refuses it (NotControlled), and the reconcile plans with the conflict."""
+        if not self.cache.synced("Deployment"):
+            return super().get_deployment(namespace, name)
+        return self.cache.get("Deployment", namespace, name)
+
     def get_own_service(self, namespace: str, name: str) -> dict[str, Any] | None:
         if not self.cache.synced("Service"):
             return super().get_own_service(namespace, name)
@@ -253,18 +262,25 @@ class CachedKube(Kube):
     def secret_exists(self, namespace: str, name: str) -> bool:
         if self._secret_seen(namespace, name) is not None:
             return True
-        found = super().secret_exists(namespace, name)
-        if found:
-            self._remember_secret(namespace, name, None)
+        with self._secret_lookup:  # one lookup at a time: a namespace's models ask together
+            if self._secret_seen(namespace, name) is not None:
+                return True
+            found = super().secret_exists(namespace, name)
+            if found:
+                self._remember_secret(namespace, name, None)
         return found
 
     def secret_keys(self, namespace: str, name: str) -> frozenset[str] | None:
         seen = self._secret_seen(namespace, name)
         if seen is not None and seen[1] is not None:
             return seen[1]
-        keys = super().secret_keys(namespace, name)
-        if keys is not None:
-            self._remember_secret(namespace, name, keys)
+        with self._secret_lookup:
+            seen = self._secret_seen(namespace, name)
+            if seen is not None and seen[1] is not None:
+                return seen[1]
+            keys = super().secret_keys(namespace, name)
+            if keys is not None:
+                self._remember_secret(namespace, name, keys)
         return keys
 
     def _secret_seen(self, namespace: str, name: str) -> tuple[float, frozenset[str] | None] | None:

@@ -6,6 +6,8 @@ Prometheus operator CRDs is exercised in tests/integration/controller/test_monit
 
 from __future__ import annotations
 
+import threading
+import time
 from typing import Any
 
 from test_monitoring_builders import MODEL, make_model
@@ -109,3 +111,34 @@ def test_crds_removed_after_the_look_up_are_a_condition_not_an_error() -> None:
     note = sync.sync(make_model(version="4"), {})  # looked up again at once
     assert [k for k, *_ in kube.calls] == ["crd", "crd"]
     assert "servicemonitors.monitoring.coreos.com" in note.message
+
+
+class SlowKube(RecordingKube):
+    """Each CRD lookup takes a while, as a round trip to a busy apiserver does."""
+
+    def crd_established(self, name: str) -> bool:
+        time.sleep(0.05)
+        return super().crd_established(name)
+
+
+def test_reconciles_that_ask_together_share_one_lookup() -> None:
+    kube, clock = SlowKube(BOTH), Clock()
+    sync = MonitoringSync(kube, Settings(), clock=clock)
+    start = threading.Barrier(8)
+
+    def ask() -> None:
+        start.wait()
+        assert sync.missing_crds() == ()
+
+    def round_of_askers() -> None:
+        threads = [threading.Thread(target=ask) for _ in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=10)
+
+    round_of_askers()  # the first lookup of all: the others wait for its answer
+    assert len(kube.calls) == 2
+    clock.now += CRD_RECHECK_SECONDS + 1  # stale: one looks again, the rest use what it knew
+    round_of_askers()
+    assert len(kube.calls) == 4
