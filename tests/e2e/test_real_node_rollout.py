@@ -11,7 +11,8 @@ The tests run in order on one installation (the node's, shared with the lifecycl
 module: conftest.py), in their own namespace: a good canary promoted through both steps
 with the operator killed in the middle of a step; a canary that fails on some inputs,
 rolled back; a shadow of identical bytes, promoted; a shadow that disagrees on about 5%
-of requests, refused.
+of requests, refused; a slow canary, rolled back on its p99; a canary stopped by applying
+the stable version again.
 """
 
 from __future__ import annotations
@@ -37,10 +38,12 @@ from prom_checks import with_file_discovery as file_discovery
 from shared_node import Installation
 
 from mlmodel_operator import ledger, realstack
+from mlmodel_operator.desired import selector_labels
 from mlmodel_operator.example_models import churn_data
 from mlmodel_operator.example_upload import upload_version
 from mlmodel_operator.localcluster import LocalCluster, PrometheusServer, free_port, wait_until
 from mlmodel_operator.monitoring import build_service_monitor
+from mlmodel_operator.plan import ANN_STEP, ANN_STEP_SINCE
 from mlmodel_operator.realnode import NODE_IP, RealNode
 from mlmodel_operator.realstack import SYSTEM_NS, get_json
 from mlmodel_operator.settings import Settings
@@ -225,6 +228,7 @@ def stack(
     digests["21"] = _put(minio, "21", v2)  # the same forest, a new version name
     digests["22"] = _put(minio, "22", disagreeing_model(v2, POOL, 0.05))
     digests["4"] = _put(minio, "4", slow_model())
+    digests["23"] = _put(minio, "23", v2)  # the same forest again: a canary stopped by hand
 
     # Prometheus where the operator's Pods reach it, scraping what the ServiceMonitor
     # of the model selects (the operator writes that one; this is the same function)
@@ -302,6 +306,7 @@ class Traffic:
     answers: list[Answer] = field(default_factory=list)
     step: int = 0
     full: bool = False
+    starts: dict[int, set[str]] = field(default_factory=dict)  # status.rollout.stepStartedAt
     _stop: threading.Event = field(default_factory=threading.Event)
     _threads: list[threading.Thread] = field(default_factory=list)
 
@@ -323,6 +328,8 @@ class Traffic:
                 st = self.stack.status()
                 rollout = st.get("rollout") or {}
                 self.step = int(rollout.get("step") or 0)
+                if self.step:
+                    self.starts.setdefault(self.step, set()).add(rollout["stepStartedAt"])
                 cand = rollout.get("candidate")
                 if cand:
                     dep = get_json(self.stack.cluster, "deployment", f"{NAME}-v{cand}", "-n", NS)
@@ -395,7 +402,9 @@ def test_a_good_canary_is_promoted_step_by_step_through_an_operator_kill(stack: 
         traffic.wait_for(20)
         stack.apply("2", "canary", STEPS, ANALYSIS)
         wait_until("step 1 runs", lambda: traffic.step == 1 and traffic.full, TIMEOUT, 0.5)
-        begun = stack.status()["rollout"]["stepStartedAt"]
+        rollout = stack.status()["rollout"]
+        notes = get_json(stack.cluster, "deployment", f"{NAME}-v2", "-n", NS)["metadata"]
+        notes = notes.get("annotations") or {}
         # both operator replicas killed mid-step: the step comes back from the cluster
         stack.cluster.kubectl("delete", "pod", "-n", SYSTEM_NS, "-l",
                               "app.kubernetes.io/name=mlmodel-operator",
@@ -411,7 +420,17 @@ def test_a_good_canary_is_promoted_step_by_step_through_an_operator_kill(stack: 
     # the step survived the kill: not started again
     splits = [k for k in ledger_kinds(stack) if k == (ledger.TRAFFIC_SPLIT, "2")]
     assert len(splits) == 2, ledger_kinds(stack)
-    assert begun  # (its start is in status until the step ends)
+    # step 1 had begun when the operator was killed: in status (1 Pod of 3 for weight 34)
+    # and on the candidate's Deployment, where a restarted operator finds it
+    begun = {k: rollout.get(k) for k in ("strategy", "stable", "candidate", "step", "steps",
+                                         "weight", "effectiveWeight", "result")}  # fmt: skip
+    assert begun == {"strategy": "canary", "stable": "1", "candidate": "2", "step": 1,
+                     "steps": 2, "weight": 34, "effectiveWeight": 33,
+                     "result": "Progressing"}, rollout  # fmt: skip
+    assert notes.get(ANN_STEP) == "1" and notes.get(ANN_STEP_SINCE), notes
+    # ... and its start stayed what it was: the restarted operator went on with it
+    assert traffic.starts[1] == {rollout["stepStartedAt"]}, traffic.starts
+    assert set(traffic.starts) == {1, 2}, traffic.starts
     for step, weight in ((1, 1 / 3), (2, 1 / 2)):  # 1 of 3 Pods, then 2 of 4
         seen = [a for a in traffic.answers if a.step == step and a.full and a.ok]
         share = sum(a.version == "2" for a in seen) / max(1, len(seen))
@@ -494,3 +513,58 @@ def test_a_slow_canary_is_rolled_back_on_its_p99(stack: Stack) -> None:
     assert check["name"] == "p99LatencyMs" and check["passed"] is False and check["value"] > 25
     print(f"slow canary: p99 {check['value']:.0f} ms (limit 25) -> rolled back")
     assert all(a.ok for a in traffic.answers)  # slow, not failing
+
+
+def test_applying_the_stable_version_mid_canary_aborts_it_cleanly(stack: Stack) -> None:
+    """docs/rollout.md: applying the stable version again while a rollout runs stops it;
+    the candidate retires (``lastRollout.result: Aborted``), archived first since it
+    answered clients, and the Service selects the stable version alone again."""
+    long_step = [{"weight": 34, "pauseSeconds": 600}]  # nothing but the abort ends it
+    stack.wait_serving("21", "Degraded")  # as the slow canary left it (the spec names 4)
+    with Traffic(stack, known_rows) as traffic:
+        traffic.wait_for(20)
+        stack.apply("23", "canary", long_step, ANALYSIS)
+        wait_until("step 1 runs", lambda: traffic.step == 1 and traffic.full, TIMEOUT, 0.5)
+        wait_until(
+            "the canary answers clients",
+            lambda: sum(a.version == "23" for a in traffic.answers) >= 10,
+            60,
+            0.5,
+        )
+        assert stack.status()["rollout"]["candidate"] == "23"
+        stack.apply("21", "canary", long_step, ANALYSIS)  # the stable version, its artifact
+        last = stack.wait_ended("23")
+        status = stack.wait_serving("21")
+        aborted_at = time.time()
+        traffic.wait_for(30)
+    failed = [a for a in traffic.answers if not a.ok]
+    start = traffic.answers[0].at
+    assert not failed, [(round(a.at - start, 2), a.error) for a in failed[:5]]
+    print(f"abort by applying the stable version: {len(traffic.answers)} requests, "
+          f"{sum(a.version == '23' for a in traffic.answers)} answered by the canary")  # fmt: skip
+
+    assert (last["result"], last["strategy"], last["stable"]) == ("Aborted", "canary", "21")
+    assert "spec.version is now 21" in last.get("message", ""), last
+    assert "rollout" not in status, status["rollout"]
+    # the candidate's Deployment is gone and the Service selects version 21 alone again
+    assert stack.deployments() == [f"{NAME}-v21"]
+    service = get_json(stack.cluster, "service", NAME, "-n", NS)
+    assert service["spec"]["selector"] == selector_labels(NAME, "21"), service["spec"]
+    after = [a for a in traffic.answers if a.at > aborted_at]
+    assert after and {a.version for a in after} == {"21"}, {a.version for a in after}
+
+    # it answered clients, so it retired as a served version does: archived, then deleted
+    entry = next(h for h in status["history"] if h["version"] == "23")
+    assert entry.get("retiredAt") and entry.get("archive"), entry
+    kinds = ledger_kinds(stack)
+    for kind in (ledger.TRAFFIC_SPLIT, ledger.RETIRING, ledger.ARCHIVED, ledger.RETIRED):
+        assert (kind, "23") in kinds, (kind, kinds)
+    archived = {o.object_name for o in stack.minio.list_objects(
+        "model-archive", prefix=f"{NS}/{NAME}/23/", recursive=True)}  # fmt: skip
+    assert f"{NS}/{NAME}/23/manifest.json" in archived, archived
+    events = get_json(stack.cluster, "events", "-n", NS, "--field-selector",
+                      f"involvedObject.kind=MLModel,involvedObject.name={NAME}")  # fmt: skip
+    said = [(e["reason"], e.get("message", "")) for e in events["items"]]
+    assert any(r == "Retired" and "version 23" in m for r, m in said), said
+    print(f"aborted: lastRollout {json.dumps(last)}; history {json.dumps(entry)}; ledger "
+          f"{sorted(k for k, v in kinds if v == '23')}; events {sorted({r for r, _ in said})}")  # fmt: skip
