@@ -83,6 +83,21 @@ OWNED_RESOURCES = (
 )
 
 
+def _not_a_requeue(record: logging.LogRecord) -> bool:
+    """False for kopf's log line about a handler that asked to be called again later
+    (TemporaryError): a wait, not a failure. kopf posts it as an Event of type Error on
+    the MLModel at every retry; during a fleet's rollout that was an Event per model every
+    few seconds, telling nothing the status does not."""
+    return "failed temporarily" not in record.getMessage()
+
+
+def _quiet_requeues() -> None:
+    """Keep kopf from posting its retries as Events (the log keeps them)."""
+    for handler in logging.getLogger("kopf.objects").handlers:
+        if type(handler).__name__ == "K8sPoster" and _not_a_requeue not in handler.filters:
+            handler.addFilter(_not_a_requeue)
+
+
 def _deleted(type: str | None, **_: Any) -> bool:
     return type == "DELETED"
 
@@ -192,6 +207,7 @@ def build_registry(
             prefix=GROUP, key="last-handled-configuration"
         )
         settings.posting.level = logging.WARNING  # our own Events tell the story
+        _quiet_requeues()
         settings.execution.max_workers = op_settings.workers
         # Only the operator's own Deployments and Services reach it (the apiserver filters).
         for group, version, plural, _kind in OWNED_RESOURCES:

@@ -537,12 +537,15 @@ def _plan(model: ModelSpec, observed: Observed, secret_name: str) -> Plan:
         # Available at once (handlers.py); this is the safety net, and sees the ready
         # timeout. (Each poll is a kopf retry, and each retry a PATCH of the MLModel: every
         # 2 s that was most of the operator's writes while a fleet was deploying.)
+        # The serving version rolling its own Pods (a new image, more replicas) is not
+        # polled at all: it serves meanwhile, and its watch event brings the next step.
         until_timeout = model.rollout.ready_timeout_seconds - age
-        requeue.append(
-            SLOW_POLL_SECONDS
-            if timed_out
-            else max(POLL_SECONDS, min(until_timeout, SLOW_POLL_SECONDS))
-        )
+        if active != target:
+            requeue.append(
+                SLOW_POLL_SECONDS
+                if timed_out
+                else max(POLL_SECONDS, min(until_timeout, SLOW_POLL_SECONDS))
+            )
         return Plan(
             actions=tuple(actions),
             phase=phase,
@@ -550,7 +553,7 @@ def _plan(model: ModelSpec, observed: Observed, secret_name: str) -> Plan:
             message=message,
             rollout_timed_out=timed_out,
             events=tuple(events),
-            requeue_after=min(requeue),
+            requeue_after=min(requeue) if requeue else None,
             withhold_decision_log=withhold,
         )
 

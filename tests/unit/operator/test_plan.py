@@ -9,6 +9,8 @@ import pytest
 
 from mlmodel_operator.conditions import Phase, Reason
 from mlmodel_operator.plan import (
+    POLL_SECONDS,
+    SLOW_POLL_SECONDS,
     ApplyDeployment,
     ClearRetiring,
     DeleteUnserved,
@@ -421,3 +423,22 @@ def test_an_open_entry_without_a_deployment_is_retired_once() -> None:
     again = observed(dep("2"), service="2", history=closed)
     assert not any(isinstance(a, Retire) for a in plan(model(), again, SECRET).actions)
     assert plan(model(), again, SECRET).phase == Phase.SERVING
+
+
+def test_a_serving_version_rolling_its_own_pods_is_not_polled() -> None:
+    # a new serving image (or more replicas): the version serves meanwhile, and its
+    # Deployment's watch event brings the next reconcile; a poll would be a kopf retry
+    # (a PATCH of the MLModel) every few seconds for every model of a fleet
+    rolling = dep("2", available=1, desired=2, age=3600.0)
+    p = plan(model(), observed(rolling, service="2", history=(served("2", SHA2),)), SECRET)
+    assert p.phase == Phase.SERVING and p.active_version == "2"
+    assert p.requeue_after is None
+
+
+def test_a_new_version_waiting_to_be_available_is_polled_slowly_until_its_timeout() -> None:
+    # its watch event switches traffic at once; the poll is the safety net and sees the
+    # ready timeout (spec.rollout.readyTimeoutSeconds: 120 here)
+    p = plan(model(), observed(dep("1"), dep("2", available=0, age=10.0), service="1"), SECRET)
+    assert p.phase == Phase.DEPLOYING and p.requeue_after == SLOW_POLL_SECONDS
+    p = plan(model(), observed(dep("1"), dep("2", available=0, age=118.0), service="1"), SECRET)
+    assert p.requeue_after == POLL_SECONDS  # the timeout is 2 s away: looked at then
