@@ -61,10 +61,29 @@ def _revision(obj: Mapping[str, Any]) -> int | None:
         return None
 
 
+# The annotations the operator reads are its own (ml.lifecycle.io/...); of an MLModel,
+# kopf's copy of the whole spec is not read and not kept.
+OWN_ANNOTATIONS: Final = "ml.lifecycle.io/"
+KOPF_DIFFBASE: Final = "ml.lifecycle.io/last-handled-configuration"
+# What the planner reads of a Deployment's status (not its conditions and their messages).
+DEPLOYMENT_STATUS: Final = (
+    "observedGeneration",
+    "replicas",
+    "updatedReplicas",
+    "readyReplicas",
+    "availableReplicas",
+)
+
+
 def trim(kind: str, obj: Mapping[str, Any]) -> dict[str, Any]:
     """What the cache keeps of an object: enough for the planner and for a write's
-    preconditions, not the Pod template or the field managers."""
+    preconditions, not the Pod template, the field managers or others' annotations."""
     meta = {k: v for k, v in (obj.get("metadata") or {}).items() if k != "managedFields"}
+    notes = meta.get("annotations") or {}
+    if kind == "MLModel":
+        meta["annotations"] = {k: v for k, v in notes.items() if k != KOPF_DIFFBASE}
+    else:
+        meta["annotations"] = {k: v for k, v in notes.items() if k.startswith(OWN_ANNOTATIONS)}
     spec = obj.get("spec") or {}
     kept: dict[str, Any] = {"apiVersion": obj.get("apiVersion"), "kind": kind, "metadata": meta}
     if kind == "Deployment":
@@ -73,8 +92,11 @@ def trim(kind: str, obj: Mapping[str, Any]) -> dict[str, Any]:
         kept["spec"] = {k: spec[k] for k in ("selector", "type") if k in spec}
     elif kind == "MLModel":  # the whole object: a reconcile plans from it
         kept["spec"] = spec
-    if "status" in obj:
-        kept["status"] = obj["status"]
+    status = obj.get("status")
+    if status is not None and kind == "Deployment":
+        kept["status"] = {k: status[k] for k in DEPLOYMENT_STATUS if k in status}
+    elif status is not None:
+        kept["status"] = status
     return kept
 
 

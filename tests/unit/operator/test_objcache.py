@@ -46,10 +46,34 @@ def monitor(rv: int, generation: int, digest: str) -> dict[str, Any]:
 
 
 def test_the_cache_keeps_no_pod_template_and_no_field_managers() -> None:
-    kept = trim("Deployment", deployment("churn-v1", 5))
+    obj = deployment(
+        "churn-v1",
+        5,
+        annotations={"ml.lifecycle.io/sha256": "a" * 64, "deployment.kubernetes.io/revision": "3"},
+    )
+    obj["status"]["conditions"] = [{"type": "Available", "message": "a long sentence"}]
+    kept = trim("Deployment", obj)
     assert "template" not in kept["spec"] and kept["spec"]["replicas"] == 2
     assert "managedFields" not in kept["metadata"]
-    assert kept["status"] == {"availableReplicas": 2}
+    assert kept["status"] == {"availableReplicas": 2}  # the counts, not the conditions
+    assert kept["metadata"]["annotations"] == {"ml.lifecycle.io/sha256": "a" * 64}
+
+
+def test_the_cache_keeps_a_models_spec_and_status_but_not_kopfs_copy_of_its_spec() -> None:
+    model = {
+        "metadata": {
+            "name": "churn",
+            "annotations": {
+                "ml.lifecycle.io/last-handled-configuration": '{"spec": "..."}',
+                "ml.lifecycle.io/promote": "2",
+            },
+        },
+        "spec": {"version": "2"},
+        "status": {"phase": "Serving", "history": [{"version": "1"}]},
+    }
+    kept = trim("MLModel", model)
+    assert kept["spec"] == {"version": "2"} and kept["status"] == model["status"]
+    assert kept["metadata"]["annotations"] == {"ml.lifecycle.io/promote": "2"}
 
 
 def test_deployments_are_found_by_their_model_label() -> None:
@@ -69,13 +93,15 @@ def test_deployments_are_found_by_their_model_label() -> None:
 
 def test_an_event_older_than_the_operators_own_write_is_ignored() -> None:
     cache = OwnedCache()
-    cache.seen("Deployment", deployment("churn-v1", 10, annotations={"a": "written"}))
-    cache.seen("Deployment", deployment("churn-v1", 9, annotations={"a": "older"}))
+    cache.seen(
+        "Deployment", deployment("churn-v1", 10, annotations={"ml.lifecycle.io/a": "written"})
+    )
+    cache.seen("Deployment", deployment("churn-v1", 9, annotations={"ml.lifecycle.io/a": "older"}))
     held = cache.get("Deployment", "ns", "churn-v1")
-    assert held is not None and held["metadata"]["annotations"] == {"a": "written"}
-    cache.seen("Deployment", deployment("churn-v1", 11, annotations={"a": "newer"}))
+    assert held is not None and held["metadata"]["annotations"] == {"ml.lifecycle.io/a": "written"}
+    cache.seen("Deployment", deployment("churn-v1", 11, annotations={"ml.lifecycle.io/a": "newer"}))
     held = cache.get("Deployment", "ns", "churn-v1")
-    assert held is not None and held["metadata"]["annotations"] == {"a": "newer"}
+    assert held is not None and held["metadata"]["annotations"] == {"ml.lifecycle.io/a": "newer"}
 
 
 def test_a_deployment_the_operator_deleted_does_not_come_back_with_a_late_event() -> None:
@@ -123,11 +149,11 @@ def test_after_a_restart_the_applied_hash_alone_decides() -> None:
 def test_a_resource_version_that_is_no_integer_counts_as_newer() -> None:
     cache = OwnedCache()
     cache.seen("Deployment", deployment("churn-v1", 10))
-    obj = deployment("churn-v1", 0, annotations={"a": "b"})
+    obj = deployment("churn-v1", 0, annotations={"ml.lifecycle.io/a": "b"})
     obj["metadata"]["resourceVersion"] = "opaque"
     cache.seen("Deployment", obj)
     held = cache.get("Deployment", "ns", "churn-v1")
-    assert held is not None and held["metadata"]["annotations"] == {"a": "b"}
+    assert held is not None and held["metadata"]["annotations"] == {"ml.lifecycle.io/a": "b"}
 
 
 class Clock:
