@@ -533,19 +533,11 @@ def _plan(model: ModelSpec, observed: Observed, secret_name: str) -> Plan:
                 if timed_out
                 else f"deploying version {target}"
             )
-        # Polled slowly: the Deployment's own watch brings the reconcile that finds it
-        # Available at once (handlers.py); this is the safety net, and sees the ready
-        # timeout. (Each poll is a kopf retry, and each retry a PATCH of the MLModel: every
-        # 2 s that was most of the operator's writes while a fleet was deploying.)
-        # The serving version rolling its own Pods (a new image, more replicas) is not
-        # polled at all: it serves meanwhile, and its watch event brings the next step.
-        until_timeout = model.rollout.ready_timeout_seconds - age
-        if active != target:
-            requeue.append(
-                SLOW_POLL_SECONDS
-                if timed_out
-                else max(POLL_SECONDS, min(until_timeout, SLOW_POLL_SECONDS))
-            )
+        # Not polled: the Deployment's own watch event brings the reconcile that finds it
+        # Available, at once (handlers.py), and the periodic timer sees the ready timeout
+        # within one interval. A poll here was a kopf retry, and each retry a PATCH of the
+        # MLModel: at 1,000 models deploying at once, 14 per model, most of the operator's
+        # writes, slowing the controller-manager it was waiting for.
         return Plan(
             actions=tuple(actions),
             phase=phase,

@@ -9,8 +9,6 @@ import pytest
 
 from mlmodel_operator.conditions import Phase, Reason
 from mlmodel_operator.plan import (
-    POLL_SECONDS,
-    SLOW_POLL_SECONDS,
     ApplyDeployment,
     ClearRetiring,
     DeleteUnserved,
@@ -435,10 +433,10 @@ def test_a_serving_version_rolling_its_own_pods_is_not_polled() -> None:
     assert p.requeue_after is None
 
 
-def test_a_new_version_waiting_to_be_available_is_polled_slowly_until_its_timeout() -> None:
-    # its watch event switches traffic at once; the poll is the safety net and sees the
-    # ready timeout (spec.rollout.readyTimeoutSeconds: 120 here)
+def test_a_new_version_waiting_to_be_available_is_not_polled() -> None:
+    # its watch event switches traffic at once; the timer sees the ready timeout
+    # (spec.rollout.readyTimeoutSeconds: 120 here) within one interval
     p = plan(model(), observed(dep("1"), dep("2", available=0, age=10.0), service="1"), SECRET)
-    assert p.phase == Phase.DEPLOYING and p.requeue_after == SLOW_POLL_SECONDS
-    p = plan(model(), observed(dep("1"), dep("2", available=0, age=118.0), service="1"), SECRET)
-    assert p.requeue_after == POLL_SECONDS  # the timeout is 2 s away: looked at then
+    assert p.phase == Phase.DEPLOYING and p.requeue_after is None
+    p = plan(model(), observed(dep("1"), dep("2", available=0, age=121.0), service="1"), SECRET)
+    assert p.phase == Phase.DEGRADED and p.rollout_timed_out and p.requeue_after is None
