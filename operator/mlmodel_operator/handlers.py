@@ -8,11 +8,13 @@ No side effects at import time: :func:`build_registry` makes a registry that
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import os
 import random
 import signal
 import time
+from collections.abc import Callable
 from typing import Any, cast
 
 import kopf
@@ -31,12 +33,19 @@ from mlmodel_operator.decision_log import DecisionLogCheck
 from mlmodel_operator.kube import Kube, load_api_client
 from mlmodel_operator.ledger import S3Ledger
 from mlmodel_operator.metrics import OperatorMetrics
-from mlmodel_operator.objcache import OWNED_SELECTOR, CachedKube, OwnedCache
+from mlmodel_operator.objcache import (
+    MANAGED_BY,
+    MANAGED_BY_VALUE,
+    OWNED_SELECTOR,
+    CachedKube,
+    OwnedCache,
+)
 from mlmodel_operator.peering import KubePeeringApi, Peering
 from mlmodel_operator.probes import ProbeAddress, ProbeServer
 from mlmodel_operator.reconcile import Outcome, Reconciler, archive_retry_delay
 from mlmodel_operator.settings import Settings
 from mlmodel_operator.verify import ArtifactVerifier
+from mlmodel_operator.wakeups import Due, Wakeups
 
 RESOURCE = (GROUP, VERSION, PLURAL)
 
@@ -47,7 +56,9 @@ def _publish(body: kopf.Body, outcome: Outcome) -> None:
         kopf.event(body, type=event.type, reason=event.reason, message=event.message)
 
 
-def _reconcile(body: kopf.Body, memo: kopf.Memo, requeue: bool) -> None:
+def _reconcile(body: kopf.Body, memo: kopf.Memo) -> None:
+    """Reconcile one MLModel; the reconciler writes its status and names its next look
+    (wakeups.py), so nothing here asks kopf to call again."""
     # kopf calls no handler before every index handler has seen its kind's listing
     memo.owned.mark_synced(*(kind for *_, kind in OWNED_RESOURCES))
     reconciler: Reconciler = memo.reconciler
@@ -62,18 +73,42 @@ def _reconcile(body: kopf.Body, memo: kopf.Memo, requeue: bool) -> None:
     finally:
         metrics.duration.observe(time.perf_counter() - started)
     metrics.set_phase(body["metadata"]["uid"], outcome.status.get("phase"))
-    if outcome.requeue_after is not None:
-        metrics.reconciles.labels(result="requeued").inc()
-        if requeue:
-            # not an error: kopf looks again after the delay without blocking anything
-            raise kopf.TemporaryError(
-                outcome.status.get("message", "waiting"), delay=outcome.requeue_after
-            )
-    else:
-        metrics.reconciles.labels(result="ok").inc()
+    result = "ok" if outcome.requeue_after is None else "requeued"
+    metrics.reconciles.labels(result=result).inc()
 
 
-OWNED = {"app.kubernetes.io/managed-by": "mlmodel-operator"}
+def _identity(namespace: str, name: str, uid: str) -> dict[str, Any]:
+    """An MLModel known only by its identity: the reconciler reads it."""
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": KIND,
+        "metadata": {"name": name, "namespace": namespace, "uid": uid},
+    }
+
+
+def _held_or_identity(memo: Any, namespace: str, name: str, uid: str) -> dict[str, Any]:
+    """The MLModel as the watch last showed it, or its identity when not held."""
+    held = memo.owned.get(KIND, namespace, name)
+    if held is not None and held["metadata"].get("uid") == uid:
+        return cast(dict[str, Any], held)
+    return _identity(namespace, name, uid)
+
+
+async def _run_wakeups(memo: Any, executor: Any, peering: Peering | None) -> None:
+    """Reconcile each model when its reconcile asked, or its periodic look is due."""
+    loop = asyncio.get_running_loop()
+
+    async def wake(due: Due) -> None:
+        body = _held_or_identity(memo, due.namespace, due.name, due.uid)
+        # in the context of kopf's handlers, which holds its queue for posting Events
+        run = memo.kopf_context.run()
+        await loop.run_in_executor(executor, run, _reconcile, cast(kopf.Body, body), memo)
+
+    wakeups: Wakeups = memo.wakeups
+    await wakeups.run(wake, active=lambda: peering is None or peering.state.active)
+
+
+OWNED = {MANAGED_BY: MANAGED_BY_VALUE}
 # (group, version, plural, kind) of the objects the operator makes, kept in objcache.py
 OWNED_RESOURCES = (
     ("apps", "v1", "deployments", "Deployment"),
@@ -85,9 +120,9 @@ OWNED_RESOURCES = (
 
 def _not_a_requeue(record: logging.LogRecord) -> bool:
     """False for kopf's log line about a handler that asked to be called again later
-    (TemporaryError): a wait, not a failure. kopf posts it as an Event of type Error on
-    the MLModel at every retry; during a fleet's rollout that was an Event per model every
-    few seconds, telling nothing the status does not."""
+    (TemporaryError): a wait, not a failure, which kopf posts as an Event of type Error.
+    Only a deletion waiting for its archive asks that now (with its own Warning Event
+    that says why); a reconcile's waits are wake-ups (wakeups.py)."""
     return "failed temporarily" not in record.getMessage()
 
 
@@ -102,9 +137,35 @@ def _deleted(type: str | None, **_: Any) -> bool:
     return type == "DELETED"
 
 
-def _reconcile_owner(body: kopf.Body, memo: kopf.Memo) -> None:
-    """Reconcile the MLModel that controls ``body`` (one of its Deployments or Services).
-    The reconciler reads the MLModel itself; only its identity is passed."""
+class _HandlerContext:
+    """The context kopf runs its handlers in, kept once: kopf.event() posts through a queue
+    it finds there, and the reconciles run outside kopf's handlers. (A handler's memo is
+    a copy per object; this holder is shared by all of them.)"""
+
+    context: contextvars.Context | None = None
+
+    def keep(self) -> None:
+        if self.context is None:
+            self.context = contextvars.copy_context()
+
+    def run(self) -> Callable[..., Any]:
+        assert self.context is not None, "no kopf handler has run yet"
+        return self.context.copy().run
+
+
+def _handler_context(memo: Any) -> None:
+    memo.kopf_context.keep()
+
+
+def _kick(memo: Any, body: kopf.Body) -> None:
+    """Reconcile this MLModel as soon as a worker is free (wakeups.py). The handler returns
+    at once, so kopf holds no object while reconciles queue for the workers."""
+    _handler_context(memo)
+    memo.wakeups.now(body.metadata.uid, body.metadata.namespace or "", body.metadata.name)
+
+
+def _kick_owner(memo: Any, body: kopf.Body) -> None:
+    """Reconcile the MLModel that controls ``body`` (one of its Deployments or Services)."""
     owner = next(
         (
             o
@@ -113,23 +174,9 @@ def _reconcile_owner(body: kopf.Body, memo: kopf.Memo) -> None:
         ),
         None,
     )
-    if owner is None:
-        return
-    held = memo.owned.get(KIND, body.metadata.namespace or "", owner["name"])
-    model = (
-        held
-        if held is not None and held["metadata"].get("uid") == owner["uid"]
-        else {  # its identity: the reconciler reads it
-            "apiVersion": f"{GROUP}/{VERSION}",
-            "kind": KIND,
-            "metadata": {
-                "name": owner["name"],
-                "namespace": body.metadata.namespace,
-                "uid": owner["uid"],
-            },
-        }
-    )
-    _reconcile(cast(kopf.Body, model), memo, requeue=False)
+    if owner is not None:
+        _handler_context(memo)
+        memo.wakeups.now(owner["uid"], body.metadata.namespace or "", owner["name"])
 
 
 def _watch_owned(
@@ -141,14 +188,14 @@ def _watch_owned(
     else brings its model's reconcile at once, which makes it again."""
 
     @kopf.index(group, version, plural, id=f"owned-{plural}", labels=OWNED, registry=registry)
-    def index_owned(*, body: kopf.Body, memo: Any, **_: Any) -> None:
+    async def index_owned(*, body: kopf.Body, memo: Any, **_: Any) -> None:
         memo.owned.seen(kind, body)
 
     @kopf.on.event(group, version, plural, id=f"{plural}-gone", labels=OWNED, when=_deleted,
                    registry=registry)  # fmt: skip
-    def owned_gone(*, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    async def owned_gone(*, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
         memo.owned.seen(kind, body, deleted=True)
-        _reconcile_owner(body, memo)
+        _kick_owner(memo, body)
 
 
 def _fully_available(body: kopf.Body, type: str | None, **_: Any) -> bool:
@@ -217,6 +264,9 @@ def build_registry(
         prom = CollectorRegistry()
         memo.metrics = OperatorMetrics(prom)
         memo.reconciler = _build_reconciler(kube, op_settings, s3, logger, copy_s3)
+        memo.wakeups = Wakeups(op_settings.reconcile_interval_seconds)
+        memo.kopf_context = _HandlerContext()
+        memo.reconciler.wakeups = memo.wakeups
         if metrics_port:
             start_http_server(metrics_port, addr="0.0.0.0", registry=prom)
             logger.info("metrics on :%d/metrics", metrics_port)
@@ -231,6 +281,9 @@ def build_registry(
     ) -> None:
         # last, before kopf's own peering starts: kopf keeps the priority joined with
         nonlocal started
+        memo.wakeups_task = asyncio.create_task(
+            _run_wakeups(memo, settings.execution.executor, peering)
+        )
         if peering is not None:
             api = KubePeeringApi(load_api_client(kubeconfig))
             settings.peering.priority = await peering.join(api, logger)
@@ -242,6 +295,8 @@ def build_registry(
 
     @kopf.on.cleanup(id="probes-and-peering", registry=registry)
     async def stop_probes(*, memo: Any, **_: Any) -> None:
+        if getattr(memo, "wakeups_task", None) is not None:
+            memo.wakeups_task.cancel()
         if getattr(memo, "peering_watch", None) is not None:
             memo.peering_watch.cancel()
         if getattr(memo, "probes", None) is not None:
@@ -258,19 +313,10 @@ def build_registry(
     @kopf.on.resume(*RESOURCE, id="reconcile", registry=registry)
     @kopf.on.create(*RESOURCE, id="reconcile", registry=registry)
     @kopf.on.update(*RESOURCE, id="reconcile", registry=registry)
-    def reconcile(*, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-        _reconcile(body, memo, requeue=True)
-
-    @kopf.timer(
-        *RESOURCE,
-        id="timer",
-        interval=settings.reconcile_interval_seconds,
-        # the create/resume handler has just reconciled a new object: no second pass
-        initial_delay=settings.reconcile_interval_seconds,
-        registry=registry,
-    )
-    def reconcile_periodically(*, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-        _reconcile(body, memo, requeue=False)
+    async def reconcile(*, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+        # the index handler below has put this body in the cache; the reconcile plans
+        # from it (or reads the object when the operator's own write is newer)
+        _kick(memo, body)
 
     # The operator's own objects, kept in memory from their watches (objcache.py).
     for group, version, plural, kind in OWNED_RESOURCES:
@@ -278,27 +324,28 @@ def build_registry(
 
     # The MLModels too, so an event of one of its objects reconciles a model from memory.
     @kopf.index(*RESOURCE, id="models", registry=registry)
-    def index_model(*, body: kopf.Body, memo: Any, **_: Any) -> None:
+    async def index_model(*, body: kopf.Body, memo: Any, **_: Any) -> None:
         memo.owned.seen(KIND, body)
 
     @kopf.on.event(*RESOURCE, id="model-gone", when=_deleted, registry=registry)
-    def model_gone(*, body: kopf.Body, memo: Any, **_: Any) -> None:
+    async def model_gone(*, body: kopf.Body, memo: Any, **_: Any) -> None:
         memo.owned.seen(KIND, body, deleted=True)
+        memo.wakeups.forget(body.metadata.uid)
 
     @kopf.on.event(
         "apps",
         "v1",
         "deployments",
         id="serving-deployment",
-        labels={"app.kubernetes.io/managed-by": "mlmodel-operator"},
+        labels=OWNED,
         when=_fully_available,
         registry=registry,
     )
-    def deployment_available(*, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    async def deployment_available(*, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
         # A version's Deployment became Available: switch traffic now rather than at
         # the next poll.
         memo.owned.seen("Deployment", body)  # before the reconcile reads it
-        _reconcile_owner(body, memo)
+        _kick_owner(memo, body)
 
     @kopf.on.delete(*RESOURCE, id="finalize", registry=registry)
     def finalize(*, body: kopf.Body, memo: kopf.Memo, retry: int, **_: Any) -> None:

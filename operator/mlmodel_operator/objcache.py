@@ -53,8 +53,10 @@ WRITTEN_KEPT: Final = 65536
 _Key = tuple[str, str, str]  # (kind, namespace, name)
 
 
-def _revision(obj: Mapping[str, Any]) -> int | None:
-    value = (obj.get("metadata") or {}).get("resourceVersion")
+def revision(obj: Mapping[str, Any] | None) -> int | None:
+    """An object's resourceVersion as an integer (the apiserver's are), None when it has
+    none or one that is not an integer."""
+    value = ((obj or {}).get("metadata") or {}).get("resourceVersion")
     try:
         return int(str(value))
     except ValueError:
@@ -205,7 +207,7 @@ class OwnedCache:
 
     @staticmethod
     def _newer(obj: Mapping[str, Any], held: Mapping[str, Any]) -> bool:
-        incoming, current = _revision(obj), _revision(held)
+        incoming, current = revision(obj), revision(held)
         return incoming is None or current is None or incoming >= current
 
     def _put(self, key: _Key, obj: dict[str, Any]) -> None:

@@ -44,6 +44,7 @@ from mlmodel_operator.failpoints import reached
 from mlmodel_operator.kube import ApiConflict, Kube, NotControlled, NotFound
 from mlmodel_operator.ledger import Ledger, NullLedger
 from mlmodel_operator.monitoring_sync import MonitoringSync
+from mlmodel_operator.objcache import revision
 from mlmodel_operator.plan import (
     ANN_ABORT,
     ANN_APPLIED_HASH,
@@ -81,6 +82,7 @@ from mlmodel_operator.settings import Settings
 from mlmodel_operator.spec import ModelSpec, SpecError, parse_model
 from mlmodel_operator.status import ArchiveNote, build_status
 from mlmodel_operator.verify import ArtifactVerifier, Verdict
+from mlmodel_operator.wakeups import Wakeups
 
 SKIP_ARCHIVE_ANNOTATION = "ml.lifecycle.io/skip-archive-on-delete"
 
@@ -280,6 +282,8 @@ class Reconciler:
         self.fleet_updates = TokenBucket(settings.fleet_updates_per_second)
         # uid -> when its turn to change its serving Pods comes (monotonic clock)
         self._turns: dict[str, float] = {}
+        # when each model is reconciled next (set by the operator; None: by the caller)
+        self.wakeups: Wakeups | None = None
 
     @contextlib.contextmanager
     def _lock(self, uid: str) -> Iterator[None]:
@@ -384,10 +388,8 @@ class Reconciler:
             written = self._written.get(str(meta.get("uid")))
         if written is None:
             return body
-        try:
-            return body if int(str(meta.get("resourceVersion"))) >= written else None
-        except ValueError:
-            return None
+        version = revision(body)
+        return body if version is not None and version >= written else None
 
     def forget(self, uid: str) -> None:
         """Drop what is remembered about a model that is gone."""
@@ -397,6 +399,8 @@ class Reconciler:
         self._forget_archives(uid, keep=())
         self.monitoring.forget(uid)
         self.verifier.forget(uid)
+        if self.wakeups is not None:
+            self.wakeups.forget(uid)
         self.ledger.forget(uid)
 
     def _forget_archives(self, uid: str, keep: Collection[str]) -> None:
@@ -411,7 +415,14 @@ class Reconciler:
         """Reconcile one MLModel and write its status (only when it changed)."""
         meta = body["metadata"]
         with self._lock(meta["uid"]):
-            return self._converge(meta, self._compute, body)
+            since = self.wakeups.token() if self.wakeups is not None else None
+            outcome = self._converge(meta, self._compute, body)
+            if self.wakeups is not None and not outcome.gone:
+                # under the lock: a reconcile that finished earlier never names it later
+                self.wakeups.after(
+                    meta["uid"], meta["namespace"], meta["name"], outcome.requeue_after, since
+                )
+            return outcome
 
     def _compute(self, fresh: Mapping[str, Any]) -> Outcome:
         old_status: Mapping[str, Any] = fresh.get("status") or {}
@@ -492,9 +503,8 @@ class Reconciler:
     def _remember_written(self, uid: str, written: Mapping[str, Any] | None) -> None:
         """The resourceVersion of the status just written: a body older than it is not
         planned from (it would not show what was just done)."""
-        try:
-            version = int(str(((written or {}).get("metadata") or {}).get("resourceVersion")))
-        except ValueError:
+        version = revision(written)
+        if version is None:
             version = UNKNOWN_VERSION  # no body is usable: the next reconcile reads it
         with self._locks_guard:
             self._written.pop(uid, None)  # last written, last in the map

@@ -147,7 +147,7 @@ def test_a_status_written_between_read_and_write_is_kept_and_the_model_converges
     body = mlm.create(mlm.body("audited", "1", models("1")))
 
     def serving() -> bool:
-        handlers._reconcile(body, memo, requeue=False)  # type: ignore[arg-type]
+        handlers._reconcile(body, memo)  # type: ignore[arg-type]
         st = mlm.status("audited")
         return st.get("phase") == "Serving" and st.get("activeVersion") == "1"
 

@@ -1,0 +1,218 @@
+"""When each MLModel is reconciled next, without asking kopf (and so the apiserver) for it.
+
+Every reconcile ends by naming its model's next look: soon when it waits for something
+(a drain, a canary's step, an archive to retry, a turn in the fleet's update budget),
+else one reconcile interval later, the safety net that catches what no event announced.
+One asyncio task wakes the models that are due and reconciles them on kopf's own
+executor, from the MLModel the watch last showed (objcache.py).
+
+Why not kopf's means: a kopf timer per model keeps a task and the model's whole last
+body in memory for every model, and a kopf retry (``TemporaryError``) is a PATCH of the
+MLModel's annotations and a watch event per wait; with 1,000 models waiting for a fleet
+change those were most of the operator's requests. A wake-up here is an entry in a heap.
+
+It is still level-based: a wake-up only says when to look, every reconcile reads the
+cluster's state as it is then, and a wake-up lost (a restart) is made good by the
+reconcile kopf runs for every model when the operator starts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+import itertools
+import logging
+import random
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Final
+
+log = logging.getLogger(__name__)
+
+# The periodic look comes at the interval times a factor in this range, so models
+# reconciled together (a start-up, a burst) drift apart instead of all waking at once.
+JITTER: Final = 0.1
+# A reconcile that raised is tried again after this many seconds, doubled each time in a
+# row, up to the reconcile interval.
+ERROR_RETRY_FIRST: Final = 2.0
+
+
+@dataclass(frozen=True)
+class Due:
+    """A model to reconcile now."""
+
+    uid: str
+    namespace: str
+    name: str
+    errors: int  # how many reconciles in a row raised before this one
+
+
+class Wakeups:
+    """Each model's next reconcile time, the earliest first. Thread-safe: reconciles run in
+    threads and name their model's next look under its lock; the loop reads in asyncio."""
+
+    def __init__(
+        self,
+        interval: float,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        rand: Callable[[], float] = random.random,
+    ) -> None:
+        if interval <= 0:
+            raise ValueError(f"interval {interval!r}: expected seconds > 0")
+        self.interval = interval
+        self.clock = clock
+        self.rand = rand
+        self._lock = threading.Lock()
+        self._heap: list[tuple[float, int, str]] = []  # (due, sequence, uid); stale kept
+        self._entries: dict[
+            str, tuple[float, int, str, str, int]
+        ] = {}  # uid -> due, seq, ns, name, errors
+        self._seq = itertools.count()
+        self._changed: Callable[[], None] = lambda: None
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._entries)
+
+    def periodic(self) -> float:
+        """The safety net's delay: the interval, jittered by +-JITTER."""
+        return self.interval * (1.0 + JITTER * (2.0 * self.rand() - 1.0))
+
+    def token(self) -> int:
+        """Taken when a reconcile starts; given back to :meth:`after`, it tells the wake-ups
+        asked for while that reconcile ran (which it may not have seen) from older ones."""
+        with self._lock:
+            return next(self._seq)
+
+    def now(self, uid: str, namespace: str, name: str) -> None:
+        """Something changed (an event of the model or one of its objects): reconcile it
+        as soon as a worker is free."""
+        self._put(uid, namespace, name, 0.0, keep_earlier=True)
+
+    def after(
+        self, uid: str, namespace: str, name: str, delay: float | None, since: int | None = None
+    ) -> None:
+        """The model was just reconciled (it started at ``since``, a :meth:`token`): its
+        next look is in ``delay`` seconds, or the periodic one when None. This replaces
+        what was pending, except a wake-up asked for after ``since``, which the reconcile
+        may not have seen: then the earlier of the two is kept."""
+        delay = self.periodic() if delay is None else delay
+        self._put(uid, namespace, name, delay, keep_newer_than=since)
+
+    def failed(self, due: Due) -> float:
+        """The reconcile of ``due`` raised: try again after a growing delay (returned),
+        or sooner if something changed meanwhile."""
+        delay = min(self.interval, ERROR_RETRY_FIRST * 2.0 ** min(due.errors, 16))
+        self._put(due.uid, due.namespace, due.name, delay, due.errors + 1, keep_earlier=True)
+        return delay
+
+    def postpone(self, due: Due) -> None:
+        """Not now (this replica is on standby): look again one interval later."""
+        self._put(due.uid, due.namespace, due.name, self.periodic(), due.errors, keep_earlier=True)
+
+    def forget(self, uid: str) -> None:
+        """The model is gone: no more wake-ups."""
+        with self._lock:
+            self._entries.pop(uid, None)
+
+    def _put(
+        self,
+        uid: str,
+        namespace: str,
+        name: str,
+        delay: float,
+        errors: int = 0,
+        *,
+        keep_earlier: bool = False,
+        keep_newer_than: int | None = None,
+    ) -> None:
+        """Set ``uid``'s next look; ``keep_earlier``: unless one is pending sooner;
+        ``keep_newer_than``: a pending one set after that token, when sooner, stays."""
+        at = self.clock() + max(0.0, delay)
+        with self._lock:
+            entry = self._entries.get(uid)
+            sooner = entry is not None and entry[0] <= at
+            newer = entry is not None and keep_newer_than is not None and entry[1] > keep_newer_than
+            if sooner and (keep_earlier or newer):
+                return
+            seq = next(self._seq)
+            self._entries[uid] = (at, seq, namespace, name, errors)
+            heapq.heappush(self._heap, (at, seq, uid))
+            # entries replaced leave their old heap items behind: drop them in bulk
+            if len(self._heap) > 2 * len(self._entries) + 64:
+                self._heap = [(e[0], e[1], u) for u, e in self._entries.items()]
+                heapq.heapify(self._heap)
+            first = self._heap[0][1] == seq
+        if first:
+            self._changed()
+
+    def pop_due(self) -> tuple[list[Due], float | None]:
+        """The models due now (each taken off: its reconcile names its next look), and
+        the seconds until the next one after them (None: none pending)."""
+        now = self.clock()
+        out: list[Due] = []
+        with self._lock:
+            while self._heap:
+                at, seq, uid = self._heap[0]
+                entry = self._entries.get(uid)
+                if entry is None or entry[1] != seq:  # replaced or forgotten
+                    heapq.heappop(self._heap)
+                    continue
+                if at > now:
+                    return out, at - now
+                heapq.heappop(self._heap)
+                del self._entries[uid]
+                out.append(Due(uid, entry[2], entry[3], entry[4]))
+        return out, None
+
+    async def run(
+        self,
+        reconcile: Callable[[Due], Awaitable[None]],
+        active: Callable[[], bool] = lambda: True,
+    ) -> None:
+        """Reconcile each model when it is due, forever (cancel the task to stop).
+        ``reconcile`` runs one model (it names the model's next look, or raises); at most
+        one runs per model at a time, since a model leaves the heap while it runs."""
+        loop = asyncio.get_running_loop()
+        wake = asyncio.Event()
+
+        def changed() -> None:
+            loop.call_soon_threadsafe(wake.set)
+
+        self._changed = changed
+        running: set[asyncio.Task[None]] = set()
+
+        async def one(due: Due) -> None:
+            try:
+                await reconcile(due)
+            except Exception as exc:  # logged, tried again; a loop that dies would stop all
+                delay = self.failed(due)
+                log.warning(
+                    "%s/%s: reconcile failed (%s: %s); trying again in %.0fs",
+                    due.namespace, due.name, type(exc).__name__, exc, delay,
+                )  # fmt: skip
+
+        try:
+            while True:
+                wake.clear()
+                due, delay = self.pop_due()
+                for d in due:
+                    if not active():
+                        self.postpone(d)
+                        continue
+                    task = asyncio.create_task(one(d))
+                    running.add(task)
+                    task.add_done_callback(running.discard)
+                if not due:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(wake.wait(), delay)
+                else:
+                    await asyncio.sleep(0)  # let the started ones reach the executor
+        finally:
+            self._changed = lambda: None
+            for task in running:
+                task.cancel()

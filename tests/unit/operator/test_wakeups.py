@@ -1,0 +1,173 @@
+"""Wake-ups: each model's next reconcile, without kopf's timers and retries (wakeups.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import pytest
+
+from mlmodel_operator.wakeups import ERROR_RETRY_FIRST, JITTER, Due, Wakeups
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def make(interval: float = 30.0, rand: float = 0.5) -> tuple[Wakeups, Clock]:
+    clock = Clock()
+    return Wakeups(interval, clock=clock, rand=lambda: rand), clock
+
+
+def uids(due: list[Due]) -> list[str]:
+    return [d.uid for d in due]
+
+
+def test_a_requeue_wakes_the_model_then_and_not_before() -> None:
+    w, clock = make()
+    w.after("u1", "ns", "a", 2.0)
+    assert w.pop_due() == ([], pytest.approx(2.0))
+    clock.now += 2.0
+    due, nxt = w.pop_due()
+    assert due == [Due("u1", "ns", "a", 0)]
+    assert nxt is None
+    assert len(w) == 0  # taken off while it runs: its reconcile names the next look
+
+
+def test_no_requeue_is_the_periodic_look_jittered_within_bounds() -> None:
+    for rand, factor in ((0.0, 1 - JITTER), (0.5, 1.0), (1.0, 1 + JITTER)):
+        w, _ = make(interval=30.0, rand=rand)
+        w.after("u1", "ns", "a", None)
+        assert w.pop_due()[1] == pytest.approx(30.0 * factor)
+
+
+def test_the_latest_reconcile_decides_even_when_it_names_a_later_time() -> None:
+    """A drain's 0.5 s requeue followed by a reconcile that found nothing to wait for: the
+    model is not woken at the stale earlier time."""
+    w, clock = make()
+    w.after("u1", "ns", "a", 0.5)
+    w.after("u1", "ns", "a", 10.0)
+    clock.now += 1.0
+    assert w.pop_due() == ([], pytest.approx(9.0))
+    clock.now += 9.0
+    assert uids(w.pop_due()[0]) == ["u1"]
+    assert w.pop_due() == ([], None)  # the replaced entry never fires
+
+
+def test_due_models_come_earliest_first() -> None:
+    w, clock = make()
+    for uid, delay in (("c", 3.0), ("a", 1.0), ("b", 2.0), ("d", 50.0)):
+        w.after(uid, "ns", uid, delay)
+    clock.now += 5.0
+    due, nxt = w.pop_due()
+    assert uids(due) == ["a", "b", "c"]
+    assert nxt == pytest.approx(45.0)
+
+
+def test_a_forgotten_model_is_never_woken() -> None:
+    w, clock = make()
+    w.after("u1", "ns", "a", 1.0)
+    w.forget("u1")
+    clock.now += 100.0
+    assert w.pop_due() == ([], None)
+
+
+def test_failures_back_off_doubling_up_to_the_interval_and_success_resets() -> None:
+    w, clock = make(interval=30.0)
+    w.after("u1", "ns", "a", 0.0)
+    delays = []
+    for _ in range(6):
+        [due], _ = w.pop_due()
+        delays.append(w.failed(due))
+        clock.now += delays[-1]
+    assert delays == [ERROR_RETRY_FIRST * 2**i for i in range(4)] + [30.0, 30.0]
+    [due], _ = w.pop_due()
+    assert due.errors == 6
+    w.after("u1", "ns", "a", 1.0)  # a reconcile that succeeded
+    clock.now += 1.0
+    assert w.pop_due()[0][0].errors == 0
+
+
+def test_replaced_entries_do_not_pile_up_in_the_heap() -> None:
+    w, _ = make()
+    for i in range(10_000):
+        w.after(f"u{i % 10}", "ns", "a", float(i))
+    assert len(w) == 10
+    assert len(w._heap) <= 2 * 10 + 64 + 1
+
+
+def test_an_interval_of_zero_is_refused() -> None:
+    with pytest.raises(ValueError, match="interval 0"):
+        Wakeups(0)
+
+
+def test_the_loop_reconciles_due_models_retries_failures_and_holds_on_standby() -> None:
+    """The asyncio loop on a real clock: a model named from another thread is reconciled
+    when due, one that raises is tried again, and nothing runs while not active."""
+    w = Wakeups(30.0)
+    calls: list[str] = []
+    active = {"on": True}
+
+    async def reconcile(due: Due) -> None:
+        calls.append(due.uid)
+        if due.uid == "bad" and due.errors == 0:
+            raise RuntimeError("apiserver away")
+        w.after(due.uid, due.namespace, due.name, None)  # as Reconciler.reconcile does
+
+    async def main() -> None:
+        task = asyncio.create_task(w.run(reconcile, active=lambda: active["on"]))
+        await asyncio.sleep(0.01)
+        # named from a reconcile thread while the loop sleeps with nothing pending
+        t = threading.Thread(target=lambda: w.after("ok", "ns", "ok", 0.05))
+        t.start()
+        t.join()
+        w.after("bad", "ns", "bad", 0.0)
+        for _ in range(400):
+            if calls.count("bad") == 2 and "ok" in calls:
+                break
+            await asyncio.sleep(0.01)
+        active["on"] = False
+        w.after("held", "ns", "held", 0.0)
+        await asyncio.sleep(0.1)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    assert ERROR_RETRY_FIRST <= 2.0  # the loop above waits up to 4 s for the retry
+    asyncio.run(main())
+    assert calls.count("ok") == 1
+    assert calls.count("bad") == 2  # raised, tried again after the first back-off
+    assert "held" not in calls  # standby: postponed by an interval, not run
+    assert len(w) == 3  # every model still has its next look
+
+
+def test_an_event_during_a_reconcile_is_not_overwritten_by_its_end() -> None:
+    """A Deployment became Available while the model's reconcile ran (it may have read the
+    Deployment before): the reconcile's own next look, 30 s away, must not replace the
+    wake-up the event asked for."""
+    w, _ = make()
+    since = w.token()  # the reconcile starts
+    w.now("u1", "ns", "a")  # the event
+    w.after("u1", "ns", "a", None, since)  # the reconcile ends: "nothing to do for 30 s"
+    assert uids(w.pop_due()[0]) == ["u1"]
+
+
+def test_a_reconcile_replaces_what_was_asked_before_it_started() -> None:
+    w, _ = make()
+    w.now("u1", "ns", "a")
+    since = w.token()
+    w.after("u1", "ns", "a", 5.0, since)
+    assert w.pop_due() == ([], pytest.approx(5.0))
+
+
+def test_an_event_never_delays_an_earlier_wake_up() -> None:
+    w, clock = make()
+    w.after("u1", "ns", "a", 0.0)
+    clock.now += 1.0  # overdue
+    w.now("u1", "ns", "a")
+    [due], _ = w.pop_due()
+    assert due.uid == "u1"
