@@ -1,8 +1,9 @@
 """Carry out one reconcile: observe, ask the planner, act, compute the status.
 
-The kopf handlers call :meth:`Reconciler.reconcile` for create, update, resume and the
-timer alike, and :meth:`Reconciler.finalize` when an MLModel is deleted. Nothing here
-knows which event woke it.
+:meth:`Reconciler.reconcile` runs for create, update, resume, an event of one of the
+model's objects and the wake-ups it asks for (wakeups.py) alike, and
+:meth:`Reconciler.finalize` when an MLModel is deleted. Nothing here knows which event
+woke it.
 """
 
 from __future__ import annotations
