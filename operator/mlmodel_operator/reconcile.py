@@ -213,7 +213,9 @@ class Outcome:
     events: list[Event] = field(default_factory=list)
     requeue_after: float | None = None
     previous: Mapping[str, Any] = field(default_factory=dict)  # the status it was computed from
-    gone: bool = False  # the object no longer exists: nothing to write
+    # the object no longer exists, or is being deleted (the finalizer's part): nothing
+    # to write, nothing to wake it for
+    gone: bool = False
     written: bool = False  # the status was written (it differed from `previous`)
 
 
@@ -427,6 +429,11 @@ class Reconciler:
 
     def _compute(self, fresh: Mapping[str, Any]) -> Outcome:
         old_status: Mapping[str, Any] = fresh.get("status") or {}
+        if (fresh.get("metadata") or {}).get("deletionTimestamp"):
+            # being deleted: :meth:`finalize` archives it, and nothing may be rolled out,
+            # switched or re-made behind it (an event of one of its objects, or a wake-up,
+            # still comes here)
+            return Outcome(dict(old_status), previous=old_status, gone=True)
         try:
             model = parse_model(fresh)
         except SpecError as exc:

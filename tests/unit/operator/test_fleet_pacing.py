@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
+import pytest
 from test_bounded_memory import World
 
 from mlmodel_operator.archive import no_archive
@@ -15,6 +16,7 @@ from mlmodel_operator.reconcile import Reconciler
 from mlmodel_operator.settings import Settings
 from mlmodel_operator.spec import parse_model
 from mlmodel_operator.verify import ArtifactVerifier
+from mlmodel_operator.wakeups import Wakeups
 
 NOW = dt.datetime(2026, 3, 14, 12, 0, 0, tzinfo=dt.UTC)
 
@@ -74,3 +76,57 @@ def test_a_new_deployment_never_waits_for_the_budget() -> None:
     for n in range(5):
         r._reconcile(parse_model(body(f"u{n}")), {})
     assert len([name for name in world.applied if name.endswith("-v1")]) == 5
+
+
+class Recording(Fleet):
+    def __init__(self) -> None:
+        super().__init__()
+        self.statuses: list[str] = []
+
+    def patch_model_status(
+        self,
+        namespace: str,
+        name: str,
+        status: dict[str, Any],
+        *,
+        resource_version: str | None = None,
+    ) -> dict[str, Any]:
+        self.statuses.append(name)
+        return {"metadata": {"name": name, "resourceVersion": str(len(self.statuses) + 100)}}
+
+
+def stored(uid: str, **meta: Any) -> dict[str, Any]:
+    b = body(uid)
+    b["metadata"].update(resourceVersion="7", **meta)
+    return b
+
+
+def test_a_paced_model_is_woken_at_its_turn_without_asking_kopf() -> None:
+    """The wait for the fleet's budget is a wake-up at the model's turn (was a kopf retry:
+    a PATCH of the MLModel per wait); one that changed nothing is looked at again one
+    interval later."""
+    world = Recording()
+    r = reconciler(world, rate=1.0)
+    clock = [50.0]
+    r.wakeups = Wakeups(30.0, clock=lambda: clock[0], rand=lambda: 0.5)
+    r.reconcile(stored("u0"))  # the bucket's one token
+    r.reconcile(stored("u1"))  # paced
+    due, nxt = r.wakeups.pop_due()
+    assert due == [] and nxt is not None and 0.5 < nxt <= 1.0  # u1 at its turn
+    clock[0] += 1.0
+    due, nxt = r.wakeups.pop_due()
+    assert [d.uid for d in due] == ["u1"]
+    assert nxt == pytest.approx(29.0)  # u0: the periodic look
+
+
+def test_a_model_being_deleted_is_left_to_the_finalizer() -> None:
+    """A wake-up or an event of one of its objects reaches a model being deleted: nothing
+    is applied (a Deployment the garbage collector removes is not made again), no status
+    is written over the finalizer's, and it is not woken again."""
+    world = Recording()
+    r = reconciler(world, rate=0.0)
+    r.wakeups = Wakeups(30.0)
+    outcome = r.reconcile(stored("u1", deletionTimestamp="2026-03-14T12:00:00Z"))
+    assert outcome.gone
+    assert world.applied == [] and world.statuses == []
+    assert len(r.wakeups) == 0
