@@ -175,8 +175,10 @@ class Wakeups:
         active: Callable[[], bool] = lambda: True,
     ) -> None:
         """Reconcile each model when it is due, forever (cancel the task to stop).
-        ``reconcile`` runs one model (it names the model's next look, or raises); at most
-        one runs per model at a time, since a model leaves the heap while it runs."""
+        ``reconcile`` runs one model (it names the model's next look, or raises). One
+        reconcile per model at a time: a model due again while its reconcile runs (an
+        event came) is started once that one ends, rather than hold a worker waiting for
+        the model's lock."""
         loop = asyncio.get_running_loop()
         wake = asyncio.Event()
 
@@ -185,6 +187,8 @@ class Wakeups:
 
         self._changed = changed
         running: set[asyncio.Task[None]] = set()
+        busy: set[str] = set()  # uids whose reconcile runs
+        again: dict[str, Due] = {}  # due while busy: started when it ends
 
         async def one(due: Due) -> None:
             try:
@@ -195,6 +199,10 @@ class Wakeups:
                     "%s/%s: reconcile failed (%s: %s); trying again in %.0fs",
                     due.namespace, due.name, type(exc).__name__, exc, delay,
                 )  # fmt: skip
+            finally:
+                busy.discard(due.uid)
+                if (later := again.pop(due.uid, None)) is not None:
+                    self.now(later.uid, later.namespace, later.name)
 
         try:
             while True:
@@ -203,10 +211,13 @@ class Wakeups:
                 for d in due:
                     if not active():
                         self.postpone(d)
-                        continue
-                    task = asyncio.create_task(one(d))
-                    running.add(task)
-                    task.add_done_callback(running.discard)
+                    elif d.uid in busy:
+                        again[d.uid] = d
+                    else:
+                        busy.add(d.uid)
+                        task = asyncio.create_task(one(d))
+                        running.add(task)
+                        task.add_done_callback(running.discard)
                 if not due:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(wake.wait(), delay)

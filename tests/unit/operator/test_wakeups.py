@@ -171,3 +171,46 @@ def test_an_event_never_delays_an_earlier_wake_up() -> None:
     w.now("u1", "ns", "a")
     [due], _ = w.pop_due()
     assert due.uid == "u1"
+
+
+def test_a_model_due_while_its_reconcile_runs_is_reconciled_after_it_not_beside_it() -> None:
+    w = Wakeups(30.0)
+    started: list[int] = []
+    at_once = {"now": 0, "most": 0}
+    release = asyncio.Event()
+
+    async def reconcile(due: Due) -> None:
+        started.append(len(started))
+        at_once["now"] += 1
+        at_once["most"] = max(at_once["most"], at_once["now"])
+        since = w.token()
+        if len(started) == 1:
+            await release.wait()  # a long reconcile (an archive upload, say)
+        at_once["now"] -= 1
+        w.after(due.uid, due.namespace, due.name, None, since)
+
+    async def main() -> None:
+        task = asyncio.create_task(w.run(reconcile))
+        w.now("u1", "ns", "a")
+        for _ in range(100):
+            if started:
+                break
+            await asyncio.sleep(0.01)
+        for _ in range(3):  # events while it runs
+            w.now("u1", "ns", "a")
+            await asyncio.sleep(0.02)
+        assert len(started) == 1
+        release.set()
+        for _ in range(100):
+            if len(started) == 2:
+                break
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.05)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(main())
+    assert len(started) == 2  # once more for the events it may not have seen, once only
+    assert at_once["most"] == 1
+    assert len(w) == 1  # its periodic look
