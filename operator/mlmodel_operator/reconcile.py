@@ -743,13 +743,13 @@ class Reconciler:
                 digest = applied_hash(desired)
                 current = observed.deployment(action.version)
                 if current is not None and current.applied_hash != digest:
-                    # a change of a running version's Pods: its bytes checked again first,
-                    # and paced across the fleet
+                    # a change of a running version's Pods: paced across the fleet, and its
+                    # bytes checked again once its turn has come (once, not at every wait)
+                    if (wait := self._turn(model.ref.uid)) > 0:
+                        raise _Paced(wait)
                     fresh = self.verifier.check(model.artifact, owner=model.ref.uid)
                     if fresh.blocks_rollout:
                         raise _ArtifactChanged(fresh)
-                    if (wait := self._turn(model.ref.uid)) > 0:
-                        raise _Paced(wait)
                 if current is None or current.applied_hash != digest:
                     notes = desired["metadata"]["annotations"]
                     notes[ANN_APPLIED_HASH] = digest

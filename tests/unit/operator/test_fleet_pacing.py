@@ -11,6 +11,7 @@ import pytest
 from test_bounded_memory import World
 
 from mlmodel_operator.archive import no_archive
+from mlmodel_operator.desired import URI_ANNOTATION
 from mlmodel_operator.plan import DeploymentState
 from mlmodel_operator.reconcile import Reconciler
 from mlmodel_operator.settings import Settings
@@ -130,3 +131,42 @@ def test_a_model_being_deleted_is_left_to_the_finalizer() -> None:
     assert outcome.gone
     assert world.applied == [] and world.statuses == []
     assert len(r.wakeups) == 0
+
+
+class CountingVerifier(ArtifactVerifier):
+    """Counts the checks that would reach the object store (not those of a Deployment
+    already made for these bytes)."""
+
+    def __init__(self) -> None:
+        super().__init__(None)
+        self.fetches = 0
+
+    def check(self, artifact: Any, owner: str = "", deployed: bool = False) -> Any:
+        if not deployed:
+            self.fetches += 1
+        return super().check(artifact, owner=owner, deployed=deployed)
+
+
+class FleetWithUri(Fleet):
+    """The Deployments carry the artifact's URI, as the operator writes it: made for these
+    bytes, so a reconcile at rest does not check the artifact."""
+
+    def list_deployments(self, namespace: str, model: str, owner_uid: str) -> list[dict[str, Any]]:
+        out = super().list_deployments(namespace, model, owner_uid)
+        for d in out:
+            d["metadata"]["annotations"][URI_ANNOTATION] = "s3://models/m/1/model.joblib"
+        return out
+
+
+def test_a_paced_model_checks_its_artifact_once_when_its_turn_comes() -> None:
+    world = FleetWithUri()
+    verifier = CountingVerifier()
+    r = Reconciler(
+        world, Settings(fleet_updates_per_second=1.0), verifier, no_archive, clock=lambda: NOW
+    )
+    r._reconcile(parse_model(body("u0")), {})  # the token: checked and applied
+    assert verifier.fetches == 1
+    for _ in range(3):  # u1 waits for its turn: no check while it waits
+        r._reconcile(parse_model(body("u1")), {})
+    assert verifier.fetches == 1
+    assert not any(name.startswith("m-u1") for name in world.applied)
