@@ -31,6 +31,9 @@ ANN_APPLIED_HASH = "ml.lifecycle.io/applied-hash"
 # When the operator created the Deployment, to the microsecond (creationTimestamp has
 # whole seconds): the ledger's Deployed record is rebuilt from it after a crash.
 ANN_DEPLOYED_AT = "ml.lifecycle.io/deployed-at"
+# The ETag the artifact had when the operator verified it and made the Deployment: before
+# that Deployment's Pods change, an object still with that ETag needs no new download.
+ANN_ARTIFACT_ETAG = "ml.lifecycle.io/artifact-etag"
 # A canary's or shadow's step lives on the candidate's Deployment, like the retirement
 # mark on the old one: the step (from 1) and when it began; and, once the candidate is
 # refused, why (so a crash between that decision and the status write loses nothing).
@@ -76,6 +79,7 @@ class DeploymentState:
     applied_hash: str = ""
     uri: str = ""  # the artifact it serves (empty on Deployments older than the annotation)
     deployed_at: dt.datetime | None = None  # ANN_DEPLOYED_AT; None on older Deployments
+    etag: str = ""  # ANN_ARTIFACT_ETAG: the artifact's ETag when verified for it
     step: int = 0  # ANN_STEP: the canary or shadow step it is at (0: none)
     step_since: dt.datetime | None = None
     rolled_back: str | None = None  # ANN_ROLLED_BACK: why it was refused
@@ -108,6 +112,7 @@ class DeploymentState:
             applied_hash=annotations.get(ANN_APPLIED_HASH, ""),
             uri=annotations.get(URI_ANNOTATION, ""),
             deployed_at=parse_time(annotations.get(ANN_DEPLOYED_AT)),
+            etag=annotations.get(ANN_ARTIFACT_ETAG, ""),
             step=_step(annotations.get(ANN_STEP)),
             step_since=parse_time(annotations.get(ANN_STEP_SINCE)),
             rolled_back=annotations.get(ANN_ROLLED_BACK),

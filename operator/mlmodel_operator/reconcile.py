@@ -49,6 +49,7 @@ from mlmodel_operator.objcache import revision
 from mlmodel_operator.plan import (
     ANN_ABORT,
     ANN_APPLIED_HASH,
+    ANN_ARTIFACT_ETAG,
     ANN_DEPLOYED_AT,
     ANN_PROMOTE,
     ANN_RETIRING,
@@ -649,7 +650,7 @@ class Reconciler:
         events: list[Event] = []
         requeue = [p.requeue_after] if p.requeue_after else []
         try:
-            history, archive_note = self._act(model, p, observed, events, requeue)
+            history, archive_note = self._act(model, p, observed, events, requeue, verdict.etag)
         except NotControlled as exc:
             # Someone made (or took) an object with that name since it was looked at: the
             # plan the next reconcile would make, now; nothing after that action is done.
@@ -706,8 +707,11 @@ class Reconciler:
         observed: Observed,
         events: list[Event],
         requeue: list[float],
+        etag: str = "",
     ) -> tuple[tuple[HistoryEntry, ...], ArchiveNote | None]:
         """Carry out the plan's actions in order; the history and the archive step's note.
+        ``etag``: the artifact's, as this reconcile verified it (recorded on a Deployment
+        it makes).
 
         Raises NotControlled when an object to write turned out to be someone else's; the
         actions before it are done (each is safe to repeat), the ones after it are not.
@@ -747,12 +751,23 @@ class Reconciler:
                     # bytes checked again once its turn has come (once, not at every wait)
                     if (wait := self._turn(model.ref.uid)) > 0:
                         raise _Paced(wait)
-                    fresh = self.verifier.check(model.artifact, owner=model.ref.uid)
+                    same = (current.uri, current.sha256) == (
+                        model.artifact.uri,
+                        model.artifact.sha256,
+                    )
+                    fresh = self.verifier.check(
+                        model.artifact,
+                        owner=model.ref.uid,
+                        verified_etag=current.etag if same else "",
+                    )
                     if fresh.blocks_rollout:
                         raise _ArtifactChanged(fresh)
+                    etag = fresh.etag
                 if current is None or current.applied_hash != digest:
                     notes = desired["metadata"]["annotations"]
                     notes[ANN_APPLIED_HASH] = digest
+                    if etag:
+                        notes[ANN_ARTIFACT_ETAG] = etag
                     if current is None:
                         notes[ANN_DEPLOYED_AT] = stamp
                     elif current.deployed_at is not None:  # kept: it times the record

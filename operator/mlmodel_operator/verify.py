@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any, Final
 
 from minio.error import S3Error
@@ -38,6 +38,7 @@ class Verdict:
     status: str  # "True" | "False" | "Unknown"
     reason: str
     message: str
+    etag: str = field(default="", compare=False)  # the object's, when it was looked at
 
     @property
     def blocks_rollout(self) -> bool:
@@ -55,7 +56,12 @@ class ArtifactVerifier:
         self._lock = threading.Lock()
 
     def check(
-        self, artifact: ArtifactSpec, owner: str | None = None, *, deployed: bool = False
+        self,
+        artifact: ArtifactSpec,
+        owner: str | None = None,
+        *,
+        deployed: bool = False,
+        verified_etag: str = "",
     ) -> Verdict:
         """The verdict on ``artifact``, asked for by the model with uid ``owner``.
 
@@ -63,6 +69,9 @@ class ArtifactVerifier:
         they were verified; the object store is not asked again (the reconciler asks
         again, without ``deployed``, before that Deployment's Pods change, and each
         serving Pod checks the digest itself before it loads the model).
+        ``verified_etag``: the ETag the object had when these bytes were verified for a
+        Deployment (recorded on it); an object that still has it is not downloaded again,
+        even by an operator restarted since (an object written anew gets a new ETag).
         """
         if self.s3 is None:
             return Verdict(
@@ -93,14 +102,17 @@ class ArtifactVerifier:
                 Reason.VERIFICATION_PENDING,
                 f"cannot reach the object store to verify {artifact.uri}: {describe_s3_error(exc)}",
             )
-        cache_key = (artifact.uri, artifact.sha256, str(stat.etag))
+        etag = str(stat.etag)
+        if verified_etag and etag == verified_etag:
+            return replace(_verified(artifact.uri, artifact.sha256), etag=etag)
+        cache_key = (artifact.uri, artifact.sha256, etag)
         with self._lock:
             known = self._known.get(cache_key)
             if known is not None:
                 self._known.move_to_end(cache_key)
                 self._refer(owner, cache_key)
                 return known
-        verdict = self._hash(bucket, key, artifact)
+        verdict = replace(self._hash(bucket, key, artifact), etag=etag)
         if verdict.status != UNKNOWN:
             with self._lock:
                 self._known[cache_key] = verdict

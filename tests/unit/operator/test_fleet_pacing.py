@@ -141,10 +141,10 @@ class CountingVerifier(ArtifactVerifier):
         super().__init__(None)
         self.fetches = 0
 
-    def check(self, artifact: Any, owner: str = "", deployed: bool = False) -> Any:
-        if not deployed:
+    def check(self, artifact: Any, owner: str | None = None, **kw: Any) -> Any:
+        if not kw.get("deployed"):
             self.fetches += 1
-        return super().check(artifact, owner=owner, deployed=deployed)
+        return super().check(artifact, owner=owner, **kw)
 
 
 class FleetWithUri(Fleet):
