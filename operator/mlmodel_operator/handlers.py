@@ -32,6 +32,7 @@ from mlmodel_operator.archive import (
 from mlmodel_operator.decision_log import DecisionLogCheck
 from mlmodel_operator.kube import Kube, load_api_client
 from mlmodel_operator.ledger import S3Ledger
+from mlmodel_operator.memtrim import trim_periodically
 from mlmodel_operator.metrics import OperatorMetrics
 from mlmodel_operator.objcache import (
     MANAGED_BY,
@@ -284,6 +285,7 @@ def build_registry(
         memo.wakeups_task = asyncio.create_task(
             _run_wakeups(memo, settings.execution.executor, peering)
         )
+        memo.trim_task = asyncio.create_task(trim_periodically())
         if peering is not None:
             api = KubePeeringApi(load_api_client(kubeconfig))
             settings.peering.priority = await peering.join(api, logger)
@@ -295,8 +297,9 @@ def build_registry(
 
     @kopf.on.cleanup(id="probes-and-peering", registry=registry)
     async def stop_probes(*, memo: Any, **_: Any) -> None:
-        if getattr(memo, "wakeups_task", None) is not None:
-            memo.wakeups_task.cancel()
+        for task in ("wakeups_task", "trim_task"):
+            if getattr(memo, task, None) is not None:
+                getattr(memo, task).cancel()
         if getattr(memo, "peering_watch", None) is not None:
             memo.peering_watch.cancel()
         if getattr(memo, "probes", None) is not None:
