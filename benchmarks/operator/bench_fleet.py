@@ -983,7 +983,7 @@ def render_markdown(results: dict[str, Any], plot: str | None) -> str:
         + (" (operator code modified)" if results["git"]["operator_changed"] else "")
         + "  ",
         f"{s['models']:,} models in {s['namespaces']} namespaces, POSTed by {s['concurrency']} "
-        f"client threads; operator timer {s['reconcile_interval']:g} s, "
+        f"client threads; operator reconcile interval {s['reconcile_interval']:g} s, "
         f"`{RATE_ENV}={s['fleet_rate']:g}`"
         + ("" if rate["in_settings_py"] else " (**not read by this operator's settings.py**)"),
         f"Operator environment: `MLMODEL_RECONCILE_INTERVAL={s['reconcile_interval']:g}`, "
@@ -1057,8 +1057,8 @@ def render_markdown(results: dict[str, Any], plot: str | None) -> str:
         ),
         "",
         "The operator's apiserver requests per model during the burst (audit log; kopf writes "
-        "the finalizer and its progress and last-handled-configuration annotations on the "
-        "MLModel, again at each TemporaryError retry):",
+        "the finalizer and its last-handled-configuration annotation on the MLModel; the "
+        "operator's waits are its own wake-ups, which send nothing):",
         "",
         requests_table(_window(results, "burst")["operator_requests_by"], None, b["models"]),
         "",
