@@ -282,6 +282,8 @@ def build_registry(
     ) -> None:
         # last, before kopf's own peering starts: kopf keeps the priority joined with
         nonlocal started
+        # the reconciles' own loop (and the memory trim), once "startup" has made what
+        # they use; on a standby replica the loop postpones what comes due
         memo.wakeups_task = asyncio.create_task(
             _run_wakeups(memo, settings.execution.executor, peering)
         )
