@@ -154,14 +154,10 @@ class _HandlerContext:
         return self.context.copy().run
 
 
-def _handler_context(memo: Any) -> None:
-    memo.kopf_context.keep()
-
-
 def _kick(memo: Any, body: kopf.Body) -> None:
     """Reconcile this MLModel as soon as a worker is free (wakeups.py). The handler returns
     at once, so kopf holds no object while reconciles queue for the workers."""
-    _handler_context(memo)
+    memo.kopf_context.keep()
     memo.wakeups.now(body.metadata.uid, body.metadata.namespace or "", body.metadata.name)
 
 
@@ -176,7 +172,7 @@ def _kick_owner(memo: Any, body: kopf.Body) -> None:
         None,
     )
     if owner is not None:
-        _handler_context(memo)
+        memo.kopf_context.keep()
         memo.wakeups.now(owner["uid"], body.metadata.namespace or "", owner["name"])
 
 

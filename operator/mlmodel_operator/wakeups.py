@@ -28,7 +28,7 @@ import threading
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, NamedTuple
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +50,14 @@ class Due:
     errors: int  # how many reconciles in a row raised before this one
 
 
+class _Entry(NamedTuple):
+    """A model's pending wake-up."""
+
+    at: float  # when (the clock's time)
+    seq: int  # when it was set, in order (the heap's tie-break, and for after()'s token)
+    due: Due
+
+
 class Wakeups:
     """Each model's next reconcile time, the earliest first. Thread-safe: reconciles run in
     threads and name their model's next look under its lock; the loop reads in asyncio."""
@@ -68,9 +76,7 @@ class Wakeups:
         self.rand = rand
         self._lock = threading.Lock()
         self._heap: list[tuple[float, int, str]] = []  # (due, sequence, uid); stale kept
-        self._entries: dict[
-            str, tuple[float, int, str, str, int]
-        ] = {}  # uid -> due, seq, ns, name, errors
+        self._entries: dict[str, _Entry] = {}  # uid -> its pending wake-up
         self._seq = itertools.count()
         self._changed: Callable[[], None] = lambda: None
 
@@ -135,16 +141,18 @@ class Wakeups:
         at = self.clock() + max(0.0, delay)
         with self._lock:
             entry = self._entries.get(uid)
-            sooner = entry is not None and entry[0] <= at
-            newer = entry is not None and keep_newer_than is not None and entry[1] > keep_newer_than
+            sooner = entry is not None and entry.at <= at
+            newer = (
+                entry is not None and keep_newer_than is not None and entry.seq > keep_newer_than
+            )
             if sooner and (keep_earlier or newer):
                 return
             seq = next(self._seq)
-            self._entries[uid] = (at, seq, namespace, name, errors)
+            self._entries[uid] = _Entry(at, seq, Due(uid, namespace, name, errors))
             heapq.heappush(self._heap, (at, seq, uid))
             # entries replaced leave their old heap items behind: drop them in bulk
             if len(self._heap) > 2 * len(self._entries) + 64:
-                self._heap = [(e[0], e[1], u) for u, e in self._entries.items()]
+                self._heap = [(e.at, e.seq, u) for u, e in self._entries.items()]
                 heapq.heapify(self._heap)
             first = self._heap[0][1] == seq
         if first:
@@ -159,14 +167,14 @@ class Wakeups:
             while self._heap:
                 at, seq, uid = self._heap[0]
                 entry = self._entries.get(uid)
-                if entry is None or entry[1] != seq:  # replaced or forgotten
+                if entry is None or entry.seq != seq:  # replaced or forgotten
                     heapq.heappop(self._heap)
                     continue
                 if at > now:
                     return out, at - now
                 heapq.heappop(self._heap)
                 del self._entries[uid]
-                out.append(Due(uid, entry[2], entry[3], entry[4]))
+                out.append(entry.due)
         return out, None
 
     async def run(
