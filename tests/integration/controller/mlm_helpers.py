@@ -117,6 +117,21 @@ class Models:
         items.sort(key=lambda e: int(e.metadata.resource_version))
         return [(e.reason, e.message) for e in items]
 
+    def wait_events(self, name: str, *reasons: str, timeout: float = 30) -> list[tuple[str, str]]:
+        """The model's Events once every one of ``reasons`` is among them. The operator
+        posts a reconcile's Events after writing its status, through kopf's queue, so a
+        status a test has seen can be ahead of the Events that go with it."""
+
+        def posted() -> bool:
+            seen = {reason for reason, _ in self.events(name)}
+            return all(reason in seen for reason in reasons)
+
+        try:
+            wait_until(f"{name} events {', '.join(reasons)}", posted, timeout, interval=0.25)
+        except TimeoutError as exc:
+            raise AssertionError(f"{exc}; events are {self.events(name)}") from None
+        return self.events(name)
+
     def wait_phase(
         self, name: str, phase: str, timeout: float = 60, version: str | None = None
     ) -> dict[str, Any]:

@@ -181,7 +181,7 @@ def test_minio_down_during_retirement_keeps_the_old_deployment_then_archives_onc
         cond = mlm.condition("churn", "Archived")
         assert "not archived" in cond["message"] and "Deployment is kept" in cond["message"]
         assert "churn-v1" in mlm.deployments("churn")  # nothing deleted first
-        assert "ArchiveFailed" in [r for r, _ in mlm.events("churn")]
+        mlm.wait_events("churn", "ArchiveFailed")
     finally:
         minio.start()
     wait_retired(mlm, "churn", "1")
@@ -322,7 +322,8 @@ def test_a_decompression_bomb_retires_with_the_refused_scan_in_its_condition(
     assert cond["status"] == "True", cond
     assert "the static scan was refused" in cond["message"]
     assert "past the limit of 200x" in cond["message"], cond["message"]
-    warnings = [m for r, m in mlm.events("churn") if r == "ArtifactScanRefused"]
+    events = mlm.wait_events("churn", "ArtifactScanRefused")
+    warnings = [m for r, m in events if r == "ArtifactScanRefused"]
     assert warnings and "past the limit of 200x" in warnings[0]
     trained = read_json(minio, f"{mlm.ns}/churn/1/manifest.json")["libraries"]["trainedWith"]
     assert trained["complete"] is False and "limit" in trained["note"]

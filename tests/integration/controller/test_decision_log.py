@@ -79,7 +79,7 @@ def test_logging_to_a_bucket_the_operator_creates(
         "MLMODEL_DECISION_LOG_RETENTION_DAYS": "183",
     }
     assert env["MLMODEL_POD_NAME"].value_from.field_ref.field_path == "metadata.name"
-    assert ("Logging", cond["message"]) in mlm.events("churn")
+    assert ("Logging", cond["message"]) in mlm.wait_events("churn", "Logging")
 
 
 def test_a_missing_redact_key_is_named_and_best_effort_serves_until_it_exists(
@@ -103,7 +103,7 @@ def test_a_missing_redact_key_is_named_and_best_effort_serves_until_it_exists(
     ready = next(c for c in st["conditions"] if c["type"] == "Ready")
     assert ready["status"] == "True"
     assert not any(k.startswith("MLMODEL_DECISION") for k in env_of(mlm, "redacted", "1"))
-    assert "RedactKeyMissing" in [reason for reason, _ in mlm.events("redacted")]
+    mlm.wait_events("redacted", "RedactKeyMissing")
 
     # The Secret appears: the condition turns True, the pods get the log and the key by
     # reference (the next periodic reconcile, every 5 s here).

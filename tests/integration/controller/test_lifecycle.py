@@ -72,7 +72,7 @@ def test_new_version_switches_then_retires_the_old(
     assert history[0]["sha256"] == v1.sha256
     assert "retiredAt" not in history[1]
 
-    reasons = [r for r, _ in mlm.events("churn")]
+    reasons = [r for r, _ in mlm.wait_events("churn", "TrafficSwitched", "Retiring", "Retired")]
     assert reasons.index("TrafficSwitched") < reasons.index("Retiring") < reasons.index("Retired")
 
 
