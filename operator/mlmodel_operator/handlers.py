@@ -138,6 +138,40 @@ def _deleted(type: str | None, **_: Any) -> bool:
     return type == "DELETED"
 
 
+def _to_reconcile(finalizer: str) -> Callable[..., bool]:
+    """Which MLModel events may need a reconcile: those of a model that has the
+    finalizer that archives it on deletion (kopf adds it at once, and that change comes
+    here) and is not being deleted (the finalizer's handler has it then). An
+    event-driven handler, not kopf's create/update/resume: those annotate the object
+    after every call, which is one more PATCH and a conflict for the status write
+    planned from the body before it. The initial listing (type None) comes here too."""
+
+    def wanted(type: str | None, body: kopf.Body, **_: Any) -> bool:
+        meta = body.metadata
+        return (
+            type != "DELETED"
+            and not meta.get("deletionTimestamp")
+            and finalizer in (meta.get("finalizers") or [])
+        )
+
+    return wanted
+
+
+class _NoDiffBase(kopf.DiffBaseStorage):
+    """kopf's change detection, turned off: every event shows kopf the essence it last
+    handled, so it never writes its copy of the spec onto the object (a PATCH per
+    creation and per change, which made the status write planned from the body before
+    it a conflict, and a read). The reconciles are level-based and need no diff; the
+    "reconcile" event handler decides which events need one. Deletion is still kopf's:
+    it goes by the deletionTimestamp and the finalizer."""
+
+    def fetch(self, *, body: kopf.Body) -> kopf.BodyEssence:
+        return self.build(body=body)
+
+    def store(self, *, body: kopf.Body, patch: kopf.Patch, essence: kopf.BodyEssence) -> None:
+        pass  # nothing is stored: fetch() builds it from the object
+
+
 class _HandlerContext:
     """The context kopf runs its handlers in, kept once: kopf.event() posts through a queue
     it finds there, and the reconciles run outside kopf's handlers. (A handler's memo is
@@ -247,9 +281,7 @@ def build_registry(
     ) -> None:
         settings.persistence.finalizer = op_settings.finalizer
         settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
-        settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-            prefix=GROUP, key="last-handled-configuration"
-        )
+        settings.persistence.diffbase_storage = _NoDiffBase()
         settings.posting.level = logging.WARNING  # our own Events tell the story
         _quiet_requeues()
         settings.execution.max_workers = op_settings.workers
@@ -311,13 +343,13 @@ def build_registry(
         ) or kopf.login_with_kubeconfig(**kwargs)
         return info
 
-    @kopf.on.resume(*RESOURCE, id="reconcile", registry=registry)
-    @kopf.on.create(*RESOURCE, id="reconcile", registry=registry)
-    @kopf.on.update(*RESOURCE, id="reconcile", registry=registry)
+    @kopf.on.event(*RESOURCE, id="reconcile", when=_to_reconcile(op_settings.finalizer),
+                   registry=registry)  # fmt: skip
     async def reconcile(*, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
         # the index handler below has put this body in the cache; the reconcile plans
         # from it (or reads the object when the operator's own write is newer)
-        _kick(memo, body)
+        if not memo.reconciler.wrote(body):
+            _kick(memo, body)
 
     # The operator's own objects, kept in memory from their watches (objcache.py).
     for group, version, plural, kind in OWNED_RESOURCES:

@@ -395,6 +395,16 @@ class Reconciler:
         version = revision(body)
         return body if version is not None and version >= written else None
 
+    def wrote(self, body: Mapping[str, Any]) -> bool:
+        """True when ``body`` is exactly the MLModel this operator's last status write for
+        it left: the watch showing that write back. Nothing in it is news (the write was
+        accepted on the resourceVersion it was planned from), and the reconcile that made
+        it has named the model's next look."""
+        meta = body.get("metadata") or {}
+        with self._locks_guard:
+            written = self._written.get(str(meta.get("uid")))
+        return written is not None and revision(body) == written
+
     def forget(self, uid: str) -> None:
         """Drop what is remembered about a model that is gone."""
         with self._locks_guard:
