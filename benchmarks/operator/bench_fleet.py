@@ -18,8 +18,9 @@ requests from everyone else's), side by side with the same cluster's floor:
    Serving; template changes per second, Deployments rolling at once;
 5. restart: SIGKILL, start again: the operator's requests per second during the resume,
    and when the rate is back to the steady level;
-6. memory: the operator's RSS at N models, then after creating unrelated Deployments
-   (replicas 0) and ConfigMaps in other namespaces and a settling window.
+6. memory: the operator's RSS at N models (after a settling window with nothing new, so
+   the restarted process's own drift is seen apart), then after creating unrelated
+   Deployments (replicas 0) and ConfigMaps in other namespaces and a settling window.
 
 Prints markdown, writes benchmarks/results/fleet-<date>.json and a PNG of Serving models
 over time against the floor's Available Deployments; with ``--update-readme`` the PNG is
@@ -793,8 +794,12 @@ class FleetBench(Bench):
         }
 
     def _memory(self) -> dict[str, Any]:
-        """RSS at N models, then with unrelated Deployments and ConfigMaps around."""
+        """RSS at N models, then with unrelated Deployments and ConfigMaps around. A
+        window of the same settling length with nothing new comes first: a process
+        started a minute ago still moves on its own (a control for the comparison)."""
         o = self.opts
+        control = self.mark("memory-control-start")
+        time.sleep(o.settle)
         before = self.mark("memory-start")
         hwm_before = _proc_status(self.pid).get("VmHWM")
         spaces = [f"fleet-unrelated-{i}" for i in range(o.namespaces)]
@@ -843,6 +848,8 @@ class FleetBench(Bench):
             "create_s": created,
             "errors": errors[:20],
             "error_count": len(errors),
+            "rss_control_start": control.rss,
+            "control_s": before.perf - control.perf,
             "rss_before": before.rss,
             "hwm_before": hwm_before,
             "rss_after": after.rss,
@@ -1143,7 +1150,14 @@ def render_markdown(results: dict[str, Any], plot: str | None) -> str:
         requests_table(rs["window"]["operator_requests_by"], rs["window"]["seconds"]),
         "",
         f"**Memory**: operator RSS {_mib(mem['rss_before'])} MiB at {b['models']:,} models "
-        f"(the process started by the restart above; VmHWM {_mib(mem['hwm_before'])} MiB), "
+        f"(the process started by the restart above; VmHWM {_mib(mem['hwm_before'])} MiB"
+        + (
+            f"; {_mib(mem['rss_control_start'])} MiB {mem['control_s']:.0f} s earlier, "
+            "a window with nothing new"
+            if mem.get("rss_control_start") is not None
+            else ""
+        )
+        + "), "
         f"{_mib(mem['rss_after'])} MiB after {mem['deployments']:,} Deployments (replicas 0) "
         f"and {mem['configmaps']:,} ConfigMaps (1 KiB each) in {s['namespaces']} other "
         f"namespaces were created ({mem['create_s']:.0f} s) and {s['settle_seconds'] or 0:.0f} s "
