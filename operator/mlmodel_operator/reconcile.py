@@ -264,7 +264,10 @@ class Reconciler:
         clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
         decision_log: DecisionLogCheck | None = None,
         rand: Callable[[], float] = random.random,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
+        """``clock``: the time written into status and records; ``monotonic``: the one
+        the fleet's update budget and the models' turns are counted on."""
         self.kube = kube
         self.settings = settings
         self.verifier = verifier
@@ -283,7 +286,8 @@ class Reconciler:
         # uid -> resourceVersion of the status this operator last wrote for it
         self._written: dict[str, int] = {}
         self.prometheus = Prometheus(settings.prometheus_url) if settings.prometheus_url else None
-        self.fleet_updates = TokenBucket(settings.fleet_updates_per_second)
+        self.monotonic = monotonic
+        self.fleet_updates = TokenBucket(settings.fleet_updates_per_second, monotonic)
         # uid -> when its turn to change its serving Pods comes (monotonic clock)
         self._turns: dict[str, float] = {}
         # when each model is reconciled next (set by the operator; None: by the caller)
@@ -509,7 +513,7 @@ class Reconciler:
     def _turn(self, uid: str) -> float:
         """Seconds until this model may change its serving Deployment's Pods (0.0: now),
         from the fleet's update budget; a model keeps the turn it was given."""
-        now = time.monotonic()
+        now = self.monotonic()
         with self._locks_guard:
             due = self._turns.pop(uid, None)
             if due is None:

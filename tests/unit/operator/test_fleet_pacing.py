@@ -161,8 +161,14 @@ class FleetWithUri(Fleet):
 def test_a_paced_model_checks_its_artifact_once_when_its_turn_comes() -> None:
     world = FleetWithUri()
     verifier = CountingVerifier()
+    ticks = [1000.0]
     r = Reconciler(
-        world, Settings(fleet_updates_per_second=1.0), verifier, no_archive, clock=lambda: NOW
+        world,
+        Settings(fleet_updates_per_second=1.0),
+        verifier,
+        no_archive,
+        clock=lambda: NOW,
+        monotonic=lambda: ticks[0],
     )
     r._reconcile(parse_model(body("u0")), {})  # the token: checked and applied
     assert verifier.fetches == 1
@@ -170,3 +176,7 @@ def test_a_paced_model_checks_its_artifact_once_when_its_turn_comes() -> None:
         r._reconcile(parse_model(body("u1")), {})
     assert verifier.fetches == 1
     assert not any(name.startswith("m-u1") for name in world.applied)
+    ticks[0] += 1.0  # its turn
+    r._reconcile(parse_model(body("u1")), {})
+    assert verifier.fetches == 2  # checked once, at its turn
+    assert world.applied.count("m-u1-v1") == 1
