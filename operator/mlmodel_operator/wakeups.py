@@ -70,7 +70,9 @@ class Wakeups:
         rand: Callable[[], float] = random.random,
     ) -> None:
         if interval <= 0:
-            raise ValueError(f"interval {interval!r}: expected seconds > 0")
+            raise ValueError(
+                f"MLMODEL_RECONCILE_INTERVAL: interval {interval!r}: expected seconds > 0"
+            )
         self.interval = interval
         self.clock = clock
         self.rand = rand

@@ -101,7 +101,7 @@ def test_replaced_entries_do_not_pile_up_in_the_heap() -> None:
 
 
 def test_an_interval_of_zero_is_refused() -> None:
-    with pytest.raises(ValueError, match="interval 0"):
+    with pytest.raises(ValueError, match="MLMODEL_RECONCILE_INTERVAL: interval 0"):
         Wakeups(0)
 
 
