@@ -285,6 +285,8 @@ class Reconciler:
         self._failed_archives: dict[tuple[str, str], _FailedArchive] = {}
         # uid -> resourceVersion of the status this operator last wrote for it
         self._written: dict[str, int] = {}
+        # uid -> (hash of what its last Deployment was built from, that Deployment's digest)
+        self._digests: dict[str, tuple[int, str]] = {}
         self.prometheus = Prometheus(settings.prometheus_url) if settings.prometheus_url else None
         self.monotonic = monotonic
         self.fleet_updates = TokenBucket(settings.fleet_updates_per_second, monotonic)
@@ -414,6 +416,7 @@ class Reconciler:
         with self._locks_guard:
             self._written.pop(uid, None)
             self._turns.pop(uid, None)
+            self._digests.pop(uid, None)
         self._forget_archives(uid, keep=())
         self.monitoring.forget(uid)
         self.verifier.forget(uid)
@@ -751,15 +754,10 @@ class Reconciler:
                 if sample is None and model.rollout.strategy == "shadow":
                     # as at the shadow's last step: promoting it changes no Pod template
                     sample = model.rollout.steps[-1].weight / 100
-                desired = build_deployment(
-                    model,
-                    self.settings,
-                    decision_log=not p.withhold_decision_log,
-                    replicas=action.replicas,
-                    shadow_sample=sample,
-                )
-                digest = applied_hash(desired)
                 current = observed.deployment(action.version)
+                desired, digest = self._desired_deployment(
+                    model, current, not p.withhold_decision_log, action.replicas, sample
+                )
                 if current is not None and current.applied_hash != digest:
                     # a change of a running version's Pods: paced across the fleet, and its
                     # bytes checked again once its turn has come (once, not at every wait)
@@ -777,7 +775,7 @@ class Reconciler:
                     if fresh.blocks_rollout:
                         raise _ArtifactChanged(fresh)
                     etag = fresh.etag
-                if current is None or current.applied_hash != digest:
+                if desired is not None:  # not what the Deployment has
                     notes = desired["metadata"]["annotations"]
                     notes[ANN_APPLIED_HASH] = digest
                     if etag:
@@ -866,6 +864,43 @@ class Reconciler:
                 if retry_after is not None:
                     requeue.append(retry_after)
         return history, archive_note
+
+    def _desired_deployment(
+        self,
+        model: ModelSpec,
+        current: DeploymentState | None,
+        decision_log: bool,
+        replicas: int | None,
+        shadow_sample: float | None,
+    ) -> tuple[dict[str, Any] | None, str]:
+        """The Deployment to apply and its digest; None and the digest when ``current``
+        already has it. What it is built from is hashed and kept with the digest, one
+        entry per model: at rest the same inputs give the same digest, and the Deployment
+        is not built and serialised again (half of a reconcile's CPU at rest)."""
+        inputs = hash((self.settings, model, decision_log, replicas, shadow_sample))
+        with self._locks_guard:
+            known = self._digests.get(model.ref.uid)
+        # built from these very inputs, and the Deployment has what they gave
+        if (
+            known is not None
+            and known[0] == inputs
+            and current is not None
+            and (current.applied_hash == known[1])
+        ):
+            return None, known[1]
+        desired = build_deployment(
+            model,
+            self.settings,
+            decision_log=decision_log,
+            replicas=replicas,
+            shadow_sample=shadow_sample,
+        )
+        digest = applied_hash(desired)
+        with self._locks_guard:
+            self._digests[model.ref.uid] = (inputs, digest)
+        if current is not None and current.applied_hash == digest:
+            return None, digest
+        return desired, digest
 
     @staticmethod
     def _uid_of(observed: Observed, name: str) -> str:

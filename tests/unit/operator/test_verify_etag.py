@@ -6,8 +6,10 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
+import pytest
 from test_bounded_memory import Body, Stat, World, artifact
 
+from mlmodel_operator import reconcile
 from mlmodel_operator.archive import no_archive
 from mlmodel_operator.plan import ANN_ARTIFACT_ETAG
 from mlmodel_operator.reconcile import Reconciler
@@ -103,3 +105,28 @@ def test_the_deployment_made_for_verified_bytes_carries_their_etag() -> None:
     )
     assert changed["metadata"]["annotations"][ANN_ARTIFACT_ETAG] == made[ANN_ARTIFACT_ETAG]
     assert store.gets == 1  # checked again before its Pods changed: a stat, no GetObject
+
+
+def test_at_rest_the_deployment_is_not_built_again_and_a_change_still_is(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The digest of a model's Deployment is kept with a hash of what it was built from:
+    a reconcile at rest builds nothing; a new default image (another Settings) does."""
+    built: list[str] = []
+    real = reconcile.build_deployment
+
+    def counting(model: Any, settings: Settings, **kw: Any) -> dict[str, Any]:
+        built.append(settings.serving_image)
+        return real(model, settings, **kw)
+
+    monkeypatch.setattr(reconcile, "build_deployment", counting)
+    store, cluster = CountingStore(), Cluster()
+    r = Reconciler(cluster, Settings(), ArtifactVerifier(store), no_archive)
+    r._reconcile(parse_model(model()), {})
+    for _ in range(3):
+        r._reconcile(parse_model(model()), {})  # a new body each time, the same spec
+    assert len(built) == 1 and cluster.applied == ["churn-v1"]
+
+    r.settings = Settings(serving_image="registry.local/serving:2", fleet_updates_per_second=0)
+    r._reconcile(parse_model(model()), {})
+    assert built[-1] == "registry.local/serving:2" and cluster.applied == ["churn-v1"] * 2
