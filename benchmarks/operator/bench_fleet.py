@@ -1064,8 +1064,8 @@ def render_markdown(results: dict[str, Any], plot: str | None) -> str:
         ),
         "",
         "The operator's apiserver requests per model during the burst (audit log; kopf writes "
-        "the finalizer and its last-handled-configuration annotation on the MLModel; the "
-        "operator's waits are its own wake-ups, which send nothing):",
+        "the finalizer on the MLModel; the operator's waits are its own wake-ups, which send "
+        "nothing):",
         "",
         requests_table(_window(results, "burst")["operator_requests_by"], None, b["models"]),
         "",
