@@ -877,15 +877,19 @@ class Reconciler:
         already has it. What it is built from is hashed and kept with the digest, one
         entry per model: at rest the same inputs give the same digest, and the Deployment
         is not built and serialised again (half of a reconcile's CPU at rest)."""
-        inputs = hash((self.settings, model, decision_log, replicas, shadow_sample))
+        try:
+            inputs: int | None = hash((self.settings, model, decision_log, replicas, shadow_sample))
+        except TypeError:  # a spec field that is not hashable: built every time
+            inputs = None
         with self._locks_guard:
             known = self._digests.get(model.ref.uid)
         # built from these very inputs, and the Deployment has what they gave
         if (
             known is not None
+            and inputs is not None
             and known[0] == inputs
             and current is not None
-            and (current.applied_hash == known[1])
+            and current.applied_hash == known[1]
         ):
             return None, known[1]
         desired = build_deployment(
@@ -896,8 +900,9 @@ class Reconciler:
             shadow_sample=shadow_sample,
         )
         digest = applied_hash(desired)
-        with self._locks_guard:
-            self._digests[model.ref.uid] = (inputs, digest)
+        if inputs is not None:
+            with self._locks_guard:
+                self._digests[model.ref.uid] = (inputs, digest)
         if current is not None and current.applied_hash == digest:
             return None, digest
         return desired, digest
