@@ -34,6 +34,7 @@ from mlmodel_operator.kube import Kube, load_api_client
 from mlmodel_operator.ledger import S3Ledger
 from mlmodel_operator.memtrim import trim_periodically
 from mlmodel_operator.metrics import OperatorMetrics
+from mlmodel_operator.monitoring_sync import recheck_crds
 from mlmodel_operator.objcache import (
     MANAGED_BY,
     MANAGED_BY_VALUE,
@@ -316,6 +317,9 @@ def build_registry(
             _run_wakeups(memo, settings.execution.executor, peering)
         )
         memo.trim_task = asyncio.create_task(trim_periodically())
+        memo.crds_task = asyncio.create_task(
+            recheck_crds(memo.reconciler.monitoring.missing_crds, memo.wakeups.wake_all)
+        )
         if peering is not None:
             api = KubePeeringApi(load_api_client(kubeconfig))
             settings.peering.priority = await peering.join(api, logger)
@@ -327,7 +331,7 @@ def build_registry(
 
     @kopf.on.cleanup(id="probes-and-peering", registry=registry)
     async def stop_probes(*, memo: Any, **_: Any) -> None:
-        for task in ("wakeups_task", "trim_task"):
+        for task in ("wakeups_task", "trim_task", "crds_task"):
             if getattr(memo, task, None) is not None:
                 getattr(memo, task).cancel()
         if getattr(memo, "peering_watch", None) is not None:

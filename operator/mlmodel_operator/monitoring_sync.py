@@ -2,8 +2,9 @@
 
 Called by the reconciler on every reconcile. Where the Prometheus operator's CRDs are
 missing nothing is written and the Monitored condition says so; the CRDs are looked up
-at most every ``CRD_RECHECK_SECONDS``, so a later install is noticed without an API
-call per reconcile. An object is applied again when the watch of the operator's own
+at most every ``CRD_RECHECK_SECONDS`` (by the reconciles, and by :func:`recheck_crds`,
+which wakes every model when they came or went), so a later install is noticed within
+that time, without an API call per reconcile. An object is applied again when the watch of the operator's own
 objects (objcache.py) shows it missing, carrying another applied hash, or changed by
 someone else since the operator wrote it (its generation); without that watch, when its
 content changed and every ``REASSERT_SECONDS`` (which puts back one a person deleted). An object of
@@ -13,8 +14,10 @@ applied nor deleted: the Monitored condition names it and who holds it.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
+import logging
 import threading
 import time
 from collections import OrderedDict
@@ -37,6 +40,8 @@ from mlmodel_operator.settings import Settings
 from mlmodel_operator.spec import ModelSpec
 from mlmodel_operator.status import MonitoringNote
 
+log = logging.getLogger(__name__)
+
 CRD_RECHECK_SECONDS: Final = 30.0
 REASSERT_SECONDS: Final = 300.0
 # What was applied, per model and kind: forgotten with the model; past this many entries
@@ -44,6 +49,29 @@ REASSERT_SECONDS: Final = 300.0
 APPLIED_KEPT: Final = 8192
 APPLY_FAILED: Final = "MonitoringApplyFailed"
 KINDS: Final = ("ServiceMonitor", "PrometheusRule")
+
+
+async def recheck_crds(
+    missing_crds: Callable[[], tuple[str, ...]],
+    wake_all: Callable[[], None],
+    every: float = CRD_RECHECK_SECONDS,
+) -> None:
+    """Every ``every`` seconds, until cancelled: look the CRDs up (one request at most,
+    none when a reconcile just did) and, when they came or went since the last look,
+    wake every model, so installing the Prometheus operator later is noticed within
+    ``every`` seconds rather than at each model's periodic look."""
+    last: tuple[str, ...] | None = None
+    while True:
+        await asyncio.sleep(every)
+        try:
+            now = await asyncio.to_thread(missing_crds)
+        except Exception as exc:  # the apiserver away a while: this loop must go on
+            log.warning("looking up the Prometheus operator's CRDs failed: %s", exc)
+            continue
+        if last is not None and now != last:
+            log.info("Prometheus operator CRDs missing now: %s; every model is looked at", now)
+            wake_all()
+        last = now
 
 
 def _hash(obj: Mapping[str, Any]) -> str:

@@ -49,6 +49,9 @@ ANN_ABORT = "ml.lifecycle.io/abort"
 POLL_SECONDS = 2.0
 ANALYSIS_POLL_SECONDS = 5.0  # how often a running step's analysis is read
 SLOW_POLL_SECONDS = 15.0
+# The look that sees a ready timeout pass comes this long after it (a Deployment's
+# creationTimestamp has whole seconds).
+TIMEOUT_MARGIN_SECONDS = 1.0
 
 
 def parse_time(value: str | None) -> dt.datetime | None:
@@ -539,10 +542,12 @@ def _plan(model: ModelSpec, observed: Observed, secret_name: str) -> Plan:
                 else f"deploying version {target}"
             )
         # Not polled: the Deployment's own watch event brings the reconcile that finds it
-        # Available, at once (handlers.py), and the periodic timer sees the ready timeout
-        # within one interval. A poll here was a kopf retry, and each retry a PATCH of the
-        # MLModel: at 1,000 models deploying at once, 14 per model, most of the operator's
-        # writes, slowing the controller-manager it was waiting for.
+        # Available, at once (handlers.py); the only look asked for is the one that sees
+        # the ready timeout pass. A poll here was a kopf retry, and each retry a PATCH of
+        # the MLModel: at 1,000 models deploying at once, 14 per model, most of the
+        # operator's writes, slowing the controller-manager it was waiting for.
+        if not timed_out and observed.service_version != target:
+            requeue.append(model.rollout.ready_timeout_seconds - age + TIMEOUT_MARGIN_SECONDS)
         return Plan(
             actions=tuple(actions),
             phase=phase,

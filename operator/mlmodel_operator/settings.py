@@ -22,6 +22,10 @@ DEFAULT_CLUSTER_DOMAIN: Final = "cluster.local"
 SERVING_PORT: Final = 8080
 DEFAULT_WORKERS: Final = 16
 DEFAULT_FLEET_UPDATES_PER_SECOND: Final = 10.0
+# Each model's periodic look, the safety net for what no watch announces (a Secret, the
+# monitoring CRDs installed later): every wait a reconcile knows of (a drain, a step, the
+# ready timeout, a blocked model's retry) names its own, sooner look.
+DEFAULT_RECONCILE_INTERVAL: Final = 300.0
 
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off", ""})
@@ -86,7 +90,7 @@ class Settings:
     finalizer: str = FINALIZER
     cluster_domain: str = DEFAULT_CLUSTER_DOMAIN
     serving_port: int = SERVING_PORT
-    reconcile_interval_seconds: float = 30.0
+    reconcile_interval_seconds: float = DEFAULT_RECONCILE_INTERVAL
     # Where serving images may come from (MLMODEL_ALLOWED_IMAGES); empty: the repository
     # of serving_image only.
     allowed_images: tuple[str, ...] = ()
@@ -200,7 +204,7 @@ class Settings:
                 "MLMODEL_CLUSTER_DOMAIN", cluster_domain, "a DNS domain such as cluster.local"
             )
 
-        raw_interval = get("MLMODEL_RECONCILE_INTERVAL", "30")
+        raw_interval = get("MLMODEL_RECONCILE_INTERVAL", f"{DEFAULT_RECONCILE_INTERVAL:g}")
         try:
             interval = float(raw_interval)
         except ValueError:

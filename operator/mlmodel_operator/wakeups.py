@@ -1,8 +1,9 @@
 """When each MLModel is reconciled next, without asking kopf (and so the apiserver) for it.
 
 Every reconcile ends by naming its model's next look: soon when it waits for something
-(a drain, a canary's step, an archive to retry, a turn in the fleet's update budget),
-else one reconcile interval later, the safety net that catches what no event announced.
+(a drain, a canary's step, the ready timeout, an archive to retry, a turn in the fleet's
+update budget), else one reconcile interval later (5 minutes by default), the safety net that catches
+what no event announced.
 One asyncio task wakes the models that are due and reconciles them on kopf's own
 executor, from the MLModel the watch last showed (objcache.py).
 
@@ -36,8 +37,9 @@ log = logging.getLogger(__name__)
 # reconciled together (a start-up, a burst) drift apart instead of all waking at once.
 JITTER: Final = 0.1
 # A reconcile that raised is tried again after this many seconds, doubled each time in a
-# row, up to the reconcile interval.
+# row, up to ERROR_RETRY_MAX (or the reconcile interval, when shorter).
 ERROR_RETRY_FIRST: Final = 2.0
+ERROR_RETRY_MAX: Final = 60.0
 
 
 @dataclass(frozen=True)
@@ -81,6 +83,7 @@ class Wakeups:
         self._entries: dict[str, _Entry] = {}  # uid -> its pending wake-up
         self._seq = itertools.count()
         self._changed: Callable[[], None] = lambda: None
+        self._woke_all = -1  # the token of the last wake_all()
 
     def __len__(self) -> int:
         with self._lock:
@@ -105,16 +108,31 @@ class Wakeups:
         self, uid: str, namespace: str, name: str, delay: float | None, since: int | None = None
     ) -> None:
         """The model was just reconciled (it started at ``since``, a :meth:`token`): its
-        next look is in ``delay`` seconds, or the periodic one when None. This replaces
-        what was pending, except a wake-up asked for after ``since``, which the reconcile
-        may not have seen: then the earlier of the two is kept."""
-        delay = self.periodic() if delay is None else delay
+        next look is in ``delay`` seconds, or the periodic one when None or later. This
+        replaces what was pending, except a wake-up asked for after ``since``, which the
+        reconcile may not have seen: then the earlier of the two is kept."""
+        periodic = self.periodic()
+        delay = periodic if delay is None else min(delay, periodic)
+        with self._lock:
+            if since is not None and since < self._woke_all:
+                delay = 0.0  # it ran from what was known before wake_all(): again
         self._put(uid, namespace, name, delay, keep_newer_than=since)
+
+    def wake_all(self) -> None:
+        """Something every model depends on changed (the Prometheus operator's CRDs came
+        or went): reconcile each as soon as a worker is free; one whose reconcile runs
+        now is reconciled again once it ends."""
+        with self._lock:
+            self._woke_all = next(self._seq)
+            pending = [e.due for e in self._entries.values()]
+        for due in pending:
+            self._put(due.uid, due.namespace, due.name, 0.0, due.errors, keep_earlier=True)
 
     def failed(self, due: Due) -> float:
         """The reconcile of ``due`` raised: try again after a growing delay (returned),
         or sooner if something changed meanwhile."""
-        delay = min(self.interval, ERROR_RETRY_FIRST * 2.0 ** min(due.errors, 16))
+        cap = min(self.interval, ERROR_RETRY_MAX)
+        delay = min(cap, ERROR_RETRY_FIRST * 2.0 ** min(due.errors, 16))
         self._put(due.uid, due.namespace, due.name, delay, due.errors + 1, keep_earlier=True)
         return delay
 

@@ -6,6 +6,7 @@ Prometheus operator CRDs is exercised in tests/integration/controller/test_monit
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from typing import Any
@@ -13,7 +14,12 @@ from typing import Any
 from test_monitoring_builders import MODEL, make_model
 
 from mlmodel_operator.kube import Kube, NotFound
-from mlmodel_operator.monitoring_sync import CRD_RECHECK_SECONDS, REASSERT_SECONDS, MonitoringSync
+from mlmodel_operator.monitoring_sync import (
+    CRD_RECHECK_SECONDS,
+    REASSERT_SECONDS,
+    MonitoringSync,
+    recheck_crds,
+)
 from mlmodel_operator.settings import Settings
 
 
@@ -142,3 +148,35 @@ def test_reconciles_that_ask_together_share_one_lookup() -> None:
     clock.now += CRD_RECHECK_SECONDS + 1  # stale: one looks again, the rest use what it knew
     round_of_askers()
     assert len(kube.calls) == 4
+
+
+def test_the_crds_coming_or_going_wake_every_model_and_a_failed_look_does_not_stop_it() -> None:
+    """Models at rest are looked at every 5 minutes; the Prometheus operator installed
+    later (or removed) is noticed within the recheck, by one task, not by each model."""
+    answers: list[tuple[str, ...] | Exception] = [
+        ("servicemonitors", "prometheusrules"),
+        ("servicemonitors", "prometheusrules"),
+        RuntimeError("apiserver away"),
+        (),
+        (),
+        ("prometheusrules",),
+    ]
+    woken: list[int] = []
+    done = asyncio.Event()
+
+    def missing() -> tuple[str, ...]:
+        answer = answers.pop(0)
+        if not answers:
+            done.set()
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    async def run() -> None:
+        task = asyncio.create_task(recheck_crds(missing, lambda: woken.append(1), every=0.001))
+        await asyncio.wait_for(done.wait(), 5.0)
+        await asyncio.sleep(0.01)
+        task.cancel()
+
+    asyncio.run(run())
+    assert len(woken) == 2  # installed; one removed again

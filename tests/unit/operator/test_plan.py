@@ -9,6 +9,7 @@ import pytest
 
 from mlmodel_operator.conditions import Phase, Reason
 from mlmodel_operator.plan import (
+    TIMEOUT_MARGIN_SECONDS,
     ApplyDeployment,
     ClearRetiring,
     DeleteUnserved,
@@ -433,10 +434,17 @@ def test_a_serving_version_rolling_its_own_pods_is_not_polled() -> None:
     assert p.requeue_after is None
 
 
-def test_a_new_version_waiting_to_be_available_is_not_polled() -> None:
-    # its watch event switches traffic at once; the timer sees the ready timeout
-    # (spec.rollout.readyTimeoutSeconds: 120 here) within one interval
+def test_a_new_version_waiting_to_be_available_is_looked_at_only_when_its_time_is_up() -> None:
+    # its watch event switches traffic at once; the one look asked for is just past the
+    # ready timeout (spec.rollout.readyTimeoutSeconds: 120 here), so a timeout is seen
+    # then, not one safety-net interval (5 minutes) later
     p = plan(model(), observed(dep("1"), dep("2", available=0, age=10.0), service="1"), SECRET)
-    assert p.phase == Phase.DEPLOYING and p.requeue_after is None
+    assert p.phase == Phase.DEPLOYING
+    assert p.requeue_after == pytest.approx(110.0 + TIMEOUT_MARGIN_SECONDS)
     p = plan(model(), observed(dep("1"), dep("2", available=0, age=121.0), service="1"), SECRET)
     assert p.phase == Phase.DEGRADED and p.rollout_timed_out and p.requeue_after is None
+    first = plan(model(), observed(), SECRET)  # creates it: the whole timeout to go
+    assert first.phase == Phase.DEPLOYING
+    assert first.requeue_after == pytest.approx(120.0 + TIMEOUT_MARGIN_SECONDS)
+    p = plan(model(), observed(dep("2", available=0, age=121.0)), SECRET)
+    assert p.phase == Phase.FAILED and p.requeue_after is None

@@ -24,7 +24,7 @@ def test_empty_environment_gives_the_defaults() -> None:
         finalizer="ml.lifecycle.io/archive",
         cluster_domain="cluster.local",
         serving_port=8080,
-        reconcile_interval_seconds=30.0,
+        reconcile_interval_seconds=300.0,
         workers=16,
         fleet_updates_per_second=10.0,
     )

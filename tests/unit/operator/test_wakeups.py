@@ -7,7 +7,8 @@ import threading
 
 import pytest
 
-from mlmodel_operator.wakeups import ERROR_RETRY_FIRST, JITTER, Due, Wakeups
+from mlmodel_operator.settings import DEFAULT_RECONCILE_INTERVAL
+from mlmodel_operator.wakeups import ERROR_RETRY_FIRST, ERROR_RETRY_MAX, JITTER, Due, Wakeups
 
 
 class Clock:
@@ -60,12 +61,19 @@ def test_the_latest_reconcile_decides_even_when_it_names_a_later_time() -> None:
 
 def test_due_models_come_earliest_first() -> None:
     w, clock = make()
-    for uid, delay in (("c", 3.0), ("a", 1.0), ("b", 2.0), ("d", 50.0)):
+    for uid, delay in (("c", 3.0), ("a", 1.0), ("b", 2.0), ("d", 25.0)):
         w.after(uid, "ns", uid, delay)
     clock.now += 5.0
     due, nxt = w.pop_due()
     assert uids(due) == ["a", "b", "c"]
-    assert nxt == pytest.approx(45.0)
+    assert nxt == pytest.approx(20.0)
+
+
+def test_a_look_asked_for_later_than_the_interval_comes_at_the_interval() -> None:
+    # the safety net holds for a wait too (a ready timeout of an hour, a skewed clock)
+    w, _ = make(interval=30.0)
+    w.after("u1", "ns", "a", 3600.0)
+    assert w.pop_due()[1] == pytest.approx(30.0)
 
 
 def test_a_forgotten_model_is_never_woken() -> None:
@@ -90,6 +98,33 @@ def test_failures_back_off_doubling_up_to_the_interval_and_success_resets() -> N
     w.after("u1", "ns", "a", 1.0)  # a reconcile that succeeded
     clock.now += 1.0
     assert w.pop_due()[0][0].errors == 0
+
+
+def test_with_a_long_interval_failures_back_off_to_at_most_a_minute() -> None:
+    w, clock = make(interval=DEFAULT_RECONCILE_INTERVAL)
+    w.after("u1", "ns", "a", 0.0)
+    delays = []
+    for _ in range(8):
+        [due], _ = w.pop_due()
+        delays.append(w.failed(due))
+        clock.now += delays[-1]
+    assert delays[-2:] == [ERROR_RETRY_MAX, ERROR_RETRY_MAX] and max(delays) == ERROR_RETRY_MAX
+
+
+def test_wake_all_makes_every_model_due_and_one_running_looks_again_when_it_ends() -> None:
+    w, clock = make()
+    w.after("u1", "ns", "a", None)
+    w.after("u2", "ns", "b", 5.0)
+    running = w.token()  # u3's reconcile started before the change
+    w.wake_all()
+    assert sorted(uids(w.pop_due()[0])) == ["u1", "u2"]
+    w.after("u3", "ns", "c", None, since=running)
+    assert uids(w.pop_due()[0]) == ["u3"]  # at once: it ran from the old state
+    later = w.token()
+    w.after("u3", "ns", "c", None, since=later)
+    assert w.pop_due() == ([], pytest.approx(30.0))
+    clock.now += 30.0
+    assert uids(w.pop_due()[0]) == ["u3"]
 
 
 def test_replaced_entries_do_not_pile_up_in_the_heap() -> None:
