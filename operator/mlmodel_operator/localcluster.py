@@ -35,6 +35,8 @@ from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 VERSIONS_FILE = REPO_ROOT / "hack" / "versions.env"
+# The operator's allocator, as its image sets it (operator/Dockerfile, and why there).
+OPERATOR_PYTHONMALLOC = "malloc"
 
 
 SERVICE_CLUSTER_IP_RANGE = "10.96.0.0/16"
@@ -1033,6 +1035,7 @@ class OperatorRunner:
             "MLMODEL_S3_ACCESS_KEY": self.minio.access_key,
             "MLMODEL_S3_SECRET_KEY": self.minio.secret_key,
             "PYTHONUNBUFFERED": "1",
+            "PYTHONMALLOC": OPERATOR_PYTHONMALLOC,  # as the image sets it (operator/Dockerfile)
             **self.env,
         }
         self.process = _start(

@@ -5,7 +5,9 @@ reconciles every model at once; glibc's allocator keeps most of what that freed,
 resident size stays near the start-up peak. ``malloc_trim`` returns the free pages; at
 1,000 models it took a fresh operator from 222 to about 201 MiB (benchmarks/README.md,
 "Operator at fleet scale"). Where the C library has no ``malloc_trim`` (musl), nothing
-is done.
+is done. It reaches Python's small objects only where they come from the C library too
+(``PYTHONMALLOC=malloc``, which the operator's image sets): pymalloc keeps each arena
+while one object in it lives.
 """
 
 from __future__ import annotations

@@ -11,6 +11,7 @@ from pathlib import Path
 from packaging.requirements import Requirement
 from shipping_helpers import MANIFESTS, REPO, find, objects
 
+from mlmodel_operator.localcluster import OPERATOR_PYTHONMALLOC
 from mlmodel_operator.settings import DEFAULT_SERVING_IMAGE
 
 DOCKERFILE = REPO / "operator" / "Dockerfile"
@@ -53,6 +54,13 @@ def test_multi_stage_on_a_pinned_slim_base_and_the_final_stage_runs_as_non_root(
     assert "COPY --from=build /opt/venv /opt/venv" in final_text
     assert "pip install" not in final_text and "apt-get" not in final_text
     assert [line for line in final if line.startswith("USER")] == ["USER 10001:10001"]
+
+
+def test_the_operator_runs_on_the_c_allocator_in_its_image_and_in_the_tests() -> None:
+    # memtrim.py can hand back only what the C library's allocator holds
+    env = next(line for line in stages()[-1] if line.startswith("ENV "))
+    assert f"PYTHONMALLOC={OPERATOR_PYTHONMALLOC}" in env.split()
+    assert OPERATOR_PYTHONMALLOC == "malloc"
 
 
 def test_pins_satisfy_pyproject_and_cover_every_direct_dependency() -> None:
