@@ -11,7 +11,7 @@ requests from everyone else's), side by side with the same cluster's floor:
    fleet change); then they are deleted;
 2. burst: N MLModels POSTed the same way: POST -> Deployment seen, all Serving; ratios
    to the floor;
-3. steady: nothing changes for two timer intervals: the operator's CPU (/proc), its
+3. steady: nothing changes for one timer interval: the operator's CPU (/proc), its
    apiserver requests (audit log, by user agent, verb and resource), MinIO's S3 requests;
 4. fleet change: the operator restarted with another MLMODEL_SERVING_IMAGE and a rate
    limit: until every model's Deployment runs the new image, Available, every model
@@ -74,6 +74,8 @@ from benchmarks.operator.bench_operator import (  # noqa: E402
     scrape,
     versions,
 )
+from mlmodel_operator.localcluster import OPERATOR_PYTHONMALLOC  # noqa: E402
+from mlmodel_operator.settings import DEFAULT_RECONCILE_INTERVAL  # noqa: E402
 
 README_HEADING = "## Operator at fleet scale"
 README_BEGIN = "<!-- fleet-results:begin -->"
@@ -99,8 +101,8 @@ class FleetOptions(Options):
     warmup_models: int = 1
     latency_samples: int = 0
     serving_timeout: float = 1800.0  # every wait for all N
-    resume_seconds: float | None = None  # default: two timer intervals + 15 s
-    settle_seconds: float | None = None  # default: one timer interval + 10 s
+    resume_seconds: float | None = None  # default: one timer interval + 15 s
+    settle_seconds: float | None = None  # default: one timer interval (at most 60 s) + 10 s
     unrelated: int = 10_000  # Deployments + ConfigMaps, half each
     fleet_rate: float = 20.0  # MLMODEL_FLEET_UPDATES_PER_SECOND
     delete_timeout: float = 600.0
@@ -109,19 +111,21 @@ class FleetOptions(Options):
     def steady(self) -> float:
         if self.steady_seconds is not None:
             return self.steady_seconds
-        return 2 * self.reconcile_interval
+        # every model's periodic look comes once in it (the jitter spreads them)
+        return max(self.reconcile_interval, 30.0)
 
     @property
     def resume(self) -> float:
         if self.resume_seconds is not None:
             return self.resume_seconds
-        return 2 * self.reconcile_interval + 15.0
+        # the resume, then the first periodic looks of the models it reconciled at once
+        return self.reconcile_interval + 15.0
 
     @property
     def settle(self) -> float:
         if self.settle_seconds is not None:
             return self.settle_seconds
-        return self.reconcile_interval + 10.0
+        return min(self.reconcile_interval, 60.0) + 10.0
 
 
 # --------------------------------------------------------------------------- predicates
@@ -995,7 +999,9 @@ def render_markdown(results: dict[str, Any], plot: str | None) -> str:
         + ("" if rate["in_settings_py"] else " (**not read by this operator's settings.py**)"),
         f"Operator environment: `MLMODEL_RECONCILE_INTERVAL={s['reconcile_interval']:g}`, "
         f"`MLMODEL_SERVING_IMAGE={IMAGE_BEFORE}`, `{RATE_ENV}={s['fleet_rate']:g}`, every other "
-        "setting its default; its own client certificate (user "
+        f"setting its default, `PYTHONMALLOC={s.get('pythonmalloc', '(pymalloc)')}` as its image "
+        "sets it; "
+        "its own client certificate (user "
         f"`{OPERATOR_USER}`), so the apiserver's audit log names its requests",
         "",
         report.markdown_table(("goal (issue 17)", "measured", "target", ""), goals(results)),
@@ -1304,20 +1310,21 @@ def parse_args(argv: Sequence[str]) -> FleetOptions:
     p.add_argument("--concurrency", type=int, default=8, help="client threads POSTing")
     p.add_argument(
         "--reconcile-interval", type=float,
-        help="the operator's MLMODEL_RECONCILE_INTERVAL (default: its own default, 30 s; --quick 10)",
+        help="the operator's MLMODEL_RECONCILE_INTERVAL (default: its own default, "
+        f"{DEFAULT_RECONCILE_INTERVAL:g} s; --quick 10)",
     )  # fmt: skip
     p.add_argument(
-        "--steady-seconds", type=float, help="steady window (default: two timer intervals)"
+        "--steady-seconds", type=float, help="steady window (default: one interval, >= 30 s)"
     )
     p.add_argument(
         "--resume-seconds",
         type=float,
-        help="watched after the SIGKILL (default: two intervals + 15 s)",
+        help="watched after the SIGKILL (default: one interval + 15 s)",
     )
     p.add_argument(
         "--settle-seconds",
         type=float,
-        help="after the unrelated objects (default: one interval + 10 s)",
+        help="after the unrelated objects (default: one interval, at most 60 s, + 10 s)",
     )
     p.add_argument(
         "--unrelated",
@@ -1352,7 +1359,7 @@ def parse_args(argv: Sequence[str]) -> FleetOptions:
         models=pick(a.models, 1000, 50),
         namespaces=a.namespaces,
         concurrency=a.concurrency,
-        reconcile_interval=pick(a.reconcile_interval, 30.0, 10.0),
+        reconcile_interval=pick(a.reconcile_interval, DEFAULT_RECONCILE_INTERVAL, 10.0),
         steady_seconds=a.steady_seconds,
         resume_seconds=a.resume_seconds,
         settle_seconds=a.settle_seconds,
@@ -1392,6 +1399,7 @@ def main(argv: Sequence[str], command: str | None = None) -> int:
         "steady_seconds": opts.steady,
         "resume_seconds": opts.resume,
         "settle_seconds": opts.settle,
+        "pythonmalloc": OPERATOR_PYTHONMALLOC,
     }
     results["git"] = git
     results["command"] = command
