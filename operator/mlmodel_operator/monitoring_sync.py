@@ -4,12 +4,13 @@ Called by the reconciler on every reconcile. Where the Prometheus operator's CRD
 missing nothing is written and the Monitored condition says so; the CRDs are looked up
 at most every ``CRD_RECHECK_SECONDS`` (by the reconciles, and by :func:`recheck_crds`,
 which wakes every model when they came or went), so a later install is noticed within
-that time, without an API call per reconcile. An object is applied again when the watch of the operator's own
-objects (objcache.py) shows it missing, carrying another applied hash, or changed by
-someone else since the operator wrote it (its generation); without that watch, when its
-content changed and every ``REASSERT_SECONDS`` (which puts back one a person deleted). An object of
-that name the MLModel does not control (someone else's, or another model's) is neither
-applied nor deleted: the Monitored condition names it and who holds it.
+that time, without an API call per reconcile. An object is applied again when the watch
+of the operator's own objects (objcache.py) shows it missing, carrying another applied
+hash, or changed by someone else since the operator wrote it (its generation); without
+that watch, when its content changed and every ``REASSERT_SECONDS`` (which puts back
+one a person deleted). An object of that name the MLModel does not control (someone
+else's, or another model's) is neither applied nor deleted: the Monitored condition
+names it and who holds it.
 """
 
 from __future__ import annotations

@@ -2,9 +2,8 @@
 
 Every reconcile ends by naming its model's next look: soon when it waits for something
 (a drain, a canary's step, the ready timeout, an archive to retry, a turn in the fleet's
-update budget), else one reconcile interval later (5 minutes by default), the safety net that catches
-what no event announced.
-One asyncio task wakes the models that are due and reconciles them on kopf's own
+update budget), else one reconcile interval later (5 minutes by default), the safety net
+that catches what no event announced. One asyncio task wakes the models that are due and reconciles them on kopf's own
 executor, from the MLModel the watch last showed (objcache.py).
 
 Why not kopf's means: a kopf timer per model keeps a task and the model's whole last
