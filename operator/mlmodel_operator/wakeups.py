@@ -39,6 +39,9 @@ JITTER: Final = 0.1
 # row, up to ERROR_RETRY_MAX (or the reconcile interval, when shorter).
 ERROR_RETRY_FIRST: Final = 2.0
 ERROR_RETRY_MAX: Final = 60.0
+# A model due on a standby replica is looked at again this soon (peering.py reads the
+# peering every 5 s): a replica that took over reconciles it then, not an interval later.
+STANDBY_RECHECK: Final = 5.0
 
 
 @dataclass(frozen=True)
@@ -136,8 +139,11 @@ class Wakeups:
         return delay
 
     def postpone(self, due: Due) -> None:
-        """Not now (this replica is on standby): look again one interval later."""
-        self._put(due.uid, due.namespace, due.name, self.periodic(), due.errors, keep_earlier=True)
+        """Not now (this replica is on standby): look again soon, when this replica may
+        have become the active one (kopf hands it the events from then on, but a model
+        whose event came just before this replica knew it was active waits here)."""
+        delay = min(self.interval, STANDBY_RECHECK)
+        self._put(due.uid, due.namespace, due.name, delay, due.errors, keep_earlier=True)
 
     def forget(self, uid: str) -> None:
         """The model is gone: no more wake-ups."""

@@ -8,7 +8,14 @@ import threading
 import pytest
 
 from mlmodel_operator.settings import DEFAULT_RECONCILE_INTERVAL
-from mlmodel_operator.wakeups import ERROR_RETRY_FIRST, ERROR_RETRY_MAX, JITTER, Due, Wakeups
+from mlmodel_operator.wakeups import (
+    ERROR_RETRY_FIRST,
+    ERROR_RETRY_MAX,
+    JITTER,
+    STANDBY_RECHECK,
+    Due,
+    Wakeups,
+)
 
 
 class Clock:
@@ -127,6 +134,19 @@ def test_wake_all_makes_every_model_due_and_one_running_looks_again_when_it_ends
     assert uids(w.pop_due()[0]) == ["u3"]
 
 
+def test_a_model_due_on_a_standby_replica_is_looked_at_again_soon_not_an_interval_later() -> None:
+    # a replica that has just taken over (kopf already gives it the events, its own view
+    # of the peering comes up to 5 s later) reconciles a new model within seconds; it
+    # waited one interval, 5 minutes, and an e2e test caught it
+    w, clock = make(interval=DEFAULT_RECONCILE_INTERVAL)
+    w.now("u1", "ns", "a")
+    [due], _ = w.pop_due()
+    w.postpone(due)
+    assert w.pop_due() == ([], pytest.approx(STANDBY_RECHECK))
+    clock.now += STANDBY_RECHECK
+    assert uids(w.pop_due()[0]) == ["u1"]
+
+
 def test_replaced_entries_do_not_pile_up_in_the_heap() -> None:
     w, _ = make()
     for i in range(10_000):
@@ -176,7 +196,7 @@ def test_the_loop_reconciles_due_models_retries_failures_and_holds_on_standby() 
     asyncio.run(main())
     assert calls.count("ok") == 1
     assert calls.count("bad") == 2  # raised, tried again after the first back-off
-    assert "held" not in calls  # standby: postponed by an interval, not run
+    assert "held" not in calls  # standby: postponed, not run
     assert len(w) == 3  # every model still has its next look
 
 
