@@ -91,14 +91,20 @@ def test_a_forgotten_model_is_never_woken() -> None:
     assert w.pop_due() == ([], None)
 
 
-def test_failures_back_off_doubling_up_to_the_interval_and_success_resets() -> None:
-    w, clock = make(interval=30.0)
+def fail_in_a_row(w: Wakeups, clock: Clock, times: int) -> list[float]:
+    """u1's reconcile raises ``times`` times in a row: the delays it was given."""
     w.after("u1", "ns", "a", 0.0)
     delays = []
-    for _ in range(6):
+    for _ in range(times):
         [due], _ = w.pop_due()
         delays.append(w.failed(due))
         clock.now += delays[-1]
+    return delays
+
+
+def test_failures_back_off_doubling_up_to_the_interval_and_success_resets() -> None:
+    w, clock = make(interval=30.0)
+    delays = fail_in_a_row(w, clock, 6)
     assert delays == [ERROR_RETRY_FIRST * 2**i for i in range(4)] + [30.0, 30.0]
     [due], _ = w.pop_due()
     assert due.errors == 6
@@ -109,12 +115,7 @@ def test_failures_back_off_doubling_up_to_the_interval_and_success_resets() -> N
 
 def test_with_a_long_interval_failures_back_off_to_at_most_a_minute() -> None:
     w, clock = make(interval=DEFAULT_RECONCILE_INTERVAL)
-    w.after("u1", "ns", "a", 0.0)
-    delays = []
-    for _ in range(8):
-        [due], _ = w.pop_due()
-        delays.append(w.failed(due))
-        clock.now += delays[-1]
+    delays = fail_in_a_row(w, clock, 8)
     assert delays[-2:] == [ERROR_RETRY_MAX, ERROR_RETRY_MAX] and max(delays) == ERROR_RETRY_MAX
 
 
