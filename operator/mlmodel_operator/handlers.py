@@ -14,7 +14,7 @@ import os
 import random
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, cast
 
 import kopf
@@ -158,19 +158,31 @@ def _to_reconcile(finalizer: str) -> Callable[..., bool]:
     return wanted
 
 
+_NO_ESSENCE = cast(kopf.BodyEssence, {})
+
+
 class _NoDiffBase(kopf.DiffBaseStorage):
     """kopf's change detection, turned off: every event shows kopf the essence it last
     handled, so it never writes its copy of the spec onto the object (a PATCH per
     creation and per change, which made the status write planned from the body before
     it a conflict, and a read). The reconciles are level-based and need no diff; the
     "reconcile" event handler decides which events need one. Deletion is still kopf's:
-    it goes by the deletionTimestamp and the finalizer."""
+    it goes by the deletionTimestamp and the finalizer.
+
+    Both sides are one empty essence: kopf's own would deep-copy the body twice per
+    event of every watched kind, Deployments' status updates included (15% of the
+    operator's CPU in a burst of 1,000 models), only to find them equal."""
+
+    def build(
+        self, *, body: kopf.Body, extra_fields: Iterable[Any] | None = None
+    ) -> kopf.BodyEssence:
+        return _NO_ESSENCE
 
     def fetch(self, *, body: kopf.Body) -> kopf.BodyEssence:
-        return self.build(body=body)
+        return _NO_ESSENCE
 
     def store(self, *, body: kopf.Body, patch: kopf.Patch, essence: kopf.BodyEssence) -> None:
-        pass  # nothing is stored: fetch() builds it from the object
+        pass  # nothing is stored: fetch() gives the same empty essence
 
 
 class _HandlerContext:

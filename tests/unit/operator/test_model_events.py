@@ -96,6 +96,7 @@ def test_kopf_sees_no_change_to_handle_and_writes_no_copy_of_the_spec() -> None:
     body = kopf.Body(model_body(7, annotations={"ml.lifecycle.io/promote": "2"}))
     # what kopf compares: the essence it last handled, and the object's now
     assert storage.fetch(body=body) == storage.build(body=body)
+    assert not storage.build(body=body)  # and no copy of the body is made to find it out
     patch = kopf.Patch()
     storage.store(body=body, patch=patch, essence=storage.build(body=body))
     assert not patch  # nothing to PATCH onto the MLModel
