@@ -713,7 +713,8 @@ class Reconciler:
             reason = p.blocked_reason or (
                 "RolloutTimedOut" if p.rollout_timed_out else status["phase"]
             )
-            events.append(Event("Warning" if bad else "Normal", reason, p.message))
+            if not any(e.reason == reason for e in events):  # the plan's says it already
+                events.append(Event("Warning" if bad else "Normal", reason, p.message))
         requeue = [r for r in requeue if r]
         return Outcome(status, events, min(requeue) if requeue else None)
 

@@ -180,3 +180,12 @@ def test_a_paced_model_checks_its_artifact_once_when_its_turn_comes() -> None:
     r._reconcile(parse_model(body("u1")), {})
     assert verifier.fetches == 2  # checked once, at its turn
     assert world.applied.count("m-u1-v1") == 1
+
+
+def test_a_new_model_posts_one_deploying_event_not_two() -> None:
+    # the plan's "created Deployment" is the phase's transition too: at 1,000 new models,
+    # a second Event each was 1,000 more writes to the apiserver in the burst
+    outcome = reconciler(World(), rate=0.0)._reconcile(parse_model(body("u0")), {})
+    assert outcome.status["phase"] == "Deploying"
+    assert [e.reason for e in outcome.events] == ["Deploying"]
+    assert outcome.events[0].message == "created Deployment for version 1"
