@@ -109,9 +109,18 @@ S3_READ_TIMEOUT = 10.0
 S3_COPY_READ_TIMEOUT = 120.0
 
 
-def make_store_client(cfg: S3Config, read_timeout: float = S3_READ_TIMEOUT) -> Any:
-    """The operator's ``minio.Minio`` client: bounded connect and read, no retries."""
-    return make_client(cfg, connect_timeout=S3_CONNECT_TIMEOUT, read_timeout=read_timeout)
+def make_store_client(
+    cfg: S3Config, read_timeout: float = S3_READ_TIMEOUT, connections: int = 10
+) -> Any:
+    """The operator's ``minio.Minio`` client: bounded connect and read, no retries.
+    ``connections``: how many it keeps open (one per worker: a request beyond the pool
+    opens a connection of its own and closes it after)."""
+    return make_client(
+        cfg,
+        connect_timeout=S3_CONNECT_TIMEOUT,
+        read_timeout=read_timeout,
+        max_connections=connections,
+    )
 
 
 _TIMEOUT_RE = re.compile(r"\((?:connect|read) timeout=[0-9.]+\)")

@@ -302,7 +302,7 @@ def build_registry(
         for group, version, plural, _kind in OWNED_RESOURCES:
             settings.watching.label_selectors[group or version, plural] = OWNED_SELECTOR
         kube = CachedKube(load_api_client(kubeconfig, op_settings.workers + 2), memo.owned)
-        s3, copy_s3 = _object_store(logger)
+        s3, copy_s3 = _object_store(logger, op_settings.workers)
         prom = CollectorRegistry()
         memo.metrics = OperatorMetrics(prom)
         memo.reconciler = _build_reconciler(kube, op_settings, s3, logger, copy_s3)
@@ -446,10 +446,11 @@ def _build_reconciler(
 
 
 def _object_store(
-    logger: logging.Logger | logging.LoggerAdapter[Any],
+    logger: logging.Logger | logging.LoggerAdapter[Any], workers: int = 1
 ) -> tuple[Any | None, Any | None]:
     """MinIO clients from MLMODEL_S3_* when credentials are given, else None: one for
-    every call, one with a longer read timeout for the archive's server-side copy."""
+    every call (a connection kept per worker), one with a longer read timeout for the
+    archive's server-side copy."""
     from mlmodel_serving.artifacts import S3Config
 
     if not os.environ.get("MLMODEL_S3_ACCESS_KEY"):
@@ -457,4 +458,6 @@ def _object_store(
         return None, None
     cfg = S3Config.from_env()
     logger.info("object store at %s (secure=%s)", cfg.endpoint, cfg.secure)
-    return make_store_client(cfg), make_store_client(cfg, read_timeout=S3_COPY_READ_TIMEOUT)
+    return make_store_client(cfg, connections=max(workers, 10)), make_store_client(
+        cfg, read_timeout=S3_COPY_READ_TIMEOUT
+    )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import socket
 
 import pytest
@@ -30,6 +31,17 @@ def test_the_store_client_has_short_bounds_and_no_retries() -> None:
     assert (timeout.connect_timeout, timeout.read_timeout) == (S3_CONNECT_TIMEOUT, S3_READ_TIMEOUT)
     assert pool["retries"].total is False  # urllib3's Retry(False): no retry of any kind
     assert pool["cert_reqs"] == "CERT_REQUIRED"  # TLS is checked as the default client does
+
+
+def test_the_store_client_keeps_a_connection_per_worker(monkeypatch: pytest.MonkeyPatch) -> None:
+    from mlmodel_operator.handlers import _object_store
+
+    monkeypatch.setenv("MLMODEL_S3_ENDPOINT", "127.0.0.1:9000")
+    monkeypatch.setenv("MLMODEL_S3_ACCESS_KEY", "ak")
+    monkeypatch.setenv("MLMODEL_S3_SECRET_KEY", "sk")
+    client, _ = _object_store(logging.getLogger("test"), workers=48)
+    # beyond the pool, each request opened a connection and closed it after
+    assert client._http.connection_pool_kw["maxsize"] == 48
 
 
 def test_make_client_takes_timeouts_or_a_pool_not_both() -> None:
