@@ -881,7 +881,7 @@ def render_markdown(results: dict[str, Any]) -> str:
         + (" (operator code modified)" if results["git"]["operator_changed"] else "")
         + "  ",
         f"Operator: `mlmodel run`, reconcile timer {s['reconcile_interval']:.0f} s, "
-        f"kopf max_workers 8, MinIO artifact check on",
+        "MLMODEL_WORKERS at its default, MinIO artifact check on",
         "",
         f"**Apply -> Deployment, one model at a time, operator idle** ({s['latency_samples']} "
         "samples, interleaved with the floor; ratios are to the floor's Deployment POST)",

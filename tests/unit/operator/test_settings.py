@@ -25,7 +25,7 @@ def test_empty_environment_gives_the_defaults() -> None:
         cluster_domain="cluster.local",
         serving_port=8080,
         reconcile_interval_seconds=300.0,
-        workers=16,
+        workers=32,
         fleet_updates_per_second=10.0,
     )
     assert settings.all_namespaces
@@ -44,7 +44,7 @@ def test_every_variable_is_read() -> None:
             "MLMODEL_NAMESPACES": " team-a, team-b ,team-a,",
             "MLMODEL_CLUSTER_DOMAIN": "k8s.example",
             "MLMODEL_RECONCILE_INTERVAL": "2.5",
-            "MLMODEL_WORKERS": "32",
+            "MLMODEL_WORKERS": "64",
             "MLMODEL_FLEET_UPDATES_PER_SECOND": "0.5",
             "UNRELATED": "ignored",
         }
@@ -59,7 +59,7 @@ def test_every_variable_is_read() -> None:
     assert not settings.all_namespaces
     assert settings.cluster_domain == "k8s.example"
     assert settings.reconcile_interval_seconds == 2.5
-    assert settings.workers == 32
+    assert settings.workers == 64
     assert settings.fleet_updates_per_second == 0.5
 
 
