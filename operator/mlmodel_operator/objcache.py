@@ -22,11 +22,12 @@ count and the selector, and the status; a Deployment's Pod template is not.
 from the cache and writes through it. Every write still carries the uid and
 resourceVersion it was computed from (from the cache); a stale one gets 409, and the write
 is retried the old way, reading the object first. Whether a Secret exists is remembered
-for ``SECRET_TTL_SECONDS`` once it does; a missing one is asked about every time.
+for about ``SECRET_TTL_SECONDS`` once it does; a missing one is asked about every time.
 """
 
 from __future__ import annotations
 
+import random
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -44,6 +45,9 @@ APPLIED_HASH_ANNOTATION: Final = "ml.lifecycle.io/applied-hash"
 # A Secret seen to exist is taken to exist for this long (its deletion is noticed within
 # it); one that does not exist is looked up on every reconcile until it does.
 SECRET_TTL_SECONDS: Final = 300.0
+# Each sighting lasts a random 90-100% of SECRET_TTL_SECONDS: the Secrets a restart's
+# reconciles looked up in one second are not all looked up again in one second.
+SECRET_TTL_SPREAD: Final = 0.1
 # Objects the operator deleted whose DELETED event has not come yet, remembered so a
 # late event of theirs does not bring them back; past this many the oldest are forgotten.
 TOMBSTONES_KEPT: Final = 4096
@@ -239,14 +243,16 @@ class CachedKube(Kube):
         cache: OwnedCache,
         clock: Callable[[], float] = time.monotonic,
         secret_ttl: float = SECRET_TTL_SECONDS,
+        rand: Callable[[], float] = random.random,
     ) -> None:
         super().__init__(api_client)
         self.cache = cache
         self.clock = clock
         self.secret_ttl = secret_ttl
+        self.rand = rand
         self._secrets_lock = threading.Lock()
         self._secret_lookup = threading.Lock()
-        # (namespace, name) -> (when it was seen, its key names or None for "exists")
+        # (namespace, name) -> (when the sighting ends, its key names or None for "exists")
         self._secrets: dict[tuple[str, str], tuple[float, frozenset[str] | None]] = {}
 
     # -- reads
@@ -311,17 +317,18 @@ class CachedKube(Kube):
         now = self.clock()
         with self._secrets_lock:
             seen = self._secrets.get((namespace, name))
-            if seen is not None and now - seen[0] >= self.secret_ttl:
+            if seen is not None and now >= seen[0]:
                 del self._secrets[(namespace, name)]
                 return None
             return seen
 
     def _remember_secret(self, namespace: str, name: str, keys: frozenset[str] | None) -> None:
         now = self.clock()
+        ends = now + self.secret_ttl * (1.0 - SECRET_TTL_SPREAD * self.rand())
         with self._secrets_lock:
-            for key in [k for k, v in self._secrets.items() if now - v[0] >= self.secret_ttl]:
+            for key in [k for k, v in self._secrets.items() if now >= v[0]]:
                 del self._secrets[key]
-            self._secrets[(namespace, name)] = (now, keys)
+            self._secrets[(namespace, name)] = (ends, keys)
 
     def held_model(self, namespace: str, name: str) -> dict[str, Any] | None:
         return self.cache.get("MLModel", namespace, name)

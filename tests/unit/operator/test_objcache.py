@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from mlmodel_operator.desired import MODEL_LABEL
-from mlmodel_operator.objcache import APPLIED_HASH_ANNOTATION, OwnedCache, trim
+from mlmodel_operator.objcache import APPLIED_HASH_ANNOTATION, CachedKube, OwnedCache, trim
 from mlmodel_operator.reconcile import TokenBucket
 
 
@@ -184,3 +184,33 @@ def test_a_fleet_budget_below_one_per_second_still_lets_one_through() -> None:
     bucket = TokenBucket(0.1, clock)
     assert bucket.reserve() == 0.0
     assert bucket.reserve() == 10.0
+
+
+class SecretsOnly(CachedKube):
+    """The cache's Secret lookups, with the apiserver's answer "it exists" recorded."""
+
+    def __init__(self, clock: Clock, rand: Any) -> None:
+        super().__init__(None, OwnedCache(), clock=clock, secret_ttl=300.0, rand=rand)
+        self.lookups: list[str] = []
+
+    def _call(self, method: str, path: str, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        self.lookups.append(path.split("/")[4])
+        return {}
+
+
+def test_secrets_seen_together_are_looked_up_again_at_spread_times() -> None:
+    clock = Clock()
+    draws = iter([0.0, 0.5, 1.0, 0.0, 0.0, 0.0])
+    kube = SecretsOnly(clock, lambda: next(draws))
+    everywhere = ("a", "b", "c")
+    assert all(kube.secret_exists(ns, "creds") for ns in everywhere)
+    assert kube.lookups == ["a", "b", "c"]
+    clock.now = 269.9  # every sighting still holds
+    assert all(kube.secret_exists(ns, "creds") for ns in everywhere)
+    assert kube.lookups == ["a", "b", "c"]
+    clock.now = 270.0  # the shortest (90% of the TTL) ended; the others hold
+    assert all(kube.secret_exists(ns, "creds") for ns in everywhere)
+    assert kube.lookups == ["a", "b", "c", "c"]
+    clock.now = 300.0  # none lasts past the TTL: a deleted Secret is noticed within it
+    assert all(kube.secret_exists(ns, "creds") for ns in everywhere)
+    assert kube.lookups == ["a", "b", "c", "c", "a", "b"]
