@@ -330,7 +330,11 @@ def build_registry(
         )
         memo.trim_task = asyncio.create_task(trim_periodically())
         memo.crds_task = asyncio.create_task(
-            recheck_crds(memo.reconciler.monitoring.missing_crds, memo.wakeups.wake_all)
+            recheck_crds(
+                memo.reconciler.monitoring.missing_crds,
+                memo.wakeups.wake_all,
+                active=lambda: peering is None or peering.state.active,
+            )
         )
         if peering is not None:
             api = KubePeeringApi(load_api_client(kubeconfig))

@@ -56,14 +56,19 @@ async def recheck_crds(
     missing_crds: Callable[[], tuple[str, ...]],
     wake_all: Callable[[], None],
     every: float = CRD_RECHECK_SECONDS,
+    active: Callable[[], bool] = lambda: True,
 ) -> None:
     """Every ``every`` seconds, until cancelled: look the CRDs up (one request at most,
     none when a reconcile just did) and, when they came or went since the last look,
     wake every model, so installing the Prometheus operator later is noticed within
-    ``every`` seconds rather than at each model's periodic look."""
+    ``every`` seconds rather than at each model's periodic look. A replica on standby
+    (``active()`` false) does not look; once it takes over, its first look is compared
+    with the last it made, so a change while it stood by still wakes every model."""
     last: tuple[str, ...] | None = None
     while True:
         await asyncio.sleep(every)
+        if not active():
+            continue
         try:
             now = await asyncio.to_thread(missing_crds)
         except Exception as exc:  # the apiserver away a while: this loop must go on

@@ -180,3 +180,33 @@ def test_the_crds_coming_or_going_wake_every_model_and_a_failed_look_does_not_st
 
     asyncio.run(run())
     assert len(woken) == 2  # installed; one removed again
+
+
+def test_a_standby_replica_does_not_look_and_wakes_every_model_for_a_change_it_missed() -> None:
+    """A standby replica's look would be a request the active one already makes."""
+    active = [True, False, False, False, True]  # looks, stands by three times, takes over
+    answers = [("servicemonitors", "prometheusrules"), ()]  # installed while it stood by
+    looks: list[tuple[str, ...]] = []
+    woken: list[int] = []
+    done = asyncio.Event()
+
+    def missing() -> tuple[str, ...]:
+        looks.append(answers.pop(0))
+        return looks[-1]
+
+    def wake_all() -> None:  # on the loop, as the task calls it
+        woken.append(1)
+        done.set()
+
+    def is_active() -> bool:
+        return active.pop(0) if active else True
+
+    async def run() -> None:
+        task = asyncio.create_task(recheck_crds(missing, wake_all, every=0.001, active=is_active))
+        await asyncio.wait_for(done.wait(), 5.0)
+        task.cancel()
+
+    asyncio.run(run())
+    assert not active  # every standby turn was asked, and none of them looked
+    assert looks == [("servicemonitors", "prometheusrules"), ()]
+    assert woken == [1]
