@@ -171,7 +171,8 @@ class _NoDiffBase(kopf.DiffBaseStorage):
 
     Both sides are one empty essence: kopf's own would deep-copy the body twice per
     event of every watched kind, Deployments' status updates included (15% of the
-    operator's CPU in a burst of 1,000 models), only to find them equal."""
+    operator's time holding the GIL in a burst of 1,000 models), only to find them
+    equal."""
 
     def build(
         self, *, body: kopf.Body, extra_fields: Iterable[Any] | None = None
