@@ -96,8 +96,14 @@ def _held_or_identity(memo: Any, namespace: str, name: str, uid: str) -> dict[st
     return _identity(namespace, name, uid)
 
 
-async def _run_wakeups(memo: Any, executor: Any, peering: Peering | None) -> None:
-    """Reconcile each model when its reconcile asked, or its periodic look is due."""
+def _active(peering: Peering | None) -> Callable[[], bool]:
+    """Whether this replica acts now: always when alone, else while it leads the peering."""
+    return lambda: peering is None or peering.state.active
+
+
+async def _run_wakeups(memo: Any, executor: Any, active: Callable[[], bool]) -> None:
+    """Reconcile each model when its reconcile asked, or its periodic look is due (on a
+    standby replica, ``active()`` false, the due are postponed)."""
     loop = asyncio.get_running_loop()
 
     async def wake(due: Due) -> None:
@@ -107,7 +113,7 @@ async def _run_wakeups(memo: Any, executor: Any, peering: Peering | None) -> Non
         await loop.run_in_executor(executor, run, _reconcile, cast(kopf.Body, body), memo)
 
     wakeups: Wakeups = memo.wakeups
-    await wakeups.run(wake, active=lambda: peering is None or peering.state.active)
+    await wakeups.run(wake, active=active)
 
 
 OWNED = {MANAGED_BY: MANAGED_BY_VALUE}
@@ -322,21 +328,22 @@ def build_registry(
         logger: logging.Logger | logging.LoggerAdapter[Any],
         **_: Any,
     ) -> None:
-        # last, before kopf's own peering starts: kopf keeps the priority joined with
         nonlocal started
         # the reconciles' own loop (and the memory trim), once "startup" has made what
-        # they use; on a standby replica the loop postpones what comes due
+        # they use; on a standby replica the loop postpones what comes due, and the
+        # CRDs are not looked up
+        active = _active(peering)
         memo.wakeups_task = asyncio.create_task(
-            _run_wakeups(memo, settings.execution.executor, peering)
+            _run_wakeups(memo, settings.execution.executor, active)
         )
         memo.trim_task = asyncio.create_task(trim_periodically())
         memo.crds_task = asyncio.create_task(
             recheck_crds(
-                memo.reconciler.monitoring.missing_crds,
-                memo.wakeups.wake_all,
-                active=lambda: peering is None or peering.state.active,
+                memo.reconciler.monitoring.missing_crds, memo.wakeups.wake_all, active=active
             )
         )
+        # the last startup handler, before kopf's own peering starts: kopf keeps the
+        # priority joined with here
         if peering is not None:
             api = KubePeeringApi(load_api_client(kubeconfig))
             settings.peering.priority = await peering.join(api, logger)
@@ -451,7 +458,7 @@ def _build_reconciler(
 
 
 def _object_store(
-    logger: logging.Logger | logging.LoggerAdapter[Any], workers: int = 1
+    logger: logging.Logger | logging.LoggerAdapter[Any], workers: int
 ) -> tuple[Any | None, Any | None]:
     """MinIO clients from MLMODEL_S3_* when credentials are given, else None: one for
     every call (a connection kept per worker), one with a longer read timeout for the
@@ -463,6 +470,6 @@ def _object_store(
         return None, None
     cfg = S3Config.from_env()
     logger.info("object store at %s (secure=%s)", cfg.endpoint, cfg.secure)
-    return make_store_client(cfg, connections=max(workers, 10)), make_store_client(
+    return make_store_client(cfg, connections=workers), make_store_client(
         cfg, read_timeout=S3_COPY_READ_TIMEOUT
     )
