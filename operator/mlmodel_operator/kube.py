@@ -184,9 +184,9 @@ class Kube:
 
     # -- owned objects
 
-    def _get(self, path: str) -> dict[str, Any] | None:
+    def _get(self, path: str, query: list[tuple[str, str]] | None = None) -> dict[str, Any] | None:
         try:
-            return self._call("GET", path)
+            return self._call("GET", path, query=query)
         except NotFound:
             return None
 

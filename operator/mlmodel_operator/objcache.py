@@ -268,13 +268,22 @@ class CachedKube(Kube):
         """The Service from the cache when it is one of the operator's; otherwise read
         when ``read_if_missing``, so one someone else made with that name is seen before
         anything is rolled out behind it (a model at rest has its Service in the cache:
-        no request)."""
+        no request).
+
+        That read is answered from the apiserver's watch cache (resourceVersion 0), not
+        etcd: a new model's first reconcile makes it, and in a burst of new models the
+        quorum read was one of the slowest steps before the Deployment. A Service made in
+        the instant before the look may be missed, as one made between the look and the
+        apply always could be: the Service's apply (create-only while the cache holds
+        none) refuses it then, and the reconcile plans with the conflict."""
         if not self.cache.synced("Service"):
             return super().get_service(namespace, name)
         held = self.cache.get("Service", namespace, name)
         if held is not None or not read_if_missing:
             return held
-        return super().get_service(namespace, name)
+        return self._get(
+            f"/api/v1/namespaces/{namespace}/services/{name}", query=[("resourceVersion", "0")]
+        )
 
     def get_deployment(self, namespace: str, name: str) -> dict[str, Any] | None:
         """The Deployment if the cache holds it; one it does not (someone else's) is found

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from mlmodel_operator.desired import MODEL_LABEL
+from mlmodel_operator.kube import NotFound
 from mlmodel_operator.objcache import APPLIED_HASH_ANNOTATION, CachedKube, OwnedCache, trim
 from mlmodel_operator.reconcile import TokenBucket
 
@@ -214,3 +215,28 @@ def test_secrets_seen_together_are_looked_up_again_at_spread_times() -> None:
     clock.now = 300.0  # none lasts past the TTL: a deleted Secret is noticed within it
     assert all(kube.secret_exists(ns, "creds") for ns in everywhere)
     assert kube.lookups == ["a", "b", "c", "c", "a", "b"]
+
+
+class Requests(CachedKube):
+    """The cache's reads, with each request it makes recorded and answered "not found"."""
+
+    def __init__(self) -> None:
+        super().__init__(None, OwnedCache())
+        self.requests: list[tuple[str, str, list[tuple[str, str]] | None]] = []
+
+    def _call(self, method: str, path: str, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        self.requests.append((method, path, kwargs.get("query")))
+        raise NotFound(path)
+
+
+def test_a_service_the_cache_does_not_hold_is_looked_for_in_the_apiservers_watch_cache() -> None:
+    kube = Requests()
+    kube.cache.mark_synced("Service")
+    assert kube.get_service("ns", "churn") is None
+    # resourceVersion 0: the apiserver answers from its watch cache, without a quorum
+    # read from etcd (the slowest step before a new model's Deployment in a burst)
+    assert kube.requests == [
+        ("GET", "/api/v1/namespaces/ns/services/churn", [("resourceVersion", "0")])
+    ]
+    assert kube.get_service("ns", "churn", read_if_missing=False) is None
+    assert len(kube.requests) == 1  # not asked: the caller wanted only the cache's
