@@ -106,6 +106,7 @@ class FleetOptions(Options):
     unrelated: int = 10_000  # Deployments + ConfigMaps, half each
     fleet_rate: float = 20.0  # MLMODEL_FLEET_UPDATES_PER_SECOND
     delete_timeout: float = 600.0
+    burst_only: bool = False  # the burst alone, until every model has its Deployment
 
     @property
     def steady(self) -> float:
@@ -499,6 +500,10 @@ class FleetBench(Bench):
             self.core.read_namespaced_service("warm-0", WARM_NS, _preload_content=False).data
         )
         self.mark("warmup")
+        if o.burst_only:
+            self.results["burst"] = self._burst(model_ns, until_deployments=True)
+            self.results["windows"] = [self.window(self.marks[-1], self.mark("burst"))]
+            return
 
         self.results["floor"] = self._floor(template, service_template(svc), floor_ns)
         self.mark("floor")
@@ -1177,6 +1182,34 @@ def render_markdown(results: dict[str, Any], plot: str | None) -> str:
     return "\n".join(out)
 
 
+def render_burst_only(results: dict[str, Any]) -> str:
+    """The burst alone (``--burst-only``): how soon each model had its Deployment."""
+    b, w = results["burst"], results["windows"][0]
+    a = b["apply_to_deployment"]
+    rows = [
+        ["models (namespaces, client threads)",
+         f"{b['models']:,} ({b['namespaces']}, {b['concurrency']})"],
+        ["the client's POSTs took", _secs(b["all_posted_s"])],
+        ["every model had its Deployment after", _secs(b["all_deployments_s"])],
+        ["POST -> Deployment p50 / p90 / p99",
+         " / ".join(_ms(a.get(f"{q}_ms")) for q in ("p50", "p90", "p99"))],
+        ["operator CPU, POSTs to the last Deployment",
+         _secs(w["cpu_seconds"].get("operator"))],
+        ["operator requests in that window", str(w["operator_requests"])],
+    ]  # fmt: skip
+    git = results.get("git") or {}
+    lines = [
+        f"### Fleet burst alone, {results.get('date', '')} (at {git.get('commit', '?')[:7]})",
+        "",
+        f"`{results.get('command', '')}`",
+        "",
+        "| | |",
+        "|---|---|",
+        *(f"| {k} | {v} |" for k, v in rows),
+    ]
+    return "\n".join(lines)
+
+
 def requests_table(by: dict[str, int], seconds: float | None, models: int | None = None) -> str:
     """The operator's requests by user agent, verb and resource, per second or per model."""
     rows = []
@@ -1343,6 +1376,12 @@ def parse_args(argv: Sequence[str]) -> FleetOptions:
         "--quick", action="store_true", help="50 models, 10 s timer, short windows (smoke run)"
     )
     p.add_argument(
+        "--burst-only",
+        action="store_true",
+        help="the burst alone, until every model has its Deployment: POST -> Deployment "
+        "and the operator's CPU, to compare two versions of the operator (no README)",
+    )
+    p.add_argument(
         "--update-readme",
         action="store_true",
         help="the tables into benchmarks/README.md, the plot into benchmarks/fleet-burst.png",
@@ -1368,9 +1407,10 @@ def parse_args(argv: Sequence[str]) -> FleetOptions:
         serving_timeout=pick(a.timeout, 1800.0, 300.0),
         delete_timeout=pick(a.timeout, 600.0, 300.0),
         sample_timeout=pick(a.timeout, 120.0, 120.0),
-        update_readme=a.update_readme,
+        update_readme=a.update_readme and not a.burst_only,
         keep_workdir=a.keep_workdir,
         quick=a.quick,
+        burst_only=a.burst_only,
     )
 
 
@@ -1408,6 +1448,12 @@ def main(argv: Sequence[str], command: str | None = None) -> int:
     results["finished_utc"] = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     stem = f"fleet-{started.strftime('%Y-%m-%dT%H%M')}" + ("-quick" if opts.quick else "")
+    if opts.burst_only:
+        print(render_burst_only(results))
+        out = RESULTS_DIR / f"{stem}-burst.json"
+        out.write_text(json.dumps(compact(results), indent=1))
+        log(f"results: {out.relative_to(REPO)}")
+        return 0
     plot_path = PLOT if opts.update_readme else RESULTS_DIR / f"{stem}.png"
     plot_ref: str | None = None
     try:

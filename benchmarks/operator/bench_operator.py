@@ -728,7 +728,9 @@ class Bench:
             "failures": failures,
         }
 
-    def _burst(self, burst_ns: list[str]) -> dict[str, Any]:
+    def _burst(self, burst_ns: list[str], *, until_deployments: bool = False) -> dict[str, Any]:
+        """POST the burst's models, then wait until every one is Serving, or, with
+        ``until_deployments``, until each has its Deployment."""
         o = self.opts
         keys = [(burst_ns[i % len(burst_ns)], f"b-{i:03d}") for i in range(o.models)]
         posted: dict[tuple[str, str], float] = {}
@@ -751,14 +753,18 @@ class Bench:
         progress: list[tuple[float, int]] = []
         deadline = time.monotonic() + o.serving_timeout
         last_log = 0.0
+        what = "with a Deployment" if until_deployments else "Serving"
         while True:
-            n = self.mlms.count_done(keys)
+            if until_deployments:
+                n = sum(1 for ns, name in keys if (ns, f"{name}-v1") in self.deps.first_seen)
+            else:
+                n = self.mlms.count_done(keys)
             now = time.perf_counter()
             progress.append((round(now - started, 2), n))
             if n >= len(posted) or time.monotonic() > deadline:
                 break
             if now - last_log > 10:
-                self.log(f"burst: {n}/{len(keys)} Serving after {now - started:.0f}s")
+                self.log(f"burst: {n}/{len(keys)} {what} after {now - started:.0f}s")
                 last_log = now
             time.sleep(0.5)
         serving = {k: self.mlms.first_done[k] for k in keys if k in self.mlms.first_done}
@@ -792,7 +798,7 @@ class Bench:
                 [serving[k] - posted[k] for k in serving if k in posted]
             ),
             "progress": progress,
-            "timed_out": len(serving) < len(keys),
+            "timed_out": len(deps if until_deployments else serving) < len(keys),
         }
 
     def _phase_table(self) -> list[dict[str, Any]]:

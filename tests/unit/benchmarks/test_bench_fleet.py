@@ -100,3 +100,27 @@ def test_the_floor_objects_do_not_carry_the_operators_label() -> None:
         },
         "ports": [{"port": 80}],
     }
+
+
+def test_burst_only_runs_no_readme_update_and_reports_the_deployments() -> None:
+    opts = bench_fleet.parse_args(["--burst-only", "--update-readme"])
+    assert opts.burst_only and not opts.update_readme  # the README's run is the full one
+    results = {
+        "date": "2026-12-03 05:00 UTC",
+        "command": "python benchmarks/run.py fleet --burst-only",
+        "git": {"commit": "2533ec6aaaa"},
+        "burst": {
+            "models": 1000,
+            "namespaces": 10,
+            "concurrency": 8,
+            "all_posted_s": 17.3,
+            "all_deployments_s": 20.8,
+            "apply_to_deployment": {"p50_ms": 2937.0, "p90_ms": 3857.0, "p99_ms": 4268.0},
+        },
+        "windows": [{"cpu_seconds": {"operator": 11.2}, "operator_requests": 6006}],
+    }
+    text = bench_fleet.render_burst_only(results)
+    assert "(at 2533ec6)" in text
+    assert "| POST -> Deployment p50 / p90 / p99 | 2937 ms / 3857 ms / 4268 ms |" in text
+    assert "| every model had its Deployment after | 20.8 s |" in text
+    assert "| operator CPU, POSTs to the last Deployment | 11.2 s |" in text
