@@ -107,6 +107,13 @@ for _ in $(seq 1 12); do
   sleep 1
 done
 k wait --for=condition=Established --timeout=5s "${crds[@]}"
+# the archive finalizer at creation (crds/admission), where the apiserver serves
+# MutatingAdmissionPolicy (kind-config.yaml turns it on); without it the operator adds it
+if k api-resources --api-group=admissionregistration.k8s.io -o name | grep -q '^mutatingadmissionpolicies'; then
+  k apply --server-side -k "$ROOT/crds/admission"
+else
+  echo "no MutatingAdmissionPolicy API here: the operator adds the archive finalizer itself"
+fi
 k apply --server-side -k "$ROOT/manifests"
 # the setup Job's template cannot change, and re-running it is safe (keys are kept)
 k -n mlmodel-system delete job minio-buckets --ignore-not-found --wait=true --timeout=60s

@@ -846,6 +846,10 @@ class LocalCluster:
                     "--api-audiences=https://kubernetes.default.svc.cluster.local",
                     f"--service-cluster-ip-range={SERVICE_CLUSTER_IP_RANGE}",
                     "--allow-privileged=false",
+                    # MutatingAdmissionPolicy is beta in 1.35 and off by default: on here,
+                    # so crds/admission (the archive finalizer at creation) can be tested
+                    "--feature-gates=MutatingAdmissionPolicy=true",
+                    "--runtime-config=admissionregistration.k8s.io/v1beta1=true",
                     "--profiling=false",
                     *audit,
                     "--v=1",

@@ -139,10 +139,13 @@ def write_minio_overlay(directory: Path, image: str, data_dir: Path) -> Path:
 
 
 def install(cluster: LocalCluster, minio_image: str, workdir: Path, timeout: float = 240) -> None:
-    """CRDs (with the Prometheus operator's, so the operator writes ServiceMonitors),
-    the operator, MinIO and its buckets; returns once all of them run."""
+    """CRDs (with the Prometheus operator's, so the operator writes ServiceMonitors), the
+    admission policy that puts the archive finalizer on at creation, the operator, MinIO
+    and its buckets; returns once all of them run."""
     cluster.kubectl("apply", "--server-side", "-k", str(REPO_ROOT / "crds"))
     wait_established(cluster, "mlmodels.ml.lifecycle.io", "clusterkopfpeerings.kopf.dev")
+    # the archive finalizer at creation: the local apiserver serves MutatingAdmissionPolicy
+    cluster.kubectl("apply", "--server-side", "-k", str(REPO_ROOT / "crds" / "admission"))
     for crd in prometheus_operator_crds():
         cluster.kubectl("apply", "--server-side", "-f", str(crd))
     wait_established(
