@@ -107,6 +107,7 @@ class FleetOptions(Options):
     fleet_rate: float = 20.0  # MLMODEL_FLEET_UPDATES_PER_SECOND
     delete_timeout: float = 600.0
     burst_only: bool = False  # the burst alone, until every model has its Deployment
+    finalizer_policy: bool = True  # crds/admission: the archive finalizer at creation
 
     @property
     def steady(self) -> float:
@@ -467,6 +468,9 @@ class FleetBench(Bench):
             self.cluster_pids["minio"] = (
                 minio.process.popen.pid if minio.process and minio.process.popen else 0
             )
+            self.results["finalizer_policy"] = o.finalizer_policy
+            if o.finalizer_policy:
+                self._finalizer_policy(cluster)
             try:
                 op.start()
                 self.pid = self._op_pid()
@@ -484,6 +488,30 @@ class FleetBench(Bench):
             }
         self.results["machine"]["loadavg_end"] = os.getloadavg()
         return self.results
+
+    def _finalizer_policy(self, cluster: Any) -> None:
+        """crds/admission applied, and in force: a dry-run create shows the finalizer."""
+        from mlmodel_operator.localcluster import REPO_ROOT, wait_until
+        from mlmodel_operator.settings import FINALIZER
+
+        cluster.kubectl("apply", "--server-side", "-k", str(REPO_ROOT / "crds" / "admission"))
+        probe = {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": "MLModel",
+            "metadata": {"name": "policy-probe"},
+            "spec": {
+                "version": "1",
+                "artifact": {"uri": "s3://models/probe/model.joblib", "sha256": "0" * 64},
+            },
+        }
+
+        def in_force() -> bool:
+            made = self.custom.create_namespaced_custom_object(
+                GROUP, VERSION, WARM_NS, PLURAL, probe, dry_run="All"
+            )
+            return FINALIZER in (made["metadata"].get("finalizers") or [])
+
+        wait_until("the archive-finalizer policy in force", in_force, 60, interval=0.25)
 
     def _op_pid(self) -> int:
         assert self.operator.process is not None and self.operator.process.popen is not None
@@ -1002,7 +1030,13 @@ def render_markdown(results: dict[str, Any], plot: str | None) -> str:
         f"client threads; operator reconcile interval {s['reconcile_interval']:g} s, "
         f"`{RATE_ENV}={s['fleet_rate']:g}`"
         + ("" if rate["in_settings_py"] else " (**not read by this operator's settings.py**)"),
-        f"Operator environment: `MLMODEL_RECONCILE_INTERVAL={s['reconcile_interval']:g}`, "
+        (
+            "The MLModels' archive finalizer put on at creation by the apiserver "
+            "(`crds/admission`, MutatingAdmissionPolicy). "
+            if results.get("finalizer_policy")
+            else "No admission policy: the operator adds the archive finalizer. "
+        )
+        + f"Operator environment: `MLMODEL_RECONCILE_INTERVAL={s['reconcile_interval']:g}`, "
         f"`MLMODEL_SERVING_IMAGE={IMAGE_BEFORE}`, `{RATE_ENV}={s['fleet_rate']:g}`, every other "
         f"setting its default, `PYTHONMALLOC={s.get('pythonmalloc', '(pymalloc)')}` as its image "
         "sets it; "
@@ -1196,6 +1230,8 @@ def render_burst_only(results: dict[str, Any]) -> str:
         ["operator CPU, POSTs to the last Deployment",
          _secs(w["cpu_seconds"].get("operator"))],
         ["operator requests in that window", str(w["operator_requests"])],
+        ["archive finalizer put on by", "the apiserver (crds/admission)"
+         if results.get("finalizer_policy") else "the operator"],
     ]  # fmt: skip
     git = results.get("git") or {}
     lines = [
@@ -1382,6 +1418,11 @@ def parse_args(argv: Sequence[str]) -> FleetOptions:
         "and the operator's CPU, to compare two versions of the operator (no README)",
     )
     p.add_argument(
+        "--no-finalizer-policy",
+        action="store_true",
+        help="leave crds/admission out: the operator adds the archive finalizer itself",
+    )
+    p.add_argument(
         "--update-readme",
         action="store_true",
         help="the tables into benchmarks/README.md, the plot into benchmarks/fleet-burst.png",
@@ -1411,6 +1452,7 @@ def parse_args(argv: Sequence[str]) -> FleetOptions:
         keep_workdir=a.keep_workdir,
         quick=a.quick,
         burst_only=a.burst_only,
+        finalizer_policy=not a.no_finalizer_policy,
     )
 
 
