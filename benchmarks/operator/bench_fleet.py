@@ -1490,9 +1490,9 @@ def main(argv: Sequence[str], command: str | None = None) -> int:
     results["finished_utc"] = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     stem = f"fleet-{started.strftime('%Y-%m-%dT%H%M')}" + ("-quick" if opts.quick else "")
-    if opts.burst_only:
+    if opts.burst_only:  # a minute each, run in turns: the seconds keep them apart
         print(render_burst_only(results))
-        out = RESULTS_DIR / f"{stem}-burst.json"
+        out = RESULTS_DIR / f"fleet-{started.strftime('%Y-%m-%dT%H%M%S')}-burst.json"
         out.write_text(json.dumps(compact(results), indent=1))
         log(f"results: {out.relative_to(REPO)}")
         return 0
