@@ -568,3 +568,21 @@ def test_the_crd_schema_check_catches_a_misspelt_field() -> None:
     rule["mesage"] = rule.pop("message")
     with pytest.raises(kubernetes_validate.ValidationError):
         kubernetes_validate.validate(broken, KUBERNETES_VERSIONS[-1], strict=True)
+
+
+def test_the_admission_policy_puts_on_the_operators_own_finalizer() -> None:
+    """crds/admission names the finalizer in CEL text: the one kopf removes after the
+    archive (a different name would hold every deletion for ever)."""
+    from mlmodel_operator.settings import FINALIZER
+
+    policy, binding = yaml.safe_load_all(
+        (CRDS / "admission" / "archive-finalizer.yaml").read_text()
+    )
+    spec = policy["spec"]
+    (mutation,) = spec["mutations"]
+    assert f'finalizers: ["{FINALIZER}"]' in mutation["applyConfiguration"]["expression"]
+    assert (
+        f"'{FINALIZER}' in object.metadata.finalizers" in spec["matchConditions"][0]["expression"]
+    )
+    assert spec["failurePolicy"] == "Ignore"  # it never stands between a user and the API
+    assert binding["spec"]["policyName"] == policy["metadata"]["name"]
